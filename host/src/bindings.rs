@@ -1,0 +1,13 @@
+//! The host side of the WIT contract, generated from `wit/`. This is the only
+//! place the generated bindings are defined; the rest of the host uses the
+//! re-exports in [`crate`].
+
+wasmtime::component::bindgen!({
+    world: "garden-module",
+    path: "../wit",
+    imports: { default: trappable },
+    additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
+});
+
+pub use garden::pipeline::host::{Host, PublishError};
+pub use garden::pipeline::types;

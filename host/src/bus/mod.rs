@@ -1,0 +1,107 @@
+//! The message bus: one trait, several backends.
+//!
+//! Two delivery kinds: *shared* (each message to one member of a subscribing
+//! group, chosen by key so per-key order holds) and *broadcast* (to every
+//! member). A subscription may also be *addressed*: only messages whose key
+//! is the subscriber's own id. Inboxes are bounded: a publish that would
+//! overflow one is refused with [`BusError::Full`] and the producer waits;
+//! nothing is dropped silently, and messages that cannot be handled are kept
+//! as dead letters with their reason.
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::Envelope;
+
+pub use memory::MemoryBus;
+
+/// How a subscription receives messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Delivery {
+    /// One member of the group per message.
+    Shared,
+    /// Every member of the group.
+    Broadcast,
+}
+
+/// One instance's interest in one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriber {
+    /// The subscribing instance.
+    pub instance: String,
+    /// Its group: shared delivery picks one member per group.
+    pub group: String,
+    /// The topic.
+    pub topic: String,
+    /// Shared or broadcast.
+    pub delivery: Delivery,
+    /// Only messages keyed with the instance's own id.
+    pub addressed: bool,
+}
+
+/// A message that could not be handled, kept with the reason.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The instance it was meant for.
+    pub instance: String,
+    /// The message.
+    pub envelope: Arc<Envelope>,
+    /// Why it could not be handled.
+    pub reason: String,
+}
+
+/// Counters every backend keeps.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BusStats {
+    /// Messages accepted by `publish`.
+    pub published: u64,
+    /// Deliveries into inboxes (one message to three subscribers is three).
+    pub delivered: u64,
+    /// Messages delivered beyond an inbox's capacity to break a cycle of
+    /// full inboxes.
+    pub overflowed: u64,
+    /// Dead letters recorded.
+    pub dead_letters: u64,
+}
+
+/// Why a bus operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// A receiving inbox is full; the message is handed back to retry later.
+    #[error("the inbox of `{instance}` is full ({capacity} messages); the producer must wait until it drains")]
+    Full {
+        /// The full inbox's owner.
+        instance: String,
+        /// Its capacity.
+        capacity: usize,
+        /// The message, unchanged, to publish again.
+        message: Box<Envelope>,
+    },
+}
+
+/// A message bus backend.
+pub trait Bus {
+    /// Register a subscription (idempotent).
+    fn subscribe(&mut self, subscriber: &Subscriber);
+    /// Remove every subscription of `instance`; its inbox stays until drained.
+    fn unsubscribe(&mut self, instance: &str);
+    /// Publish: assign the topic's next sequence number and deliver to every
+    /// subscriber, or to none if any receiving inbox is full.
+    fn publish(&mut self, message: Envelope) -> Result<(), BusError>;
+    /// Publish even into full inboxes; used only to break a cycle of full
+    /// inboxes, and counted in [`BusStats::overflowed`].
+    fn publish_overflowing(&mut self, message: Envelope);
+    /// The next message for `instance`, oldest first.
+    fn poll(&mut self, instance: &str) -> Option<Arc<Envelope>>;
+    /// Messages waiting for `instance`.
+    fn depth(&self, instance: &str) -> usize;
+    /// Record a message that could not be handled.
+    fn dead_letter(&mut self, letter: DeadLetter);
+    /// Dead letters kept so far (a backend may keep only the most recent).
+    fn dead_letters(&self) -> Vec<DeadLetter>;
+    /// Counters.
+    fn stats(&self) -> BusStats;
+}

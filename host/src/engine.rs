@@ -1,0 +1,350 @@
+//! The one wasmtime engine, its compiled-artifact cache and the loader that
+//! turns component bytes into a [`Module`] ready to instantiate.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::Info;
+use crate::bindings::types::GeneKind;
+use crate::bindings::{GardenModule, GardenModulePre};
+use crate::limits::Limits;
+use crate::sandbox::{CallError, HostState, Sandbox, SandboxSpec};
+
+/// How often the epoch ticks; call deadlines are counted in ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// Why the engine could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// wasmtime refused the configuration (often: not enough virtual memory
+    /// for the pooling allocator).
+    #[error("cannot configure the wasm engine: {0}; try lowering limits.max_instances or limits.memory_bytes")]
+    Config(String),
+    /// The WASI or host functions could not be linked.
+    #[error("cannot link host functions: {0}")]
+    Link(String),
+    /// The artifact cache directory cannot be created.
+    #[error("cannot use artifact cache directory {path}: {source}")]
+    Cache {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+/// Why a component could not be loaded. Nothing is loaded when any of these
+/// is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not WebAssembly at all.
+    #[error("not a WebAssembly binary (it does not start with \\0asm); pass a .wasm component built for wasm32-wasip2")]
+    NotWasm,
+    /// A core module where a component was expected.
+    #[error("this is a core WebAssembly module, not a component; build it for the wasm32-wasip2 target (or wrap it with `wasm-tools component new`)")]
+    CoreModule,
+    /// The component does not validate or compile.
+    #[error("the component is invalid: {0}")]
+    Invalid(String),
+    /// The component's imports or exports do not match the garden world.
+    #[error("the component does not target the garden:pipeline/garden-module world: {0}")]
+    WrongWorld(String),
+    /// `describe` failed.
+    #[error("describe() failed: {0}")]
+    Describe(CallError),
+    /// `describe` returned something unusable.
+    #[error("describe() returned an invalid description: {0}")]
+    BadInfo(String),
+}
+
+/// A component compiled, linked against the host and described: ready to
+/// instantiate as many times as needed without compiling again.
+pub struct Module {
+    digest: String,
+    info: Info,
+    pre: GardenModulePre<HostState>,
+    publishes: Arc<HashSet<String>>,
+}
+
+impl Module {
+    /// What the module says about itself.
+    pub fn info(&self) -> &Info {
+        &self.info
+    }
+
+    /// The hex sha256 of the component's bytes: its identity.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module")
+            .field("name", &self.info.name)
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+/// Ticks the engine's epoch from one background thread (not one per call).
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: wasmtime::Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("garden-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        EpochTicker { stop, thread }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The wasmtime engine with the component model, the pooling allocator, fuel
+/// and epoch interruption, plus the linker holding the host functions.
+pub struct Engine {
+    engine: wasmtime::Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    cache: Option<PathBuf>,
+    deadline_ticks: u64,
+    _ticker: EpochTicker,
+}
+
+impl Engine {
+    /// Build the engine. `cache` is a directory for precompiled artifacts
+    /// (created if missing); `None` compiles every time.
+    pub fn new(limits: Limits, cache: Option<PathBuf>) -> Result<Self, EngineError> {
+        let mut pool = PoolingAllocationConfig::default();
+        let instances = limits.max_instances.max(1);
+        pool.total_component_instances(instances)
+            // A Rust wasip2 component holds a few core instances (the
+            // program and its adapter shims) and one or two memories.
+            .total_core_instances(instances.saturating_mul(4))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(4))
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = wasmtime::Engine::new(&config).map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| EngineError::Link(format!("{e:#}")))?;
+        GardenModule::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| EngineError::Link(format!("{e:#}")))?;
+        if let Some(dir) = &cache {
+            std::fs::create_dir_all(dir).map_err(|source| EngineError::Cache { path: dir.clone(), source })?;
+        }
+        let tick = EPOCH_TICK.as_millis().max(1);
+        let deadline_ticks = u64::try_from(limits.deadline.as_millis().div_ceil(tick)).unwrap_or(u64::MAX).max(1) + 1;
+        Ok(Engine {
+            _ticker: EpochTicker::start(engine.clone()),
+            engine,
+            linker,
+            limits,
+            cache,
+            deadline_ticks,
+        })
+    }
+
+    /// The limits every instance runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Load a component: check it is one, compile it (or reuse the cached
+    /// artifact), link it against the host and ask it to describe itself.
+    pub fn load(&self, bytes: &[u8]) -> Result<Arc<Module>, LoadError> {
+        check_header(bytes)?;
+        let digest = hex::encode(Sha256::digest(bytes));
+        let component = self.compile(bytes, &digest)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = GardenModulePre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let mut module = Module {
+            digest,
+            info: Info {
+                name: String::new(),
+                version: String::new(),
+                role: String::new(),
+                subscribes: Vec::new(),
+                publishes: Vec::new(),
+                genes: Vec::new(),
+            },
+            pre,
+            publishes: Arc::new(HashSet::new()),
+        };
+        let mut sandbox = self.instantiate(&module, "describe", 0).map_err(LoadError::Describe)?;
+        let info = sandbox.describe().map_err(LoadError::Describe)?;
+        validate_info(&info).map_err(LoadError::BadInfo)?;
+        module.publishes = Arc::new(info.publishes.iter().cloned().collect());
+        module.info = info;
+        Ok(Arc::new(module))
+    }
+
+    /// A new instance of `module` (not yet initialised), named `instance`.
+    pub fn instantiate(&self, module: &Module, instance: &str, random_seed: u64) -> Result<Sandbox, CallError> {
+        let spec = SandboxSpec {
+            instance,
+            publishes: module.publishes.clone(),
+            limits: &self.limits,
+            deadline_ticks: self.deadline_ticks,
+            random_seed,
+        };
+        let mut store = Sandbox::store(&self.engine, &spec).map_err(|e| CallError::Trap { detail: format!("{e:#}") })?;
+        match module.pre.instantiate(&mut store) {
+            Ok(bindings) => Ok(Sandbox::new(store, bindings, &self.limits, self.deadline_ticks)),
+            Err(e) => Err(CallError::Trap {
+                detail: format!("instantiation failed: {e:#}"),
+            }),
+        }
+    }
+
+    fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component, LoadError> {
+        let Some(dir) = &self.cache else {
+            return Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")));
+        };
+        let mut h = std::hash::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let key = format!("{digest}-{:016x}", h.finish());
+        let artifact = dir.join(format!("{key}.cwasm"));
+        let check = dir.join(format!("{key}.sha256"));
+        if let Some(component) = self.load_cached(&artifact, &check) {
+            return Ok(component);
+        }
+        let compiled = self
+            .engine
+            .precompile_component(bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        // SAFETY: the bytes were produced by `precompile_component` on this
+        // very engine a moment ago.
+        let component = unsafe { Component::deserialize(&self.engine, &compiled) }
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        if let Err(e) = store_artifact(&artifact, &check, &compiled) {
+            tracing::warn!(path = %artifact.display(), "could not cache compiled component: {e}");
+        }
+        Ok(component)
+    }
+
+    /// A cached artifact, if present and its checksum matches; otherwise
+    /// `None` and the component is compiled again.
+    fn load_cached(&self, artifact: &Path, check: &Path) -> Option<Component> {
+        let bytes = std::fs::read(artifact).ok()?;
+        let expected = std::fs::read_to_string(check).ok()?;
+        if hex::encode(Sha256::digest(&bytes)) != expected.trim() {
+            tracing::warn!(path = %artifact.display(), "cached artifact does not match its checksum; recompiling");
+            return None;
+        }
+        // SAFETY: the artifact was written by `store_artifact` from
+        // `precompile_component` output for an engine with the same
+        // compatibility hash (part of the file name), and its checksum
+        // matches. The cache directory must be writable only by this user.
+        unsafe { Component::deserialize(&self.engine, &bytes) }.ok()
+    }
+}
+
+fn store_artifact(artifact: &Path, check: &Path, compiled: &[u8]) -> std::io::Result<()> {
+    // Write to temporary names and rename, so a concurrent reader never sees
+    // half a file.
+    let tmp = artifact.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, compiled)?;
+    std::fs::rename(&tmp, artifact)?;
+    let tmp = check.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, hex::encode(Sha256::digest(compiled)))?;
+    std::fs::rename(&tmp, check)
+}
+
+/// Tell a component from a core module or from something else entirely
+/// before handing the bytes to the compiler, so the error says which.
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm);
+    }
+    // Version field: core modules are 1.0 (01 00 00 00); components are
+    // layer 1 (xx 00 01 00).
+    match bytes[4..8] {
+        [1, 0, 0, 0] => Err(LoadError::CoreModule),
+        [_, _, 1, 0] => Ok(()),
+        _ => Err(LoadError::Invalid("unknown WebAssembly binary version".into())),
+    }
+}
+
+fn validate_info(info: &Info) -> Result<(), String> {
+    if info.name.trim().is_empty() {
+        return Err("the module name is empty".into());
+    }
+    for s in &info.subscribes {
+        if s.topic.is_empty() || s.topic.starts_with('$') {
+            return Err(format!("subscription to `{}`: topics must be non-empty and not start with `$`", s.topic));
+        }
+    }
+    for t in &info.publishes {
+        if t.is_empty() || t.starts_with('$') {
+            return Err(format!("publishes `{t}`: topics must be non-empty and not start with `$`"));
+        }
+    }
+    let mut names = HashSet::new();
+    for g in &info.genes {
+        if !names.insert(g.name.as_str()) {
+            return Err(format!("gene `{}` is declared twice", g.name));
+        }
+        let finite = g.min.is_finite() && g.max.is_finite() && g.default.is_finite() && g.scale.is_finite();
+        if !finite || g.min > g.max || g.default < g.min || g.default > g.max || g.scale < 0.0 {
+            return Err(format!(
+                "gene `{}` needs finite min <= default <= max and scale >= 0 (min {}, default {}, max {}, scale {})",
+                g.name, g.min, g.default, g.max, g.scale
+            ));
+        }
+        if g.kind == GeneKind::Int && (g.min.fract() != 0.0 || g.max.fract() != 0.0) {
+            return Err(format!("integer gene `{}` has non-integer bounds", g.name));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_check_tells_core_modules_components_and_junk_apart() {
+        assert!(matches!(check_header(b"hello world"), Err(LoadError::NotWasm)));
+        assert!(matches!(check_header(b"\0asm"), Err(LoadError::NotWasm)));
+        assert!(matches!(check_header(b"\0asm\x01\0\0\0"), Err(LoadError::CoreModule)));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+        assert!(matches!(check_header(b"\0asm\x09\x09\x09\x09"), Err(LoadError::Invalid(_))));
+    }
+}

@@ -1,0 +1,146 @@
+//! `garden`: the host daemon and command line.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use garden_host::feed;
+use garden_host::pipeline::PipelineConfig;
+use garden_host::run::{ReplayOptions, replay};
+use garden_host::{Engine, render};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(name = "garden", version, about = "A host for sandboxed WebAssembly modules that evolve")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay market data through the pipeline and report each variant.
+    ///
+    /// With no arguments: the bundled EUR/USD hourly bars through the
+    /// embedded modules, with a population of alpha variants.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// OHLCV CSV file to replay (default: the bundled EURUSD_H1 sample).
+    #[arg(long, value_name = "FILE.csv")]
+    data: Option<PathBuf>,
+    /// Symbol for the data (default: the file name up to the first `_` or `.`).
+    #[arg(long)]
+    symbol: Option<String>,
+    /// Pipeline configuration (default: the embedded pipeline.toml).
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    /// Seed for random genes; the same seed repeats the run. Default: from the clock.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Number of variants in the population.
+    #[arg(long)]
+    variants: Option<u32>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Directory for compiled modules (default: ~/.cache/garden).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile modules every time instead of caching them.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GARDEN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("garden"))
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    });
+    eprintln!("seed: {seed}");
+    let config = match &args.config {
+        Some(path) => PipelineConfig::read(path)?,
+        None => PipelineConfig::embedded(),
+    };
+    let (rows, data_name, symbol) = match &args.data {
+        Some(path) => (
+            feed::csv::read_path(path)?,
+            path.display().to_string(),
+            args.symbol.clone().unwrap_or_else(|| feed::symbol_from_path(path)),
+        ),
+        None => (
+            feed::csv::read(feed::BUNDLED_CSV.as_bytes(), feed::BUNDLED_NAME)?,
+            feed::BUNDLED_NAME.to_string(),
+            args.symbol.clone().unwrap_or_else(|| feed::BUNDLED_SYMBOL.to_string()),
+        ),
+    };
+    let cache = if args.no_cache { None } else { args.cache_dir.clone().or_else(default_cache_dir) };
+    let engine = Arc::new(Engine::new(config.limits.clone(), cache).context("starting the wasm engine")?);
+    let modules = config.load(&engine)?;
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(rows.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} bars ({per_sec})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let options = ReplayOptions {
+        seed,
+        variants: args.variants,
+        symbol,
+        data_name,
+    };
+    let summary = replay(engine, &config, &modules, &rows, options, |n| {
+        if let Some(bar) = &bar
+            && n % 64 == 0
+        {
+            bar.set_position(n as u64);
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", render::table(&summary));
+    }
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! The pipeline configuration: which modules run, how many instances, with
+//! which parameters and settings, under which limits. `garden run` uses the
+//! embedded `host/pipeline.toml` unless given `--config`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::engine::{Engine, LoadError, Module};
+use crate::limits::Limits;
+
+/// The embedded default pipeline (the trading application).
+pub const DEFAULT_PIPELINE: &str = include_str!("../pipeline.toml");
+
+/// A pipeline description, as read from TOML.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Topic the feed publishes on.
+    #[serde(default = "default_feed_topic")]
+    pub feed_topic: String,
+    /// Topic of the fitness reports the host reads.
+    #[serde(default = "default_fitness_topic")]
+    pub fitness_topic: String,
+    /// Limits for every instance.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The modules, in the order they are started.
+    #[serde(rename = "module")]
+    pub modules: Vec<ModuleConfig>,
+}
+
+fn default_feed_topic() -> String {
+    "bar".into()
+}
+
+fn default_fitness_topic() -> String {
+    "fitness".into()
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One module in the pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleConfig {
+    /// The module's name: one built into the binary, or a label when `path` is set.
+    pub name: String,
+    /// A component file to load instead of the built-in module.
+    pub path: Option<PathBuf>,
+    /// How many instances to start.
+    #[serde(default = "one")]
+    pub instances: u32,
+    /// Whether these instances are the population (`--variants` sets their
+    /// number; the first runs default genes, the others random ones).
+    #[serde(default)]
+    pub population: bool,
+    /// Gene values overriding the defaults (for every instance).
+    #[serde(default)]
+    pub params: BTreeMap<String, f64>,
+    /// Free-form settings handed to `init`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, toml::Value>,
+}
+
+impl ModuleConfig {
+    /// Settings as strings (numbers and booleans written as in TOML).
+    pub fn settings_strings(&self) -> Vec<(String, String)> {
+        self.settings
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), text)
+            })
+            .collect()
+    }
+}
+
+/// Why a pipeline could not be read or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The configuration file cannot be read.
+    #[error("cannot read pipeline configuration {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The configuration is not valid TOML for a pipeline.
+    #[error("invalid pipeline configuration {origin}: {message}")]
+    Parse {
+        /// Where it came from.
+        origin: String,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// A module named in the configuration is not built in.
+    #[error("module `{name}` is not built in (built-in: {known}); give its component with `path = \"...\"`")]
+    UnknownModule {
+        /// The name.
+        name: String,
+        /// The built-in names.
+        known: String,
+    },
+    /// A module file cannot be read.
+    #[error("cannot read module `{name}` from {path}: {source}")]
+    ModuleFile {
+        /// The module.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// A module failed to load.
+    #[error("module `{name}` failed to load: {source}")]
+    Load {
+        /// The module.
+        name: String,
+        /// Why.
+        source: LoadError,
+    },
+    /// The configuration is inconsistent.
+    #[error("invalid pipeline: {0}")]
+    Invalid(String),
+}
+
+impl PipelineConfig {
+    /// Parse a configuration; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, PipelineError> {
+        let config: PipelineConfig = toml::from_str(text).map_err(|e| PipelineError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Read a configuration file.
+    pub fn read(path: &Path) -> Result<Self, PipelineError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The embedded default.
+    pub fn embedded() -> Self {
+        // The embedded file is part of the build and covered by tests; a
+        // failure here is a bug in this repository, not user input.
+        Self::parse(DEFAULT_PIPELINE, "embedded pipeline.toml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn validate(&self) -> Result<(), PipelineError> {
+        if self.modules.is_empty() {
+            return Err(PipelineError::Invalid("no [[module]] entries".into()));
+        }
+        if self.modules.iter().filter(|m| m.population).count() > 1 {
+            return Err(PipelineError::Invalid("at most one module may be the population".into()));
+        }
+        Ok(())
+    }
+
+    /// Load every module (compiling or reusing cached artifacts).
+    pub fn load(&self, engine: &Engine) -> Result<Vec<(ModuleConfig, Arc<Module>)>, PipelineError> {
+        let mut loaded = Vec::new();
+        for m in &self.modules {
+            let bytes: std::borrow::Cow<'static, [u8]> = match &m.path {
+                Some(path) => std::fs::read(path)
+                    .map_err(|source| PipelineError::ModuleFile {
+                        name: m.name.clone(),
+                        path: path.clone(),
+                        source,
+                    })?
+                    .into(),
+                None => garden_modules::module(&m.name)
+                    .ok_or_else(|| PipelineError::UnknownModule {
+                        name: m.name.clone(),
+                        known: garden_modules::MODULES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+                    })?
+                    .into(),
+            };
+            let module = engine.load(&bytes).map_err(|source| PipelineError::Load {
+                name: m.name.clone(),
+                source,
+            })?;
+            loaded.push((m.clone(), module));
+        }
+        Ok(loaded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_pipeline_parses() {
+        let c = PipelineConfig::embedded();
+        assert_eq!(c.modules.len(), 5);
+        assert!(c.modules[0].population);
+        let fusion = &c.modules[2];
+        assert!(fusion.settings_strings().contains(&("deadline-bars".to_string(), "1".to_string())));
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_with_position() {
+        let err = PipelineConfig::parse("[[module]]\nnmae = 'x'\n", "t.toml").unwrap_err();
+        assert!(err.to_string().contains("t.toml") && err.to_string().contains("nmae"), "{err}");
+        let err = PipelineConfig::parse("feed_topic = 'bar'\n", "t.toml").unwrap_err();
+        assert!(err.to_string().contains("module"), "{err}");
+        let two = "[[module]]\nname='a'\npopulation=true\n[[module]]\nname='b'\npopulation=true\n";
+        assert!(matches!(PipelineConfig::parse(two, "t"), Err(PipelineError::Invalid(_))));
+    }
+}

@@ -1,0 +1,446 @@
+//! One module instance in its own store: the host functions it may call, the
+//! limits on every call, and the classification of what went wrong.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::types::{Body, InitContext, Level};
+use crate::bindings::{GardenModule, PublishError};
+use crate::limits::Limits;
+use crate::{Envelope, Info};
+
+/// Why a call into a module failed. Each variant says what the module did
+/// and, where it helps, what the module author can change.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    /// The call burned its whole fuel budget.
+    #[error("ran out of fuel ({fuel} units per call): the module computes too much per message or never stops; raise limits.fuel_per_call only if the work is legitimate")]
+    FuelExhausted {
+        /// The budget per call.
+        fuel: u64,
+    },
+    /// The call outlived the wall-clock deadline.
+    #[error("exceeded the wall-clock deadline of {ms} ms per call")]
+    DeadlineExceeded {
+        /// The deadline in milliseconds.
+        ms: u64,
+    },
+    /// The module tried to grow its memory past the cap.
+    #[error("memory limit: tried to grow linear memory to {requested} bytes, the cap is {cap} bytes")]
+    MemoryLimit {
+        /// Bytes the module asked for.
+        requested: usize,
+        /// The cap in bytes.
+        cap: usize,
+    },
+    /// The module's call stack overflowed (usually unbounded recursion).
+    #[error("stack overflow: the module recursed too deeply")]
+    StackOverflow,
+    /// The module called `publish` more often than allowed in one call.
+    #[error("publish flood: more than {cap} publishes in one call")]
+    PublishLimit {
+        /// The cap per call.
+        cap: u32,
+    },
+    /// The module panicked (its panic message, as it logged it).
+    #[error("module panicked: {message}")]
+    Panic {
+        /// The panic message.
+        message: String,
+    },
+    /// Any other trap.
+    #[error("module trapped: {detail}")]
+    Trap {
+        /// The trap and its backtrace, as wasmtime reported it.
+        detail: String,
+    },
+    /// The module returned an error for this message.
+    #[error("module returned an error: {0}")]
+    Module(String),
+}
+
+impl CallError {
+    /// Whether the instance is dead after this failure and must be
+    /// re-instantiated. Only a module's own error leaves it usable.
+    pub fn kills_instance(&self) -> bool {
+        !matches!(self, CallError::Module(_))
+    }
+
+    /// A short stable name for counting failures by kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::FuelExhausted { .. } => "fuel",
+            CallError::DeadlineExceeded { .. } => "deadline",
+            CallError::MemoryLimit { .. } => "memory",
+            CallError::StackOverflow => "stack",
+            CallError::PublishLimit { .. } => "publish-flood",
+            CallError::Panic { .. } => "panic",
+            CallError::Trap { .. } => "trap",
+            CallError::Module(_) => "module-error",
+        }
+    }
+}
+
+/// Errors the host raises inside a call to stop it; turned into [`CallError`].
+#[derive(Debug, thiserror::Error)]
+enum HostTrap {
+    #[error("memory limit: {requested} > {cap}")]
+    Memory { requested: usize, cap: usize },
+    #[error("publish limit {cap}")]
+    Publishes { cap: u32 },
+}
+
+/// A message a module published during a call, delivered only if the call
+/// succeeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Staged {
+    /// Topic it was published on.
+    pub topic: String,
+    /// Ordering key.
+    pub key: String,
+    /// The body.
+    pub body: Body,
+}
+
+/// Caps linear memory per instance and reports the attempt that broke it.
+struct MemoryCap {
+    cap: usize,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            return Err(wasmtime::Error::new(HostTrap::Memory {
+                requested: desired,
+                cap: self.cap,
+            }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a module needing more than this
+        // is broken or hostile.
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Per-instance counters the host keeps across calls.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SandboxCounters {
+    /// Publishes refused (undeclared topic or too large).
+    pub refused_publishes: u64,
+    /// Log lines dropped because a call exceeded `max_logs_per_call`.
+    pub suppressed_logs: u64,
+}
+
+/// What the host functions see: the instance's identity, its declared topics
+/// and the current call's staging area.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory: MemoryCap,
+    instance: Arc<str>,
+    publishes: Arc<HashSet<String>>,
+    staged: Vec<Staged>,
+    publish_calls: u32,
+    logs: u32,
+    max_publishes: u32,
+    max_message_bytes: u32,
+    max_logs: u32,
+    now: i64,
+    last_panic: Option<String>,
+    counters: SandboxCounters,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl crate::bindings::Host for HostState {
+    fn publish(
+        &mut self,
+        topic: String,
+        key: String,
+        body: Body,
+    ) -> wasmtime::Result<Result<(), PublishError>> {
+        self.publish_calls += 1;
+        if self.publish_calls > self.max_publishes {
+            return Err(wasmtime::Error::new(HostTrap::Publishes {
+                cap: self.max_publishes,
+            }));
+        }
+        if !self.publishes.contains(&topic) {
+            self.counters.refused_publishes += 1;
+            tracing::warn!(instance = %self.instance, %topic, "publish refused: topic not declared");
+            return Ok(Err(PublishError::TopicNotDeclared(topic)));
+        }
+        let size = message_size(&topic, &key, &body);
+        if size > self.max_message_bytes as usize {
+            self.counters.refused_publishes += 1;
+            tracing::warn!(instance = %self.instance, %topic, size, cap = self.max_message_bytes, "publish refused: message too large");
+            return Ok(Err(PublishError::TooLarge(self.max_message_bytes)));
+        }
+        self.staged.push(Staged { topic, key, body });
+        Ok(Ok(()))
+    }
+
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        if matches!(level, Level::Error) && message.starts_with("panic: ") {
+            self.last_panic = Some(truncate(&message["panic: ".len()..], 1024));
+        }
+        self.logs += 1;
+        if self.logs > self.max_logs {
+            self.counters.suppressed_logs += 1;
+            return Ok(());
+        }
+        let message = truncate(&message, 4096);
+        let instance = &*self.instance;
+        match level {
+            Level::Trace => tracing::trace!(instance, "{message}"),
+            Level::Debug => tracing::debug!(instance, "{message}"),
+            Level::Info => tracing::info!(instance, "{message}"),
+            Level::Warn => tracing::warn!(instance, "{message}"),
+            Level::Error => tracing::error!(instance, "{message}"),
+        }
+        Ok(())
+    }
+
+    fn now(&mut self) -> wasmtime::Result<i64> {
+        Ok(self.now)
+    }
+}
+
+impl crate::bindings::garden::pipeline::types::Host for HostState {}
+
+/// Bytes a message occupies on the wire: its postcard encoding plus topic and key.
+pub fn message_size(topic: &str, key: &str, body: &Body) -> usize {
+    let body_len = postcard::experimental::serialized_size(body).unwrap_or(usize::MAX);
+    body_len.saturating_add(topic.len()).saturating_add(key.len())
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// A running instance of a module: its store, its bindings, its limits.
+pub struct Sandbox {
+    store: Store<HostState>,
+    bindings: GardenModule,
+    fuel: u64,
+    deadline_ticks: u64,
+    deadline: Duration,
+}
+
+/// How to build a sandbox's store: identity, declared topics and limits.
+pub(crate) struct SandboxSpec<'a> {
+    pub instance: &'a str,
+    pub publishes: Arc<HashSet<String>>,
+    pub limits: &'a Limits,
+    pub deadline_ticks: u64,
+    /// Seed for the instance's WASI random streams, so replays repeat.
+    pub random_seed: u64,
+}
+
+impl Sandbox {
+    /// A store for one instance. WASI grants nothing: no files, sockets,
+    /// environment, arguments or stdio; clocks read zero; randomness is a
+    /// seeded stream.
+    pub(crate) fn store(engine: &wasmtime::Engine, spec: &SandboxSpec<'_>) -> wasmtime::Result<Store<HostState>> {
+        use rand::SeedableRng;
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .wall_clock(FrozenClock)
+            .monotonic_clock(FrozenClock)
+            .secure_random(rand::rngs::ChaCha8Rng::seed_from_u64(spec.random_seed))
+            .insecure_random(rand::rngs::ChaCha8Rng::seed_from_u64(spec.random_seed ^ 0x5eed))
+            .insecure_random_seed(u128::from(spec.random_seed));
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            memory: MemoryCap {
+                cap: spec.limits.memory_bytes,
+            },
+            instance: Arc::from(spec.instance),
+            publishes: spec.publishes.clone(),
+            staged: Vec::new(),
+            publish_calls: 0,
+            logs: 0,
+            max_publishes: spec.limits.max_publishes_per_call,
+            max_message_bytes: spec.limits.max_message_bytes,
+            max_logs: spec.limits.max_logs_per_call,
+            now: 0,
+            last_panic: None,
+            counters: SandboxCounters::default(),
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.epoch_deadline_trap();
+        store.set_fuel(spec.limits.fuel_per_call)?;
+        store.set_epoch_deadline(spec.deadline_ticks);
+        Ok(store)
+    }
+
+    pub(crate) fn new(store: Store<HostState>, bindings: GardenModule, limits: &Limits, deadline_ticks: u64) -> Self {
+        Sandbox {
+            store,
+            bindings,
+            fuel: limits.fuel_per_call,
+            deadline_ticks,
+            deadline: limits.deadline,
+        }
+    }
+
+    /// Counters kept by the host functions.
+    pub fn counters(&self) -> SandboxCounters {
+        self.store.data().counters
+    }
+
+    /// Call `describe`.
+    pub fn describe(&mut self) -> Result<Info, CallError> {
+        self.guarded(0, |b, s| b.garden_pipeline_module().call_describe(s).map(Ok))
+            .map(|(info, _)| info)
+    }
+
+    /// Call `init`. Anything it publishes is discarded.
+    pub fn init(&mut self, ctx: &InitContext) -> Result<(), CallError> {
+        self.guarded(0, |b, s| b.garden_pipeline_module().call_init(s, ctx))
+            .map(|_| ())
+    }
+
+    /// Call `on-message`; on success, what the module published.
+    pub fn handle(&mut self, msg: &Envelope) -> Result<Vec<Staged>, CallError> {
+        self.guarded(msg.time, |b, s| b.garden_pipeline_module().call_on_message(s, msg))
+            .map(|(_, staged)| staged)
+    }
+
+    /// Run one call with fresh fuel, deadline and staging, and classify how
+    /// it ended.
+    fn guarded<R>(
+        &mut self,
+        now: i64,
+        call: impl FnOnce(&GardenModule, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
+    ) -> Result<(R, Vec<Staged>), CallError> {
+        {
+            let state = self.store.data_mut();
+            state.staged.clear();
+            state.publish_calls = 0;
+            state.logs = 0;
+            state.now = now;
+            state.last_panic = None;
+        }
+        // Setting fuel cannot fail once fuel is enabled on the engine, which
+        // the engine guarantees; treat a failure as a trap all the same.
+        if let Err(e) = self.store.set_fuel(self.fuel) {
+            return Err(CallError::Trap {
+                detail: format!("could not set fuel: {e}"),
+            });
+        }
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        let result = call(&self.bindings, &mut self.store);
+        let staged = std::mem::take(&mut self.store.data_mut().staged);
+        match result {
+            Ok(Ok(value)) => Ok((value, staged)),
+            Ok(Err(message)) => Err(CallError::Module(message)),
+            Err(error) => Err(self.classify(error)),
+        }
+    }
+
+    fn classify(&mut self, error: wasmtime::Error) -> CallError {
+        if let Some(trap) = error.downcast_ref::<HostTrap>() {
+            return match *trap {
+                HostTrap::Memory { requested, cap } => CallError::MemoryLimit { requested, cap },
+                HostTrap::Publishes { cap } => CallError::PublishLimit { cap },
+            };
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => CallError::FuelExhausted { fuel: self.fuel },
+            Some(Trap::Interrupt) => CallError::DeadlineExceeded {
+                ms: u64::try_from(self.deadline.as_millis()).unwrap_or(u64::MAX),
+            },
+            Some(Trap::StackOverflow) => CallError::StackOverflow,
+            _ => match self.store.data_mut().last_panic.take() {
+                Some(message) => CallError::Panic { message },
+                None => CallError::Trap {
+                    detail: format!("{error:?}"),
+                },
+            },
+        }
+    }
+}
+
+/// A clock that always reads zero: modules get time only from `host.now`.
+struct FrozenClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_size_counts_body_topic_and_key() {
+        let small = message_size("t", "k", &Body::Custom(vec![0; 10]));
+        let big = message_size("t", "k", &Body::Custom(vec![0; 1000]));
+        assert!(small >= 12 && small < 20, "{small}");
+        assert!(big >= 1002 && big < 1010, "{big}");
+    }
+
+    #[test]
+    fn only_module_errors_leave_the_instance_alive() {
+        assert!(!CallError::Module("x".into()).kills_instance());
+        assert!(CallError::StackOverflow.kills_instance());
+        assert!(CallError::FuelExhausted { fuel: 1 }.kills_instance());
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h…");
+        assert_eq!(truncate("abc", 5), "abc");
+    }
+}

@@ -1,0 +1,231 @@
+//! Alpha detector: EMA crossover with ATR-based stop and target.
+//!
+//! When the fast EMA crosses above the slow one it writes a long plan, below
+//! a short plan (if `allow-short`). Entry is the bar's close (the trader fills
+//! at the next open), the stop `stop-atr` ATRs away, the target `target-atr`
+//! ATRs away, closing after `horizon` bars. Its confidence is its own
+//! Laplace-smoothed hit rate from the feedback on its earlier plans, with
+//! old outcomes fading by `DECAY` per plan written, so a variant that keeps
+//! losing says so to the fusion module, yet one whose plans are all being
+//! rejected drifts back to an even prior instead of being shut out for good.
+//!
+//! `fast` and `slow` may come in either order (random genes do): the shorter
+//! window is the fast one; equal windows make the slow one a bar longer.
+
+use garden_sdk::indicators::{Atr, Ema};
+use garden_sdk::{
+    Bar, Body, Envelope, Gene, Info, InitContext, Module, Outbox, Plan, Side, Subscription,
+};
+
+/// One variant's state.
+pub struct Alpha {
+    instance: String,
+    fast: Ema,
+    slow: Ema,
+    atr: Atr,
+    stop_atr: f64,
+    target_atr: f64,
+    horizon: u32,
+    size: f64,
+    allow_short: bool,
+    /// Sign of fast - slow on the previous bar, once both exist.
+    last_sign: Option<bool>,
+    next_id: u64,
+    /// Decayed counts of winning and closed plans.
+    wins: f64,
+    closed: f64,
+}
+
+/// How much of the past hit rate survives each new plan.
+const DECAY: f64 = 0.95;
+
+impl Alpha {
+    fn on_bar(&mut self, bar: &Bar, out: &mut Outbox) {
+        let fast = self.fast.update(bar.close);
+        let slow = self.slow.update(bar.close);
+        let atr = self.atr.update(bar.high, bar.low, bar.close);
+        let (Some(fast), Some(slow), Some(atr)) = (fast, slow, atr) else {
+            return;
+        };
+        let above = fast > slow;
+        let crossed = self.last_sign.is_some_and(|was| was != above);
+        self.last_sign = Some(above);
+        if !crossed || atr <= 0.0 {
+            return;
+        }
+        let side = if above { Side::Long } else { Side::Short };
+        if side == Side::Short && !self.allow_short {
+            return;
+        }
+        let s = side.sign();
+        self.next_id += 1;
+        self.wins *= DECAY;
+        self.closed *= DECAY;
+        let plan = Plan {
+            id: format!("{}-{}", self.instance, self.next_id),
+            origin: self.instance.clone(),
+            symbol: bar.symbol.clone(),
+            side,
+            entry: bar.close,
+            stop: bar.close - s * self.stop_atr * atr,
+            target: bar.close + s * self.target_atr * atr,
+            size: self.size,
+            horizon: self.horizon,
+            confidence: self.confidence(),
+            time: bar.time,
+        };
+        out.publish("plan", &plan.id.clone(), Body::Plan(plan));
+    }
+
+    /// (wins + 1) / (closed + 2), kept inside [0.3, 0.7] so one lucky streak
+    /// does not dominate the fused score.
+    fn confidence(&self) -> f64 {
+        let p = (self.wins + 1.0) / (self.closed + 2.0);
+        p.clamp(0.3, 0.7)
+    }
+}
+
+impl Module for Alpha {
+    fn describe() -> Info {
+        Info::new("alpha-ema", env!("CARGO_PKG_VERSION"), "alpha")
+            .subscribe(Subscription::broadcast("bar"))
+            .subscribe(Subscription::addressed("decision"))
+            .subscribe(Subscription::addressed("feedback"))
+            .publishes("plan")
+            .gene(Gene::int("fast", 2.0, 50.0, 10.0, 3.0))
+            .gene(Gene::int("slow", 5.0, 200.0, 30.0, 8.0))
+            .gene(Gene::int("atr-period", 5.0, 50.0, 14.0, 3.0))
+            .gene(Gene::float("stop-atr", 0.5, 5.0, 2.0, 0.3))
+            .gene(Gene::float("target-atr", 0.5, 10.0, 3.0, 0.5))
+            .gene(Gene::int("horizon", 1.0, 200.0, 24.0, 6.0))
+            .gene(Gene::float("size", 1000.0, 100000.0, 10000.0, 2000.0))
+            .gene(Gene::boolean("allow-short", true))
+    }
+
+    fn init(ctx: InitContext) -> Result<Self, String> {
+        let (a, b) = (ctx.int("fast")?, ctx.int("slow")?);
+        let (fast, slow) = (a.min(b), if a == b { b + 1 } else { a.max(b) });
+        let period = |v: i64, name: &str| {
+            usize::try_from(v)
+                .ok()
+                .filter(|p| *p >= 1)
+                .ok_or_else(|| format!("{name} must be a positive integer, got {v}"))
+        };
+        let horizon = ctx.int("horizon")?;
+        Ok(Alpha {
+            fast: Ema::new(period(fast, "fast")?),
+            slow: Ema::new(period(slow, "slow")?),
+            atr: Atr::new(period(ctx.int("atr-period")?, "atr-period")?),
+            stop_atr: ctx.float("stop-atr")?,
+            target_atr: ctx.float("target-atr")?,
+            horizon: u32::try_from(horizon)
+                .ok()
+                .filter(|h| *h >= 1)
+                .ok_or_else(|| format!("horizon must be at least 1, got {horizon}"))?,
+            size: ctx.float("size")?,
+            allow_short: ctx.boolean("allow-short")?,
+            instance: ctx.instance,
+            last_sign: None,
+            next_id: 0,
+            wins: 0.0,
+            closed: 0.0,
+        })
+    }
+
+    fn on_message(&mut self, msg: Envelope, out: &mut Outbox) -> Result<(), String> {
+        match msg.body {
+            Body::Bar(bar) => self.on_bar(&bar, out),
+            Body::Feedback(fb) if fb.origin == self.instance => {
+                self.closed += 1.0;
+                if fb.pnl > 0.0 {
+                    self.wins += 1.0;
+                }
+            }
+            // Decisions need no action: a rejected plan is simply not traded.
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+garden_sdk::export_module!(Alpha);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use garden_sdk::{GeneValue, Param};
+
+    fn ctx(fast: i64, slow: i64) -> InitContext {
+        let p = |name: &str, value: GeneValue| Param {
+            name: name.into(),
+            value,
+        };
+        InitContext {
+            instance: "a1".into(),
+            params: vec![
+                p("fast", GeneValue::Int(fast)),
+                p("slow", GeneValue::Int(slow)),
+                p("atr-period", GeneValue::Int(3)),
+                p("stop-atr", GeneValue::Float(2.0)),
+                p("target-atr", GeneValue::Float(3.0)),
+                p("horizon", GeneValue::Int(10)),
+                p("size", GeneValue::Float(1000.0)),
+                p("allow-short", GeneValue::Boolean(true)),
+            ],
+            settings: vec![],
+        }
+    }
+
+    fn bar(i: i64, close: f64) -> Envelope {
+        Envelope {
+            topic: "bar".into(),
+            key: "X".into(),
+            seq: i as u64,
+            time: i * 3_600_000,
+            source: "feed".into(),
+            body: Body::Bar(Bar {
+                symbol: "X".into(),
+                time: i * 3_600_000,
+                open: close,
+                high: close + 0.5,
+                low: close - 0.5,
+                close,
+                volume: 100.0,
+            }),
+        }
+    }
+
+    #[test]
+    fn windows_in_either_order_work() {
+        let a = Alpha::init(ctx(30, 10)).unwrap();
+        assert_eq!((a.fast.period(), a.slow.period()), (10, 30));
+        let b = Alpha::init(ctx(10, 10)).unwrap();
+        assert_eq!((b.fast.period(), b.slow.period()), (10, 11));
+        assert!(Alpha::init(ctx(0, 10)).is_err(), "a zero window is refused");
+    }
+
+    #[test]
+    fn writes_long_plan_on_upward_cross_with_stop_below_and_target_above() {
+        let mut alpha = Alpha::init(ctx(2, 4)).unwrap();
+        let mut out = Outbox::new();
+        let closes = [10.0, 9.0, 8.0, 7.0, 6.0, 5.0, 6.0, 8.0, 11.0, 15.0];
+        for (i, c) in closes.iter().enumerate() {
+            alpha.on_message(bar(i as i64, *c), &mut out).unwrap();
+        }
+        let plans: Vec<&Plan> = out
+            .messages()
+            .iter()
+            .filter_map(|m| match &m.body {
+                Body::Plan(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(plans.len(), 1, "one upward cross");
+        let plan = plans[0];
+        assert_eq!(plan.side, Side::Long);
+        assert!(plan.stop < plan.entry && plan.entry < plan.target);
+        assert_eq!(plan.origin, "a1");
+        assert_eq!(plan.id, "a1-1");
+        assert!((plan.confidence - 0.5).abs() < 1e-12);
+    }
+}
