@@ -94,6 +94,8 @@ pub struct Replay {
     fitness_topic: String,
     population: Vec<String>,
     options: ReplayOptions,
+    tapped: Vec<Arc<crate::Envelope>>,
+    tapping: bool,
 }
 
 impl Replay {
@@ -144,6 +146,8 @@ impl Replay {
             fitness_topic: config.fitness_topic.clone(),
             population,
             options,
+            tapped: Vec::new(),
+            tapping: false,
         })
     }
 
@@ -156,11 +160,17 @@ impl Replay {
     }
 
     /// Signal the end of the stream, let everyone flush, and summarise.
-    pub fn finish(mut self, rows: &[Row], elapsed_secs: f64) -> RunSummary {
+    pub fn finish(self, rows: &[Row], elapsed_secs: f64) -> RunSummary {
+        self.finish_tapped(rows, elapsed_secs).0
+    }
+
+    /// [`Replay::finish`], also returning the tapped messages not yet taken.
+    pub fn finish_tapped(mut self, rows: &[Row], elapsed_secs: f64) -> (RunSummary, Vec<Arc<crate::Envelope>>) {
         let last = rows.last().map_or(0, |r| r.time);
         self.runtime.end_of_stream(last);
         self.runtime.run_until_idle();
         self.collect();
+        let tapped = std::mem::take(&mut self.tapped);
         let first = rows.first().map_or(0, |r| r.time);
         let spy = report::steps_per_year(rows.len(), first, last);
         let instances = self.runtime.instances();
@@ -181,7 +191,7 @@ impl Replay {
         });
         let bus = self.runtime.bus().stats();
         let elapsed = elapsed_secs.max(1e-9);
-        RunSummary {
+        let summary = RunSummary {
             seed: self.options.seed,
             data: self.options.data_name.clone(),
             bars: rows.len(),
@@ -193,7 +203,21 @@ impl Replay {
             bus,
             variants,
             instances,
-        }
+        };
+        (summary, tapped)
+    }
+
+    /// Also keep every message on `topic`, to read with
+    /// [`Replay::take_tapped`] (tests and tools watching the pipeline).
+    pub fn tap(&mut self, topic: &str) {
+        self.runtime.host_subscribe(topic);
+        self.tapping = true;
+    }
+
+    /// Messages on tapped topics since the last call, in delivery order.
+    pub fn take_tapped(&mut self) -> Vec<Arc<crate::Envelope>> {
+        self.collect();
+        std::mem::take(&mut self.tapped)
     }
 
     /// The runtime, for inspection.
@@ -207,6 +231,9 @@ impl Replay {
                 && let Body::Fitness(f) = &m.body
             {
                 self.board.record(f);
+            }
+            if self.tapping {
+                self.tapped.push(m);
             }
         }
     }

@@ -82,6 +82,8 @@ pub struct InstanceReport {
     pub params: Vec<(String, f64)>,
     /// State.
     pub state: InstanceState,
+    /// Messages taken from its inbox (handled, failed or dead-lettered).
+    pub received: u64,
     /// Successful calls.
     pub calls: u64,
     /// Failed calls, by kind (fuel, deadline, memory, panic, ...).
@@ -123,6 +125,7 @@ struct Slot {
     not_before: Option<Instant>,
     recent_failures: VecDeque<Instant>,
     outbox: VecDeque<Envelope>,
+    received: u64,
     calls: u64,
     failures: BTreeMap<String, u64>,
     restarts: u64,
@@ -213,6 +216,7 @@ impl<B: Bus> Runtime<B> {
             not_before: None,
             recent_failures: VecDeque::new(),
             outbox: VecDeque::new(),
+            received: 0,
             calls: 0,
             failures: BTreeMap::new(),
             restarts: 0,
@@ -308,6 +312,7 @@ impl<B: Bus> Runtime<B> {
                     .map(|p| (p.name.clone(), crate::population::value_f64(&p.value)))
                     .collect(),
                 state: s.state.clone(),
+                received: s.received,
                 calls: s.calls,
                 failures: s.failures.clone(),
                 restarts: s.restarts,
@@ -376,6 +381,7 @@ impl<B: Bus> Runtime<B> {
             };
             progressed = true;
             let slot = &mut self.slots[i];
+            slot.received += 1;
             let Some(sandbox) = slot.sandbox.as_mut() else {
                 continue;
             };
@@ -517,6 +523,7 @@ impl<B: Bus> Runtime<B> {
     fn dead_letter_inbox(&mut self, i: usize) {
         let id = self.slots[i].id.clone();
         while let Some(envelope) = self.bus.poll(&id) {
+            self.slots[i].received += 1;
             self.bus.dead_letter(DeadLetter {
                 instance: id.clone(),
                 envelope,

@@ -233,6 +233,26 @@ impl crate::bindings::Host for HostState {
 
 impl crate::bindings::garden::pipeline::types::Host for HostState {}
 
+/// The cause of a trap and the top of its wasm backtrace, without the
+/// host's own Rust backtrace.
+fn trap_detail(error: &wasmtime::Error) -> String {
+    let cause = error.root_cause().to_string();
+    let mut frames: Vec<String> = Vec::new();
+    if let Some(bt) = error.downcast_ref::<wasmtime::WasmBacktrace>() {
+        for frame in bt.frames().iter().take(4) {
+            let name = frame.func_name().unwrap_or("<unknown>");
+            frames.push(format!("{name} (function {})", frame.func_index()));
+        }
+    }
+    let chain: Vec<String> = error.chain().skip(1).map(|c| c.to_string()).collect();
+    let mut text = if chain.len() > 1 { chain.join(": ") } else { cause };
+    if !frames.is_empty() {
+        text.push_str("; at ");
+        text.push_str(&frames.join(" <- "));
+    }
+    truncate(&text, 1024)
+}
+
 /// Bytes a message occupies on the wire: its postcard encoding plus topic and key.
 pub fn message_size(topic: &str, key: &str, body: &Body) -> usize {
     let body_len = postcard::experimental::serialized_size(body).unwrap_or(usize::MAX);
@@ -391,7 +411,7 @@ impl Sandbox {
             _ => match self.store.data_mut().last_panic.take() {
                 Some(message) => CallError::Panic { message },
                 None => CallError::Trap {
-                    detail: format!("{error:?}"),
+                    detail: trap_detail(&error),
                 },
             },
         }

@@ -1,0 +1,130 @@
+//! Hostile and broken guests, built like the real modules, are contained:
+//! each failure is reported with its specific cause, nothing is lost (every
+//! message it could not handle is a dead letter), and a healthy module
+//! beside it keeps serving every message.
+
+use std::time::Duration;
+
+use garden_host::bus::{Bus, MemoryBus};
+use garden_host::feed;
+use garden_host::runtime::{InstanceReport, InstanceState};
+use garden_host::{InstanceSpec, Limits, Runtime, population};
+use garden_tests::{bundled_rows, engine, fixture, module, test_limits};
+
+const BARS: usize = 12;
+
+struct Outcome {
+    bad: InstanceReport,
+    good: InstanceReport,
+    dead_letters_for_bad: usize,
+}
+
+fn contain(name: &str, limits: Limits) -> Outcome {
+    let engine = engine(limits);
+    let bad = fixture(&engine, name);
+    let good = module(&engine, "alpha-ema");
+    let mut rt = Runtime::new(engine.clone(), MemoryBus::new(1024), 1);
+    rt.spawn(InstanceSpec { id: "bad".into(), module: bad, params: vec![], settings: vec![] })
+        .expect("spawn bad");
+    let params = population::defaults(&good.info().genes);
+    rt.spawn(InstanceSpec { id: "good".into(), module: good, params, settings: vec![] })
+        .expect("spawn good");
+    for row in &bundled_rows()[..BARS] {
+        rt.publish(feed::bar_message("bar", "EURUSD", row));
+        rt.run_until_idle();
+    }
+    let mut reports = rt.instances().into_iter();
+    let bad = reports.next().expect("bad report");
+    let good = reports.next().expect("good report");
+    let dead_letters_for_bad = rt.bus().dead_letters().iter().filter(|d| d.instance == "bad").count();
+    Outcome { bad, good, dead_letters_for_bad }
+}
+
+fn check(o: &Outcome, kind: &str, message_part: &str) {
+    assert!(
+        o.bad.failures.get(kind).copied().unwrap_or(0) >= 1,
+        "expected a `{kind}` failure, got {:?} (last error: {:?})",
+        o.bad.failures,
+        o.bad.last_error
+    );
+    let last = o.bad.last_error.as_deref().unwrap_or("");
+    assert!(last.contains(message_part), "last error `{last}` should mention `{message_part}`");
+    assert!(
+        matches!(o.bad.state, InstanceState::Quarantined { .. }),
+        "quarantined after repeated failures: {:?}",
+        o.bad.state
+    );
+    assert_eq!(o.good.calls, BARS as u64, "the healthy module handled every bar");
+    assert!(o.good.failures.is_empty());
+    assert!(o.bad.received >= 1);
+    assert_eq!(
+        o.bad.calls + o.dead_letters_for_bad as u64,
+        o.bad.received,
+        "every message the bad module received was handled or dead-lettered with its reason"
+    );
+}
+
+#[test]
+fn infinite_loop_runs_out_of_fuel() {
+    let o = contain("loop", test_limits());
+    check(&o, "fuel", "ran out of fuel");
+    assert!(o.bad.restarts >= 1, "re-instantiated between failures");
+}
+
+#[test]
+fn infinite_loop_with_unlimited_fuel_hits_the_wall_clock_deadline() {
+    let limits = Limits { fuel_per_call: u64::MAX / 4, deadline: Duration::from_millis(60), ..test_limits() };
+    let o = contain("loop", limits);
+    check(&o, "deadline", "deadline of 60 ms");
+}
+
+#[test]
+fn memory_bomb_hits_the_memory_cap() {
+    let o = contain("memory-bomb", test_limits());
+    check(&o, "memory", "the cap is 16777216 bytes");
+}
+
+#[test]
+fn deep_recursion_overflows_the_stack() {
+    let o = contain("recursion", test_limits());
+    check(&o, "stack", "stack overflow");
+}
+
+#[test]
+fn publish_flood_is_stopped_at_the_cap() {
+    let limits = Limits { max_publishes_per_call: 100, ..test_limits() };
+    let o = contain("publish-flood", limits);
+    check(&o, "publish-flood", "more than 100 publishes");
+}
+
+#[test]
+fn oversized_message_is_refused_and_reported() {
+    let o = contain("oversized", test_limits());
+    check(&o, "module-error", "TooLarge");
+    assert!(o.bad.refused_publishes >= 1);
+    assert_eq!(o.bad.restarts, 0, "a refused publish does not kill the instance");
+}
+
+#[test]
+fn panic_in_init_is_reported_with_its_message() {
+    let o = contain("panic-init", test_limits());
+    check(&o, "panic", "fixture refuses to start");
+}
+
+#[test]
+fn panic_in_on_message_is_reported_with_its_message() {
+    let o = contain("panic-message", test_limits());
+    check(&o, "panic", "fixture fails on every bar");
+    assert!(o.bad.restarts >= 1);
+}
+
+#[test]
+fn backoff_and_quarantine_follow_the_limits() {
+    // With a high failure threshold the instance keeps being restarted.
+    let limits = Limits { max_failures: 1000, ..test_limits() };
+    let o = contain("panic-message", limits);
+    assert_eq!(o.bad.failures.get("panic").copied(), Some(BARS as u64));
+    assert_eq!(o.bad.restarts, BARS as u64 - 1, "restarted before each later bar");
+    assert!(!matches!(o.bad.state, InstanceState::Quarantined { .. }));
+    assert_eq!(o.good.calls, BARS as u64);
+}
