@@ -1,0 +1,78 @@
+//! The speed figures issue #3 asks for:
+//!
+//! * `instantiate`: one more instance from `InstancePre` (pooling allocator),
+//!   including its store and WASI context;
+//! * `on_message_bar`: one `on-message` call carrying a bar, into the real
+//!   alpha module, with fuel and epoch deadline armed;
+//! * `pipeline/{1,100}_variants`: the whole embedded pipeline over the
+//!   bundled 5,000 EUR/USD bars (throughput in bars/s).
+//!
+//! Run: `cargo bench -p garden-benches --bench host`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use garden_host::feed::{self, csv::Row};
+use garden_host::pipeline::PipelineConfig;
+use garden_host::run::{ReplayOptions, replay};
+use garden_host::types::{InitContext, Setting};
+use garden_host::{Engine, population};
+
+fn rows() -> Vec<Row> {
+    feed::csv::read(feed::BUNDLED_CSV.as_bytes(), feed::BUNDLED_NAME).expect("bundled data")
+}
+
+fn instantiate_and_call(c: &mut Criterion) {
+    let config = PipelineConfig::embedded();
+    let engine = Engine::new(config.limits.clone(), None).expect("engine");
+    let alpha = engine.load(garden_modules::module("alpha-ema").expect("built in")).expect("loads");
+    c.bench_function("instantiate", |b| {
+        b.iter(|| engine.instantiate(&alpha, "bench", 1).expect("instantiates"))
+    });
+
+    let mut sandbox = engine.instantiate(&alpha, "bench", 1).expect("instantiates");
+    let ctx = InitContext {
+        instance: "bench".into(),
+        params: population::defaults(&alpha.info().genes),
+        settings: Vec::<Setting>::new(),
+    };
+    sandbox.init(&ctx).expect("init");
+    let rows = rows();
+    let messages: Vec<_> = rows.iter().map(|r| feed::bar_message("bar", "EURUSD", r)).collect();
+    let mut i = 0;
+    c.bench_function("on_message_bar", |b| {
+        b.iter(|| {
+            let m = &messages[i % messages.len()];
+            i += 1;
+            sandbox.handle(m).expect("handles")
+        })
+    });
+}
+
+fn pipeline(c: &mut Criterion) {
+    let config = PipelineConfig::embedded();
+    let engine = Arc::new(Engine::new(config.limits.clone(), None).expect("engine"));
+    let modules = config.load(&engine).expect("modules load");
+    let rows = rows();
+    let mut group = c.benchmark_group("pipeline");
+    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    group.throughput(Throughput::Elements(rows.len() as u64));
+    for variants in [1u32, 100] {
+        group.bench_function(format!("{variants}_variants"), |b| {
+            b.iter(|| {
+                let options = ReplayOptions {
+                    seed: 1,
+                    variants: Some(variants),
+                    symbol: "EURUSD".into(),
+                    data_name: "bundled".into(),
+                };
+                replay(engine.clone(), &config, &modules, &rows, options, |_| {}).expect("runs")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, instantiate_and_call, pipeline);
+criterion_main!(benches);
