@@ -26,12 +26,20 @@ fn rows() -> Vec<Row> {
 fn instantiate_and_call(c: &mut Criterion) {
     let config = PipelineConfig::embedded();
     let engine = Engine::new(config.limits.clone(), None).expect("engine");
-    let alpha = engine.load(garden_modules::module("alpha-ema").expect("built in")).expect("loads");
+    let alpha = engine
+        .load(garden_modules::module("alpha-ema").expect("built in"))
+        .expect("loads");
     c.bench_function("instantiate", |b| {
-        b.iter(|| engine.instantiate(&alpha, "bench", 1).expect("instantiates"))
+        b.iter(|| {
+            engine
+                .instantiate(&alpha, "bench", 1)
+                .expect("instantiates")
+        })
     });
 
-    let mut sandbox = engine.instantiate(&alpha, "bench", 1).expect("instantiates");
+    let mut sandbox = engine
+        .instantiate(&alpha, "bench", 1)
+        .expect("instantiates");
     let ctx = InitContext {
         instance: "bench".into(),
         params: population::defaults(&alpha.info().genes),
@@ -39,7 +47,10 @@ fn instantiate_and_call(c: &mut Criterion) {
     };
     sandbox.init(&ctx).expect("init");
     let rows = rows();
-    let messages: Vec<_> = rows.iter().map(|r| feed::bar_message("bar", "EURUSD", r)).collect();
+    let messages: Vec<_> = rows
+        .iter()
+        .map(|r| feed::bar_message("bar", "EURUSD", r))
+        .collect();
     let mut i = 0;
     c.bench_function("on_message_bar", |b| {
         b.iter(|| {
@@ -56,7 +67,9 @@ fn pipeline(c: &mut Criterion) {
     let modules = config.load(&engine).expect("modules load");
     let rows = rows();
     let mut group = c.benchmark_group("pipeline");
-    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Elements(rows.len() as u64));
     for variants in [1u32, 100] {
         group.bench_function(format!("{variants}_variants"), |b| {
@@ -66,6 +79,7 @@ fn pipeline(c: &mut Criterion) {
                     variants: Some(variants),
                     symbol: "EURUSD".into(),
                     data_name: "bundled".into(),
+                    threads: 0,
                 };
                 replay(engine.clone(), &config, &modules, &rows, options, |_| {}).expect("runs")
             })

@@ -1,9 +1,7 @@
 //! Small constructors and accessors on the generated types, so that module
 //! code reads as what it means rather than as record literals.
 
-use crate::{
-    Delivery, Gene, GeneKind, GeneValue, Info, InitContext, Param, Side, Subscription,
-};
+use crate::{Delivery, Gene, GeneKind, GeneValue, Info, InitContext, Param, Side, Subscription};
 
 impl Info {
     /// A module with no topics and no genes yet.

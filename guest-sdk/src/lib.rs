@@ -48,6 +48,11 @@
 
 pub mod indicators;
 
+/// The README's module example, compiled as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 /// Raw bindings generated from `wit/`. Module authors should not need them;
 /// [`export_module!`] uses them.
 #[doc(hidden)]
@@ -259,7 +264,7 @@ macro_rules! export_module {
             // Only components export the interface; a native build (unit
             // tests of module logic) must not emit these symbol names.
             #[cfg(target_arch = "wasm32")]
-            $crate::bindings::export!(GardenExport with_types_in $crate::bindings);
+    $crate::bindings::export!(GardenExport with_types_in $crate::bindings);
         };
     };
 }

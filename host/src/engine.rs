@@ -27,7 +27,9 @@ const EPOCH_TICK: Duration = Duration::from_millis(2);
 pub enum EngineError {
     /// wasmtime refused the configuration (often: not enough virtual memory
     /// for the pooling allocator).
-    #[error("cannot configure the wasm engine: {0}; try lowering limits.max_instances or limits.memory_bytes")]
+    #[error(
+        "cannot configure the wasm engine: {0}; try lowering limits.max_instances or limits.memory_bytes"
+    )]
     Config(String),
     /// The WASI or host functions could not be linked.
     #[error("cannot link host functions: {0}")]
@@ -47,10 +49,14 @@ pub enum EngineError {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The bytes are not WebAssembly at all.
-    #[error("not a WebAssembly binary (it does not start with \\0asm); pass a .wasm component built for wasm32-wasip2")]
+    #[error(
+        "not a WebAssembly binary (it does not start with \\0asm); pass a .wasm component built for wasm32-wasip2"
+    )]
     NotWasm,
     /// A core module where a component was expected.
-    #[error("this is a core WebAssembly module, not a component; build it for the wasm32-wasip2 target (or wrap it with `wasm-tools component new`)")]
+    #[error(
+        "this is a core WebAssembly module, not a component; build it for the wasm32-wasip2 target (or wrap it with `wasm-tools component new`)"
+    )]
     CoreModule,
     /// The component does not validate or compile.
     #[error("the component is invalid: {0}")]
@@ -158,16 +164,24 @@ impl Engine {
             .consume_fuel(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = wasmtime::Engine::new(&config).map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        let engine =
+            wasmtime::Engine::new(&config).map_err(|e| EngineError::Config(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| EngineError::Link(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| EngineError::Link(format!("{e:#}")))?;
         GardenModule::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| EngineError::Link(format!("{e:#}")))?;
         if let Some(dir) = &cache {
-            std::fs::create_dir_all(dir).map_err(|source| EngineError::Cache { path: dir.clone(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| EngineError::Cache {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let tick = EPOCH_TICK.as_millis().max(1);
-        let deadline_ticks = u64::try_from(limits.deadline.as_millis().div_ceil(tick)).unwrap_or(u64::MAX).max(1) + 1;
+        let deadline_ticks = u64::try_from(limits.deadline.as_millis().div_ceil(tick))
+            .unwrap_or(u64::MAX)
+            .max(1)
+            + 1;
         Ok(Engine {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
@@ -187,13 +201,14 @@ impl Engine {
     /// artifact), link it against the host and ask it to describe itself.
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<Module>, LoadError> {
         check_header(bytes)?;
-        let digest = hex::encode(Sha256::digest(bytes));
+        let digest = garden_registry::Digest::of(bytes).to_hex();
         let component = self.compile(bytes, &digest)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre = GardenModulePre::new(instance_pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = GardenModulePre::new(instance_pre)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let mut module = Module {
             digest,
             info: Info {
@@ -207,7 +222,9 @@ impl Engine {
             pre,
             publishes: Arc::new(HashSet::new()),
         };
-        let mut sandbox = self.instantiate(&module, "describe", 0).map_err(LoadError::Describe)?;
+        let mut sandbox = self
+            .instantiate(&module, "describe", 0)
+            .map_err(LoadError::Describe)?;
         let info = sandbox.describe().map_err(LoadError::Describe)?;
         validate_info(&info).map_err(LoadError::BadInfo)?;
         module.publishes = Arc::new(info.publishes.iter().cloned().collect());
@@ -216,7 +233,12 @@ impl Engine {
     }
 
     /// A new instance of `module` (not yet initialised), named `instance`.
-    pub fn instantiate(&self, module: &Module, instance: &str, random_seed: u64) -> Result<Sandbox, CallError> {
+    pub fn instantiate(
+        &self,
+        module: &Module,
+        instance: &str,
+        random_seed: u64,
+    ) -> Result<Sandbox, CallError> {
         let spec = SandboxSpec {
             instance,
             publishes: module.publishes.clone(),
@@ -224,9 +246,16 @@ impl Engine {
             deadline_ticks: self.deadline_ticks,
             random_seed,
         };
-        let mut store = Sandbox::store(&self.engine, &spec).map_err(|e| CallError::Trap { detail: format!("{e:#}") })?;
+        let mut store = Sandbox::store(&self.engine, &spec).map_err(|e| CallError::Trap {
+            detail: format!("{e:#}"),
+        })?;
         match module.pre.instantiate(&mut store) {
-            Ok(bindings) => Ok(Sandbox::new(store, bindings, &self.limits, self.deadline_ticks)),
+            Ok(bindings) => Ok(Sandbox::new(
+                store,
+                bindings,
+                &self.limits,
+                self.deadline_ticks,
+            )),
             Err(e) => Err(CallError::Trap {
                 detail: format!("instantiation failed: {e:#}"),
             }),
@@ -235,7 +264,8 @@ impl Engine {
 
     fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component, LoadError> {
         let Some(dir) = &self.cache else {
-            return Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")));
+            return Component::new(&self.engine, bytes)
+                .map_err(|e| LoadError::Invalid(format!("{e:#}")));
         };
         let mut h = std::hash::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
@@ -298,7 +328,9 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
     match bytes[4..8] {
         [1, 0, 0, 0] => Err(LoadError::CoreModule),
         [_, _, 1, 0] => Ok(()),
-        _ => Err(LoadError::Invalid("unknown WebAssembly binary version".into())),
+        _ => Err(LoadError::Invalid(
+            "unknown WebAssembly binary version".into(),
+        )),
     }
 }
 
@@ -308,12 +340,17 @@ fn validate_info(info: &Info) -> Result<(), String> {
     }
     for s in &info.subscribes {
         if s.topic.is_empty() || s.topic.starts_with('$') {
-            return Err(format!("subscription to `{}`: topics must be non-empty and not start with `$`", s.topic));
+            return Err(format!(
+                "subscription to `{}`: topics must be non-empty and not start with `$`",
+                s.topic
+            ));
         }
     }
     for t in &info.publishes {
         if t.is_empty() || t.starts_with('$') {
-            return Err(format!("publishes `{t}`: topics must be non-empty and not start with `$`"));
+            return Err(format!(
+                "publishes `{t}`: topics must be non-empty and not start with `$`"
+            ));
         }
     }
     let mut names = HashSet::new();
@@ -321,7 +358,8 @@ fn validate_info(info: &Info) -> Result<(), String> {
         if !names.insert(g.name.as_str()) {
             return Err(format!("gene `{}` is declared twice", g.name));
         }
-        let finite = g.min.is_finite() && g.max.is_finite() && g.default.is_finite() && g.scale.is_finite();
+        let finite =
+            g.min.is_finite() && g.max.is_finite() && g.default.is_finite() && g.scale.is_finite();
         if !finite || g.min > g.max || g.default < g.min || g.default > g.max || g.scale < 0.0 {
             return Err(format!(
                 "gene `{}` needs finite min <= default <= max and scale >= 0 (min {}, default {}, max {}, scale {})",
@@ -341,10 +379,19 @@ mod tests {
 
     #[test]
     fn header_check_tells_core_modules_components_and_junk_apart() {
-        assert!(matches!(check_header(b"hello world"), Err(LoadError::NotWasm)));
+        assert!(matches!(
+            check_header(b"hello world"),
+            Err(LoadError::NotWasm)
+        ));
         assert!(matches!(check_header(b"\0asm"), Err(LoadError::NotWasm)));
-        assert!(matches!(check_header(b"\0asm\x01\0\0\0"), Err(LoadError::CoreModule)));
+        assert!(matches!(
+            check_header(b"\0asm\x01\0\0\0"),
+            Err(LoadError::CoreModule)
+        ));
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
-        assert!(matches!(check_header(b"\0asm\x09\x09\x09\x09"), Err(LoadError::Invalid(_))));
+        assert!(matches!(
+            check_header(b"\0asm\x09\x09\x09\x09"),
+            Err(LoadError::Invalid(_))
+        ));
     }
 }

@@ -66,7 +66,9 @@ impl Default for Limits {
 impl Limits {
     /// The backoff before re-instantiation attempt `attempt` (1-based).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.backoff_initial
             .saturating_mul(factor)
             .min(self.backoff_max)
@@ -111,6 +113,9 @@ mod tests {
         assert_eq!(l.memory_bytes, 1 << 20);
         assert_eq!(l.deadline, Duration::from_millis(50));
         assert_eq!(l.fuel_per_call, Limits::default().fuel_per_call);
-        assert!(toml::from_str::<Limits>("memroy_bytes = 1").is_err(), "typos are refused");
+        assert!(
+            toml::from_str::<Limits>("memroy_bytes = 1").is_err(),
+            "typos are refused"
+        );
     }
 }

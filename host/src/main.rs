@@ -13,7 +13,11 @@ use garden_host::{Engine, render};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(name = "garden", version, about = "A host for sandboxed WebAssembly modules that evolve")]
+#[command(
+    name = "garden",
+    version,
+    about = "A host for sandboxed WebAssembly modules that evolve"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,6 +49,9 @@ struct RunArgs {
     /// Number of variants in the population.
     #[arg(long)]
     variants: Option<u32>,
+    /// Threads to run instances on (default: 1; results are the same for any number).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -100,22 +107,33 @@ fn run(args: RunArgs) -> Result<()> {
         Some(path) => (
             feed::csv::read_path(path)?,
             path.display().to_string(),
-            args.symbol.clone().unwrap_or_else(|| feed::symbol_from_path(path)),
+            args.symbol
+                .clone()
+                .unwrap_or_else(|| feed::symbol_from_path(path)),
         ),
         None => (
             feed::csv::read(feed::BUNDLED_CSV.as_bytes(), feed::BUNDLED_NAME)?,
             feed::BUNDLED_NAME.to_string(),
-            args.symbol.clone().unwrap_or_else(|| feed::BUNDLED_SYMBOL.to_string()),
+            args.symbol
+                .clone()
+                .unwrap_or_else(|| feed::BUNDLED_SYMBOL.to_string()),
         ),
     };
-    let cache = if args.no_cache { None } else { args.cache_dir.clone().or_else(default_cache_dir) };
-    let engine = Arc::new(Engine::new(config.limits.clone(), cache).context("starting the wasm engine")?);
+    let cache = if args.no_cache {
+        None
+    } else {
+        args.cache_dir.clone().or_else(default_cache_dir)
+    };
+    let engine =
+        Arc::new(Engine::new(config.limits.clone(), cache).context("starting the wasm engine")?);
     let modules = config.load(&engine)?;
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(rows.len() as u64);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} bars ({per_sec})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} bars ({per_sec})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         Some(bar)
     } else {
@@ -126,6 +144,7 @@ fn run(args: RunArgs) -> Result<()> {
         variants: args.variants,
         symbol,
         data_name,
+        threads: args.threads,
     };
     let summary = replay(engine, &config, &modules, &rows, options, |n| {
         if let Some(bar) = &bar

@@ -103,7 +103,9 @@ pub enum PipelineError {
         message: String,
     },
     /// A module named in the configuration is not built in.
-    #[error("module `{name}` is not built in (built-in: {known}); give its component with `path = \"...\"`")]
+    #[error(
+        "module `{name}` is not built in (built-in: {known}); give its component with `path = \"...\"`"
+    )]
     UnknownModule {
         /// The name.
         name: String,
@@ -165,7 +167,9 @@ impl PipelineConfig {
             return Err(PipelineError::Invalid("no [[module]] entries".into()));
         }
         if self.modules.iter().filter(|m| m.population).count() > 1 {
-            return Err(PipelineError::Invalid("at most one module may be the population".into()));
+            return Err(PipelineError::Invalid(
+                "at most one module may be the population".into(),
+            ));
         }
         Ok(())
     }
@@ -185,7 +189,11 @@ impl PipelineConfig {
                 None => garden_modules::module(&m.name)
                     .ok_or_else(|| PipelineError::UnknownModule {
                         name: m.name.clone(),
-                        known: garden_modules::MODULES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+                        known: garden_modules::MODULES
+                            .iter()
+                            .map(|(n, _)| *n)
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     })?
                     .into(),
             };
@@ -209,16 +217,26 @@ mod tests {
         assert_eq!(c.modules.len(), 5);
         assert!(c.modules[0].population);
         let fusion = &c.modules[2];
-        assert!(fusion.settings_strings().contains(&("deadline-bars".to_string(), "1".to_string())));
+        assert!(
+            fusion
+                .settings_strings()
+                .contains(&("deadline-bars".to_string(), "1".to_string()))
+        );
     }
 
     #[test]
     fn bad_configurations_are_refused_with_position() {
         let err = PipelineConfig::parse("[[module]]\nnmae = 'x'\n", "t.toml").unwrap_err();
-        assert!(err.to_string().contains("t.toml") && err.to_string().contains("nmae"), "{err}");
+        assert!(
+            err.to_string().contains("t.toml") && err.to_string().contains("nmae"),
+            "{err}"
+        );
         let err = PipelineConfig::parse("feed_topic = 'bar'\n", "t.toml").unwrap_err();
         assert!(err.to_string().contains("module"), "{err}");
         let two = "[[module]]\nname='a'\npopulation=true\n[[module]]\nname='b'\npopulation=true\n";
-        assert!(matches!(PipelineConfig::parse(two, "t"), Err(PipelineError::Invalid(_))));
+        assert!(matches!(
+            PipelineConfig::parse(two, "t"),
+            Err(PipelineError::Invalid(_))
+        ));
     }
 }

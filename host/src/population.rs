@@ -99,7 +99,11 @@ pub fn apply_overrides(
             return Err(ParamError::UnknownGene {
                 module: module.into(),
                 name: name.clone(),
-                known: genes.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", "),
+                known: genes
+                    .iter()
+                    .map(|g| g.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         };
         if !(gene.min..=gene.max).contains(&value) {
@@ -125,9 +129,30 @@ mod tests {
 
     fn genes() -> Vec<Gene> {
         vec![
-            Gene { name: "w".into(), kind: GeneKind::Int, min: 2.0, max: 50.0, default: 10.0, scale: 3.0 },
-            Gene { name: "k".into(), kind: GeneKind::Float, min: 0.5, max: 5.0, default: 2.0, scale: 0.3 },
-            Gene { name: "b".into(), kind: GeneKind::Boolean, min: 0.0, max: 1.0, default: 1.0, scale: 0.0 },
+            Gene {
+                name: "w".into(),
+                kind: GeneKind::Int,
+                min: 2.0,
+                max: 50.0,
+                default: 10.0,
+                scale: 3.0,
+            },
+            Gene {
+                name: "k".into(),
+                kind: GeneKind::Float,
+                min: 0.5,
+                max: 5.0,
+                default: 2.0,
+                scale: 0.3,
+            },
+            Gene {
+                name: "b".into(),
+                kind: GeneKind::Boolean,
+                min: 0.0,
+                max: 1.0,
+                default: 1.0,
+                scale: 0.0,
+            },
         ]
     }
 
@@ -155,7 +180,10 @@ mod tests {
         apply_overrides("m", &g, &mut p, &ok).unwrap();
         assert_eq!(p[0].value, GeneValue::Int(20));
         let unknown: BTreeMap<String, f64> = [("nope".to_string(), 1.0)].into();
-        assert!(matches!(apply_overrides("m", &g, &mut p, &unknown), Err(ParamError::UnknownGene { .. })));
+        assert!(matches!(
+            apply_overrides("m", &g, &mut p, &unknown),
+            Err(ParamError::UnknownGene { .. })
+        ));
         let out: BTreeMap<String, f64> = [("k".to_string(), 9.0)].into();
         let err = apply_overrides("m", &g, &mut p, &out).unwrap_err();
         assert!(err.to_string().contains("[0.5, 5]"), "{err}");

@@ -12,7 +12,11 @@ const MAX_ROWS: usize = 20;
 /// Render the summary.
 pub fn table(s: &RunSummary) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "garden run: seed {}, data {}, {} bars", s.seed, s.data, s.bars);
+    let _ = writeln!(
+        out,
+        "garden run: seed {}, data {}, {} bars",
+        s.seed, s.data, s.bars
+    );
     // Metric columns: whatever the fitness reports carried, in their order.
     let mut metric_names: Vec<String> = Vec::new();
     for v in &s.variants {
@@ -28,7 +32,11 @@ pub fn table(s: &RunSummary) -> String {
     for name in &metric_names {
         let _ = write!(header, " {:>10}", name);
     }
-    let _ = write!(header, " {:>7} {:>8} {:>8} {:>12}  state", "trades", "sharpe", "max dd", "final value");
+    let _ = write!(
+        header,
+        " {:>7} {:>8} {:>8} {:>12}  state",
+        "trades", "sharpe", "max dd", "final value"
+    );
     let _ = writeln!(out, "\n{header}");
     let _ = writeln!(out, "{}", "-".repeat(header.len()));
     for v in s.variants.iter().take(MAX_ROWS) {
@@ -36,7 +44,11 @@ pub fn table(s: &RunSummary) -> String {
         match &v.score {
             Some(score) => {
                 for name in &metric_names {
-                    let value = score.metrics.iter().find(|(n, _)| n == name).map(|(_, x)| *x);
+                    let value = score
+                        .metrics
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, x)| *x);
                     match value {
                         Some(x) if x.fract() == 0.0 && x.abs() < 1e9 => {
                             let _ = write!(line, " {:>10}", x as i64);
@@ -62,7 +74,11 @@ pub fn table(s: &RunSummary) -> String {
                 for _ in &metric_names {
                     let _ = write!(line, " {:>10}", "-");
                 }
-                let _ = write!(line, " {:>7} {:>8} {:>8} {:>12}", "-", "-", "-", "no report");
+                let _ = write!(
+                    line,
+                    " {:>7} {:>8} {:>8} {:>12}",
+                    "-", "-", "-", "no report"
+                );
             }
         }
         let state = match &v.state {
@@ -73,10 +89,18 @@ pub fn table(s: &RunSummary) -> String {
         let _ = writeln!(out, "{line}  {state}");
     }
     if s.variants.len() > MAX_ROWS {
-        let _ = writeln!(out, "... and {} more (use --json for all)", s.variants.len() - MAX_ROWS);
+        let _ = writeln!(
+            out,
+            "... and {} more (use --json for all)",
+            s.variants.len() - MAX_ROWS
+        );
     }
     if let Some(best) = s.variants.first() {
-        let params: Vec<String> = best.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let params: Vec<String> = best
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let _ = writeln!(out, "\nbest: {} ({})", best.id, params.join(", "));
     }
     let _ = writeln!(

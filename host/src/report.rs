@@ -58,7 +58,11 @@ impl Scoreboard {
             .values
             .extend(report.values.iter().copied().filter(|v| v.is_finite()));
         track.trades = report.trades;
-        track.metrics = report.metrics.iter().map(|m| (m.name.clone(), m.value)).collect();
+        track.metrics = report
+            .metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.value))
+            .collect();
     }
 
     /// Subjects seen, in order.
@@ -97,7 +101,7 @@ pub fn sharpe(values: &[f64], steps_per_year: f64) -> f64 {
     let mean = returns.iter().sum::<f64>() / n;
     let var = returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0);
     let sd = var.sqrt();
-    if !(sd > 1e-15) {
+    if sd.is_nan() || sd <= 1e-15 {
         return 0.0;
     }
     mean / sd * steps_per_year.max(0.0).sqrt()
@@ -143,8 +147,16 @@ mod tests {
         // returns: +10%, -5%, +10% → mean 0.05, sample sd = sqrt(0.0075)
         let v = [100.0, 110.0, 104.5, 114.95];
         let expected = 0.05 / 0.0075f64.sqrt() * 4.0f64.sqrt();
-        assert!((sharpe(&v, 4.0) - expected).abs() < 1e-9, "{}", sharpe(&v, 4.0));
-        assert_eq!(sharpe(&[100.0, 100.0, 100.0], 252.0), 0.0, "flat is zero, not NaN");
+        assert!(
+            (sharpe(&v, 4.0) - expected).abs() < 1e-9,
+            "{}",
+            sharpe(&v, 4.0)
+        );
+        assert_eq!(
+            sharpe(&[100.0, 100.0, 100.0], 252.0),
+            0.0,
+            "flat is zero, not NaN"
+        );
         assert_eq!(sharpe(&[100.0], 252.0), 0.0);
     }
 
@@ -158,9 +170,22 @@ mod tests {
     #[test]
     fn scoreboard_concatenates_reports_and_keeps_latest_metrics() {
         let mut b = Scoreboard::default();
-        let m = |n: &str, v: f64| Metric { name: n.into(), value: v };
-        b.record(&Fitness { subject: "a".into(), values: vec![100.0, 110.0], trades: 1, metrics: vec![m("pnl", 10.0)] });
-        b.record(&Fitness { subject: "a".into(), values: vec![99.0, f64::NAN], trades: 2, metrics: vec![m("pnl", -1.0)] });
+        let m = |n: &str, v: f64| Metric {
+            name: n.into(),
+            value: v,
+        };
+        b.record(&Fitness {
+            subject: "a".into(),
+            values: vec![100.0, 110.0],
+            trades: 1,
+            metrics: vec![m("pnl", 10.0)],
+        });
+        b.record(&Fitness {
+            subject: "a".into(),
+            values: vec![99.0, f64::NAN],
+            trades: 2,
+            metrics: vec![m("pnl", -1.0)],
+        });
         let s = b.score("a", 1.0).unwrap();
         assert_eq!(s.steps, 3, "non-finite values are skipped");
         assert_eq!(s.final_value, 99.0);

@@ -44,6 +44,9 @@ pub struct ReplayOptions {
     pub symbol: String,
     /// Name of the data, for the summary.
     pub data_name: String,
+    /// Threads to run instances on; 0 means the default (one). The results
+    /// are the same for any number.
+    pub threads: usize,
 }
 
 /// One member of the population, with its scores.
@@ -108,12 +111,19 @@ impl Replay {
     ) -> Result<Self, RunError> {
         let bus = MemoryBus::new(engine.limits().inbox_capacity);
         let mut runtime = Runtime::new(engine, bus, options.seed);
+        if options.threads > 0 {
+            runtime = runtime.with_threads(options.threads);
+        }
         runtime.host_subscribe(&config.fitness_topic);
         let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(options.seed);
         let mut population = Vec::new();
         for (mc, module) in modules {
             let genes = &module.info().genes;
-            let count = if mc.population { options.variants.unwrap_or(mc.instances) } else { mc.instances };
+            let count = if mc.population {
+                options.variants.unwrap_or(mc.instances)
+            } else {
+                mc.instances
+            };
             let settings: Vec<Setting> = mc
                 .settings_strings()
                 .into_iter()
@@ -127,7 +137,11 @@ impl Replay {
                     population::defaults(genes)
                 };
                 population::apply_overrides(&mc.name, genes, &mut params, &mc.params)?;
-                let id = if count == 1 && !mc.population { mc.name.clone() } else { format!("{}.{n}", mc.name) };
+                let id = if count == 1 && !mc.population {
+                    mc.name.clone()
+                } else {
+                    format!("{}.{n}", mc.name)
+                };
                 if mc.population {
                     population.push(id.clone());
                 }
@@ -165,7 +179,11 @@ impl Replay {
     }
 
     /// [`Replay::finish`], also returning the tapped messages not yet taken.
-    pub fn finish_tapped(mut self, rows: &[Row], elapsed_secs: f64) -> (RunSummary, Vec<Arc<crate::Envelope>>) {
+    pub fn finish_tapped(
+        mut self,
+        rows: &[Row],
+        elapsed_secs: f64,
+    ) -> (RunSummary, Vec<Arc<crate::Envelope>>) {
         let last = rows.last().map_or(0, |r| r.time);
         self.runtime.end_of_stream(last);
         self.runtime.run_until_idle();

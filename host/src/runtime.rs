@@ -19,11 +19,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::Envelope;
 use crate::bindings::types::{Body, InitContext, Param, Setting};
 use crate::bus::{Bus, BusError, DeadLetter, Delivery, MemoryBus, Subscriber};
 use crate::engine::{Engine, Module};
+use crate::limits::Limits;
 use crate::sandbox::{CallError, Sandbox};
-use crate::Envelope;
 
 /// The topic every instance hears, subscribed or not (end of stream).
 pub const SYSTEM_TOPIC: &str = "$system";
@@ -113,6 +114,20 @@ pub struct RuntimeStats {
     pub quarantines: u64,
 }
 
+/// What happened to one message (or one start attempt) during a round.
+enum Outcome {
+    /// Handled; these were published (at the message's event time).
+    Handled {
+        time: i64,
+        staged: Vec<crate::sandbox::Staged>,
+    },
+    /// Failed; the message (if any) becomes a dead letter.
+    Failed {
+        message: Option<Arc<Envelope>>,
+        error: CallError,
+    },
+}
+
 struct Slot {
     id: String,
     module: Arc<Module>,
@@ -120,42 +135,231 @@ struct Slot {
     seed: u64,
     sandbox: Option<Sandbox>,
     state: InstanceState,
+    /// Set once the bus has been told about a quarantine.
+    quarantine_applied: bool,
     /// Consecutive failures, for the backoff.
     attempt: u32,
     not_before: Option<Instant>,
     recent_failures: VecDeque<Instant>,
+    /// Messages taken from the inbox, not yet handled.
+    pending: VecDeque<Arc<Envelope>>,
+    outcomes: Vec<Outcome>,
     outbox: VecDeque<Envelope>,
     received: u64,
     calls: u64,
     failures: BTreeMap<String, u64>,
+    traps: u64,
     restarts: u64,
+    started_once: bool,
     published: u64,
     refused_before: u64,
     last_error: Option<String>,
 }
 
+impl Slot {
+    /// Handle the pending messages, in order, until done, quarantined, or
+    /// unable to start. Touches nothing outside the slot, so slots can work
+    /// in parallel.
+    fn work(&mut self, engine: &Engine) {
+        while !self.pending.is_empty() {
+            if !self.ensure_running(engine) {
+                return;
+            }
+            let (Some(sandbox), Some(message)) = (self.sandbox.as_mut(), self.pending.pop_front())
+            else {
+                return;
+            };
+            self.received += 1;
+            match sandbox.handle(&message) {
+                Ok(staged) => {
+                    self.calls += 1;
+                    self.attempt = 0;
+                    if !staged.is_empty() {
+                        self.outcomes.push(Outcome::Handled {
+                            time: message.time,
+                            staged,
+                        });
+                    }
+                }
+                Err(error) => {
+                    let quarantined = self.note_failure(&error, engine.limits());
+                    self.outcomes.push(Outcome::Failed {
+                        message: Some(message),
+                        error,
+                    });
+                    if quarantined {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Make sure the slot has a live, initialised sandbox, waiting out its
+    /// backoff first. False if it is quarantined or failed to start.
+    fn ensure_running(&mut self, engine: &Engine) -> bool {
+        if matches!(self.state, InstanceState::Quarantined { .. }) {
+            return false;
+        }
+        if self.sandbox.is_some() {
+            return true;
+        }
+        // Waiting here, in turn, keeps the order of work independent of
+        // timing, so a replay with failures still repeats.
+        if let Some(at) = self.not_before.take() {
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+        }
+        let started = engine
+            .instantiate(&self.module, &self.id, self.seed)
+            .and_then(|mut sandbox| sandbox.init(&self.ctx).map(|()| sandbox));
+        match started {
+            Ok(sandbox) => {
+                if self.started_once {
+                    self.restarts += 1;
+                }
+                self.started_once = true;
+                self.sandbox = Some(sandbox);
+                self.state = InstanceState::Running;
+                true
+            }
+            Err(CallError::Module(reason)) => {
+                // The module refused its parameters: trying again cannot help.
+                let error = CallError::Module(format!("init refused its parameters: {reason}"));
+                self.note_failure(&error, engine.limits());
+                self.state = InstanceState::Quarantined {
+                    reason: error.to_string(),
+                };
+                self.outcomes.push(Outcome::Failed {
+                    message: None,
+                    error,
+                });
+                false
+            }
+            Err(error) => {
+                let error = match error {
+                    CallError::Trap { detail } => CallError::Trap {
+                        detail: format!("during start: {detail}"),
+                    },
+                    other => other,
+                };
+                self.started_once = true;
+                self.note_failure(&error, engine.limits());
+                self.outcomes.push(Outcome::Failed {
+                    message: None,
+                    error,
+                });
+                false
+            }
+        }
+    }
+
+    /// Count a failure; kill the sandbox if the failure did; quarantine when
+    /// the window fills. Returns whether the slot is now quarantined.
+    fn note_failure(&mut self, error: &CallError, limits: &Limits) -> bool {
+        *self.failures.entry(error.kind().to_string()).or_default() += 1;
+        self.last_error = Some(error.to_string());
+        if error.kills_instance() {
+            self.traps += 1;
+            if let Some(old) = self.sandbox.take() {
+                self.refused_before += old.counters().refused_publishes;
+            }
+            if !matches!(self.state, InstanceState::Quarantined { .. }) {
+                self.state = InstanceState::Restarting;
+            }
+            self.attempt = self.attempt.saturating_add(1);
+            self.not_before = Some(Instant::now() + limits.backoff(self.attempt));
+        }
+        let now = Instant::now();
+        self.recent_failures.push_back(now);
+        while self
+            .recent_failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > limits.failure_window)
+        {
+            self.recent_failures.pop_front();
+        }
+        if matches!(self.state, InstanceState::Quarantined { .. }) {
+            return true;
+        }
+        if self.recent_failures.len() >= limits.max_failures as usize {
+            self.state = InstanceState::Quarantined {
+                reason: format!(
+                    "{} failures within {:?}; last: {error}",
+                    self.recent_failures.len(),
+                    limits.failure_window
+                ),
+            };
+            if let Some(old) = self.sandbox.take() {
+                self.refused_before += old.counters().refused_publishes;
+            }
+            return true;
+        }
+        false
+    }
+
+    fn quarantined(&self) -> bool {
+        matches!(self.state, InstanceState::Quarantined { .. })
+    }
+}
+
+/// Fewest slots with work in a round for which spreading them over threads
+/// beats the cost of waking the pool.
+const PARALLEL_MIN: usize = 8;
+
+/// Most messages a slot takes from its inbox per round, so one busy
+/// instance cannot hold up a round for long.
+const BATCH: usize = 64;
+
 /// The scheduler and supervisor of all instances on one bus.
+///
+/// Work proceeds in rounds: (1) every instance whose outbox is clear takes
+/// the messages waiting for it; (2) instances handle them, in parallel when
+/// there are many, each in its own sandbox; (3) what they published goes to
+/// the bus in spawn order. The result of a round therefore does not depend
+/// on the number of threads or on timing.
 pub struct Runtime<B: Bus = MemoryBus> {
     engine: Arc<Engine>,
     bus: B,
     slots: Vec<Slot>,
     seed: u64,
-    stats: RuntimeStats,
     host_inbox: Vec<Arc<Envelope>>,
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl<B: Bus> Runtime<B> {
     /// A runtime with no instances. `seed` makes the instances' WASI random
-    /// streams repeatable.
+    /// streams repeatable. Instances run on the caller's thread; see
+    /// [`Runtime::with_threads`].
     pub fn new(engine: Arc<Engine>, bus: B, seed: u64) -> Self {
         Runtime {
             engine,
             bus,
             slots: Vec::new(),
             seed,
-            stats: RuntimeStats::default(),
             host_inbox: Vec::new(),
+            pool: None,
         }
+    }
+
+    /// Run instances on `threads` threads (1: all on the caller's thread).
+    /// Results are the same for any number. On the 2-core machine the
+    /// benches ran on, two threads were slower than one (see
+    /// `benches/README.md`), so one is the default.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        // The caller's thread works too, so the pool holds the others.
+        self.pool = if threads > 1 {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads - 1)
+                .thread_name(|i| format!("garden-worker-{i}"))
+                .build()
+                .ok()
+        } else {
+            None
+        };
+        self
     }
 
     /// Let the host itself read `topic` (e.g. fitness reports); collect the
@@ -200,7 +404,7 @@ impl<B: Bus> Runtime<B> {
             delivery: Delivery::Broadcast,
             addressed: false,
         });
-        let seed = self.seed ^ fnv1a(spec.id.as_bytes());
+        let seed = self.seed ^ crate::bus::fnv1a(spec.id.as_bytes());
         self.slots.push(Slot {
             ctx: InitContext {
                 instance: spec.id.clone(),
@@ -212,20 +416,27 @@ impl<B: Bus> Runtime<B> {
             seed,
             sandbox: None,
             state: InstanceState::Restarting,
+            quarantine_applied: false,
             attempt: 0,
             not_before: None,
             recent_failures: VecDeque::new(),
+            pending: VecDeque::new(),
+            outcomes: Vec::new(),
             outbox: VecDeque::new(),
             received: 0,
             calls: 0,
             failures: BTreeMap::new(),
+            traps: 0,
             restarts: 0,
+            started_once: false,
             published: 0,
             refused_before: 0,
             last_error: None,
         });
         let i = self.slots.len() - 1;
-        self.ensure_running(i);
+        let engine = self.engine.clone();
+        self.slots[i].ensure_running(&engine);
+        self.apply(i);
         Ok(())
     }
 
@@ -287,9 +498,17 @@ impl<B: Bus> Runtime<B> {
         std::mem::take(&mut self.host_inbox)
     }
 
-    /// Totals.
+    /// Totals over every instance.
     pub fn stats(&self) -> RuntimeStats {
-        self.stats
+        let mut stats = RuntimeStats::default();
+        for s in &self.slots {
+            stats.calls += s.calls;
+            stats.failures += s.failures.values().sum::<u64>();
+            stats.traps += s.traps;
+            stats.restarts += s.restarts;
+            stats.quarantines += u64::from(s.quarantined());
+        }
+        stats
     }
 
     /// The bus.
@@ -317,20 +536,115 @@ impl<B: Bus> Runtime<B> {
                 failures: s.failures.clone(),
                 restarts: s.restarts,
                 published: s.published,
-                refused_publishes: s.refused_before + s.sandbox.as_ref().map_or(0, |b| b.counters().refused_publishes),
+                refused_publishes: s.refused_before
+                    + s.sandbox
+                        .as_ref()
+                        .map_or(0, |b| b.counters().refused_publishes),
                 last_error: s.last_error.clone(),
             })
             .collect()
     }
 
-    /// One pass over every instance; whether anything happened.
+    /// One round; whether anything happened.
     fn round(&mut self) -> bool {
         let mut progressed = false;
+        let mut ready = Vec::new();
+        // 1. Take work.
         for i in 0..self.slots.len() {
-            progressed |= self.process(i);
-            self.collect_host();
+            let (moved, clear) = self.flush(i);
+            progressed |= moved;
+            if !clear {
+                continue;
+            }
+            if self.slots[i].quarantined() {
+                progressed |= self.dead_letter_inbox(i);
+                continue;
+            }
+            let slot = &mut self.slots[i];
+            while slot.pending.len() < BATCH {
+                match self.bus.poll(&slot.id) {
+                    Some(m) => slot.pending.push_back(m),
+                    None => break,
+                }
+            }
+            if !slot.pending.is_empty() {
+                ready.push(i);
+            }
         }
-        progressed
+        self.collect_host();
+        if ready.is_empty() {
+            return progressed;
+        }
+        // 2. Handle it, each slot in its own sandbox.
+        let engine = &*self.engine;
+        match &self.pool {
+            Some(pool) if ready.len() >= PARALLEL_MIN => {
+                work_in_parallel(&mut self.slots, engine, pool)
+            }
+            _ => {
+                for &i in &ready {
+                    self.slots[i].work(engine);
+                }
+            }
+        }
+        // 3. Publish the results in spawn order.
+        for &i in &ready {
+            self.apply(i);
+        }
+        self.collect_host();
+        true
+    }
+
+    /// Turn slot `i`'s outcomes into outbox messages, dead letters and log
+    /// lines; tell the bus about a quarantine; flush.
+    fn apply(&mut self, i: usize) {
+        let outcomes = std::mem::take(&mut self.slots[i].outcomes);
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Handled { time, staged } => {
+                    let slot = &mut self.slots[i];
+                    for s in staged {
+                        slot.outbox.push_back(Envelope {
+                            topic: s.topic,
+                            key: s.key,
+                            seq: 0,
+                            time,
+                            source: slot.id.clone(),
+                            body: s.body,
+                        });
+                    }
+                }
+                Outcome::Failed { message, error } => {
+                    let id = &self.slots[i].id;
+                    tracing::warn!(instance = %id, kind = error.kind(), "call failed: {error}");
+                    if let Some(envelope) = message {
+                        self.bus.dead_letter(DeadLetter {
+                            instance: id.clone(),
+                            envelope,
+                            reason: error.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        let slot = &mut self.slots[i];
+        if slot.quarantined() && !slot.quarantine_applied {
+            slot.quarantine_applied = true;
+            if let InstanceState::Quarantined { reason } = &slot.state {
+                tracing::error!(instance = %slot.id, "quarantined: {reason}");
+            }
+            self.bus.unsubscribe(&slot.id);
+            while let Some(envelope) = slot.pending.pop_front() {
+                slot.received += 1;
+                self.bus.dead_letter(DeadLetter {
+                    instance: slot.id.clone(),
+                    envelope,
+                    reason: "instance quarantined".into(),
+                });
+            }
+            self.dead_letter_inbox(i);
+        }
+        self.flush(i);
     }
 
     fn collect_host(&mut self) {
@@ -358,171 +672,12 @@ impl<B: Bus> Runtime<B> {
         (moved, true)
     }
 
-    /// Let instance `i` handle what waits for it; whether anything happened.
-    fn process(&mut self, i: usize) -> bool {
-        let mut progressed = false;
-        loop {
-            let (moved, clear) = self.flush(i);
-            progressed |= moved;
-            if !clear {
-                return progressed;
-            }
-            if self.bus.depth(&self.slots[i].id) == 0 {
-                return progressed;
-            }
-            if !self.ensure_running(i) {
-                if matches!(self.slots[i].state, InstanceState::Quarantined { .. }) {
-                    self.dead_letter_inbox(i);
-                }
-                return progressed;
-            }
-            let Some(message) = self.bus.poll(&self.slots[i].id) else {
-                return progressed;
-            };
-            progressed = true;
-            let slot = &mut self.slots[i];
-            slot.received += 1;
-            let Some(sandbox) = slot.sandbox.as_mut() else {
-                continue;
-            };
-            match sandbox.handle(&message) {
-                Ok(staged) => {
-                    slot.calls += 1;
-                    slot.attempt = 0;
-                    self.stats.calls += 1;
-                    for s in staged {
-                        slot.outbox.push_back(Envelope {
-                            topic: s.topic,
-                            key: s.key,
-                            seq: 0,
-                            time: message.time,
-                            source: slot.id.clone(),
-                            body: s.body,
-                        });
-                    }
-                }
-                Err(error) => self.fail(i, error, Some(message)),
-            }
-        }
-    }
-
-    /// Make sure instance `i` has a live, initialised sandbox, waiting out
-    /// its backoff first. False if it is quarantined or failed to start.
-    fn ensure_running(&mut self, i: usize) -> bool {
-        let slot = &mut self.slots[i];
-        if matches!(slot.state, InstanceState::Quarantined { .. }) {
-            return false;
-        }
-        if slot.sandbox.is_some() {
-            return true;
-        }
-        // Waiting here, in turn, keeps the order of work independent of
-        // timing, so a replay with failures still repeats.
-        if let Some(at) = slot.not_before.take() {
-            let now = Instant::now();
-            if at > now {
-                std::thread::sleep(at - now);
-            }
-        }
-        let started = self
-            .engine
-            .instantiate(&slot.module, &slot.id, slot.seed)
-            .and_then(|mut sandbox| sandbox.init(&slot.ctx).map(|()| sandbox));
-        match started {
-            Ok(sandbox) => {
-                if slot.calls > 0 || slot.attempt > 0 {
-                    slot.restarts += 1;
-                    self.stats.restarts += 1;
-                }
-                slot.sandbox = Some(sandbox);
-                slot.state = InstanceState::Running;
-                true
-            }
-            Err(CallError::Module(reason)) => {
-                // The module refused its parameters: trying again cannot help.
-                let error = CallError::Module(format!("init refused its parameters: {reason}"));
-                self.record_failure(i, &error);
-                self.quarantine(i, error.to_string());
-                false
-            }
-            Err(error) => {
-                let error = match error {
-                    CallError::Trap { detail } => CallError::Trap { detail: format!("during start: {detail}") },
-                    other => other,
-                };
-                self.fail(i, error, None);
-                false
-            }
-        }
-    }
-
-    fn record_failure(&mut self, i: usize, error: &CallError) {
-        let slot = &mut self.slots[i];
-        *slot.failures.entry(error.kind().to_string()).or_default() += 1;
-        slot.last_error = Some(error.to_string());
-        self.stats.failures += 1;
-        if error.kills_instance() {
-            self.stats.traps += 1;
-        }
-        tracing::warn!(instance = %slot.id, kind = error.kind(), "call failed: {error}");
-    }
-
-    fn fail(&mut self, i: usize, error: CallError, message: Option<Arc<Envelope>>) {
-        self.record_failure(i, &error);
-        let limits = self.engine.limits().clone();
-        let slot = &mut self.slots[i];
-        if let Some(envelope) = message {
-            self.bus.dead_letter(DeadLetter {
-                instance: slot.id.clone(),
-                envelope,
-                reason: error.to_string(),
-            });
-        }
-        if error.kills_instance() {
-            if let Some(old) = slot.sandbox.take() {
-                slot.refused_before += old.counters().refused_publishes;
-            }
-            slot.state = InstanceState::Restarting;
-            slot.attempt = slot.attempt.saturating_add(1);
-            slot.not_before = Some(Instant::now() + limits.backoff(slot.attempt));
-        }
-        let now = Instant::now();
-        slot.recent_failures.push_back(now);
-        while slot
-            .recent_failures
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > limits.failure_window)
-        {
-            slot.recent_failures.pop_front();
-        }
-        if slot.recent_failures.len() >= limits.max_failures as usize {
-            let reason = format!(
-                "{} failures within {:?}; last: {error}",
-                slot.recent_failures.len(),
-                limits.failure_window
-            );
-            self.quarantine(i, reason);
-        }
-    }
-
-    fn quarantine(&mut self, i: usize, reason: String) {
-        let slot = &mut self.slots[i];
-        if matches!(slot.state, InstanceState::Quarantined { .. }) {
-            return;
-        }
-        tracing::error!(instance = %slot.id, "quarantined: {reason}");
-        if let Some(old) = slot.sandbox.take() {
-            slot.refused_before += old.counters().refused_publishes;
-        }
-        slot.state = InstanceState::Quarantined { reason };
-        self.stats.quarantines += 1;
-        self.bus.unsubscribe(&slot.id);
-        self.dead_letter_inbox(i);
-    }
-
-    fn dead_letter_inbox(&mut self, i: usize) {
+    /// Dead-letter whatever waits for quarantined slot `i`; whether there was any.
+    fn dead_letter_inbox(&mut self, i: usize) -> bool {
         let id = self.slots[i].id.clone();
+        let mut any = false;
         while let Some(envelope) = self.bus.poll(&id) {
+            any = true;
             self.slots[i].received += 1;
             self.bus.dead_letter(DeadLetter {
                 instance: id.clone(),
@@ -530,15 +685,53 @@ impl<B: Bus> Runtime<B> {
                 reason: "instance quarantined".into(),
             });
         }
+        any
     }
 }
 
-/// FNV-1a, for per-instance seeds that do not depend on the platform.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+/// Whether a slot has work this round (see `Runtime::round`).
+fn is_ready(slot: &Slot) -> bool {
+    !slot.pending.is_empty() && slot.outbox.is_empty()
+}
+
+/// Let the ready slots work, split into contiguous chunks of about equal
+/// work, one per thread; the calling thread takes the first chunk, so no
+/// thread sits idle while another competes for its core.
+fn work_in_parallel(slots: &mut [Slot], engine: &Engine, pool: &rayon::ThreadPool) {
+    let parts = pool.current_num_threads() + 1;
+    let ready = slots.iter().filter(|s| is_ready(s)).count();
+    let per_part = ready.div_ceil(parts).max(1);
+    let mut chunks: Vec<&mut [Slot]> = Vec::with_capacity(parts);
+    let mut rest = slots;
+    while !rest.is_empty() {
+        let mut seen = 0;
+        let mut cut = rest.len();
+        for (i, s) in rest.iter().enumerate() {
+            if is_ready(s) {
+                seen += 1;
+                if seen == per_part {
+                    cut = i + 1;
+                    break;
+                }
+            }
+        }
+        let (chunk, tail) = rest.split_at_mut(cut);
+        chunks.push(chunk);
+        rest = tail;
     }
-    h
+    let work = |chunk: &mut [Slot]| {
+        for s in chunk.iter_mut().filter(|s| is_ready(s)) {
+            s.work(engine);
+        }
+    };
+    pool.in_place_scope(|scope| {
+        let mut chunks = chunks.into_iter();
+        let first = chunks.next();
+        for chunk in chunks {
+            scope.spawn(move |_| work(chunk));
+        }
+        if let Some(chunk) = first {
+            work(chunk);
+        }
+    });
 }

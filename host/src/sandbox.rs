@@ -19,7 +19,9 @@ use crate::{Envelope, Info};
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
     /// The call burned its whole fuel budget.
-    #[error("ran out of fuel ({fuel} units per call): the module computes too much per message or never stops; raise limits.fuel_per_call only if the work is legitimate")]
+    #[error(
+        "ran out of fuel ({fuel} units per call): the module computes too much per message or never stops; raise limits.fuel_per_call only if the work is legitimate"
+    )]
     FuelExhausted {
         /// The budget per call.
         fuel: u64,
@@ -31,7 +33,9 @@ pub enum CallError {
         ms: u64,
     },
     /// The module tried to grow its memory past the cap.
-    #[error("memory limit: tried to grow linear memory to {requested} bytes, the cap is {cap} bytes")]
+    #[error(
+        "memory limit: tried to grow linear memory to {requested} bytes, the cap is {cap} bytes"
+    )]
     MemoryLimit {
         /// Bytes the module asked for.
         requested: usize,
@@ -245,7 +249,11 @@ fn trap_detail(error: &wasmtime::Error) -> String {
         }
     }
     let chain: Vec<String> = error.chain().skip(1).map(|c| c.to_string()).collect();
-    let mut text = if chain.len() > 1 { chain.join(": ") } else { cause };
+    let mut text = if chain.len() > 1 {
+        chain.join(": ")
+    } else {
+        cause
+    };
     if !frames.is_empty() {
         text.push_str("; at ");
         text.push_str(&frames.join(" <- "));
@@ -256,7 +264,9 @@ fn trap_detail(error: &wasmtime::Error) -> String {
 /// Bytes a message occupies on the wire: its postcard encoding plus topic and key.
 pub fn message_size(topic: &str, key: &str, body: &Body) -> usize {
     let body_len = postcard::experimental::serialized_size(body).unwrap_or(usize::MAX);
-    body_len.saturating_add(topic.len()).saturating_add(key.len())
+    body_len
+        .saturating_add(topic.len())
+        .saturating_add(key.len())
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -293,7 +303,10 @@ impl Sandbox {
     /// A store for one instance. WASI grants nothing: no files, sockets,
     /// environment, arguments or stdio; clocks read zero; randomness is a
     /// seeded stream.
-    pub(crate) fn store(engine: &wasmtime::Engine, spec: &SandboxSpec<'_>) -> wasmtime::Result<Store<HostState>> {
+    pub(crate) fn store(
+        engine: &wasmtime::Engine,
+        spec: &SandboxSpec<'_>,
+    ) -> wasmtime::Result<Store<HostState>> {
         use rand::SeedableRng;
         let mut wasi = WasiCtx::builder();
         wasi.allow_tcp(false)
@@ -302,7 +315,9 @@ impl Sandbox {
             .wall_clock(FrozenClock)
             .monotonic_clock(FrozenClock)
             .secure_random(rand::rngs::ChaCha8Rng::seed_from_u64(spec.random_seed))
-            .insecure_random(rand::rngs::ChaCha8Rng::seed_from_u64(spec.random_seed ^ 0x5eed))
+            .insecure_random(rand::rngs::ChaCha8Rng::seed_from_u64(
+                spec.random_seed ^ 0x5eed,
+            ))
             .insecure_random_seed(u128::from(spec.random_seed));
         let state = HostState {
             wasi: wasi.build(),
@@ -330,7 +345,12 @@ impl Sandbox {
         Ok(store)
     }
 
-    pub(crate) fn new(store: Store<HostState>, bindings: GardenModule, limits: &Limits, deadline_ticks: u64) -> Self {
+    pub(crate) fn new(
+        store: Store<HostState>,
+        bindings: GardenModule,
+        limits: &Limits,
+        deadline_ticks: u64,
+    ) -> Self {
         Sandbox {
             store,
             bindings,
@@ -347,8 +367,10 @@ impl Sandbox {
 
     /// Call `describe`.
     pub fn describe(&mut self) -> Result<Info, CallError> {
-        self.guarded(0, |b, s| b.garden_pipeline_module().call_describe(s).map(Ok))
-            .map(|(info, _)| info)
+        self.guarded(0, |b, s| {
+            b.garden_pipeline_module().call_describe(s).map(Ok)
+        })
+        .map(|(info, _)| info)
     }
 
     /// Call `init`. Anything it publishes is discarded.
@@ -359,8 +381,10 @@ impl Sandbox {
 
     /// Call `on-message`; on success, what the module published.
     pub fn handle(&mut self, msg: &Envelope) -> Result<Vec<Staged>, CallError> {
-        self.guarded(msg.time, |b, s| b.garden_pipeline_module().call_on_message(s, msg))
-            .map(|(_, staged)| staged)
+        self.guarded(msg.time, |b, s| {
+            b.garden_pipeline_module().call_on_message(s, msg)
+        })
+        .map(|(_, staged)| staged)
     }
 
     /// Run one call with fresh fuel, deadline and staging, and classify how
@@ -447,8 +471,8 @@ mod tests {
     fn message_size_counts_body_topic_and_key() {
         let small = message_size("t", "k", &Body::Custom(vec![0; 10]));
         let big = message_size("t", "k", &Body::Custom(vec![0; 1000]));
-        assert!(small >= 12 && small < 20, "{small}");
-        assert!(big >= 1002 && big < 1010, "{big}");
+        assert!((12..20).contains(&small), "{small}");
+        assert!((1002..1010).contains(&big), "{big}");
     }
 
     #[test]

@@ -14,7 +14,10 @@ fn garden(args: &[&str], cache: &Path) -> Output {
 }
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -25,14 +28,29 @@ fn default_run_prints_seed_table_and_totals_without_a_progress_bar_when_piped() 
     assert!(o.status.success(), "{err}");
     assert!(err.contains("seed: 5"), "seed always printed: {err}");
     assert!(out.contains("seed 5") && out.contains("5000 bars"), "{out}");
-    for column in ["variant", "plans", "approvals", "fills", "pnl", "trades", "sharpe", "max dd"] {
+    for column in [
+        "variant",
+        "plans",
+        "approvals",
+        "fills",
+        "pnl",
+        "trades",
+        "sharpe",
+        "max dd",
+    ] {
         assert!(out.contains(column), "column {column} missing:\n{out}");
     }
     for id in ["alpha-ema.0", "alpha-ema.1", "alpha-ema.2"] {
         assert!(out.contains(id), "{id} missing:\n{out}");
     }
-    assert!(out.contains("bars/s") && out.contains("messages") && out.contains("quarantines"), "{out}");
-    assert!(!err.contains('\r') && !err.contains("bars ("), "no progress bar when not a terminal: {err}");
+    assert!(
+        out.contains("bars/s") && out.contains("messages") && out.contains("quarantines"),
+        "{out}"
+    );
+    assert!(
+        !err.contains('\r') && !err.contains("bars ("),
+        "no progress bar when not a terminal: {err}"
+    );
 }
 
 #[test]
@@ -42,8 +60,14 @@ fn json_summary_is_repeatable_with_a_seed() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice(&o.stdout).expect("valid JSON")
     };
-    let a = parse(&garden(&["run", "--json", "--seed", "11", "--variants", "4"], cache.path()));
-    let b = parse(&garden(&["run", "--json", "--seed", "11", "--variants", "4"], cache.path()));
+    let a = parse(&garden(
+        &["run", "--json", "--seed", "11", "--variants", "4"],
+        cache.path(),
+    ));
+    let b = parse(&garden(
+        &["run", "--json", "--seed", "11", "--variants", "4"],
+        cache.path(),
+    ));
     assert_eq!(a["seed"], 11);
     assert_eq!(a["bars"], 5000);
     assert_eq!(a["variants"].as_array().map(Vec::len), Some(4));
@@ -55,18 +79,36 @@ fn json_summary_is_repeatable_with_a_seed() {
 #[test]
 fn real_world_csv_layouts_are_accepted() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let bundled = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/EURUSD_H1.csv")).expect("data");
+    let bundled = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../data/EURUSD_H1.csv"
+    ))
+    .expect("data");
     // Reorder columns, rename the time column, lower-case the header, add a column.
     let mut lines = bundled.lines();
     lines.next();
     let mut csv = String::from("volume,close,Datetime,LOW,high,open,Adj Close\n");
     for line in lines.take(800) {
         let f: Vec<&str> = line.split(',').collect();
-        csv.push_str(&format!("{},{},{},{},{},{},{}\n", f[5], f[4], f[0], f[3], f[2], f[1], f[4]));
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{}\n",
+            f[5], f[4], f[0], f[3], f[2], f[1], f[4]
+        ));
     }
     let path = dir.path().join("GBPUSD_H1.csv");
     std::fs::write(&path, csv).expect("write");
-    let o = garden(&["run", "--seed", "1", "--variants", "2", "--data", path.to_str().expect("utf-8")], dir.path());
+    let o = garden(
+        &[
+            "run",
+            "--seed",
+            "1",
+            "--variants",
+            "2",
+            "--data",
+            path.to_str().expect("utf-8"),
+        ],
+        dir.path(),
+    );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     assert!(out.contains("800 bars"), "{out}");
@@ -78,23 +120,52 @@ fn bad_csv_files_stop_the_run_with_one_line_naming_line_and_column() {
     let cases: &[(&str, &str, &[&str])] = &[
         ("missing.csv", "", &["cannot read", "missing.csv"]),
         ("empty.csv", "", &["empty"]),
-        ("order.csv", "Date,Open,High,Low,Close\n2024-01-02,1,2,0.5,1\n2024-01-01,1,2,0.5,1\n", &["line 3", "earlier"]),
-        ("dup.csv", "Date,Open,High,Low,Close\n2024-01-01,1,2,0.5,1\n2024-01-01,1,2,0.5,1\n", &["line 3", "repeats"]),
-        ("hilo.csv", "Date,Open,High,Low,Close\n2024-01-01,1,0.5,2,1\n", &["line 2", "below low"]),
-        ("nan.csv", "Date,Open,High,Low,Close\n2024-01-01,1,abc,0.5,1\n", &["line 2", "`High`", "abc"]),
+        (
+            "order.csv",
+            "Date,Open,High,Low,Close\n2024-01-02,1,2,0.5,1\n2024-01-01,1,2,0.5,1\n",
+            &["line 3", "earlier"],
+        ),
+        (
+            "dup.csv",
+            "Date,Open,High,Low,Close\n2024-01-01,1,2,0.5,1\n2024-01-01,1,2,0.5,1\n",
+            &["line 3", "repeats"],
+        ),
+        (
+            "hilo.csv",
+            "Date,Open,High,Low,Close\n2024-01-01,1,0.5,2,1\n",
+            &["line 2", "below low"],
+        ),
+        (
+            "nan.csv",
+            "Date,Open,High,Low,Close\n2024-01-01,1,abc,0.5,1\n",
+            &["line 2", "`High`", "abc"],
+        ),
     ];
     for (name, content, needles) in cases {
         let path = dir.path().join(name);
         if *name != "missing.csv" {
             std::fs::write(&path, content).expect("write");
         }
-        let o = garden(&["run", "--seed", "1", "--data", path.to_str().expect("utf-8")], dir.path());
+        let o = garden(
+            &[
+                "run",
+                "--seed",
+                "1",
+                "--data",
+                path.to_str().expect("utf-8"),
+            ],
+            dir.path(),
+        );
         let (_, err) = text(&o);
         assert!(!o.status.success(), "{name} must fail");
         let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
         assert_eq!(error_lines.len(), 1, "{name}: one error line, got:\n{err}");
         for n in *needles {
-            assert!(error_lines[0].contains(n), "{name}: `{}` lacks `{n}`", error_lines[0]);
+            assert!(
+                error_lines[0].contains(n),
+                "{name}: `{}` lacks `{n}`",
+                error_lines[0]
+            );
         }
         assert!(!err.contains("panicked"), "{name}: {err}");
     }

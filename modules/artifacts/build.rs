@@ -9,7 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Real modules, embedded in the `garden` binary.
-const MODULES: &[&str] = &["alpha-ema", "expert-anomaly", "fusion", "decision", "trader"];
+const MODULES: &[&str] = &[
+    "alpha-ema",
+    "expert-anomaly",
+    "fusion",
+    "decision",
+    "trader",
+];
 
 /// Adversarial fixtures, used by tests only (by path).
 const FIXTURES: &[&str] = &[
@@ -25,7 +31,8 @@ const FIXTURES: &[&str] = &[
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.join("../..");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     // OUT_DIR is <target>/<profile>/build/<pkg>/out (or one level deeper with
@@ -58,22 +65,40 @@ fn main() {
         cmd.arg("-p").arg(format!("fixture-{name}"));
     }
     // Flags meant for the host build must not leak into the guest build.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().unwrap_or_else(|e| panic!("could not run cargo to build the guest modules: {e}"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("could not run cargo to build the guest modules: {e}"));
     if !status.success() {
         panic!(
             "building the guest modules failed (see above). If the target is missing, run:\n    rustup target add {TARGET}"
         );
     }
 
-    let wasm = |crate_name: &str| guest_dir.join(TARGET).join("guest").join(format!("{}.wasm", crate_name.replace('-', "_")));
+    let wasm = |crate_name: &str| {
+        guest_dir
+            .join(TARGET)
+            .join("guest")
+            .join(format!("{}.wasm", crate_name.replace('-', "_")))
+    };
     let mut code = String::new();
     code.push_str("/// The real modules: (name, component bytes).\npub static MODULES: &[(&str, &[u8])] = &[\n");
     for name in MODULES {
         let path = wasm(name);
-        writeln!(code, "    ({name:?}, include_bytes!({:?})),", path.display().to_string()).ok();
+        writeln!(
+            code,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )
+        .ok();
     }
     code.push_str("];\n\n/// Adversarial fixtures: (name, path to the component).\npub static FIXTURES: &[(&str, &str)] = &[\n");
     for name in FIXTURES {

@@ -29,7 +29,9 @@ pub fn engine(limits: Limits) -> Arc<Engine> {
 /// A real module, loaded.
 pub fn module(engine: &Engine, name: &str) -> Arc<Module> {
     let bytes = garden_modules::module(name).unwrap_or_else(|| panic!("no built-in module {name}"));
-    engine.load(bytes).unwrap_or_else(|e| panic!("{name} loads: {e}"))
+    engine
+        .load(bytes)
+        .unwrap_or_else(|e| panic!("{name} loads: {e}"))
 }
 
 /// The bytes of an adversarial fixture.

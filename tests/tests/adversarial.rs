@@ -24,11 +24,21 @@ fn contain(name: &str, limits: Limits) -> Outcome {
     let bad = fixture(&engine, name);
     let good = module(&engine, "alpha-ema");
     let mut rt = Runtime::new(engine.clone(), MemoryBus::new(1024), 1);
-    rt.spawn(InstanceSpec { id: "bad".into(), module: bad, params: vec![], settings: vec![] })
-        .expect("spawn bad");
+    rt.spawn(InstanceSpec {
+        id: "bad".into(),
+        module: bad,
+        params: vec![],
+        settings: vec![],
+    })
+    .expect("spawn bad");
     let params = population::defaults(&good.info().genes);
-    rt.spawn(InstanceSpec { id: "good".into(), module: good, params, settings: vec![] })
-        .expect("spawn good");
+    rt.spawn(InstanceSpec {
+        id: "good".into(),
+        module: good,
+        params,
+        settings: vec![],
+    })
+    .expect("spawn good");
     for row in &bundled_rows()[..BARS] {
         rt.publish(feed::bar_message("bar", "EURUSD", row));
         rt.run_until_idle();
@@ -36,8 +46,17 @@ fn contain(name: &str, limits: Limits) -> Outcome {
     let mut reports = rt.instances().into_iter();
     let bad = reports.next().expect("bad report");
     let good = reports.next().expect("good report");
-    let dead_letters_for_bad = rt.bus().dead_letters().iter().filter(|d| d.instance == "bad").count();
-    Outcome { bad, good, dead_letters_for_bad }
+    let dead_letters_for_bad = rt
+        .bus()
+        .dead_letters()
+        .iter()
+        .filter(|d| d.instance == "bad")
+        .count();
+    Outcome {
+        bad,
+        good,
+        dead_letters_for_bad,
+    }
 }
 
 fn check(o: &Outcome, kind: &str, message_part: &str) {
@@ -48,13 +67,19 @@ fn check(o: &Outcome, kind: &str, message_part: &str) {
         o.bad.last_error
     );
     let last = o.bad.last_error.as_deref().unwrap_or("");
-    assert!(last.contains(message_part), "last error `{last}` should mention `{message_part}`");
+    assert!(
+        last.contains(message_part),
+        "last error `{last}` should mention `{message_part}`"
+    );
     assert!(
         matches!(o.bad.state, InstanceState::Quarantined { .. }),
         "quarantined after repeated failures: {:?}",
         o.bad.state
     );
-    assert_eq!(o.good.calls, BARS as u64, "the healthy module handled every bar");
+    assert_eq!(
+        o.good.calls, BARS as u64,
+        "the healthy module handled every bar"
+    );
     assert!(o.good.failures.is_empty());
     assert!(o.bad.received >= 1);
     assert_eq!(
@@ -73,7 +98,11 @@ fn infinite_loop_runs_out_of_fuel() {
 
 #[test]
 fn infinite_loop_with_unlimited_fuel_hits_the_wall_clock_deadline() {
-    let limits = Limits { fuel_per_call: u64::MAX / 4, deadline: Duration::from_millis(60), ..test_limits() };
+    let limits = Limits {
+        fuel_per_call: u64::MAX / 4,
+        deadline: Duration::from_millis(60),
+        ..test_limits()
+    };
     let o = contain("loop", limits);
     check(&o, "deadline", "deadline of 60 ms");
 }
@@ -92,7 +121,10 @@ fn deep_recursion_overflows_the_stack() {
 
 #[test]
 fn publish_flood_is_stopped_at_the_cap() {
-    let limits = Limits { max_publishes_per_call: 100, ..test_limits() };
+    let limits = Limits {
+        max_publishes_per_call: 100,
+        ..test_limits()
+    };
     let o = contain("publish-flood", limits);
     check(&o, "publish-flood", "more than 100 publishes");
 }
@@ -102,7 +134,10 @@ fn oversized_message_is_refused_and_reported() {
     let o = contain("oversized", test_limits());
     check(&o, "module-error", "TooLarge");
     assert!(o.bad.refused_publishes >= 1);
-    assert_eq!(o.bad.restarts, 0, "a refused publish does not kill the instance");
+    assert_eq!(
+        o.bad.restarts, 0,
+        "a refused publish does not kill the instance"
+    );
 }
 
 #[test]
@@ -121,10 +156,17 @@ fn panic_in_on_message_is_reported_with_its_message() {
 #[test]
 fn backoff_and_quarantine_follow_the_limits() {
     // With a high failure threshold the instance keeps being restarted.
-    let limits = Limits { max_failures: 1000, ..test_limits() };
+    let limits = Limits {
+        max_failures: 1000,
+        ..test_limits()
+    };
     let o = contain("panic-message", limits);
     assert_eq!(o.bad.failures.get("panic").copied(), Some(BARS as u64));
-    assert_eq!(o.bad.restarts, BARS as u64 - 1, "restarted before each later bar");
+    assert_eq!(
+        o.bad.restarts,
+        BARS as u64 - 1,
+        "restarted before each later bar"
+    );
     assert!(!matches!(o.bad.state, InstanceState::Quarantined { .. }));
     assert_eq!(o.good.calls, BARS as u64);
 }

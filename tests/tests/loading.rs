@@ -4,24 +4,61 @@
 use garden_host::LoadError;
 use garden_tests::{engine, test_limits};
 
+/// One bad input: its name, its bytes, which error it must give, and a
+/// phrase the message must contain.
+type Case = (&'static str, Vec<u8>, fn(&LoadError) -> bool, &'static str);
+
 #[test]
 fn table_of_bad_components() {
     let engine = engine(test_limits());
     let real = garden_modules::module("alpha-ema").expect("built in");
-    let cases: Vec<(&str, Vec<u8>, fn(&LoadError) -> bool, &str)> = vec![
-        ("not wasm", b"hello, world".to_vec(), |e| matches!(e, LoadError::NotWasm), "not a WebAssembly binary"),
-        ("empty file", Vec::new(), |e| matches!(e, LoadError::NotWasm), "not a WebAssembly binary"),
-        ("core module", b"\0asm\x01\0\0\0".to_vec(), |e| matches!(e, LoadError::CoreModule), "core WebAssembly module"),
-        ("truncated component", real[..real.len() / 2].to_vec(), |e| matches!(e, LoadError::Invalid(_)), "invalid"),
-        ("garbage after header", b"\0asm\x0d\0\x01\0garbage!".to_vec(), |e| matches!(e, LoadError::Invalid(_)), "invalid"),
-        ("component of another world", b"\0asm\x0d\0\x01\0".to_vec(), |e| matches!(e, LoadError::WrongWorld(_)), "garden-module world"),
+    let cases: Vec<Case> = vec![
+        (
+            "not wasm",
+            b"hello, world".to_vec(),
+            |e| matches!(e, LoadError::NotWasm),
+            "not a WebAssembly binary",
+        ),
+        (
+            "empty file",
+            Vec::new(),
+            |e| matches!(e, LoadError::NotWasm),
+            "not a WebAssembly binary",
+        ),
+        (
+            "core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            |e| matches!(e, LoadError::CoreModule),
+            "core WebAssembly module",
+        ),
+        (
+            "truncated component",
+            real[..real.len() / 2].to_vec(),
+            |e| matches!(e, LoadError::Invalid(_)),
+            "invalid",
+        ),
+        (
+            "garbage after header",
+            b"\0asm\x0d\0\x01\0garbage!".to_vec(),
+            |e| matches!(e, LoadError::Invalid(_)),
+            "invalid",
+        ),
+        (
+            "component of another world",
+            b"\0asm\x0d\0\x01\0".to_vec(),
+            |e| matches!(e, LoadError::WrongWorld(_)),
+            "garden-module world",
+        ),
     ];
     for (name, bytes, expected, text) in cases {
         match engine.load(&bytes) {
             Ok(m) => panic!("{name}: loaded {m:?}"),
             Err(e) => {
                 assert!(expected(&e), "{name}: wrong error {e:?}");
-                assert!(e.to_string().contains(text), "{name}: message `{e}` lacks `{text}`");
+                assert!(
+                    e.to_string().contains(text),
+                    "{name}: message `{e}` lacks `{text}`"
+                );
             }
         }
     }
@@ -33,7 +70,8 @@ fn table_of_bad_components() {
 fn compiled_artifacts_are_cached_and_a_damaged_entry_is_recompiled() {
     let dir = tempfile::tempdir().expect("tempdir");
     let real = garden_modules::module("trader").expect("built in");
-    let engine = garden_host::Engine::new(test_limits(), Some(dir.path().to_path_buf())).expect("engine");
+    let engine =
+        garden_host::Engine::new(test_limits(), Some(dir.path().to_path_buf())).expect("engine");
     let first = engine.load(real).expect("loads");
     let artifacts: Vec<_> = std::fs::read_dir(dir.path())
         .expect("cache dir")

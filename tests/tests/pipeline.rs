@@ -3,15 +3,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use garden_host::Envelope;
 use garden_host::pipeline::PipelineConfig;
 use garden_host::run::{Replay, ReplayOptions, RunSummary};
 use garden_host::types::{Body, FillKind, Side, Verdict};
-use garden_host::Envelope;
 use garden_tests::{bundled_rows, engine, test_limits};
 
 const TOPICS: [&str; 6] = ["plan", "evidence", "scored", "decision", "fill", "feedback"];
 
 fn run(seed: u64, variants: u32) -> (RunSummary, Vec<std::sync::Arc<Envelope>>) {
+    run_on(seed, variants, 0)
+}
+
+fn run_on(seed: u64, variants: u32, threads: usize) -> (RunSummary, Vec<std::sync::Arc<Envelope>>) {
     let config = PipelineConfig::embedded();
     let engine = engine(config.limits.clone());
     let modules = config.load(&engine).expect("modules load");
@@ -20,6 +24,7 @@ fn run(seed: u64, variants: u32) -> (RunSummary, Vec<std::sync::Arc<Envelope>>) 
         variants: Some(variants),
         symbol: "EURUSD".into(),
         data_name: "bundled".into(),
+        threads,
     };
     let mut replay = Replay::start(engine, &config, &modules, options).expect("starts");
     for t in TOPICS {
@@ -42,7 +47,8 @@ fn plans_evidence_decisions_and_fills_are_sane_and_equity_adds_up() {
     let rows = bundled_rows();
     let bar_at: HashMap<i64, _> = rows.iter().map(|r| (r.time, *r)).collect();
     let mut plans = BTreeMap::new();
-    let (mut evidence, mut scored, mut decisions, mut fills, mut feedback) = (0, 0, Vec::new(), Vec::new(), Vec::new());
+    let (mut evidence, mut scored, mut decisions, mut fills, mut feedback) =
+        (0, 0, Vec::new(), Vec::new(), Vec::new());
     for m in &tapped {
         match &m.body {
             Body::Plan(p) => {
@@ -50,15 +56,24 @@ fn plans_evidence_decisions_and_fills_are_sane_and_equity_adds_up() {
                     Side::Long => 1.0,
                     Side::Short => -1.0,
                 };
-                assert!((p.entry - p.stop) * s > 0.0, "stop on the loss side of entry: {p:?}");
-                assert!((p.target - p.entry) * s > 0.0, "target on the profit side: {p:?}");
+                assert!(
+                    (p.entry - p.stop) * s > 0.0,
+                    "stop on the loss side of entry: {p:?}"
+                );
+                assert!(
+                    (p.target - p.entry) * s > 0.0,
+                    "target on the profit side: {p:?}"
+                );
                 assert_eq!(p.origin, m.source, "plan origin is its publisher");
                 assert!(p.confidence > 0.0 && p.confidence < 1.0 && p.size > 0.0 && p.horizon >= 1);
                 assert!(bar_at.contains_key(&p.time), "plan written on a real bar");
                 plans.insert(p.id.clone(), p.clone());
             }
             Body::Evidence(e) => {
-                assert!(plans.contains_key(&e.plan_id), "evidence about a known plan");
+                assert!(
+                    plans.contains_key(&e.plan_id),
+                    "evidence about a known plan"
+                );
                 assert!(e.llr.is_finite() && !e.reason.is_empty());
                 evidence += 1;
             }
@@ -66,7 +81,10 @@ fn plans_evidence_decisions_and_fills_are_sane_and_equity_adds_up() {
                 assert!(sp.confidence > 0.0 && sp.confidence < 1.0);
                 let expected = 1.0 / (1.0 + (-sp.log_odds).exp());
                 assert!((sp.confidence - expected).abs() < 1e-12);
-                assert!(sp.missing.is_empty(), "the one expert always answers in time");
+                assert!(
+                    sp.missing.is_empty(),
+                    "the one expert always answers in time"
+                );
                 scored += 1;
             }
             Body::Decision(d) => {
@@ -76,7 +94,10 @@ fn plans_evidence_decisions_and_fills_are_sane_and_equity_adds_up() {
                     Verdict::Modify => assert!(d.size > 0.0 && d.size < d.plan.size),
                 }
                 assert!(!d.reason.is_empty());
-                assert_eq!(m.key, d.plan.origin, "decision is addressed to the originating variant");
+                assert_eq!(
+                    m.key, d.plan.origin,
+                    "decision is addressed to the originating variant"
+                );
                 decisions.push(d.clone());
             }
             Body::Fill(f) => fills.push(f.clone()),
@@ -88,7 +109,10 @@ fn plans_evidence_decisions_and_fills_are_sane_and_equity_adds_up() {
     assert_eq!(evidence, plans.len());
     assert_eq!(scored, plans.len());
     assert_eq!(decisions.len(), plans.len());
-    let approved = decisions.iter().filter(|d| d.verdict != Verdict::Reject).count();
+    let approved = decisions
+        .iter()
+        .filter(|d| d.verdict != Verdict::Reject)
+        .count();
     assert!(approved > 0, "some plans are approved");
 
     // Fills happen on real bars, within the bar's range widened by the
@@ -96,10 +120,16 @@ fn plans_evidence_decisions_and_fills_are_sane_and_equity_adds_up() {
     let slip = 0.5 / 10_000.0;
     for f in &fills {
         let bar = bar_at.get(&f.time).expect("fill on a real bar");
-        assert!(f.price >= bar.low * (1.0 - slip) - 1e-12 && f.price <= bar.high * (1.0 + slip) + 1e-12, "{f:?} outside {bar:?}");
+        assert!(
+            f.price >= bar.low * (1.0 - slip) - 1e-12 && f.price <= bar.high * (1.0 + slip) + 1e-12,
+            "{f:?} outside {bar:?}"
+        );
         assert!(f.fee >= 0.0 && f.size > 0.0);
         if f.kind == FillKind::Entry {
-            assert!((f.price - bar.open).abs() <= bar.open * slip + 1e-12, "entry at the open");
+            assert!(
+                (f.price - bar.open).abs() <= bar.open * slip + 1e-12,
+                "entry at the open"
+            );
             let plan = &plans[&f.plan_id];
             assert!(f.time > plan.time, "filled at a later bar than the plan's");
         }
@@ -115,16 +145,36 @@ fn plans_evidence_decisions_and_fills_are_sane_and_equity_adds_up() {
         let mine: Vec<_> = fills.iter().filter(|f| f.origin == v.id).collect();
         let mut from_fills = 0.0;
         for entry in mine.iter().filter(|f| f.kind == FillKind::Entry) {
-            let exit = mine.iter().find(|f| f.plan_id == entry.plan_id && f.kind != FillKind::Entry).expect("closed");
+            let exit = mine
+                .iter()
+                .find(|f| f.plan_id == entry.plan_id && f.kind != FillKind::Entry)
+                .expect("closed");
             let s = if entry.side == Side::Long { 1.0 } else { -1.0 };
             from_fills += s * (exit.price - entry.price) * entry.size - entry.fee - exit.fee;
         }
-        let pnl: f64 = feedback.iter().filter(|f| f.origin == v.id).map(|f| f.pnl).sum();
-        assert!((pnl - from_fills).abs() < 1e-6, "{}: feedback {pnl} vs fills {from_fills}", v.id);
-        assert!((score.final_value - 100_000.0 - pnl).abs() < 1e-6, "{}: equity {} vs pnl {pnl}", v.id, score.final_value);
+        let pnl: f64 = feedback
+            .iter()
+            .filter(|f| f.origin == v.id)
+            .map(|f| f.pnl)
+            .sum();
+        assert!(
+            (pnl - from_fills).abs() < 1e-6,
+            "{}: feedback {pnl} vs fills {from_fills}",
+            v.id
+        );
+        assert!(
+            (score.final_value - 100_000.0 - pnl).abs() < 1e-6,
+            "{}: equity {} vs pnl {pnl}",
+            v.id,
+            score.final_value
+        );
         assert!(score.max_drawdown >= 0.0 && score.max_drawdown < 1.0);
     }
-    assert_eq!(summary.runtime.failures, 0, "the real modules never fail: {:?}", summary.instances);
+    assert_eq!(
+        summary.runtime.failures, 0,
+        "the real modules never fail: {:?}",
+        summary.instances
+    );
 }
 
 #[test]
@@ -141,7 +191,18 @@ fn the_same_seed_gives_the_same_run_and_another_seed_another_population() {
     let (b, tb) = run(42, 5);
     assert_eq!(strip(&a), strip(&b));
     assert_eq!(ta.len(), tb.len());
-    assert!(ta.iter().zip(&tb).all(|(x, y)| x == y), "identical message streams");
+    assert!(
+        ta.iter().zip(&tb).all(|(x, y)| x == y),
+        "identical message streams"
+    );
+    let (one_thread, t1) = run_on(42, 12, 1);
+    let (two_threads, t2) = run_on(42, 12, 2);
+    assert_eq!(
+        strip(&one_thread),
+        strip(&two_threads),
+        "the number of threads does not change the result"
+    );
+    assert!(t1 == t2, "nor the message stream");
     let (c, _) = run(43, 5);
     assert_ne!(strip(&a)["variants"], strip(&c)["variants"]);
 }
@@ -152,9 +213,17 @@ fn limits_from_test_config_still_run_the_real_pipeline() {
     let config = PipelineConfig::embedded();
     let engine = engine(test_limits());
     let modules = config.load(&engine).expect("modules load");
-    let options = ReplayOptions { seed: 1, variants: Some(2), symbol: "EURUSD".into(), data_name: "bundled".into() };
+    let options = ReplayOptions {
+        seed: 1,
+        variants: Some(2),
+        symbol: "EURUSD".into(),
+        data_name: "bundled".into(),
+        threads: 0,
+    };
     let rows = bundled_rows();
-    let summary = garden_host::run::replay(engine, &config, &modules, &rows[..500], options, |_| {}).expect("runs");
+    let summary =
+        garden_host::run::replay(engine, &config, &modules, &rows[..500], options, |_| {})
+            .expect("runs");
     assert_eq!(summary.runtime.failures, 0);
     assert_eq!(summary.bars, 500);
     assert!(summary.messages > 500 * 4);

@@ -1,10 +1,14 @@
 //! The in-process bus: the embedded default. Deterministic: the same
 //! publishes in the same order give the same deliveries.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::{Bus, BusError, BusStats, DeadLetter, Delivery, Subscriber};
+// Lookups by topic and instance name are on the hot path of every message;
+// a fast non-cryptographic hash is enough for names the host chose.
+use rustc_hash::FxHashMap as HashMap;
+
+use super::{Bus, BusError, BusStats, DeadLetter, Delivery, Subscriber, fnv1a};
 use crate::Envelope;
 
 /// Most dead letters kept in memory; older ones are counted, not kept.
@@ -45,9 +49,9 @@ impl MemoryBus {
     pub fn new(capacity: usize) -> Self {
         MemoryBus {
             capacity: capacity.max(1),
-            topics: HashMap::new(),
+            topics: HashMap::default(),
             inboxes: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             dead: VecDeque::new(),
             stats: BusStats::default(),
             targets: Vec::new(),
@@ -88,7 +92,8 @@ impl MemoryBus {
             match route.delivery {
                 Delivery::Broadcast => self.targets.extend_from_slice(&route.members),
                 Delivery::Shared => {
-                    let pick = (fnv1a(message.key.as_bytes()) % route.members.len() as u64) as usize;
+                    let pick =
+                        (fnv1a(message.key.as_bytes()) % route.members.len() as u64) as usize;
                     self.targets.push(route.members[pick]);
                 }
             }
@@ -111,26 +116,13 @@ impl MemoryBus {
     }
 }
 
-/// FNV-1a: a fixed, platform-independent hash, so shared delivery picks the
-/// same member for the same key in every run.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 impl Bus for MemoryBus {
     fn subscribe(&mut self, s: &Subscriber) {
         let member = self.inbox(&s.instance);
         let topic = self.topics.entry(s.topic.clone()).or_default();
-        let route = match topic
-            .routes
-            .iter_mut()
-            .position(|r| r.group == s.group && r.delivery == s.delivery && r.addressed == s.addressed)
-        {
+        let route = match topic.routes.iter_mut().position(|r| {
+            r.group == s.group && r.delivery == s.delivery && r.addressed == s.addressed
+        }) {
             Some(i) => &mut topic.routes[i],
             None => {
                 topic.routes.push(Route {
@@ -215,7 +207,13 @@ mod tests {
     use super::*;
     use crate::bindings::types::Body;
 
-    fn sub(instance: &str, group: &str, topic: &str, delivery: Delivery, addressed: bool) -> Subscriber {
+    fn sub(
+        instance: &str,
+        group: &str,
+        topic: &str,
+        delivery: Delivery,
+        addressed: bool,
+    ) -> Subscriber {
         Subscriber {
             instance: instance.into(),
             group: group.into(),
@@ -239,7 +237,9 @@ mod tests {
     fn drain(bus: &mut MemoryBus, who: &str) -> Vec<(String, u8)> {
         let mut out = Vec::new();
         while let Some(m) = bus.poll(who) {
-            let Body::Custom(b) = &m.body else { panic!("unexpected body") };
+            let Body::Custom(b) = &m.body else {
+                panic!("unexpected body")
+            };
             out.push((m.key.clone(), b[0]));
         }
         out
@@ -262,7 +262,11 @@ mod tests {
         }
         let s1 = drain(&mut bus, "s1");
         let s2 = drain(&mut bus, "s2");
-        assert_eq!(s1.len() + s2.len(), 20, "each message to exactly one of the group");
+        assert_eq!(
+            s1.len() + s2.len(),
+            20,
+            "each message to exactly one of the group"
+        );
         assert!(!s1.is_empty() && !s2.is_empty(), "load is spread");
         assert_eq!(bus.stats().published, 20);
         assert_eq!(bus.stats().delivered, 80);
@@ -277,17 +281,22 @@ mod tests {
         for n in 0..100u8 {
             bus.publish(msg("t", &format!("k{}", n % 7), n)).unwrap();
         }
-        let mut seen: HashMap<String, (String, Vec<u8>)> = HashMap::new();
+        let mut seen: HashMap<String, (String, Vec<u8>)> = HashMap::default();
         for who in ["s1", "s2", "s3"] {
             for (key, n) in drain(&mut bus, who) {
-                let entry = seen.entry(key.clone()).or_insert_with(|| (who.to_string(), Vec::new()));
+                let entry = seen
+                    .entry(key.clone())
+                    .or_insert_with(|| (who.to_string(), Vec::new()));
                 assert_eq!(entry.0, who, "key {key} went to two members");
                 entry.1.push(n);
             }
         }
         assert_eq!(seen.len(), 7);
         for (key, (_, ns)) in seen {
-            assert!(ns.windows(2).all(|w| w[0] < w[1]), "key {key} out of order: {ns:?}");
+            assert!(
+                ns.windows(2).all(|w| w[0] < w[1]),
+                "key {key} out of order: {ns:?}"
+            );
         }
     }
 
@@ -311,7 +320,9 @@ mod tests {
         bus.publish(msg("t", "k", 2)).unwrap();
         drain(&mut bus, "fast");
         let err = bus.publish(msg("t", "k", 3)).unwrap_err();
-        let BusError::Full { instance, message, .. } = err;
+        let BusError::Full {
+            instance, message, ..
+        } = err;
         assert_eq!(instance, "slow");
         assert_eq!(bus.depth("fast"), 0, "nobody got a partial delivery");
         drain(&mut bus, "slow");
@@ -332,8 +343,13 @@ mod tests {
         bus.publish(msg("a", "k", 1)).unwrap();
         bus.publish(msg("a", "k", 2)).unwrap();
         bus.publish(msg("b", "k", 3)).unwrap();
-        let seqs: Vec<(String, u64)> = std::iter::from_fn(|| bus.poll("x")).map(|m| (m.topic.clone(), m.seq)).collect();
-        assert_eq!(seqs, vec![("a".into(), 1), ("a".into(), 2), ("b".into(), 1)]);
+        let seqs: Vec<(String, u64)> = std::iter::from_fn(|| bus.poll("x"))
+            .map(|m| (m.topic.clone(), m.seq))
+            .collect();
+        assert_eq!(
+            seqs,
+            vec![("a".into(), 1), ("a".into(), 2), ("b".into(), 1)]
+        );
         bus.unsubscribe("x");
         bus.publish(msg("a", "k", 4)).unwrap();
         assert_eq!(bus.depth("x"), 0);

@@ -18,6 +18,17 @@ use crate::Envelope;
 
 pub use memory::MemoryBus;
 
+/// FNV-1a: a fixed, platform-independent hash, so that shared delivery and
+/// per-instance seeds come out the same in every run and on every machine.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// How a subscription receives messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum Delivery {
@@ -71,7 +82,9 @@ pub struct BusStats {
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     /// A receiving inbox is full; the message is handed back to retry later.
-    #[error("the inbox of `{instance}` is full ({capacity} messages); the producer must wait until it drains")]
+    #[error(
+        "the inbox of `{instance}` is full ({capacity} messages); the producer must wait until it drains"
+    )]
     Full {
         /// The full inbox's owner.
         instance: String,

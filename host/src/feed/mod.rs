@@ -22,7 +22,11 @@ pub const BUNDLED_SYMBOL: &str = "EURUSD";
 pub fn symbol_from_path(path: &std::path::Path) -> String {
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("DATA");
     let symbol: String = stem.split(['_', '.']).next().unwrap_or(stem).to_string();
-    if symbol.is_empty() { "DATA".into() } else { symbol }
+    if symbol.is_empty() {
+        "DATA".into()
+    } else {
+        symbol
+    }
 }
 
 /// The message for one row.

@@ -9,10 +9,16 @@ include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 
 /// The bytes of the real module called `name`, if there is one.
 pub fn module(name: &str) -> Option<&'static [u8]> {
-    MODULES.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
+    MODULES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, bytes)| *bytes)
 }
 
 /// The path of the fixture called `name`, if there is one.
 pub fn fixture(name: &str) -> Option<&'static str> {
-    FIXTURES.iter().find(|(n, _)| *n == name).map(|(_, path)| *path)
+    FIXTURES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, path)| *path)
 }

@@ -61,21 +61,51 @@ pub fn judge(
     if !valid {
         return (Verdict::Reject, 0.0, "malformed plan: stop or target on the wrong side of entry, or non-positive price or size".into());
     }
-    if !(confidence >= limits.min_confidence) {
-        return (Verdict::Reject, 0.0, format!("fused confidence {confidence:.3} below minimum {:.3}", limits.min_confidence));
+    // NaN confidence is rejected too: it is not >= anything.
+    if confidence.is_nan() || confidence < limits.min_confidence {
+        return (
+            Verdict::Reject,
+            0.0,
+            format!(
+                "fused confidence {confidence:.3} below minimum {:.3}",
+                limits.min_confidence
+            ),
+        );
     }
     if open_plans >= limits.max_open_plans {
-        return (Verdict::Reject, 0.0, format!("{open_plans} plans already open (max {})", limits.max_open_plans));
+        return (
+            Verdict::Reject,
+            0.0,
+            format!(
+                "{open_plans} plans already open (max {})",
+                limits.max_open_plans
+            ),
+        );
     }
     let risk_size = limits.risk_per_plan * equity.max(0.0) / (plan.entry - plan.stop).abs();
     let room = (limits.max_position - exposure).max(0.0);
     let size = plan.size.min(risk_size).min(room);
-    if !(size > 0.0) {
-        return (Verdict::Reject, 0.0, format!("no room: exposure {exposure} at max position {}", limits.max_position));
+    if size.is_nan() || size <= 0.0 {
+        return (
+            Verdict::Reject,
+            0.0,
+            format!(
+                "no room: exposure {exposure} at max position {}",
+                limits.max_position
+            ),
+        );
     }
     if size < plan.size {
-        let why = if size == room { "position limit" } else { "risk per plan" };
-        (Verdict::Modify, size, format!("resized from {} to {size:.2} by {why}", plan.size))
+        let why = if size == room {
+            "position limit"
+        } else {
+            "risk per plan"
+        };
+        (
+            Verdict::Modify,
+            size,
+            format!("resized from {} to {size:.2} by {why}", plan.size),
+        )
     } else {
         (Verdict::Approve, size, "within limits".into())
     }
@@ -107,7 +137,11 @@ impl Risk {
         let limits = self.limits();
         let start = self.equity;
         let account = self.accounts.entry(scored.plan.origin.clone()).or_default();
-        let exposure = account.exposure.get(&scored.plan.symbol).copied().unwrap_or(0.0);
+        let exposure = account
+            .exposure
+            .get(&scored.plan.symbol)
+            .copied()
+            .unwrap_or(0.0);
         let (verdict, size, reason) = judge(
             &scored.plan,
             scored.confidence,
@@ -118,11 +152,22 @@ impl Risk {
         );
         if verdict != Verdict::Reject {
             account.open_plans += 1;
-            *account.exposure.entry(scored.plan.symbol.clone()).or_default() += size;
-            account.sizes.insert(scored.plan.id.clone(), (scored.plan.symbol.clone(), size));
+            *account
+                .exposure
+                .entry(scored.plan.symbol.clone())
+                .or_default() += size;
+            account
+                .sizes
+                .insert(scored.plan.id.clone(), (scored.plan.symbol.clone(), size));
         }
         let key = scored.plan.origin.clone();
-        let decision = Decision { plan: scored.plan, verdict, size, confidence: scored.confidence, reason };
+        let decision = Decision {
+            plan: scored.plan,
+            verdict,
+            size,
+            confidence: scored.confidence,
+            reason,
+        };
         out.publish("decision", &key, Body::Decision(decision));
     }
 }
@@ -134,7 +179,13 @@ impl Module for Risk {
             .subscribe(Subscription::broadcast("fill"))
             .subscribe(Subscription::broadcast("feedback"))
             .publishes("decision")
-            .gene(Gene::float("max-position", 1000.0, 1.0e7, 100000.0, 10000.0))
+            .gene(Gene::float(
+                "max-position",
+                1000.0,
+                1.0e7,
+                100000.0,
+                10000.0,
+            ))
             .gene(Gene::int("max-open-plans", 1.0, 100.0, 3.0, 1.0))
             .gene(Gene::float("risk-per-plan", 0.0001, 0.1, 0.01, 0.002))
             .gene(Gene::float("min-confidence", 0.0, 1.0, 0.45, 0.05))
@@ -144,7 +195,8 @@ impl Module for Risk {
         let max_open = ctx.int("max-open-plans")?;
         Ok(Risk {
             max_position: ctx.float("max-position")?,
-            max_open_plans: u32::try_from(max_open).map_err(|_| format!("max-open-plans out of range: {max_open}"))?,
+            max_open_plans: u32::try_from(max_open)
+                .map_err(|_| format!("max-open-plans out of range: {max_open}"))?,
             risk_per_plan: ctx.float("risk-per-plan")?,
             min_confidence: ctx.float("min-confidence")?,
             equity: ctx.setting_f64("equity", 100_000.0)?,
@@ -182,7 +234,12 @@ mod tests {
     use garden_sdk::Side;
 
     fn limits() -> Limits {
-        Limits { max_position: 100_000.0, max_open_plans: 2, risk_per_plan: 0.01, min_confidence: 0.5 }
+        Limits {
+            max_position: 100_000.0,
+            max_open_plans: 2,
+            risk_per_plan: 0.01,
+            min_confidence: 0.5,
+        }
     }
 
     fn plan(side: Side, entry: f64, stop: f64, target: f64, size: f64) -> Plan {
@@ -207,17 +264,73 @@ mod tests {
         let long = plan(Side::Long, 1.0, 0.99, 1.02, 10_000.0);
         // (plan, confidence, equity, open, exposure) -> verdict, size
         let cases: Vec<(Plan, f64, f64, u32, f64, Verdict, f64)> = vec![
-            (long.clone(), 0.6, 100_000.0, 0, 0.0, Verdict::Approve, 10_000.0),
+            (
+                long.clone(),
+                0.6,
+                100_000.0,
+                0,
+                0.0,
+                Verdict::Approve,
+                10_000.0,
+            ),
             (long.clone(), 0.4, 100_000.0, 0, 0.0, Verdict::Reject, 0.0),
             (long.clone(), 0.6, 100_000.0, 2, 0.0, Verdict::Reject, 0.0),
             // risk: 1% of 50k = 500 / 0.01 stop distance = 50k units: fine; of 5k = 5k units
             (long.clone(), 0.6, 5_000.0, 0, 0.0, Verdict::Modify, 5_000.0),
-            (long.clone(), 0.6, 100_000.0, 0, 95_000.0, Verdict::Modify, 5_000.0),
-            (long.clone(), 0.6, 100_000.0, 0, 100_000.0, Verdict::Reject, 0.0),
-            (plan(Side::Long, 1.0, 1.01, 1.02, 1.0), 0.9, 100_000.0, 0, 0.0, Verdict::Reject, 0.0),
-            (plan(Side::Short, 1.0, 1.01, 0.98, 1.0), 0.9, 100_000.0, 0, 0.0, Verdict::Approve, 1.0),
-            (plan(Side::Short, 1.0, 0.99, 0.98, 1.0), 0.9, 100_000.0, 0, 0.0, Verdict::Reject, 0.0),
-            (long.clone(), f64::NAN, 100_000.0, 0, 0.0, Verdict::Reject, 0.0),
+            (
+                long.clone(),
+                0.6,
+                100_000.0,
+                0,
+                95_000.0,
+                Verdict::Modify,
+                5_000.0,
+            ),
+            (
+                long.clone(),
+                0.6,
+                100_000.0,
+                0,
+                100_000.0,
+                Verdict::Reject,
+                0.0,
+            ),
+            (
+                plan(Side::Long, 1.0, 1.01, 1.02, 1.0),
+                0.9,
+                100_000.0,
+                0,
+                0.0,
+                Verdict::Reject,
+                0.0,
+            ),
+            (
+                plan(Side::Short, 1.0, 1.01, 0.98, 1.0),
+                0.9,
+                100_000.0,
+                0,
+                0.0,
+                Verdict::Approve,
+                1.0,
+            ),
+            (
+                plan(Side::Short, 1.0, 0.99, 0.98, 1.0),
+                0.9,
+                100_000.0,
+                0,
+                0.0,
+                Verdict::Reject,
+                0.0,
+            ),
+            (
+                long.clone(),
+                f64::NAN,
+                100_000.0,
+                0,
+                0.0,
+                Verdict::Reject,
+                0.0,
+            ),
         ];
         for (i, (p, c, eq, open, exp, verdict, size)) in cases.into_iter().enumerate() {
             let (v, s, reason) = judge(&p, c, eq, open, exp, &l);

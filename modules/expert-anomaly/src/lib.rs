@@ -16,7 +16,9 @@
 use std::collections::HashMap;
 
 use garden_sdk::indicators::RollingStats;
-use garden_sdk::{Bar, Body, Envelope, Evidence, Gene, Info, InitContext, Module, Outbox, Plan, Subscription};
+use garden_sdk::{
+    Bar, Body, Envelope, Evidence, Gene, Info, InitContext, Module, Outbox, Plan, Subscription,
+};
 
 /// Per-symbol history.
 struct Tape {
@@ -41,12 +43,15 @@ pub struct Anomaly {
 impl Anomaly {
     fn on_bar(&mut self, bar: &Bar) {
         let window = self.window;
-        let tape = self.tapes.entry(bar.symbol.clone()).or_insert_with(|| Tape {
-            returns: RollingStats::new(window),
-            volumes: RollingStats::new(window),
-            last_close: None,
-            last: None,
-        });
+        let tape = self
+            .tapes
+            .entry(bar.symbol.clone())
+            .or_insert_with(|| Tape {
+                returns: RollingStats::new(window),
+                volumes: RollingStats::new(window),
+                last_close: None,
+                last: None,
+            });
         if let Some(prev) = tape.last_close.filter(|p| *p > 0.0) {
             let ret = bar.close / prev - 1.0;
             // Score the bar against the history before it, then add it.
@@ -75,7 +80,8 @@ impl Anomaly {
         let Some((ret, volume)) = tape.last else {
             return (0.0, "not enough history".into());
         };
-        let (Some(z_ret), Some(z_vol)) = (tape.returns.robust_z(ret), tape.volumes.robust_z(volume))
+        let (Some(z_ret), Some(z_vol)) =
+            (tape.returns.robust_z(ret), tape.volumes.robust_z(volume))
         else {
             return (0.0, "history too flat to score".into());
         };
@@ -201,7 +207,12 @@ mod tests {
     /// Alternating small moves, so the MAD is not zero.
     fn calm() -> Vec<(f64, f64)> {
         (0..40)
-            .map(|i| (100.0 + if i % 2 == 0 { 0.0 } else { 0.1 } + i as f64 * 0.01, 100.0 + (i % 3) as f64))
+            .map(|i| {
+                (
+                    100.0 + if i % 2 == 0 { 0.0 } else { 0.1 } + i as f64 * 0.01,
+                    100.0 + (i % 3) as f64,
+                )
+            })
             .collect()
     }
 
@@ -219,7 +230,10 @@ mod tests {
         bars.push((110.0, 1000.0));
         feed(&mut e, &bars);
         assert!(e.judge(&plan(Side::Long)).llr > 0.0);
-        assert!(e.judge(&plan(Side::Short)).llr < 0.0, "short into a breakout is opposed");
+        assert!(
+            e.judge(&plan(Side::Short)).llr < 0.0,
+            "short into a breakout is opposed"
+        );
     }
 
     #[test]

@@ -17,7 +17,9 @@
 
 use std::collections::BTreeMap;
 
-use garden_sdk::{Body, Envelope, Evidence, Info, InitContext, Module, Outbox, Plan, ScoredPlan, Subscription};
+use garden_sdk::{
+    Body, Envelope, Evidence, Info, InitContext, Module, Outbox, Plan, ScoredPlan, Subscription,
+};
 
 /// Clamp for the alpha's confidence, so a prior of exactly 0 or 1 cannot
 /// make the log-odds infinite.
@@ -68,12 +70,14 @@ pub struct Fusion {
 
 impl Fusion {
     fn entry(&mut self, plan_id: &str) -> &mut Pending {
-        self.pending.entry(plan_id.to_string()).or_insert_with(|| Pending {
-            plan: None,
-            evidence: BTreeMap::new(),
-            bars: 0,
-            symbol: None,
-        })
+        self.pending
+            .entry(plan_id.to_string())
+            .or_insert_with(|| Pending {
+                plan: None,
+                evidence: BTreeMap::new(),
+                bars: 0,
+                symbol: None,
+            })
     }
 
     fn complete(&self, p: &Pending) -> bool {
@@ -156,7 +160,9 @@ impl Module for Fusion {
             .collect();
         let deadline = ctx.setting_f64("deadline-bars", 1.0)?;
         if !(0.0..=1000.0).contains(&deadline) || deadline.fract() != 0.0 {
-            return Err(format!("deadline-bars must be a whole number in 0..=1000, got {deadline}"));
+            return Err(format!(
+                "deadline-bars must be a whole number in 0..=1000, got {deadline}"
+            ));
         }
         Ok(Fusion {
             experts,
@@ -204,8 +210,14 @@ mod tests {
             instance: "f".into(),
             params: vec![],
             settings: vec![
-                Setting { name: "experts".into(), value: experts.into() },
-                Setting { name: "deadline-bars".into(), value: deadline.to_string() },
+                Setting {
+                    name: "experts".into(),
+                    value: experts.into(),
+                },
+                Setting {
+                    name: "deadline-bars".into(),
+                    value: deadline.to_string(),
+                },
             ],
         })
         .unwrap()
@@ -228,15 +240,35 @@ mod tests {
     }
 
     fn env(body: Body) -> Envelope {
-        Envelope { topic: "t".into(), key: "k".into(), seq: 0, time: 0, source: "a".into(), body }
+        Envelope {
+            topic: "t".into(),
+            key: "k".into(),
+            seq: 0,
+            time: 0,
+            source: "a".into(),
+            body,
+        }
     }
 
     fn ev(plan: &str, expert: &str, llr: f64) -> Body {
-        Body::Evidence(Evidence { plan_id: plan.into(), expert: expert.into(), llr, reason: String::new() })
+        Body::Evidence(Evidence {
+            plan_id: plan.into(),
+            expert: expert.into(),
+            llr,
+            reason: String::new(),
+        })
     }
 
     fn bar() -> Body {
-        Body::Bar(Bar { symbol: "X".into(), time: 0, open: 1.0, high: 1.0, low: 1.0, close: 1.0, volume: 1.0 })
+        Body::Bar(Bar {
+            symbol: "X".into(),
+            time: 0,
+            open: 1.0,
+            high: 1.0,
+            low: 1.0,
+            close: 1.0,
+            volume: 1.0,
+        })
     }
 
     fn scored(out: &Outbox) -> Vec<ScoredPlan> {
@@ -262,7 +294,11 @@ mod tests {
         // Even prior and no evidence is a coin flip.
         assert!((fuse(plan("p", 0.5), &BTreeMap::new(), vec![]).confidence - 0.5).abs() < 1e-12);
         // Prior is clamped, so certainty does not give infinities.
-        assert!(fuse(plan("p", 1.0), &BTreeMap::new(), vec![]).log_odds.is_finite());
+        assert!(
+            fuse(plan("p", 1.0), &BTreeMap::new(), vec![])
+                .log_odds
+                .is_finite()
+        );
     }
 
     #[test]
@@ -270,7 +306,8 @@ mod tests {
         let mut f = fusion("e1,e2", 3);
         let mut out = Outbox::new();
         f.on_message(env(ev("p", "e1", 0.4)), &mut out).unwrap();
-        f.on_message(env(Body::Plan(plan("p", 0.5))), &mut out).unwrap();
+        f.on_message(env(Body::Plan(plan("p", 0.5))), &mut out)
+            .unwrap();
         assert!(scored(&out).is_empty());
         f.on_message(env(ev("p", "e2", 0.1)), &mut out).unwrap();
         let s = scored(&out);
@@ -283,7 +320,8 @@ mod tests {
     fn deadline_forwards_with_missing_experts() {
         let mut f = fusion("e1,e2", 2);
         let mut out = Outbox::new();
-        f.on_message(env(Body::Plan(plan("p", 0.5))), &mut out).unwrap();
+        f.on_message(env(Body::Plan(plan("p", 0.5))), &mut out)
+            .unwrap();
         f.on_message(env(ev("p", "e1", 0.4)), &mut out).unwrap();
         f.on_message(env(bar()), &mut out).unwrap();
         assert!(scored(&out).is_empty(), "one bar is before the deadline");

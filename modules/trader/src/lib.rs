@@ -52,14 +52,26 @@ impl Costs {
 pub fn exit_in_bar(plan: &Plan, bar: &Bar) -> Option<(FillKind, f64)> {
     let s = plan.side.sign();
     // Work in "profit direction" coordinates: for a short, flip the bar.
-    let (worst, best) = if s > 0.0 { (bar.low, bar.high) } else { (bar.high, bar.low) };
+    let (worst, best) = if s > 0.0 {
+        (bar.low, bar.high)
+    } else {
+        (bar.high, bar.low)
+    };
     if (plan.stop - worst) * s >= 0.0 {
         // The open beyond the stop means the gap already passed it.
-        let price = if (plan.stop - bar.open) * s >= 0.0 { bar.open } else { plan.stop };
+        let price = if (plan.stop - bar.open) * s >= 0.0 {
+            bar.open
+        } else {
+            plan.stop
+        };
         return Some((FillKind::Stop, price));
     }
     if (best - plan.target) * s >= 0.0 {
-        let price = if (bar.open - plan.target) * s >= 0.0 { bar.open } else { plan.target };
+        let price = if (bar.open - plan.target) * s >= 0.0 {
+            bar.open
+        } else {
+            plan.target
+        };
         return Some((FillKind::Target, price));
     }
     None
@@ -155,10 +167,13 @@ impl Trader {
 
     fn on_decision(&mut self, d: Decision) {
         let equity = self.equity;
-        let account = self.accounts.entry(d.plan.origin.clone()).or_insert_with(|| Account {
-            cash: equity,
-            ..Account::default()
-        });
+        let account = self
+            .accounts
+            .entry(d.plan.origin.clone())
+            .or_insert_with(|| Account {
+                cash: equity,
+                ..Account::default()
+            });
         account.plans += 1;
         if d.verdict != Verdict::Reject && d.size > 0.0 && d.size.is_finite() {
             account.approvals += 1;
@@ -170,11 +185,14 @@ impl Trader {
         self.time = bar.time;
         let costs = self.costs;
         // 1. Entries waiting for this symbol's next open.
-        let (due, rest): (Vec<Decision>, Vec<Decision>) =
-            std::mem::take(&mut self.pending).into_iter().partition(|d| d.plan.symbol == bar.symbol);
+        let (due, rest): (Vec<Decision>, Vec<Decision>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|d| d.plan.symbol == bar.symbol);
         self.pending = rest;
         for d in due {
-            let Some(account) = self.accounts.get_mut(&d.plan.origin) else { continue };
+            let Some(account) = self.accounts.get_mut(&d.plan.origin) else {
+                continue;
+            };
             let price = costs.fill_price(bar.open, d.plan.side.sign() > 0.0);
             let fee = costs.fee(price, d.size);
             account.cash -= fee;
@@ -195,7 +213,13 @@ impl Trader {
                     time: bar.time,
                 }),
             );
-            account.open.push(Position { plan: d.plan, entry: price, size: d.size, entry_fee: fee, bars_held: 0 });
+            account.open.push(Position {
+                plan: d.plan,
+                entry: price,
+                size: d.size,
+                entry_fee: fee,
+                bars_held: 0,
+            });
         }
         // 2. Stops, targets and horizons.
         for account in self.accounts.values_mut() {
@@ -209,7 +233,15 @@ impl Trader {
                 if let Some((kind, price)) = exit_in_bar(&pos.plan, bar) {
                     Self::close(account, pos, kind, price, &costs, bar.time, out);
                 } else if pos.bars_held >= pos.plan.horizon {
-                    Self::close(account, pos, FillKind::Horizon, bar.close, &costs, bar.time, out);
+                    Self::close(
+                        account,
+                        pos,
+                        FillKind::Horizon,
+                        bar.close,
+                        &costs,
+                        bar.time,
+                        out,
+                    );
                 } else {
                     still_open.push(pos);
                 }
@@ -224,7 +256,11 @@ impl Trader {
                     .open
                     .iter()
                     .map(|p| {
-                        let mark = self.last_close.get(&p.plan.symbol).copied().unwrap_or(p.entry);
+                        let mark = self
+                            .last_close
+                            .get(&p.plan.symbol)
+                            .copied()
+                            .unwrap_or(p.entry);
                         p.plan.side.sign() * (mark - p.entry) * p.size
                     })
                     .sum::<f64>();
@@ -239,7 +275,10 @@ impl Trader {
     fn report(&mut self, out: &mut Outbox) {
         self.bars_since_report = 0;
         for (origin, a) in self.accounts.iter_mut() {
-            let metric = |name: &str, value: f64| Metric { name: name.into(), value };
+            let metric = |name: &str, value: f64| Metric {
+                name: name.into(),
+                value,
+            };
             let fitness = Fitness {
                 subject: origin.clone(),
                 values: std::mem::take(&mut a.values),
@@ -263,7 +302,11 @@ impl Trader {
         let time = self.time;
         for account in self.accounts.values_mut() {
             for pos in std::mem::take(&mut account.open) {
-                let mark = self.last_close.get(&pos.plan.symbol).copied().unwrap_or(pos.entry);
+                let mark = self
+                    .last_close
+                    .get(&pos.plan.symbol)
+                    .copied()
+                    .unwrap_or(pos.entry);
                 Self::close(account, pos, FillKind::Close, mark, &costs, time, out);
             }
             account.values.push(account.cash);
@@ -286,7 +329,9 @@ impl Module for Trader {
     fn init(ctx: InitContext) -> Result<Self, String> {
         let report_every = ctx.setting_f64("report-every", 100.0)?;
         if !(1.0..=1.0e6).contains(&report_every) {
-            return Err(format!("report-every must be in 1..=1000000, got {report_every}"));
+            return Err(format!(
+                "report-every must be in 1..=1000000, got {report_every}"
+            ));
         }
         let costs = Costs {
             slippage_bps: ctx.setting_f64("slippage-bps", 0.5)?,
@@ -326,7 +371,15 @@ mod tests {
     use garden_sdk::{Setting, Side};
 
     fn bar(o: f64, h: f64, l: f64, c: f64) -> Bar {
-        Bar { symbol: "X".into(), time: 0, open: o, high: h, low: l, close: c, volume: 1.0 }
+        Bar {
+            symbol: "X".into(),
+            time: 0,
+            open: o,
+            high: h,
+            low: l,
+            close: c,
+            volume: 1.0,
+        }
     }
 
     fn plan(side: Side, stop: f64, target: f64, horizon: u32) -> Plan {
@@ -348,28 +401,54 @@ mod tests {
     #[test]
     fn bar_touching_both_levels_exits_at_stop() {
         let p = plan(Side::Long, 95.0, 105.0, 10);
-        assert_eq!(exit_in_bar(&p, &bar(100.0, 106.0, 94.0, 100.0)), Some((FillKind::Stop, 95.0)));
+        assert_eq!(
+            exit_in_bar(&p, &bar(100.0, 106.0, 94.0, 100.0)),
+            Some((FillKind::Stop, 95.0))
+        );
         let s = plan(Side::Short, 105.0, 95.0, 10);
-        assert_eq!(exit_in_bar(&s, &bar(100.0, 106.0, 94.0, 100.0)), Some((FillKind::Stop, 105.0)));
+        assert_eq!(
+            exit_in_bar(&s, &bar(100.0, 106.0, 94.0, 100.0)),
+            Some((FillKind::Stop, 105.0))
+        );
     }
 
     #[test]
     fn exits_at_levels_or_at_gapped_open() {
         let p = plan(Side::Long, 95.0, 105.0, 10);
-        assert_eq!(exit_in_bar(&p, &bar(100.0, 106.0, 99.0, 100.0)), Some((FillKind::Target, 105.0)));
-        assert_eq!(exit_in_bar(&p, &bar(90.0, 91.0, 89.0, 90.0)), Some((FillKind::Stop, 90.0)));
-        assert_eq!(exit_in_bar(&p, &bar(110.0, 111.0, 109.0, 110.0)), Some((FillKind::Target, 110.0)));
+        assert_eq!(
+            exit_in_bar(&p, &bar(100.0, 106.0, 99.0, 100.0)),
+            Some((FillKind::Target, 105.0))
+        );
+        assert_eq!(
+            exit_in_bar(&p, &bar(90.0, 91.0, 89.0, 90.0)),
+            Some((FillKind::Stop, 90.0))
+        );
+        assert_eq!(
+            exit_in_bar(&p, &bar(110.0, 111.0, 109.0, 110.0)),
+            Some((FillKind::Target, 110.0))
+        );
         assert_eq!(exit_in_bar(&p, &bar(100.0, 104.0, 96.0, 100.0)), None);
         let s = plan(Side::Short, 105.0, 95.0, 10);
-        assert_eq!(exit_in_bar(&s, &bar(100.0, 101.0, 94.0, 100.0)), Some((FillKind::Target, 95.0)));
+        assert_eq!(
+            exit_in_bar(&s, &bar(100.0, 101.0, 94.0, 100.0)),
+            Some((FillKind::Target, 95.0))
+        );
     }
 
     fn trader() -> Trader {
-        let set = |n: &str, v: &str| Setting { name: n.into(), value: v.into() };
+        let set = |n: &str, v: &str| Setting {
+            name: n.into(),
+            value: v.into(),
+        };
         Trader::init(InitContext {
             instance: "t".into(),
             params: vec![],
-            settings: vec![set("slippage-bps", "10"), set("fee-bps", "10"), set("equity", "1000"), set("report-every", "1000")],
+            settings: vec![
+                set("slippage-bps", "10"),
+                set("fee-bps", "10"),
+                set("equity", "1000"),
+                set("report-every", "1000"),
+            ],
         })
         .unwrap()
     }
@@ -382,21 +461,37 @@ mod tests {
             seq: 0,
             time: 0,
             source: "d".into(),
-            body: Body::Decision(Decision { plan: p, verdict: Verdict::Approve, size, confidence: 0.6, reason: String::new() }),
+            body: Body::Decision(Decision {
+                plan: p,
+                verdict: Verdict::Approve,
+                size,
+                confidence: 0.6,
+                reason: String::new(),
+            }),
         }
     }
 
     fn bar_msg(b: Bar) -> Envelope {
-        Envelope { topic: "bar".into(), key: "X".into(), seq: 0, time: 0, source: "feed".into(), body: Body::Bar(b) }
+        Envelope {
+            topic: "bar".into(),
+            key: "X".into(),
+            seq: 0,
+            time: 0,
+            source: "feed".into(),
+            body: Body::Bar(b),
+        }
     }
 
     #[test]
     fn fills_next_open_with_costs_and_equity_adds_up() {
         let mut t = trader();
         let mut out = Outbox::new();
-        t.on_message(decision(plan(Side::Long, 95.0, 105.0, 5)), &mut out).unwrap();
-        t.on_message(bar_msg(bar(100.0, 101.0, 99.0, 100.5)), &mut out).unwrap();
-        t.on_message(bar_msg(bar(101.0, 106.0, 100.0, 104.0)), &mut out).unwrap();
+        t.on_message(decision(plan(Side::Long, 95.0, 105.0, 5)), &mut out)
+            .unwrap();
+        t.on_message(bar_msg(bar(100.0, 101.0, 99.0, 100.5)), &mut out)
+            .unwrap();
+        t.on_message(bar_msg(bar(101.0, 106.0, 100.0, 104.0)), &mut out)
+            .unwrap();
         let fills: Vec<Fill> = out
             .messages()
             .iter()
@@ -409,7 +504,10 @@ mod tests {
         assert_eq!(fills[0].kind, FillKind::Entry);
         assert!((fills[0].price - 100.1).abs() < 1e-9, "open plus 10 bps");
         assert_eq!(fills[1].kind, FillKind::Target);
-        assert!((fills[1].price - 104.895).abs() < 1e-9, "target minus 10 bps");
+        assert!(
+            (fills[1].price - 104.895).abs() < 1e-9,
+            "target minus 10 bps"
+        );
         let fb: Vec<Feedback> = out
             .messages()
             .iter()
@@ -430,9 +528,12 @@ mod tests {
     fn horizon_closes_at_close_and_end_of_stream_reports() {
         let mut t = trader();
         let mut out = Outbox::new();
-        t.on_message(decision(plan(Side::Long, 50.0, 150.0, 2)), &mut out).unwrap();
-        t.on_message(bar_msg(bar(100.0, 101.0, 99.0, 100.0)), &mut out).unwrap();
-        t.on_message(bar_msg(bar(100.0, 101.0, 99.0, 100.7)), &mut out).unwrap();
+        t.on_message(decision(plan(Side::Long, 50.0, 150.0, 2)), &mut out)
+            .unwrap();
+        t.on_message(bar_msg(bar(100.0, 101.0, 99.0, 100.0)), &mut out)
+            .unwrap();
+        t.on_message(bar_msg(bar(100.0, 101.0, 99.0, 100.7)), &mut out)
+            .unwrap();
         let kinds: Vec<FillKind> = out
             .messages()
             .iter()
@@ -442,7 +543,14 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, vec![FillKind::Entry, FillKind::Horizon]);
-        t.on_message(Envelope { body: Body::EndOfStream, ..bar_msg(bar(1.0, 1.0, 1.0, 1.0)) }, &mut out).unwrap();
+        t.on_message(
+            Envelope {
+                body: Body::EndOfStream,
+                ..bar_msg(bar(1.0, 1.0, 1.0, 1.0))
+            },
+            &mut out,
+        )
+        .unwrap();
         let fitness: Vec<Fitness> = out
             .messages()
             .iter()
