@@ -19,6 +19,19 @@ use garden_host::run::{ReplayOptions, replay};
 use garden_host::types::{InitContext, Setting};
 use garden_host::{Engine, population};
 
+/// Trust for the built-in modules: the development key.
+fn trust() -> garden_registry::TrustStore {
+    let mut store = garden_registry::TrustStore::default();
+    store
+        .add(
+            &garden_host::integrity::dev_key(),
+            "dev",
+            "2026-01-01T00:00:00Z",
+        )
+        .expect("trust dev key");
+    store
+}
+
 fn rows() -> Vec<Row> {
     feed::csv::read(feed::BUNDLED_CSV.as_bytes(), feed::BUNDLED_NAME).expect("bundled data")
 }
@@ -27,7 +40,10 @@ fn instantiate_and_call(c: &mut Criterion) {
     let config = PipelineConfig::embedded();
     let engine = Engine::new(config.limits.clone(), None).expect("engine");
     let alpha = engine
-        .load(garden_modules::module("alpha-ema").expect("built in"))
+        .load(
+            garden_modules::module("alpha-ema").expect("built in"),
+            &trust(),
+        )
         .expect("loads");
     c.bench_function("instantiate", |b| {
         b.iter(|| {
@@ -64,7 +80,7 @@ fn instantiate_and_call(c: &mut Criterion) {
 fn pipeline(c: &mut Criterion) {
     let config = PipelineConfig::embedded();
     let engine = Arc::new(Engine::new(config.limits.clone(), None).expect("engine"));
-    let modules = config.load(&engine).expect("modules load");
+    let modules = config.load(&engine, &trust()).expect("modules load");
     let rows = rows();
     let mut group = c.benchmark_group("pipeline");
     group

@@ -70,7 +70,30 @@ pub enum LoadError {
     /// `describe` returned something unusable.
     #[error("describe() returned an invalid description: {0}")]
     BadInfo(String),
+    /// The signature, its key or the code's integrity is not accepted.
+    #[error("refused: {0}")]
+    Refused(#[from] garden_registry::TrustError),
+    /// The manifest asks for more than the host allows.
+    #[error(
+        "the manifest asks for {what} = {requested}, above this host's ceiling of {ceiling}; lower it in the manifest and sign again, or raise the host's limit"
+    )]
+    AboveCeiling {
+        /// Which limit.
+        what: &'static str,
+        /// What the manifest asks for.
+        requested: u64,
+        /// The host's ceiling.
+        ceiling: u64,
+    },
+    /// What the module declares does not match what was signed.
+    #[error("the module's describe() does not match its signed manifest: {0}")]
+    ManifestMismatch(String),
 }
+
+/// The WIT package and world every module must target.
+pub const WIT_PACKAGE: &str = "garden:pipeline@0.1.0";
+/// See [`WIT_PACKAGE`].
+pub const WIT_WORLD: &str = "garden-module";
 
 /// A component compiled, linked against the host and described: ready to
 /// instantiate as many times as needed without compiling again.
@@ -79,9 +102,23 @@ pub struct Module {
     info: Info,
     pre: GardenModulePre<HostState>,
     publishes: Arc<HashSet<String>>,
+    manifest: Option<garden_registry::Manifest>,
+    signer: Option<(garden_registry::KeyId, String)>,
+    memory_bytes: usize,
+    fuel_per_call: u64,
 }
 
 impl Module {
+    /// The signed manifest.
+    pub fn manifest(&self) -> Option<&garden_registry::Manifest> {
+        self.manifest.as_ref()
+    }
+
+    /// Who signed it: key id and the trust store's name for the key.
+    pub fn signer(&self) -> Option<&(garden_registry::KeyId, String)> {
+        self.signer.as_ref()
+    }
+
     /// What the module says about itself.
     pub fn info(&self) -> &Info {
         &self.info
@@ -100,6 +137,15 @@ impl std::fmt::Debug for Module {
             .field("digest", &self.digest)
             .finish()
     }
+}
+
+/// What a component imports and exports, by name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Interface {
+    /// Imported interfaces (e.g. `garden:pipeline/host@0.1.0`, WASI).
+    pub imports: Vec<String>,
+    /// Exported interfaces.
+    pub exports: Vec<String>,
 }
 
 /// Ticks the engine's epoch from one background thread (not one per call).
@@ -197,9 +243,78 @@ impl Engine {
         &self.limits
     }
 
-    /// Load a component: check it is one, compile it (or reuse the cached
-    /// artifact), link it against the host and ask it to describe itself.
-    pub fn load(&self, bytes: &[u8]) -> Result<Arc<Module>, LoadError> {
+    /// Load a signed component: verify its signature against `trust`,
+    /// check its manifest against the host's ceilings, compile its code (or
+    /// reuse the cached artifact), link it against the host, ask it to
+    /// describe itself and check that against the manifest. Unsigned code is
+    /// never loaded.
+    pub fn load(
+        &self,
+        bytes: &[u8],
+        trust: &garden_registry::TrustStore,
+    ) -> Result<Arc<Module>, LoadError> {
+        check_header(bytes)?;
+        let verified = trust.verify(bytes)?;
+        let manifest = verified.manifest().clone();
+        if manifest.wit_package != WIT_PACKAGE || manifest.wit_world != WIT_WORLD {
+            return Err(LoadError::WrongWorld(format!(
+                "the manifest targets {}/{}, this host runs {WIT_PACKAGE}/{WIT_WORLD}",
+                manifest.wit_package, manifest.wit_world
+            )));
+        }
+        let memory_ceiling = self.limits.memory_bytes as u64;
+        let memory = manifest.limits.memory_bytes.unwrap_or(memory_ceiling);
+        if memory > memory_ceiling {
+            return Err(LoadError::AboveCeiling {
+                what: "memory_bytes",
+                requested: memory,
+                ceiling: memory_ceiling,
+            });
+        }
+        let fuel = manifest
+            .limits
+            .fuel_per_call
+            .unwrap_or(self.limits.fuel_per_call);
+        if fuel > self.limits.fuel_per_call {
+            return Err(LoadError::AboveCeiling {
+                what: "fuel_per_call",
+                requested: fuel,
+                ceiling: self.limits.fuel_per_call,
+            });
+        }
+        let signer = (verified.component.key_id, verified.signer_name.clone());
+        let mut module = self.load_code(verified.component.code)?;
+        check_against_manifest(&module.info, &manifest).map_err(LoadError::ManifestMismatch)?;
+        // At run time the host enforces what was signed, not what the code says.
+        module.publishes = Arc::new(manifest.capabilities.publish.iter().cloned().collect());
+        module.memory_bytes = usize::try_from(memory).unwrap_or(usize::MAX);
+        module.fuel_per_call = fuel;
+        module.manifest = Some(manifest);
+        module.signer = Some(signer);
+        Ok(Arc::new(module))
+    }
+
+    /// The import and export names of a component's code (compiled, not
+    /// run), for `garden inspect`.
+    pub fn interface(&self, code: &[u8]) -> Result<Interface, LoadError> {
+        check_header(code)?;
+        let digest = garden_registry::Digest::of(code).to_hex();
+        let component = self.compile(code, &digest)?;
+        let ty = component.component_type();
+        Ok(Interface {
+            imports: ty
+                .imports(&self.engine)
+                .map(|(name, _)| name.to_string())
+                .collect(),
+            exports: ty
+                .exports(&self.engine)
+                .map(|(name, _)| name.to_string())
+                .collect(),
+        })
+    }
+
+    /// Compile, link and describe code whose integrity was checked.
+    fn load_code(&self, bytes: &[u8]) -> Result<Module, LoadError> {
         check_header(bytes)?;
         let digest = garden_registry::Digest::of(bytes).to_hex();
         let component = self.compile(bytes, &digest)?;
@@ -221,15 +336,18 @@ impl Engine {
             },
             pre,
             publishes: Arc::new(HashSet::new()),
+            manifest: None,
+            signer: None,
+            memory_bytes: self.limits.memory_bytes,
+            fuel_per_call: self.limits.fuel_per_call,
         };
         let mut sandbox = self
             .instantiate(&module, "describe", 0)
             .map_err(LoadError::Describe)?;
         let info = sandbox.describe().map_err(LoadError::Describe)?;
         validate_info(&info).map_err(LoadError::BadInfo)?;
-        module.publishes = Arc::new(info.publishes.iter().cloned().collect());
         module.info = info;
-        Ok(Arc::new(module))
+        Ok(module)
     }
 
     /// A new instance of `module` (not yet initialised), named `instance`.
@@ -239,10 +357,15 @@ impl Engine {
         instance: &str,
         random_seed: u64,
     ) -> Result<Sandbox, CallError> {
+        let limits = Limits {
+            memory_bytes: module.memory_bytes,
+            fuel_per_call: module.fuel_per_call,
+            ..self.limits.clone()
+        };
         let spec = SandboxSpec {
             instance,
             publishes: module.publishes.clone(),
-            limits: &self.limits,
+            limits: &limits,
             deadline_ticks: self.deadline_ticks,
             random_seed,
         };
@@ -332,6 +455,61 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
             "unknown WebAssembly binary version".into(),
         )),
     }
+}
+
+/// What the code declares must lie within what was signed.
+fn check_against_manifest(info: &Info, m: &garden_registry::Manifest) -> Result<(), String> {
+    if info.name != m.name {
+        return Err(format!(
+            "it calls itself `{}`, the manifest `{}`",
+            info.name, m.name
+        ));
+    }
+    if info.role != m.role {
+        return Err(format!(
+            "its role is `{}`, the manifest says `{}`",
+            info.role, m.role
+        ));
+    }
+    for s in &info.subscribes {
+        if !m.capabilities.subscribe.contains(&s.topic) {
+            return Err(format!(
+                "it subscribes to `{}`, outside the manifest's capabilities.subscribe {:?}",
+                s.topic, m.capabilities.subscribe
+            ));
+        }
+    }
+    for t in &info.publishes {
+        if !m.capabilities.publish.contains(t) {
+            return Err(format!(
+                "it declares publishing to `{t}`, outside the manifest's capabilities.publish {:?}",
+                m.capabilities.publish
+            ));
+        }
+    }
+    let kind = |k: GeneKind| match k {
+        GeneKind::Float => "float",
+        GeneKind::Int => "int",
+        GeneKind::Boolean => "boolean",
+    };
+    let same = info.genes.len() == m.genes.len()
+        && info.genes.iter().zip(&m.genes).all(|(g, s)| {
+            g.name == s.name
+                && kind(g.kind) == s.kind
+                && g.min == s.min
+                && g.max == s.max
+                && g.default == s.default
+                && g.scale == s.scale
+        });
+    if !same {
+        let names = |v: Vec<&str>| v.join(", ");
+        return Err(format!(
+            "its genes [{}] differ from the manifest's [{}] (names, kinds, bounds, defaults and scales must match)",
+            names(info.genes.iter().map(|g| g.name.as_str()).collect()),
+            names(m.genes.iter().map(|g| g.name.as_str()).collect())
+        ));
+    }
+    Ok(())
 }
 
 fn validate_info(info: &Info) -> Result<(), String> {

@@ -18,6 +18,7 @@ mod bindings;
 pub mod bus;
 pub mod engine;
 pub mod feed;
+pub mod integrity;
 pub mod limits;
 pub mod pipeline;
 pub mod population;

@@ -174,8 +174,13 @@ impl PipelineConfig {
         Ok(())
     }
 
-    /// Load every module (compiling or reusing cached artifacts).
-    pub fn load(&self, engine: &Engine) -> Result<Vec<(ModuleConfig, Arc<Module>)>, PipelineError> {
+    /// Load every module (verifying its signature against `trust`,
+    /// compiling or reusing cached artifacts).
+    pub fn load(
+        &self,
+        engine: &Engine,
+        trust: &garden_registry::TrustStore,
+    ) -> Result<Vec<(ModuleConfig, Arc<Module>)>, PipelineError> {
         let mut loaded = Vec::new();
         for m in &self.modules {
             let bytes: std::borrow::Cow<'static, [u8]> = match &m.path {
@@ -197,10 +202,12 @@ impl PipelineConfig {
                     })?
                     .into(),
             };
-            let module = engine.load(&bytes).map_err(|source| PipelineError::Load {
-                name: m.name.clone(),
-                source,
-            })?;
+            let module = engine
+                .load(&bytes, trust)
+                .map_err(|source| PipelineError::Load {
+                    name: m.name.clone(),
+                    source,
+                })?;
             loaded.push((m.clone(), module));
         }
         Ok(loaded)

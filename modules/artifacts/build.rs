@@ -26,9 +26,13 @@ const FIXTURES: &[&str] = &[
     "oversized",
     "panic-init",
     "panic-message",
+    "undeclared-topic",
 ];
 
 const TARGET: &str = "wasm32-wasip2";
+
+/// Signing time of the built-in modules (fixed: reproducible builds).
+const SIGNED_AT: &str = "2026-01-01T00:00:00Z";
 
 fn main() {
     let manifest_dir =
@@ -44,7 +48,7 @@ fn main() {
         .unwrap_or_else(|| out_dir.join("target"));
     let guest_dir = target_dir.join("guests");
 
-    for dir in ["wit", "guest-sdk", "modules"] {
+    for dir in ["wit", "guest-sdk", "modules", "keys"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
 
@@ -89,10 +93,29 @@ fn main() {
             .join("guest")
             .join(format!("{}.wasm", crate_name.replace('-', "_")))
     };
+    // The real modules are signed with the development key (docs/signing.md)
+    // at a fixed time, so the build is reproducible.
+    let key_path = root.join("keys/dev.key.pem");
+    let key = garden_registry::SigningKey::read(&key_path).unwrap_or_else(|e| panic!("{e}"));
+    let signed_dir = guest_dir.join("signed");
+    std::fs::create_dir_all(&signed_dir).expect("create the signed-modules directory");
     let mut code = String::new();
-    code.push_str("/// The real modules: (name, component bytes).\npub static MODULES: &[(&str, &[u8])] = &[\n");
+    code.push_str(
+        "/// The real modules, signed with the development key: (name, signed component bytes).\npub static MODULES: &[(&str, &[u8])] = &[\n",
+    );
     for name in MODULES {
-        let path = wasm(name);
+        let manifest_path = root.join("modules").join(name).join("garden.toml");
+        let text = std::fs::read_to_string(&manifest_path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", manifest_path.display()));
+        let manifest =
+            garden_registry::Manifest::parse(&text, &manifest_path.display().to_string())
+                .unwrap_or_else(|e| panic!("{e}"));
+        let unsigned =
+            std::fs::read(wasm(name)).unwrap_or_else(|e| panic!("read built module {name}: {e}"));
+        let signed = garden_registry::signature::sign(&unsigned, &manifest, &key, SIGNED_AT)
+            .unwrap_or_else(|e| panic!("sign {name}: {e}"));
+        let path = signed_dir.join(format!("{name}.wasm"));
+        std::fs::write(&path, signed).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         writeln!(
             code,
             "    ({name:?}, include_bytes!({:?})),",
@@ -100,7 +123,7 @@ fn main() {
         )
         .ok();
     }
-    code.push_str("];\n\n/// Adversarial fixtures: (name, path to the component).\npub static FIXTURES: &[(&str, &str)] = &[\n");
+    code.push_str("];\n\n/// Adversarial fixtures, unsigned (tests sign them with their own keys): (name, path).\npub static FIXTURES: &[(&str, &str)] = &[\n");
     for name in FIXTURES {
         let path = wasm(&format!("fixture-{name}"));
         writeln!(code, "    ({name:?}, {:?}),", path.display().to_string()).ok();

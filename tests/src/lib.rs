@@ -1,17 +1,19 @@
-//! Shared helpers for the integration tests: an engine with test limits, the
-//! real modules and fixtures, and the bundled data.
+//! Shared helpers for the integration tests: an engine with test limits,
+//! keys and a trust store, the real modules and the fixtures (signed by a
+//! test key), and the bundled data.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use garden_host::feed::{self, csv::Row};
 use garden_host::{Engine, Limits, Module};
+use garden_registry::{Manifest, SigningKey, TrustStore, signature};
 
 /// Limits small enough that misbehaving fixtures are stopped quickly.
 pub fn test_limits() -> Limits {
     Limits {
-        memory_bytes: 16 << 20,
-        fuel_per_call: 20_000_000,
+        memory_bytes: 64 << 20,
+        fuel_per_call: 50_000_000,
         deadline: Duration::from_secs(2),
         max_failures: 3,
         backoff_initial: Duration::from_millis(1),
@@ -26,24 +28,62 @@ pub fn engine(limits: Limits) -> Arc<Engine> {
     Arc::new(Engine::new(limits, None).expect("engine starts"))
 }
 
-/// A real module, loaded.
+/// The key the tests sign fixtures with (one per test process).
+pub fn test_key() -> &'static SigningKey {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
+    KEY.get_or_init(SigningKey::generate)
+}
+
+/// A trust store with the test key and the development key.
+pub fn trust() -> TrustStore {
+    let mut store = TrustStore::default();
+    store
+        .add(&test_key().public(), "tests", "2026-01-01T00:00:00Z")
+        .expect("trust test key");
+    store
+        .add(
+            &garden_host::integrity::dev_key(),
+            "dev",
+            "2026-01-01T00:00:00Z",
+        )
+        .expect("trust dev key");
+    store
+}
+
+/// A manifest for a fixture: it may subscribe to `bar` and publish `noise`.
+pub fn fixture_manifest(name: &str) -> Manifest {
+    let text = format!(
+        "name = \"fixture-{name}\"\nversion = \"0.1.0\"\nrole = \"fixture\"\n\
+         wit_package = \"garden:pipeline@0.1.0\"\nwit_world = \"garden-module\"\n\
+         [capabilities]\nsubscribe = [\"bar\"]\npublish = [\"noise\"]\n"
+    );
+    Manifest::parse(&text, "fixture manifest").expect("valid fixture manifest")
+}
+
+/// `code` signed by the test key with `manifest`.
+pub fn signed(code: &[u8], manifest: &Manifest) -> Vec<u8> {
+    signature::sign(code, manifest, test_key(), "2026-01-01T00:00:00Z").expect("signs")
+}
+
+/// A real module, loaded (signed by the development key at build time).
 pub fn module(engine: &Engine, name: &str) -> Arc<Module> {
     let bytes = garden_modules::module(name).unwrap_or_else(|| panic!("no built-in module {name}"));
     engine
-        .load(bytes)
+        .load(bytes, &trust())
         .unwrap_or_else(|e| panic!("{name} loads: {e}"))
 }
 
-/// The bytes of an adversarial fixture.
+/// The unsigned bytes of an adversarial fixture.
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
     let path = garden_modules::fixture(name).unwrap_or_else(|| panic!("no fixture {name}"));
     std::fs::read(path).unwrap_or_else(|e| panic!("read fixture {path}: {e}"))
 }
 
-/// An adversarial fixture, loaded.
+/// An adversarial fixture, signed by the test key and loaded.
 pub fn fixture(engine: &Engine, name: &str) -> Arc<Module> {
+    let bytes = signed(&fixture_bytes(name), &fixture_manifest(name));
     engine
-        .load(&fixture_bytes(name))
+        .load(&bytes, &trust())
         .unwrap_or_else(|e| panic!("fixture {name} loads: {e}"))
 }
 

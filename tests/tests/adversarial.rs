@@ -9,7 +9,9 @@ use garden_host::bus::{Bus, MemoryBus};
 use garden_host::feed;
 use garden_host::runtime::{InstanceReport, InstanceState};
 use garden_host::{InstanceSpec, Limits, Runtime, population};
-use garden_tests::{bundled_rows, engine, fixture, module, test_limits};
+use garden_tests::{
+    bundled_rows, engine, fixture_bytes, fixture_manifest, module, signed, test_limits, trust,
+};
 
 const BARS: usize = 12;
 
@@ -20,8 +22,15 @@ struct Outcome {
 }
 
 fn contain(name: &str, limits: Limits) -> Outcome {
+    contain_with(name, limits, fixture_manifest(name))
+}
+
+/// Like [`contain`], with the fixture signed under `manifest`.
+fn contain_with(name: &str, limits: Limits, manifest: garden_registry::Manifest) -> Outcome {
     let engine = engine(limits);
-    let bad = fixture(&engine, name);
+    let bad = engine
+        .load(&signed(&fixture_bytes(name), &manifest), &trust())
+        .expect("fixture loads");
     let good = module(&engine, "alpha-ema");
     let mut rt = Runtime::new(engine.clone(), MemoryBus::new(1024), 1);
     rt.spawn(InstanceSpec {
@@ -109,7 +118,11 @@ fn infinite_loop_with_unlimited_fuel_hits_the_wall_clock_deadline() {
 
 #[test]
 fn memory_bomb_hits_the_memory_cap() {
-    let o = contain("memory-bomb", test_limits());
+    // The manifest asks for less memory than the host allows: its own
+    // request is the cap.
+    let mut manifest = fixture_manifest("memory-bomb");
+    manifest.limits.memory_bytes = Some(16 << 20);
+    let o = contain_with("memory-bomb", test_limits(), manifest);
     check(&o, "memory", "the cap is 16777216 bytes");
 }
 
@@ -169,4 +182,11 @@ fn backoff_and_quarantine_follow_the_limits() {
     );
     assert!(!matches!(o.bad.state, InstanceState::Quarantined { .. }));
     assert_eq!(o.good.calls, BARS as u64);
+}
+
+#[test]
+fn publishing_outside_the_manifest_is_refused_and_counted() {
+    let o = contain("undeclared-topic", test_limits());
+    check(&o, "module-error", "TopicNotDeclared(\"secret\")");
+    assert!(o.bad.refused_publishes >= 1);
 }

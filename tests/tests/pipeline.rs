@@ -18,7 +18,9 @@ fn run(seed: u64, variants: u32) -> (RunSummary, Vec<std::sync::Arc<Envelope>>) 
 fn run_on(seed: u64, variants: u32, threads: usize) -> (RunSummary, Vec<std::sync::Arc<Envelope>>) {
     let config = PipelineConfig::embedded();
     let engine = engine(config.limits.clone());
-    let modules = config.load(&engine).expect("modules load");
+    let modules = config
+        .load(&engine, &garden_tests::trust())
+        .expect("modules load");
     let options = ReplayOptions {
         seed,
         variants: Some(variants),
@@ -212,7 +214,9 @@ fn limits_from_test_config_still_run_the_real_pipeline() {
     // The real modules fit comfortably inside the tight test limits.
     let config = PipelineConfig::embedded();
     let engine = engine(test_limits());
-    let modules = config.load(&engine).expect("modules load");
+    let modules = config
+        .load(&engine, &garden_tests::trust())
+        .expect("modules load");
     let options = ReplayOptions {
         seed: 1,
         variants: Some(2),

@@ -1,39 +1,20 @@
-//! `garden`: the host daemon and command line.
+//! `garden run`: replay data through the pipeline and report.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
 use garden_host::feed;
+use garden_host::integrity;
 use garden_host::pipeline::PipelineConfig;
 use garden_host::run::{ReplayOptions, replay};
 use garden_host::{Engine, render};
 use indicatif::{ProgressBar, ProgressStyle};
 
-#[derive(Parser)]
-#[command(
-    name = "garden",
-    version,
-    about = "A host for sandboxed WebAssembly modules that evolve"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Replay market data through the pipeline and report each variant.
-    ///
-    /// With no arguments: the bundled EUR/USD hourly bars through the
-    /// embedded modules, with a population of alpha variants.
-    Run(RunArgs),
-}
-
+/// Options of `garden run`.
 #[derive(clap::Args)]
-struct RunArgs {
+pub struct RunArgs {
     /// OHLCV CSV file to replay (default: the bundled EURUSD_H1 sample).
     #[arg(long, value_name = "FILE.csv")]
     data: Option<PathBuf>,
@@ -55,6 +36,10 @@ struct RunArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Trust store (default: $GARDEN_TRUST or ~/.config/garden/trust.toml);
+    /// the development key is trusted too unless the store revokes it.
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
     /// Directory for compiled modules (default: ~/.cache/garden).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -63,35 +48,15 @@ struct RunArgs {
     no_cache: bool,
 }
 
-fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GARDEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Run(args) => run(args),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-fn default_cache_dir() -> Option<PathBuf> {
+pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     Some(base.join("garden"))
 }
 
-fn run(args: RunArgs) -> Result<()> {
+/// Run `garden run`.
+pub fn run(args: RunArgs) -> Result<()> {
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -126,7 +91,12 @@ fn run(args: RunArgs) -> Result<()> {
     };
     let engine =
         Arc::new(Engine::new(config.limits.clone(), cache).context("starting the wasm engine")?);
-    let modules = config.load(&engine)?;
+    let trust_path = args
+        .trust
+        .clone()
+        .unwrap_or_else(integrity::default_trust_path);
+    let trust = integrity::run_trust(&trust_path)?;
+    let modules = config.load(&engine, &trust)?;
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(rows.len() as u64);
         bar.set_style(

@@ -1,0 +1,248 @@
+//! `garden key`, `trust`, `sign`, `verify`, `inspect`: thin commands over
+//! `garden_registry` and the host's loader.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use garden_host::integrity::{self, now_rfc3339};
+use garden_host::{Engine, Limits};
+use garden_registry::{KeyId, Manifest, PublicKey, SigningKey, TrustStore, signature};
+
+/// `garden key ...`
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Generate an ed25519 key pair: NAME.key.pem (PKCS#8, mode 0600) and
+    /// NAME.pub.pem (SubjectPublicKeyInfo).
+    Generate {
+        /// Base name of the files.
+        #[arg(long)]
+        name: String,
+        /// Directory for the files.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// `garden trust ...`
+#[derive(Subcommand)]
+pub enum TrustCommand {
+    /// Trust a publisher's public key.
+    Add {
+        /// The public key (PEM).
+        key: PathBuf,
+        /// A name for people (default: the file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Trust store file.
+        #[arg(long, value_name = "FILE")]
+        trust: Option<PathBuf>,
+    },
+    /// List trusted and revoked keys.
+    List {
+        /// Trust store file.
+        #[arg(long, value_name = "FILE")]
+        trust: Option<PathBuf>,
+    },
+    /// Revoke a key: everything it signed is refused from now on.
+    Revoke {
+        /// The key id (16 hex characters).
+        key_id: String,
+        /// Why (shown with every refusal).
+        #[arg(long)]
+        reason: String,
+        /// Trust store file.
+        #[arg(long, value_name = "FILE")]
+        trust: Option<PathBuf>,
+    },
+}
+
+/// `garden sign`
+#[derive(Args)]
+pub struct SignArgs {
+    /// The unsigned component.
+    component: PathBuf,
+    /// The manifest (TOML).
+    #[arg(long)]
+    manifest: PathBuf,
+    /// The private key (PEM).
+    #[arg(long)]
+    key: PathBuf,
+    /// Output file (default: COMPONENT with `.signed.wasm`).
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
+/// `garden verify`
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The signed component.
+    component: PathBuf,
+    /// Trust store file.
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
+}
+
+/// `garden inspect`
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The signed component.
+    component: PathBuf,
+    /// Trust store file.
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn trust_path(p: Option<PathBuf>) -> PathBuf {
+    p.unwrap_or_else(integrity::default_trust_path)
+}
+
+/// Run `garden key`.
+pub fn key(cmd: KeyCommand) -> Result<()> {
+    match cmd {
+        KeyCommand::Generate { name, dir } => {
+            let key = SigningKey::generate();
+            let (private, public) = key.write_pair(&dir, &name)?;
+            println!("key id {}", key.public().id());
+            println!("private key {} (keep it secret)", private.display());
+            println!("public key  {}", public.display());
+            Ok(())
+        }
+    }
+}
+
+/// Run `garden trust`.
+pub fn trust(cmd: TrustCommand) -> Result<()> {
+    match cmd {
+        TrustCommand::Add { key, name, trust } => {
+            let path = trust_path(trust);
+            let mut store = TrustStore::read(&path)?;
+            let public = PublicKey::read(&key)?;
+            let name = name.unwrap_or_else(|| {
+                key.file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("key")
+                    .to_string()
+            });
+            let id = store.add(&public, &name, &now_rfc3339())?;
+            store.write(&path)?;
+            println!("trusted {id} ({name}) in {}", path.display());
+            Ok(())
+        }
+        TrustCommand::List { trust } => {
+            let path = trust_path(trust);
+            let store = TrustStore::read(&path)?;
+            println!("trust store {}", path.display());
+            for k in &store.keys {
+                println!("trusted  {}  {}  (added {})", k.id, k.name, k.added_at);
+            }
+            for r in &store.revoked {
+                println!("revoked  {}  at {}: {}", r.id, r.revoked_at, r.reason);
+            }
+            if store.keys.is_empty() && store.revoked.is_empty() {
+                println!("(empty)");
+            }
+            Ok(())
+        }
+        TrustCommand::Revoke {
+            key_id,
+            reason,
+            trust,
+        } => {
+            let path = trust_path(trust);
+            let id: KeyId = key_id.parse()?;
+            let mut store = TrustStore::read(&path)?;
+            store.revoke(id, &reason, &now_rfc3339());
+            store.write(&path)?;
+            println!("revoked {id} in {}: {reason}", path.display());
+            Ok(())
+        }
+    }
+}
+
+/// Run `garden sign`.
+pub fn sign(args: SignArgs) -> Result<()> {
+    let code = std::fs::read(&args.component)
+        .with_context(|| format!("reading {}", args.component.display()))?;
+    let text = std::fs::read_to_string(&args.manifest)
+        .with_context(|| format!("reading {}", args.manifest.display()))?;
+    let manifest = Manifest::parse(&text, &args.manifest.display().to_string())?;
+    let key = SigningKey::read(&args.key)?;
+    let signed = signature::sign(&code, &manifest, &key, &now_rfc3339())?;
+    let out = args
+        .out
+        .unwrap_or_else(|| args.component.with_extension("signed.wasm"));
+    std::fs::write(&out, signed).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "signed {} by {} -> {}",
+        manifest.reference(),
+        key.public().id(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn engine() -> Result<Engine> {
+    Engine::new(Limits::default(), crate::run::default_cache_dir())
+        .context("starting the wasm engine")
+}
+
+/// Run `garden verify`.
+pub fn verify(args: VerifyArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.component)
+        .with_context(|| format!("reading {}", args.component.display()))?;
+    let store = TrustStore::read(&trust_path(args.trust))?;
+    let module = engine()?
+        .load(&bytes, &store)
+        .with_context(|| format!("{} is not accepted", args.component.display()))?;
+    let (id, name) = module
+        .signer()
+        .cloned()
+        .unwrap_or_else(|| (KeyId::of(&[0; 32]), String::new()));
+    let reference = module
+        .manifest()
+        .map(Manifest::reference)
+        .unwrap_or_default();
+    println!(
+        "valid: {reference} sha256:{} signed by {id} ({name})",
+        module.digest()
+    );
+    Ok(())
+}
+
+/// Run `garden inspect`.
+pub fn inspect(args: InspectArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.component)
+        .with_context(|| format!("reading {}", args.component.display()))?;
+    let parsed = signature::parse(&bytes)?;
+    let store = TrustStore::read(&trust_path(args.trust))?;
+    let status = match store.verify(&bytes) {
+        Ok(v) => format!("trusted (signed by {})", v.signer_name),
+        Err(e) => format!("NOT trusted: {e}"),
+    };
+    let interface = engine()?.interface(parsed.code)?;
+    if args.json {
+        let v = serde_json::json!({
+            "sha256": parsed.digest.to_hex(),
+            "signer": parsed.key_id.to_string(),
+            "signed_at": parsed.signed_at,
+            "trust": status,
+            "manifest": parsed.manifest,
+            "imports": interface.imports,
+            "exports": interface.exports,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("component  {}", parsed.manifest.reference());
+    println!("sha256     {}", parsed.digest);
+    println!("signer     {} at {}", parsed.key_id, parsed.signed_at);
+    println!("trust      {status}");
+    println!("imports    {}", interface.imports.join("\n           "));
+    println!("exports    {}", interface.exports.join("\n           "));
+    println!("\nmanifest:\n{}", parsed.manifest_text);
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! `garden`: the host daemon and command line.
+
+mod integrity_cmd;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "garden",
+    version,
+    about = "A host for sandboxed WebAssembly modules that evolve"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay market data through the pipeline and report each variant.
+    ///
+    /// With no arguments: the bundled EUR/USD hourly bars through the
+    /// embedded modules, with a population of alpha variants.
+    Run(run::RunArgs),
+    /// Publisher keys.
+    #[command(subcommand)]
+    Key(integrity_cmd::KeyCommand),
+    /// The host's trust store: keys it trusts and keys it revoked.
+    #[command(subcommand)]
+    Trust(integrity_cmd::TrustCommand),
+    /// Sign a component with a manifest and a private key.
+    Sign(integrity_cmd::SignArgs),
+    /// Verify a signed component; exit code 0 only when it is valid, trusted
+    /// and loadable by this host.
+    Verify(integrity_cmd::VerifyArgs),
+    /// Show a component's manifest, hash, signer, trust status and WIT
+    /// imports and exports.
+    Inspect(integrity_cmd::InspectArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GARDEN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Key(cmd) => integrity_cmd::key(cmd),
+        Command::Trust(cmd) => integrity_cmd::trust(cmd),
+        Command::Sign(args) => integrity_cmd::sign(args),
+        Command::Verify(args) => integrity_cmd::verify(args),
+        Command::Inspect(args) => integrity_cmd::inspect(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! `garden key`, `trust`, `sign`, `verify` and `inspect` as a publisher and
+//! an operator use them, and interoperability with openssl.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn garden(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_garden"))
+        .args(args)
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env("GARDEN_TRUST", dir.join("default-trust.toml"))
+        .output()
+        .expect("garden runs")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn openssl(args: &[&str]) -> Output {
+    Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is needed for this test: install it with `apt-get install openssl`")
+}
+
+const MANIFEST: &str = r#"
+name = "fixture-loop"
+version = "1.2.3"
+role = "fixture"
+wit_package = "garden:pipeline@0.1.0"
+wit_world = "garden-module"
+
+[capabilities]
+subscribe = ["bar"]
+publish = ["noise"]
+"#;
+
+#[test]
+fn publisher_and_operator_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let s = |p: &str| d.join(p).to_string_lossy().into_owned();
+
+    // A publisher makes a key; openssl reads both halves.
+    let out = ok(&garden(
+        &["key", "generate", "--name", "alice", "--dir", &s("keys")],
+        d,
+    ));
+    assert!(out.contains("key id"), "{out}");
+    assert!(
+        openssl(&["pkey", "-in", &s("keys/alice.key.pem"), "-noout"])
+            .status
+            .success()
+    );
+    assert!(
+        openssl(&["pkey", "-pubin", "-in", &s("keys/alice.pub.pem"), "-noout"])
+            .status
+            .success()
+    );
+
+    // ... and signs a component.
+    std::fs::write(d.join("garden.toml"), MANIFEST).expect("manifest");
+    let fixture = garden_modules::fixture("loop").expect("fixture built");
+    ok(&garden(
+        &[
+            "sign",
+            fixture,
+            "--manifest",
+            &s("garden.toml"),
+            "--key",
+            &s("keys/alice.key.pem"),
+            "-o",
+            &s("loop.wasm"),
+        ],
+        d,
+    ));
+
+    // An operator who has not trusted alice refuses it, with exit code 1.
+    let refused = garden(&["verify", &s("loop.wasm"), "--trust", &s("trust.toml")], d);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("does not trust"));
+
+    // Trusting the key makes it valid.
+    ok(&garden(
+        &[
+            "trust",
+            "add",
+            &s("keys/alice.pub.pem"),
+            "--name",
+            "alice",
+            "--trust",
+            &s("trust.toml"),
+        ],
+        d,
+    ));
+    let listed = ok(&garden(&["trust", "list", "--trust", &s("trust.toml")], d));
+    assert!(listed.contains("alice"), "{listed}");
+    let valid = ok(&garden(
+        &["verify", &s("loop.wasm"), "--trust", &s("trust.toml")],
+        d,
+    ));
+    assert!(valid.contains("valid: fixture-loop@1.2.3"), "{valid}");
+
+    // Inspect shows the manifest, signer, trust and the WIT interface.
+    let shown = ok(&garden(
+        &["inspect", &s("loop.wasm"), "--trust", &s("trust.toml")],
+        d,
+    ));
+    for needle in [
+        "fixture-loop@1.2.3",
+        "trusted (signed by alice)",
+        "garden:pipeline/module@0.1.0",
+        "garden:pipeline/host@0.1.0",
+    ] {
+        assert!(shown.contains(needle), "inspect lacks {needle}:\n{shown}");
+    }
+
+    // Rotation: revoke the key and everything it signed is refused with the reason.
+    let key_id = listed
+        .lines()
+        .find(|l| l.contains("alice"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("key id listed")
+        .to_string();
+    ok(&garden(
+        &[
+            "trust",
+            "revoke",
+            &key_id,
+            "--reason",
+            "laptop stolen",
+            "--trust",
+            &s("trust.toml"),
+        ],
+        d,
+    ));
+    let revoked = garden(&["verify", &s("loop.wasm"), "--trust", &s("trust.toml")], d);
+    assert_eq!(revoked.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&revoked.stderr);
+    assert!(
+        err.contains("revoked") && err.contains("laptop stolen"),
+        "{err}"
+    );
+
+    // Tampering is refused too.
+    let mut bytes = std::fs::read(d.join("loop.wasm")).expect("signed");
+    bytes[100] ^= 1;
+    std::fs::write(d.join("tampered.wasm"), bytes).expect("write");
+    let tampered = garden(
+        &["verify", &s("tampered.wasm"), "--trust", &s("trust.toml")],
+        d,
+    );
+    assert_eq!(tampered.status.code(), Some(1));
+}
+
+#[test]
+fn openssl_verifies_a_garden_signature() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    // The built-in modules are signed with the development key.
+    let signed = garden_modules::module("alpha-ema").expect("built in");
+    let parsed = garden_registry::signature::parse(signed).expect("signed");
+    std::fs::write(d.join("message.bin"), parsed.message()).expect("write");
+    std::fs::write(d.join("signature.bin"), &parsed.signature).expect("write");
+    let key = concat!(env!("CARGO_MANIFEST_DIR"), "/../keys/dev.pub.pem");
+    let out = openssl(&[
+        "pkeyutl",
+        "-verify",
+        "-pubin",
+        "-inkey",
+        key,
+        "-rawin",
+        "-in",
+        &d.join("message.bin").to_string_lossy(),
+        "-sigfile",
+        &d.join("signature.bin").to_string_lossy(),
+    ]);
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Signature Verified Successfully"));
+}

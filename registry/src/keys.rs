@@ -1,0 +1,305 @@
+//! Publisher keys: ed25519 key pairs stored as PEM (PKCS#8 private key,
+//! SubjectPublicKeyInfo public key), readable by openssl, and the key id
+//! derived from the public key.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
+use ed25519_dalek::{Signer, Verifier};
+use sha2::{Digest as _, Sha256};
+
+/// Why a key could not be made, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The file system refused.
+    #[error("key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The file is not a PEM key of the expected kind.
+    #[error(
+        "{path} is not an ed25519 {kind} key in PEM ({detail}); generate one with `garden key generate`"
+    )]
+    Format {
+        /// The file (or `<memory>`).
+        path: PathBuf,
+        /// "private (PKCS#8)" or "public (SubjectPublicKeyInfo)".
+        kind: &'static str,
+        /// The decoder's message.
+        detail: String,
+    },
+    /// Refusing to overwrite an existing key.
+    #[error("{0} already exists; refusing to overwrite a key (move it away first)")]
+    Exists(PathBuf),
+}
+
+/// A short, stable name for a public key: the first 8 bytes of the sha256
+/// of its 32 raw bytes, in hex (16 characters).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId([u8; 8]);
+
+impl KeyId {
+    /// The id of a raw ed25519 public key.
+    pub fn of(public: &[u8; 32]) -> Self {
+        let h = Sha256::digest(public);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&h[..8]);
+        KeyId(id)
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+/// Why text is not a key id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a key id: expected 16 hex characters")]
+pub struct ParseKeyIdError(String);
+
+impl FromStr for KeyId {
+    type Err = ParseKeyIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut id = [0u8; 8];
+        hex::decode_to_slice(s.trim(), &mut id).map_err(|_| ParseKeyIdError(s.to_string()))?;
+        Ok(KeyId(id))
+    }
+}
+
+impl serde::Serialize for KeyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KeyId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A publisher's public key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey(ed25519_dalek::VerifyingKey);
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.id())
+    }
+}
+
+impl PublicKey {
+    /// Its key id.
+    pub fn id(&self) -> KeyId {
+        KeyId::of(self.0.as_bytes())
+    }
+
+    /// SubjectPublicKeyInfo PEM.
+    pub fn to_pem(&self) -> String {
+        // Encoding a valid key into PEM cannot fail.
+        self.0.to_public_key_pem(LineEnding::LF).unwrap_or_default()
+    }
+
+    /// Read SubjectPublicKeyInfo PEM text; `origin` names it in errors.
+    pub fn from_pem(text: &str, origin: &Path) -> Result<Self, KeyError> {
+        ed25519_dalek::VerifyingKey::from_public_key_pem(text.trim())
+            .map(PublicKey)
+            .map_err(|e| KeyError::Format {
+                path: origin.to_path_buf(),
+                kind: "public (SubjectPublicKeyInfo)",
+                detail: e.to_string(),
+            })
+    }
+
+    /// Read a public key file.
+    pub fn read(path: &Path) -> Result<Self, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_pem(&text, path)
+    }
+
+    /// Whether `signature` (64 bytes) is this key's ed25519 signature of `message`.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        let Ok(bytes) = <[u8; 64]>::try_from(signature) else {
+            return false;
+        };
+        let sig = ed25519_dalek::Signature::from_bytes(&bytes);
+        self.0.verify_strict(message, &sig).is_ok() && self.0.verify(message, &sig).is_ok()
+    }
+}
+
+/// A publisher's private key.
+pub struct SigningKey(ed25519_dalek::SigningKey);
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({})", self.public().id())
+    }
+}
+
+impl SigningKey {
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> Self {
+        SigningKey(ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng))
+    }
+
+    /// Its public half.
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key())
+    }
+
+    /// Sign `message`: 64 bytes.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.0.sign(message).to_bytes()
+    }
+
+    /// Read PKCS#8 PEM text; `origin` names it in errors.
+    pub fn from_pem(text: &str, origin: &Path) -> Result<Self, KeyError> {
+        ed25519_dalek::SigningKey::from_pkcs8_pem(text.trim())
+            .map(SigningKey)
+            .map_err(|e| KeyError::Format {
+                path: origin.to_path_buf(),
+                kind: "private (PKCS#8)",
+                detail: e.to_string(),
+            })
+    }
+
+    /// Read a private key file.
+    pub fn read(path: &Path) -> Result<Self, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_pem(&text, path)
+    }
+
+    /// PKCS#8 PEM, version 1 (RFC 8410: the seed only), which every
+    /// openssl reads; version 2, with the public key inside, is refused by
+    /// OpenSSL 3.0.
+    pub fn to_pem(&self) -> String {
+        // SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING seed } }
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend_from_slice(self.0.as_bytes());
+        let pem = ed25519_dalek::pkcs8::spki::der::pem::encode_string(
+            "PRIVATE KEY",
+            LineEnding::LF,
+            &der,
+        );
+        // Wipe the copy of the seed.
+        der.iter_mut().for_each(|b| *b = 0);
+        pem.unwrap_or_default()
+    }
+
+    /// Write `<dir>/<name>.key.pem` (owner read/write only) and
+    /// `<dir>/<name>.pub.pem`; returns both paths. Never overwrites.
+    pub fn write_pair(&self, dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), KeyError> {
+        let private = dir.join(format!("{name}.key.pem"));
+        let public = dir.join(format!("{name}.pub.pem"));
+        for p in [&private, &public] {
+            if p.exists() {
+                return Err(KeyError::Exists(p.clone()));
+            }
+        }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| KeyError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        write_private(&private, self.to_pem().as_bytes()).map_err(io(&private))?;
+        std::fs::write(&public, self.public().to_pem()).map_err(io(&public))?;
+        Ok((private, public))
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Created with mode 0600 so the key is never readable by others, not
+    // even for a moment.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_pem_and_sign() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        let (private, public) = key.write_pair(dir.path(), "alice").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "private key readable by its owner only");
+        }
+        let text = std::fs::read_to_string(&private).unwrap();
+        assert!(text.starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(
+            std::fs::read_to_string(&public)
+                .unwrap()
+                .starts_with("-----BEGIN PUBLIC KEY-----")
+        );
+        let again = SigningKey::read(&private).unwrap();
+        let pubkey = PublicKey::read(&public).unwrap();
+        assert_eq!(again.public(), pubkey);
+        assert_eq!(pubkey.id().to_string().len(), 16);
+        let sig = again.sign(b"hello");
+        assert!(pubkey.verify(b"hello", &sig));
+        assert!(!pubkey.verify(b"hellO", &sig));
+        assert!(!pubkey.verify(b"hello", &sig[..63]));
+        assert!(matches!(
+            key.write_pair(dir.path(), "alice"),
+            Err(KeyError::Exists(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_is_not_a_key() {
+        let err = SigningKey::from_pem("not a key", Path::new("x.pem")).unwrap_err();
+        assert!(
+            err.to_string().contains("x.pem") && err.to_string().contains("garden key generate")
+        );
+        assert!(
+            PublicKey::from_pem(
+                "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----",
+                Path::new("p")
+            )
+            .is_err()
+        );
+        assert!("zz".parse::<KeyId>().is_err());
+    }
+}

@@ -1,0 +1,293 @@
+//! The host's trust store: publisher keys it trusts and keys it has revoked.
+//! A TOML file; `garden trust add|list|revoke` edit it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::signature::{self, SignatureError, SignedComponent};
+use crate::{Digest, KeyError, KeyId, Manifest, PublicKey};
+
+/// Why a component is refused, or the trust store is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// The component's structure or signature section is wrong.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The code is not the code the manifest names.
+    #[error(
+        "the code's sha256 is {actual} but the signed manifest names {signed}: the code was changed after signing, or the signature belongs to another component"
+    )]
+    CodeMismatch {
+        /// sha256 of the code as found.
+        actual: Digest,
+        /// What the manifest says.
+        signed: String,
+    },
+    /// The manifest names another publisher than the signer.
+    #[error("the manifest names publisher {manifest} but it was signed by {signer}")]
+    PublisherMismatch {
+        /// In the manifest.
+        manifest: String,
+        /// The signing key.
+        signer: KeyId,
+    },
+    /// The signing key is not trusted.
+    #[error(
+        "signed by key {0}, which this host does not trust; add it with `garden trust add KEY.pub.pem` if you trust its owner"
+    )]
+    Untrusted(KeyId),
+    /// The signing key was revoked.
+    #[error("signed by key {key} (at {signed_at}), which was revoked at {revoked_at}: {reason}")]
+    Revoked {
+        /// The key.
+        key: KeyId,
+        /// The revocation reason.
+        reason: String,
+        /// When it was revoked.
+        revoked_at: String,
+        /// When the component was signed.
+        signed_at: String,
+    },
+    /// The signature does not verify.
+    #[error(
+        "the signature by key {0} does not verify: the manifest or the signature was changed after signing"
+    )]
+    BadSignature(KeyId),
+    /// The trust file cannot be read or written.
+    #[error("trust store {path}: {message}")]
+    Store {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A key file is unusable.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// A trusted key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKey {
+    /// Its id.
+    pub id: KeyId,
+    /// A name for people.
+    pub name: String,
+    /// SubjectPublicKeyInfo PEM.
+    pub public_key: String,
+    /// When it was added, RFC 3339.
+    pub added_at: String,
+}
+
+/// A revoked key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokedKey {
+    /// Its id.
+    pub id: KeyId,
+    /// Why.
+    pub reason: String,
+    /// When, RFC 3339.
+    pub revoked_at: String,
+}
+
+/// The trust store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustStore {
+    /// Trusted keys.
+    #[serde(default, rename = "key")]
+    pub keys: Vec<TrustedKey>,
+    /// Revoked keys.
+    #[serde(default, rename = "revoked")]
+    pub revoked: Vec<RevokedKey>,
+}
+
+/// A component whose signature verified against a trusted, unrevoked key.
+#[derive(Debug, Clone)]
+pub struct Verified<'a> {
+    /// The verified component.
+    pub component: SignedComponent<'a>,
+    /// The trusted key's name.
+    pub signer_name: String,
+}
+
+impl Verified<'_> {
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.component.manifest
+    }
+}
+
+impl TrustStore {
+    /// Read a trust file; a missing file is an empty store.
+    pub fn read(path: &Path) -> Result<Self, TrustError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| TrustError::Store {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TrustStore::default()),
+            Err(e) => Err(TrustError::Store {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Write the trust file (creating its directory).
+    pub fn write(&self, path: &Path) -> Result<(), TrustError> {
+        let err = |message: String| TrustError::Store {
+            path: path.to_path_buf(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        }
+        let text = toml::to_string(self).map_err(|e| err(e.to_string()))?;
+        std::fs::write(path, text).map_err(|e| err(e.to_string()))
+    }
+
+    /// Trust `key` under `name`; trusting a revoked key is refused.
+    pub fn add(&mut self, key: &PublicKey, name: &str, now: &str) -> Result<KeyId, TrustError> {
+        let id = key.id();
+        if let Some(r) = self.revoked.iter().find(|r| r.id == id) {
+            return Err(TrustError::Revoked {
+                key: id,
+                reason: r.reason.clone(),
+                revoked_at: r.revoked_at.clone(),
+                signed_at: "-".into(),
+            });
+        }
+        if !self.keys.iter().any(|k| k.id == id) {
+            self.keys.push(TrustedKey {
+                id,
+                name: name.into(),
+                public_key: key.to_pem(),
+                added_at: now.into(),
+            });
+        }
+        Ok(id)
+    }
+
+    /// Revoke `id` with a reason; it stays listed as revoked forever.
+    pub fn revoke(&mut self, id: KeyId, reason: &str, now: &str) {
+        self.keys.retain(|k| k.id != id);
+        if !self.revoked.iter().any(|r| r.id == id) {
+            self.revoked.push(RevokedKey {
+                id,
+                reason: reason.into(),
+                revoked_at: now.into(),
+            });
+        }
+    }
+
+    /// Verify a signed component: structure, code hash, signature, then
+    /// trust and revocation.
+    pub fn verify<'a>(&self, bytes: &'a [u8]) -> Result<Verified<'a>, TrustError> {
+        let component = signature::parse(bytes)?;
+        let signed = component.manifest.component.clone().unwrap_or_default();
+        if signed != component.digest.to_hex() {
+            return Err(TrustError::CodeMismatch {
+                actual: component.digest,
+                signed,
+            });
+        }
+        if component.manifest.publisher != Some(component.key_id) {
+            return Err(TrustError::PublisherMismatch {
+                manifest: component
+                    .manifest
+                    .publisher
+                    .map_or_else(|| "nobody".to_string(), |k| k.to_string()),
+                signer: component.key_id,
+            });
+        }
+        if let Some(r) = self.revoked.iter().find(|r| r.id == component.key_id) {
+            return Err(TrustError::Revoked {
+                key: r.id,
+                reason: r.reason.clone(),
+                revoked_at: r.revoked_at.clone(),
+                signed_at: component.signed_at.clone(),
+            });
+        }
+        let Some(trusted) = self.keys.iter().find(|k| k.id == component.key_id) else {
+            return Err(TrustError::Untrusted(component.key_id));
+        };
+        let key = PublicKey::from_pem(&trusted.public_key, Path::new("trust store"))?;
+        if key.id() != component.key_id || !key.verify(&component.message(), &component.signature) {
+            return Err(TrustError::BadSignature(component.key_id));
+        }
+        Ok(Verified {
+            signer_name: trusted.name.clone(),
+            component,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SigningKey;
+
+    const EMPTY: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    fn manifest() -> Manifest {
+        Manifest::parse(
+            "name = \"m\"\nversion = \"1.0.0\"\nrole = \"r\"\nwit_package = \"garden:pipeline@0.1.0\"\nwit_world = \"garden-module\"\n",
+            "test",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn trusted_verifies_untrusted_and_revoked_do_not() {
+        let alice = SigningKey::generate();
+        let mallory = SigningKey::generate();
+        let mut store = TrustStore::default();
+        store
+            .add(&alice.public(), "alice", "2026-01-01T00:00:00Z")
+            .unwrap();
+        let signed = signature::sign(EMPTY, &manifest(), &alice, "2026-02-01T00:00:00Z").unwrap();
+        assert_eq!(store.verify(&signed).unwrap().signer_name, "alice");
+        let other = signature::sign(EMPTY, &manifest(), &mallory, "2026-02-01T00:00:00Z").unwrap();
+        assert!(matches!(
+            store.verify(&other),
+            Err(TrustError::Untrusted(_))
+        ));
+        store.revoke(alice.public().id(), "key leaked", "2026-03-01T00:00:00Z");
+        let err = store.verify(&signed).unwrap_err();
+        assert!(matches!(err, TrustError::Revoked { .. }));
+        assert!(
+            err.to_string().contains("key leaked") && err.to_string().contains("2026-02-01"),
+            "{err}"
+        );
+        assert!(
+            store.add(&alice.public(), "alice", "now").is_err(),
+            "a revoked key cannot be re-trusted"
+        );
+    }
+
+    #[test]
+    fn store_round_trips_through_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.toml");
+        assert!(
+            TrustStore::read(&path).unwrap().keys.is_empty(),
+            "missing file is empty"
+        );
+        let mut store = TrustStore::default();
+        let k = SigningKey::generate();
+        store.add(&k.public(), "k", "t").unwrap();
+        store.write(&path).unwrap();
+        let again = TrustStore::read(&path).unwrap();
+        assert_eq!(again.keys.len(), 1);
+        assert_eq!(again.keys[0].id, k.public().id());
+        std::fs::write(&path, "[[key]]\nid = 3\n").unwrap();
+        assert!(matches!(
+            TrustStore::read(&path),
+            Err(TrustError::Store { .. })
+        ));
+    }
+}
