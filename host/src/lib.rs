@@ -14,6 +14,7 @@
 //! * [`runtime`]: the scheduler and supervisor (restarts, quarantine).
 //! * [`pipeline`], [`population`], [`feed`], [`run`], [`report`]: a replay run.
 
+pub mod audit;
 mod bindings;
 pub mod bus;
 pub mod engine;

@@ -181,6 +181,16 @@ impl PipelineConfig {
         engine: &Engine,
         trust: &garden_registry::TrustStore,
     ) -> Result<Vec<(ModuleConfig, Arc<Module>)>, PipelineError> {
+        self.load_audited(engine, trust, None)
+    }
+
+    /// [`PipelineConfig::load`], recording every load and refusal in `audit`.
+    pub fn load_audited(
+        &self,
+        engine: &Engine,
+        trust: &garden_registry::TrustStore,
+        audit: Option<&crate::audit::Audit>,
+    ) -> Result<Vec<(ModuleConfig, Arc<Module>)>, PipelineError> {
         let mut loaded = Vec::new();
         for m in &self.modules {
             let bytes: std::borrow::Cow<'static, [u8]> = match &m.path {
@@ -202,12 +212,33 @@ impl PipelineConfig {
                     })?
                     .into(),
             };
-            let module = engine
-                .load(&bytes, trust)
-                .map_err(|source| PipelineError::Load {
-                    name: m.name.clone(),
-                    source,
-                })?;
+            let module = match engine.load(&bytes, trust) {
+                Ok(module) => module,
+                Err(source) => {
+                    if let Some(a) = audit {
+                        a.record("refusal", &m.name, "host", &source.to_string());
+                    }
+                    return Err(PipelineError::Load {
+                        name: m.name.clone(),
+                        source,
+                    });
+                }
+            };
+            if let Some(a) = audit {
+                let reference = module
+                    .manifest()
+                    .map_or_else(|| m.name.clone(), |x| x.reference());
+                let (key, signer) = module.signer().map_or_else(
+                    || ("-".to_string(), String::new()),
+                    |(k, n)| (k.to_string(), n.clone()),
+                );
+                a.record(
+                    "load",
+                    &reference,
+                    &key,
+                    &format!("sha256:{} signed by {signer}", module.digest()),
+                );
+            }
             loaded.push((m.clone(), module));
         }
         Ok(loaded)

@@ -9,6 +9,8 @@ fn garden(args: &[&str], cache: &Path) -> Output {
         .args(args)
         .arg("--cache-dir")
         .arg(cache)
+        .env("GARDEN_DATA", cache.join("data"))
+        .env("GARDEN_TRUST", cache.join("trust.toml"))
         .output()
         .expect("garden runs")
 }

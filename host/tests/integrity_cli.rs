@@ -9,6 +9,7 @@ fn garden(args: &[&str], dir: &Path) -> Output {
         .args(args)
         .env("XDG_CACHE_HOME", dir.join("cache"))
         .env("GARDEN_TRUST", dir.join("default-trust.toml"))
+        .env("GARDEN_DATA", dir.join("data"))
         .output()
         .expect("garden runs")
 }

@@ -10,13 +10,17 @@
 //! `docs/signing.md`.
 
 pub mod blob;
+pub mod client;
 pub mod keys;
 pub mod manifest;
+pub mod server;
 pub mod signature;
+pub mod store;
 pub mod trust;
 
 pub use blob::{BlobError, BlobStore, Digest, ParseDigestError};
 pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
 pub use manifest::{Manifest, ManifestError};
 pub use signature::{SignatureError, SignedComponent};
+pub use store::{AuditCheck, AuditFilter, AuditRecord, ComponentRow, Store, StoreError};
 pub use trust::{TrustError, TrustStore, Verified};

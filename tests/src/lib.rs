@@ -9,6 +9,8 @@ use garden_host::feed::{self, csv::Row};
 use garden_host::{Engine, Limits, Module};
 use garden_registry::{Manifest, SigningKey, TrustStore, signature};
 
+pub mod servers;
+
 /// Limits small enough that misbehaving fixtures are stopped quickly.
 pub fn test_limits() -> Limits {
     Limits {

@@ -100,6 +100,15 @@ fn trust_path(p: Option<PathBuf>) -> PathBuf {
     p.unwrap_or_else(integrity::default_trust_path)
 }
 
+/// Record a trust change in the default audit store (a failure to open it
+/// is reported, not fatal: the trust file already changed).
+fn audit_trust(kind: &str, key: &str, detail: &str) {
+    match garden_host::audit::Audit::open(&garden_host::audit::default_store_url()) {
+        Ok(a) => a.record(kind, "-", key, detail),
+        Err(e) => eprintln!("warning: trust change not audited: {e}"),
+    }
+}
+
 /// Run `garden key`.
 pub fn key(cmd: KeyCommand) -> Result<()> {
     match cmd {
@@ -129,6 +138,11 @@ pub fn trust(cmd: TrustCommand) -> Result<()> {
             });
             let id = store.add(&public, &name, &now_rfc3339())?;
             store.write(&path)?;
+            audit_trust(
+                "trust-add",
+                &id.to_string(),
+                &format!("trusted as `{name}` in {}", path.display()),
+            );
             println!("trusted {id} ({name}) in {}", path.display());
             Ok(())
         }
@@ -157,6 +171,11 @@ pub fn trust(cmd: TrustCommand) -> Result<()> {
             let mut store = TrustStore::read(&path)?;
             store.revoke(id, &reason, &now_rfc3339());
             store.write(&path)?;
+            audit_trust(
+                "trust-revoke",
+                &id.to_string(),
+                &format!("revoked in {}: {reason}", path.display()),
+            );
             println!("revoked {id} in {}: {reason}", path.display());
             Ok(())
         }

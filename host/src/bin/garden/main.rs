@@ -1,6 +1,7 @@
 //! `garden`: the host daemon and command line.
 
 mod integrity_cmd;
+mod registry_cmd;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +38,17 @@ enum Command {
     /// Show a component's manifest, hash, signer, trust status and WIT
     /// imports and exports.
     Inspect(integrity_cmd::InspectArgs),
+    /// The component registry server.
+    #[command(subcommand)]
+    Registry(registry_cmd::RegistryCommand),
+    /// Publish a signed component to a registry.
+    Publish(registry_cmd::PublishArgs),
+    /// Pull a component from a registry (verified again before it is written).
+    Pull(registry_cmd::PullArgs),
+    /// Yank a published version (signed by its publisher).
+    Yank(registry_cmd::YankArgs),
+    /// List the audit log (filter by module, kind, time) or `verify` its chain.
+    Audit(registry_cmd::AuditArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +67,11 @@ fn main() -> std::process::ExitCode {
         Command::Sign(args) => integrity_cmd::sign(args),
         Command::Verify(args) => integrity_cmd::verify(args),
         Command::Inspect(args) => integrity_cmd::inspect(args),
+        Command::Registry(cmd) => registry_cmd::registry(cmd),
+        Command::Publish(args) => registry_cmd::publish(args),
+        Command::Pull(args) => registry_cmd::pull(args),
+        Command::Yank(args) => registry_cmd::yank(args),
+        Command::Audit(args) => registry_cmd::audit(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// the development key is trusted too unless the store revokes it.
     #[arg(long, value_name = "FILE")]
     trust: Option<PathBuf>,
+    /// Store for the audit log (default: sqlite://~/.local/share/garden/garden.db;
+    /// postgres://... also works).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
     /// Directory for compiled modules (default: ~/.cache/garden).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -96,7 +100,12 @@ pub fn run(args: RunArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(integrity::default_trust_path);
     let trust = integrity::run_trust(&trust_path)?;
-    let modules = config.load(&engine, &trust)?;
+    let store_url = args
+        .store
+        .clone()
+        .unwrap_or_else(garden_host::audit::default_store_url);
+    let audit = garden_host::audit::Audit::open(&store_url)?;
+    let modules = config.load_audited(&engine, &trust, Some(&audit))?;
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(rows.len() as u64);
         bar.set_style(
@@ -125,6 +134,22 @@ pub fn run(args: RunArgs) -> Result<()> {
     })?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    for i in &summary.instances {
+        if let garden_host::runtime::InstanceState::Quarantined { reason } = &i.state {
+            audit.record("quarantine", &i.id, "host", reason);
+        }
+        if i.refused_publishes > 0 {
+            audit.record(
+                "publish-refused",
+                &i.id,
+                "host",
+                &format!(
+                    "{} publishes refused (undeclared topic or too large)",
+                    i.refused_publishes
+                ),
+            );
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);

@@ -1,0 +1,230 @@
+//! `garden registry serve`, `publish`, `pull`, `yank`, `audit`: thin
+//! commands over `garden_registry`'s server, client and store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use garden_host::audit::{Audit, default_data_dir, default_store_url};
+use garden_host::integrity::{self, now_rfc3339};
+use garden_registry::client::{Client, Reference};
+use garden_registry::server::{DEFAULT_MAX_UPLOAD, ServerConfig};
+use garden_registry::{AuditCheck, AuditFilter, SigningKey, TrustStore};
+
+/// Default registry address (loopback).
+const DEFAULT_REGISTRY: &str = "http://127.0.0.1:7878";
+
+/// `garden registry ...`
+#[derive(Subcommand)]
+pub enum RegistryCommand {
+    /// Serve a registry over HTTP.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        addr: SocketAddr,
+        /// Metadata and audit store: sqlite://PATH (default) or postgres://...
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        /// Blob directory (default: ~/.local/share/garden/blobs).
+        #[arg(long, value_name = "DIR")]
+        blobs: Option<PathBuf>,
+        /// Keys allowed to publish (a trust store file).
+        #[arg(long, value_name = "FILE")]
+        trust: Option<PathBuf>,
+        /// Largest upload in bytes.
+        #[arg(long, default_value_t = DEFAULT_MAX_UPLOAD)]
+        max_upload: usize,
+    },
+}
+
+/// `garden publish`
+#[derive(Args)]
+pub struct PublishArgs {
+    /// The signed component.
+    component: PathBuf,
+    /// Registry URL.
+    #[arg(long, default_value = DEFAULT_REGISTRY)]
+    registry: String,
+}
+
+/// `garden pull`
+#[derive(Args)]
+pub struct PullArgs {
+    /// name@version or sha256:<hex>.
+    reference: String,
+    /// Output file.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Registry URL.
+    #[arg(long, default_value = DEFAULT_REGISTRY)]
+    registry: String,
+    /// Trust store to verify against.
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
+}
+
+/// `garden yank`
+#[derive(Args)]
+pub struct YankArgs {
+    /// name@version.
+    reference: String,
+    /// The publisher's private key.
+    #[arg(long)]
+    key: PathBuf,
+    /// Registry URL.
+    #[arg(long, default_value = DEFAULT_REGISTRY)]
+    registry: String,
+}
+
+/// `garden audit`
+#[derive(Args)]
+pub struct AuditArgs {
+    /// `verify`: check the hash chain instead of listing.
+    action: Option<String>,
+    /// Store URL (default: sqlite://~/.local/share/garden/garden.db).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// Only this module.
+    #[arg(long)]
+    module: Option<String>,
+    /// Only this kind (load, refusal, publish, pull, yank, trust, quarantine, publish-refused).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only at or after this time (RFC 3339 or a date).
+    #[arg(long)]
+    since: Option<String>,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Run `garden registry`.
+pub fn registry(cmd: RegistryCommand) -> Result<()> {
+    let RegistryCommand::Serve {
+        addr,
+        store,
+        blobs,
+        trust,
+        max_upload,
+    } = cmd;
+    let trust_path = trust.unwrap_or_else(integrity::default_trust_path);
+    let config = ServerConfig {
+        addr,
+        store_url: store.unwrap_or_else(default_store_url),
+        blobs: blobs.unwrap_or_else(|| default_data_dir().join("blobs")),
+        trust: TrustStore::read(&trust_path)?,
+        max_upload,
+    };
+    if config.trust.keys.is_empty() {
+        eprintln!(
+            "warning: {} trusts no key: every publish will be refused",
+            trust_path.display()
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let (bound, serve) = garden_registry::server::bind(config, shutdown).await?;
+        eprintln!("registry listening on http://{bound}");
+        serve.await.context("serving")?;
+        anyhow::Ok(())
+    })
+}
+
+/// Run `garden publish`.
+pub fn publish(args: PublishArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.component)
+        .with_context(|| format!("reading {}", args.component.display()))?;
+    let receipt = Client::new(&args.registry).publish(bytes)?;
+    println!(
+        "{} {} sha256:{} by {}",
+        if receipt.new {
+            "published"
+        } else {
+            "already published"
+        },
+        receipt.reference,
+        receipt.digest,
+        receipt.publisher
+    );
+    Ok(())
+}
+
+/// Run `garden pull`: fetch, then verify again before writing anything.
+pub fn pull(args: PullArgs) -> Result<()> {
+    let reference: Reference = args.reference.parse().map_err(anyhow::Error::msg)?;
+    let bytes = Client::new(&args.registry).pull(&reference)?;
+    let trust = TrustStore::read(&args.trust.unwrap_or_else(integrity::default_trust_path))?;
+    let verified = trust
+        .verify(&bytes)
+        .with_context(|| format!("the registry's copy of {} is not accepted", args.reference))?;
+    if let Reference::Version { name, version } = &reference {
+        let m = verified.manifest();
+        if &m.name != name || &m.version != version {
+            bail!(
+                "asked for {name}@{version} but the registry sent {}",
+                m.reference()
+            );
+        }
+    }
+    std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "pulled {} -> {} (verified, signed by {})",
+        verified.manifest().reference(),
+        args.out.display(),
+        verified.signer_name
+    );
+    Ok(())
+}
+
+/// Run `garden yank`.
+pub fn yank(args: YankArgs) -> Result<()> {
+    let Ok(Reference::Version { name, version }) = args.reference.parse::<Reference>() else {
+        bail!("`{}` is not name@version", args.reference);
+    };
+    let key = SigningKey::read(&args.key)?;
+    Client::new(&args.registry).yank(&name, &version, &key, &now_rfc3339())?;
+    println!("yanked {name}@{version}");
+    Ok(())
+}
+
+/// Run `garden audit`.
+pub fn audit(args: AuditArgs) -> Result<()> {
+    let audit = Audit::open(&args.store.unwrap_or_else(default_store_url))?;
+    match args.action.as_deref() {
+        Some("verify") => match audit.block_on(audit.store().audit_verify())? {
+            AuditCheck::Intact { records } => {
+                println!("audit log intact: {records} records");
+                Ok(())
+            }
+            AuditCheck::Broken { seq, reason } => {
+                bail!("audit log broken at record {seq}: {reason}")
+            }
+        },
+        Some(other) => {
+            bail!("unknown audit action `{other}`; use `garden audit` or `garden audit verify`")
+        }
+        None => {
+            let filter = AuditFilter {
+                module: args.module,
+                kind: args.kind,
+                since: args.since,
+            };
+            let records = audit.block_on(audit.store().audit_records(&filter))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            } else {
+                for r in records {
+                    println!(
+                        "{:>6}  {}  {:<15} {:<28} {:<16} {}",
+                        r.seq, r.at, r.kind, r.module, r.actor, r.detail
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}

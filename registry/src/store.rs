@@ -1,0 +1,600 @@
+//! Records: the audit log and the registry's component index, in SQLite by
+//! default or PostgreSQL when given a `postgres://` URL (sqlx, one schema,
+//! migrations embedded in the binary).
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is not one this store speaks.
+    #[error("unsupported store URL `{0}`: use sqlite://PATH or postgres://USER@HOST:PORT/DB")]
+    Url(String),
+    /// The database refused or is unreachable.
+    #[error("store {url}: {source}")]
+    Db {
+        /// The URL with any password removed.
+        url: String,
+        /// What went wrong.
+        source: sqlx::Error,
+    },
+    /// Migrations failed.
+    #[error("store {url}: migrating the schema failed: {source}")]
+    Migrate {
+        /// The URL with any password removed.
+        url: String,
+        /// What went wrong.
+        source: sqlx::migrate::MigrateError,
+    },
+    /// name@version already exists with other bytes.
+    #[error(
+        "{name}@{version} is already published with sha256 {existing}; a version's bytes never change: publish a new version"
+    )]
+    Collision {
+        /// Name.
+        name: String,
+        /// Version.
+        version: String,
+        /// The digest already published.
+        existing: String,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// The store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    kind: Kind,
+    url: String,
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    /// Position in the log, from 1.
+    pub seq: i64,
+    /// When, RFC 3339 UTC.
+    pub at: String,
+    /// What happened: load, refusal, publish, pull, yank, trust, quarantine, ...
+    pub kind: String,
+    /// The module (name or name@version), or `-`.
+    pub module: String,
+    /// Key id of who did it, or `host`.
+    pub actor: String,
+    /// Details, e.g. the reason of a refusal.
+    pub detail: String,
+    /// Hash of the previous record (64 zeros for the first).
+    pub prev_hash: String,
+    /// Hash of this record.
+    pub hash: String,
+}
+
+/// Which audit records to list.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this module (exact match).
+    pub module: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only at or after this time (RFC 3339, compared as text).
+    pub since: Option<String>,
+}
+
+/// The result of checking the audit chain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum AuditCheck {
+    /// Every record links to the one before and hashes to its hash.
+    Intact {
+        /// Records checked.
+        records: usize,
+    },
+    /// The first record where the chain breaks, and how.
+    Broken {
+        /// Its sequence number.
+        seq: i64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A published component.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ComponentRow {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// sha256 of the signed component as published.
+    pub digest: String,
+    /// Key id of the publisher.
+    pub publisher: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// When, RFC 3339.
+    pub published_at: String,
+    /// Whether it was yanked (still pullable by hash, not listed).
+    pub yanked: bool,
+}
+
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+fn record_hash(
+    prev: &str,
+    seq: i64,
+    at: &str,
+    kind: &str,
+    module: &str,
+    actor: &str,
+    detail: &str,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [prev, &seq.to_string(), at, kind, module, actor, detail] {
+        // Length-prefix each field so that no two records encode alike.
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}@{}", &url[..s + 3], user, &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Store {
+    /// Connect (creating a SQLite file if needed) and migrate.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let kind = if url.starts_with("sqlite:") {
+            Kind::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Kind::Postgres
+        } else {
+            return Err(StoreError::Url(redact(url)));
+        };
+        let connect_url =
+            if kind == Kind::Sqlite && !url.contains("mode=") && !url.contains(":memory:") {
+                format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
+            } else {
+                url.to_string()
+            };
+        let shown = redact(url);
+        let pool = AnyPoolOptions::new()
+            .max_connections(if kind == Kind::Sqlite { 1 } else { 5 })
+            .connect(&connect_url)
+            .await
+            .map_err(|source| StoreError::Db {
+                url: shown.clone(),
+                source,
+            })?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                url: shown.clone(),
+                source,
+            })?;
+        Ok(Store {
+            pool,
+            kind,
+            url: shown,
+        })
+    }
+
+    fn sql(&self, text: &str) -> String {
+        if self.kind == Kind::Sqlite {
+            return text.to_string();
+        }
+        // `?` placeholders become `$1`, `$2`, ... for PostgreSQL.
+        let mut out = String::with_capacity(text.len() + 8);
+        let mut n = 0;
+        for c in text.chars() {
+            if c == '?' {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    fn db(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+        |source| StoreError::Db {
+            url: self.url.clone(),
+            source,
+        }
+    }
+
+    /// Append an audit record; returns it with its sequence number and hash.
+    pub async fn audit(
+        &self,
+        at: &str,
+        kind: &str,
+        module: &str,
+        actor: &str,
+        detail: &str,
+    ) -> Result<AuditRecord, StoreError> {
+        // Two writers may race for the next sequence number; the primary key
+        // lets only one win, and the loser retries on the new head.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let head =
+                sqlx::query(&self.sql("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"))
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(self.db())?;
+            let (prev_seq, prev_hash): (i64, String) = match head {
+                Some(row) => (
+                    row.try_get::<i64, _>(0).map_err(self.db())?,
+                    row.try_get::<String, _>(1).map_err(self.db())?,
+                ),
+                None => (0, GENESIS.to_string()),
+            };
+            let seq = prev_seq + 1;
+            let hash = record_hash(&prev_hash, seq, at, kind, module, actor, detail);
+            let inserted = sqlx::query(&self.sql(
+                "INSERT INTO audit (seq, at, kind, module, actor, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ))
+            .bind(seq)
+            .bind(at)
+            .bind(kind)
+            .bind(module)
+            .bind(actor)
+            .bind(detail)
+            .bind(&prev_hash)
+            .bind(&hash)
+            .execute(&self.pool)
+            .await;
+            match inserted {
+                Ok(_) => {
+                    return Ok(AuditRecord {
+                        seq,
+                        at: at.into(),
+                        kind: kind.into(),
+                        module: module.into(),
+                        actor: actor.into(),
+                        detail: detail.into(),
+                        prev_hash,
+                        hash,
+                    });
+                }
+                Err(e) if attempts < 20 && is_unique_violation(&e) => continue,
+                Err(e) => return Err(self.db()(e)),
+            }
+        }
+    }
+
+    /// Audit records matching `filter`, oldest first.
+    pub async fn audit_records(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut sql = String::from(
+            "SELECT seq, at, kind, module, actor, detail, prev_hash, hash FROM audit WHERE 1 = 1",
+        );
+        if filter.module.is_some() {
+            sql.push_str(" AND module = ?");
+        }
+        if filter.kind.is_some() {
+            sql.push_str(" AND kind = ?");
+        }
+        if filter.since.is_some() {
+            sql.push_str(" AND at >= ?");
+        }
+        sql.push_str(" ORDER BY seq");
+        let sql = self.sql(&sql);
+        let mut q = sqlx::query(&sql);
+        for v in [&filter.module, &filter.kind, &filter.since]
+            .into_iter()
+            .flatten()
+        {
+            q = q.bind(v.as_str());
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(self.db())?;
+        rows.iter()
+            .map(|r| audit_row(r).map_err(self.db()))
+            .collect()
+    }
+
+    /// Check the whole chain.
+    pub async fn audit_verify(&self) -> Result<AuditCheck, StoreError> {
+        let all = self.audit_records(&AuditFilter::default()).await?;
+        let mut prev = GENESIS.to_string();
+        for (expected_seq, r) in (1i64..).zip(all.iter()) {
+            if r.seq != expected_seq {
+                return Ok(AuditCheck::Broken {
+                    seq: r.seq,
+                    reason: format!("record {expected_seq} is missing (deleted?)"),
+                });
+            }
+            if r.prev_hash != prev {
+                return Ok(AuditCheck::Broken {
+                    seq: r.seq,
+                    reason: "it does not link to the record before it (a record was deleted or replaced)".into(),
+                });
+            }
+            let h = record_hash(
+                &r.prev_hash,
+                r.seq,
+                &r.at,
+                &r.kind,
+                &r.module,
+                &r.actor,
+                &r.detail,
+            );
+            if h != r.hash {
+                return Ok(AuditCheck::Broken {
+                    seq: r.seq,
+                    reason: "its contents do not match its hash (the record was edited)".into(),
+                });
+            }
+            prev = r.hash.clone();
+        }
+        Ok(AuditCheck::Intact { records: all.len() })
+    }
+
+    /// Record a published component. Publishing the same bytes again is a
+    /// no-op; other bytes under the same name@version are refused.
+    pub async fn insert_component(&self, c: &ComponentRow) -> Result<bool, StoreError> {
+        if let Some(existing) = self.component(&c.name, &c.version).await? {
+            if existing.digest == c.digest {
+                return Ok(false);
+            }
+            return Err(StoreError::Collision {
+                name: c.name.clone(),
+                version: c.version.clone(),
+                existing: existing.digest,
+            });
+        }
+        sqlx::query(&self.sql(
+            "INSERT INTO components (name, version, digest, publisher, size, published_at, yanked) VALUES (?, ?, ?, ?, ?, ?, 0)",
+        ))
+        .bind(&c.name)
+        .bind(&c.version)
+        .bind(&c.digest)
+        .bind(&c.publisher)
+        .bind(c.size)
+        .bind(&c.published_at)
+        .execute(&self.pool)
+        .await
+        .map_err(self.db())?;
+        Ok(true)
+    }
+
+    /// One version of a component.
+    pub async fn component(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<ComponentRow>, StoreError> {
+        let row = sqlx::query(&self.sql(
+            "SELECT name, version, digest, publisher, size, published_at, yanked FROM components WHERE name = ? AND version = ?",
+        ))
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.db())?;
+        row.map(|r| component_row(&r).map_err(self.db()))
+            .transpose()
+    }
+
+    /// The component with this digest, if published.
+    pub async fn component_by_digest(
+        &self,
+        digest: &str,
+    ) -> Result<Option<ComponentRow>, StoreError> {
+        let row = sqlx::query(&self.sql(
+            "SELECT name, version, digest, publisher, size, published_at, yanked FROM components WHERE digest = ? LIMIT 1",
+        ))
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.db())?;
+        row.map(|r| component_row(&r).map_err(self.db()))
+            .transpose()
+    }
+
+    /// Every version of `name` (or of everything), oldest first.
+    pub async fn components(&self, name: Option<&str>) -> Result<Vec<ComponentRow>, StoreError> {
+        let base =
+            "SELECT name, version, digest, publisher, size, published_at, yanked FROM components";
+        let rows = match name {
+            Some(n) => {
+                sqlx::query(&self.sql(&format!(
+                    "{base} WHERE name = ? ORDER BY name, published_at, version"
+                )))
+                .bind(n)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(&self.sql(&format!("{base} ORDER BY name, published_at, version")))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(self.db())?;
+        rows.iter()
+            .map(|r| component_row(r).map_err(self.db()))
+            .collect()
+    }
+
+    /// Mark name@version yanked; false if it does not exist.
+    pub async fn yank(&self, name: &str, version: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            &self.sql("UPDATE components SET yanked = 1 WHERE name = ? AND version = ?"),
+        )
+        .bind(name)
+        .bind(version)
+        .execute(&self.pool)
+        .await
+        .map_err(self.db())?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Run raw SQL (tests use it to tamper with the audit log).
+    #[doc(hidden)]
+    pub async fn execute_raw(&self, sql: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(sql)
+            .execute(&self.pool)
+            .await
+            .map_err(self.db())?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn audit_row(r: &AnyRow) -> Result<AuditRecord, sqlx::Error> {
+    Ok(AuditRecord {
+        seq: r.try_get(0)?,
+        at: r.try_get(1)?,
+        kind: r.try_get(2)?,
+        module: r.try_get(3)?,
+        actor: r.try_get(4)?,
+        detail: r.try_get(5)?,
+        prev_hash: r.try_get(6)?,
+        hash: r.try_get(7)?,
+    })
+}
+
+fn component_row(r: &AnyRow) -> Result<ComponentRow, sqlx::Error> {
+    Ok(ComponentRow {
+        name: r.try_get(0)?,
+        version: r.try_get(1)?,
+        digest: r.try_get(2)?,
+        publisher: r.try_get(3)?,
+        size: r.try_get(4)?,
+        published_at: r.try_get(5)?,
+        yanked: r.try_get::<i64, _>(6)? != 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("garden.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn audit_chain_detects_edits_and_deletions() {
+        let (_dir, s) = store().await;
+        for i in 0..5 {
+            s.audit(
+                &format!("2026-01-0{}T00:00:00Z", i + 1),
+                "load",
+                &format!("m{i}"),
+                "host",
+                "ok",
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(
+            s.audit_verify().await.unwrap(),
+            AuditCheck::Intact { records: 5 }
+        );
+        let only = s
+            .audit_records(&AuditFilter {
+                module: Some("m2".into()),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(only.len(), 1);
+        let since = s
+            .audit_records(&AuditFilter {
+                since: Some("2026-01-04".into()),
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(since.len(), 2);
+        s.execute_raw("UPDATE audit SET detail = 'edited' WHERE seq = 3")
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.audit_verify().await.unwrap(),
+            AuditCheck::Broken { seq: 3, .. }
+        ));
+        s.execute_raw("UPDATE audit SET detail = 'ok' WHERE seq = 3")
+            .await
+            .unwrap();
+        s.execute_raw("DELETE FROM audit WHERE seq = 2")
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.audit_verify().await.unwrap(),
+            AuditCheck::Broken { seq: 3, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn components_refuse_collisions() {
+        let (_dir, s) = store().await;
+        let row = ComponentRow {
+            name: "m".into(),
+            version: "1.0.0".into(),
+            digest: "aa".into(),
+            publisher: "k".into(),
+            size: 10,
+            published_at: "t".into(),
+            yanked: false,
+        };
+        assert!(s.insert_component(&row).await.unwrap());
+        assert!(
+            !s.insert_component(&row).await.unwrap(),
+            "same bytes again is a no-op"
+        );
+        let other = ComponentRow {
+            digest: "bb".into(),
+            ..row.clone()
+        };
+        assert!(matches!(
+            s.insert_component(&other).await,
+            Err(StoreError::Collision { .. })
+        ));
+        assert!(s.yank("m", "1.0.0").await.unwrap());
+        assert!(s.component("m", "1.0.0").await.unwrap().unwrap().yanked);
+        assert_eq!(
+            s.component_by_digest("aa").await.unwrap().unwrap().version,
+            "1.0.0"
+        );
+        assert_eq!(s.components(None).await.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(
+            redact("postgres://u:secret@127.0.0.1:5/db"),
+            "postgres://u@127.0.0.1:5/db"
+        );
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}
