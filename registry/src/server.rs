@@ -92,6 +92,17 @@ struct AppState {
     trust: TrustStore,
 }
 
+/// Record a refusal; a failure to record must not hide the refusal itself.
+async fn refuse(s: &AppState, module: &str, actor: &str, detail: &str) {
+    if let Err(e) = s
+        .store
+        .audit(&now(), "refusal", module, actor, detail)
+        .await
+    {
+        tracing::error!("could not audit a refusal: {e}");
+    }
+}
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
@@ -167,16 +178,7 @@ async fn publish(
     let verified = match s.trust.verify(&body) {
         Ok(v) => v,
         Err(e) => {
-            let _ = s
-                .store
-                .audit(
-                    &now(),
-                    "refusal",
-                    "-",
-                    "-",
-                    &format!("publish refused: {e}"),
-                )
-                .await;
+            refuse(&s, "-", "-", &format!("publish refused: {e}")).await;
             return Err(Failure(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("refused: {e}"),
@@ -201,16 +203,7 @@ async fn publish(
     let new = match s.store.insert_component(&row).await {
         Ok(new) => new,
         Err(e) => {
-            let _ = s
-                .store
-                .audit(
-                    &now(),
-                    "refusal",
-                    &manifest.reference(),
-                    &publisher,
-                    &e.to_string(),
-                )
-                .await;
+            refuse(&s, &manifest.reference(), &publisher, &e.to_string()).await;
             return Err(e.into());
         }
     };
@@ -341,16 +334,13 @@ async fn yank(
     let valid =
         key.is_some_and(|k| k.verify(&yank_message(&req.name, &req.version, &req.at), &signature));
     if !valid || row.publisher != req.key_id.to_string() {
-        let _ = s
-            .store
-            .audit(
-                &now(),
-                "refusal",
-                &reference,
-                &req.key_id.to_string(),
-                "yank refused: not signed by the publisher",
-            )
-            .await;
+        refuse(
+            &s,
+            &reference,
+            &req.key_id.to_string(),
+            "yank refused: not signed by the publisher",
+        )
+        .await;
         return Err(Failure(
             StatusCode::FORBIDDEN,
             format!(
