@@ -57,6 +57,7 @@ fn instantiate_and_call(c: &mut Criterion) {
         .instantiate(&alpha, "bench", 1)
         .expect("instantiates");
     let ctx = InitContext {
+        snapshot: None,
         instance: "bench".into(),
         params: population::defaults(&alpha.info().genes),
         settings: Vec::<Setting>::new(),
@@ -96,6 +97,8 @@ fn pipeline(c: &mut Criterion) {
                     symbol: "EURUSD".into(),
                     data_name: "bundled".into(),
                     threads: 0,
+                    total_bars: 0,
+                    steps_per_year: 0.0,
                 };
                 replay(engine.clone(), &config, &modules, &rows, options, |_| {}).expect("runs")
             })

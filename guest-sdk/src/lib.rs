@@ -73,7 +73,7 @@ pub use bindings::garden::pipeline::host::PublishError;
 pub use bindings::garden::pipeline::types::{
     Bar, Body, Decision, Delivery, Envelope, Evidence, Feedback, Fill, FillKind, Fitness, Gene,
     GeneKind, GeneValue, Info, InitContext, Level, Metric, Param, Plan, ScoredPlan, Setting, Side,
-    Subscription, Timestamp, Verdict,
+    Snapshot, Subscription, Timestamp, Verdict,
 };
 
 /// What a module author implements.
@@ -89,6 +89,12 @@ pub trait Module: Sized + 'static {
     /// Handle one message, adding what to publish to `out`; an error fails
     /// this message only and nothing in `out` is published.
     fn on_message(&mut self, msg: Envelope, out: &mut Outbox) -> Result<(), String>;
+
+    /// Learned state worth inheriting (`ctx.snapshot` in [`Module::init`]
+    /// brings it back). None by default.
+    fn snapshot(&self) -> Option<Snapshot> {
+        None
+    }
 }
 
 /// A message a module wants published.
@@ -202,6 +208,11 @@ pub mod __private {
             Ok(())
         }
 
+        /// `Module::snapshot` on the stored instance.
+        pub fn snapshot(&self) -> Option<Snapshot> {
+            self.inner.try_borrow().ok()?.as_ref()?.snapshot()
+        }
+
         /// `Module::on_message` on the stored instance, then publish its outbox.
         pub fn on_message(&self, msg: Envelope) -> Result<(), String> {
             let mut slot = self
@@ -258,6 +269,9 @@ macro_rules! export_module {
                 }
                 fn on_message(msg: $crate::Envelope) -> Result<(), String> {
                     SLOT.on_message(msg)
+                }
+                fn save() -> Option<$crate::Snapshot> {
+                    SLOT.snapshot()
                 }
             }
 

@@ -91,7 +91,7 @@ pub enum LoadError {
 }
 
 /// The WIT package and world every module must target.
-pub const WIT_PACKAGE: &str = "garden:pipeline@0.1.0";
+pub const WIT_PACKAGE: &str = "garden:pipeline@0.2.0";
 /// See [`WIT_PACKAGE`].
 pub const WIT_WORLD: &str = "garden-module";
 
@@ -142,7 +142,7 @@ impl std::fmt::Debug for Module {
 /// What a component imports and exports, by name.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Interface {
-    /// Imported interfaces (e.g. `garden:pipeline/host@0.1.0`, WASI).
+    /// Imported interfaces (e.g. `garden:pipeline/host@0.2.0`, WASI).
     pub imports: Vec<String>,
     /// Exported interfaces.
     pub exports: Vec<String>,

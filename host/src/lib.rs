@@ -24,6 +24,7 @@ pub mod limits;
 pub mod pipeline;
 pub mod population;
 pub mod render;
+pub mod replication;
 pub mod report;
 pub mod run;
 pub mod runtime;

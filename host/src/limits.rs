@@ -42,6 +42,11 @@ pub struct Limits {
     /// Longest wait before a re-instantiation.
     #[serde(with = "millis")]
     pub backoff_max: Duration,
+    /// Take an instance's snapshot every this many successful calls (it
+    /// restarts from the last one after a trap); 0 never.
+    pub snapshot_every: u64,
+    /// Largest snapshot kept, bytes; larger ones are refused and counted.
+    pub max_snapshot_bytes: usize,
 }
 
 impl Default for Limits {
@@ -59,6 +64,8 @@ impl Default for Limits {
             failure_window: Duration::from_secs(60),
             backoff_initial: Duration::from_millis(1),
             backoff_max: Duration::from_millis(250),
+            snapshot_every: 500,
+            max_snapshot_bytes: 1 << 20,
         }
     }
 }

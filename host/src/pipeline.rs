@@ -27,6 +27,9 @@ pub struct PipelineConfig {
     /// Limits for every instance.
     #[serde(default)]
     pub limits: Limits,
+    /// How the population evolves.
+    #[serde(default)]
+    pub evolution: crate::replication::EvolutionConfig,
     /// The modules, in the order they are started.
     #[serde(rename = "module")]
     pub modules: Vec<ModuleConfig>,

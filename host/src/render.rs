@@ -81,10 +81,20 @@ pub fn table(s: &RunSummary) -> String {
                 );
             }
         }
+        let f = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+        let _ = write!(
+            line,
+            " {:>7} {:>7} {:>3}",
+            f(v.in_sample),
+            f(v.out_of_sample),
+            v.generation
+        );
         let state = match &v.state {
             InstanceState::Running => "ok",
             InstanceState::Restarting => "restarting",
             InstanceState::Quarantined { .. } => "QUARANTINED",
+            InstanceState::Retiring => "retiring",
+            InstanceState::Retired => "retired",
         };
         let _ = writeln!(out, "{line}  {state}");
     }
@@ -93,6 +103,61 @@ pub fn table(s: &RunSummary) -> String {
             out,
             "... and {} more (use --json for all)",
             s.variants.len() - MAX_ROWS
+        );
+    }
+    if let Some(e) = &s.evolution {
+        let fit = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+        let pct =
+            |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{:+.2}%", v * 100.0));
+        let births: Vec<String> = e
+            .counts
+            .births
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nevolution: {} generations; births: {}; {} failed births, {} retired, {} quarantined; {} variants tried",
+            e.counts.generations,
+            births.join(", "),
+            e.counts.failed_births,
+            e.counts.retired,
+            e.counts.quarantined,
+            e.variants_tried
+        );
+        let _ = writeln!(
+            out,
+            "out of sample: bars {}..{} (nothing bred there; selection never saw them)",
+            e.cut_bar, s.bars
+        );
+        let _ = writeln!(
+            out,
+            "  {:<26} {:>10} {:>10} {:>10}",
+            "", "IS fitness", "OOS fitn.", "OOS return"
+        );
+        for (label, v) in [
+            ("best evolved", &e.best),
+            ("generation 0 (defaults)", &e.control),
+        ] {
+            if let Some(v) = v {
+                let name = format!("{label} {}", v.id);
+                let _ = writeln!(
+                    out,
+                    "  {name:<26} {:>10} {:>10} {:>10}",
+                    fit(v.in_sample),
+                    fit(v.out_of_sample),
+                    pct(v.out_of_sample_return)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "  {:<26} {:>10} {:>10} {:>10}   (sharpe {:.3})",
+            "buy and hold",
+            "-",
+            "-",
+            pct(Some(e.buy_and_hold.out_of_sample_return)),
+            e.buy_and_hold.out_of_sample_sharpe
         );
     }
     if let Some(best) = s.variants.first() {

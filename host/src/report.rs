@@ -19,6 +19,10 @@ use crate::bindings::types::Fitness;
 #[derive(Debug, Default, Clone)]
 struct Track {
     values: Vec<f64>,
+    /// Step (bar index) of each value.
+    steps: Vec<usize>,
+    /// (step, cumulative trades) at each report.
+    trades_at: Vec<(usize, u32)>,
     trades: u32,
     metrics: Vec<(String, f64)>,
 }
@@ -51,18 +55,52 @@ pub struct Score {
 }
 
 impl Scoreboard {
-    /// Take in one report.
-    pub fn record(&mut self, report: &Fitness) {
+    /// Take in one report; its last value belongs to step `end_step` and
+    /// the ones before it to the steps before that.
+    pub fn record(&mut self, report: &Fitness, end_step: usize) {
         let track = self.tracks.entry(report.subject.clone()).or_default();
-        track
-            .values
-            .extend(report.values.iter().copied().filter(|v| v.is_finite()));
+        let n = report.values.len();
+        for (k, v) in report.values.iter().enumerate() {
+            if v.is_finite() {
+                track.values.push(*v);
+                track.steps.push((end_step + k + 1).saturating_sub(n));
+            }
+        }
         track.trades = report.trades;
+        track.trades_at.push((end_step, report.trades));
         track.metrics = report
             .metrics
             .iter()
             .map(|m| (m.name.clone(), m.value))
             .collect();
+    }
+
+    /// The values of `subject` at steps in `[from, to)` and the trades it
+    /// made in that window (by its cumulative trade counts).
+    pub fn window(&self, subject: &str, from: usize, to: usize) -> (Vec<f64>, u32) {
+        let Some(t) = self.tracks.get(subject) else {
+            return (Vec::new(), 0);
+        };
+        let values = t
+            .steps
+            .iter()
+            .zip(&t.values)
+            .filter(|(s, _)| **s >= from && **s < to)
+            .map(|(_, v)| *v)
+            .collect();
+        let before = t
+            .trades_at
+            .iter()
+            .filter(|(s, _)| *s < from)
+            .map(|(_, n)| *n).next_back()
+            .unwrap_or(0);
+        let until = t
+            .trades_at
+            .iter()
+            .filter(|(s, _)| *s < to)
+            .map(|(_, n)| *n).next_back()
+            .unwrap_or(before);
+        (values, until.saturating_sub(before))
     }
 
     /// Subjects seen, in order.
@@ -174,18 +212,27 @@ mod tests {
             name: n.into(),
             value: v,
         };
-        b.record(&Fitness {
-            subject: "a".into(),
-            values: vec![100.0, 110.0],
-            trades: 1,
-            metrics: vec![m("pnl", 10.0)],
-        });
-        b.record(&Fitness {
-            subject: "a".into(),
-            values: vec![99.0, f64::NAN],
-            trades: 2,
-            metrics: vec![m("pnl", -1.0)],
-        });
+        b.record(
+            &Fitness {
+                subject: "a".into(),
+                values: vec![100.0, 110.0],
+                trades: 1,
+                metrics: vec![m("pnl", 10.0)],
+            },
+            1,
+        );
+        b.record(
+            &Fitness {
+                subject: "a".into(),
+                values: vec![99.0, f64::NAN],
+                trades: 2,
+                metrics: vec![m("pnl", -1.0)],
+            },
+            3,
+        );
+        let (w, trades) = b.window("a", 1, 3);
+        assert_eq!(w, vec![110.0, 99.0], "steps 1 and 2");
+        assert_eq!(trades, 1, "one trade reported after step 1");
         let s = b.score("a", 1.0).unwrap();
         assert_eq!(s.steps, 3, "non-finite values are skipped");
         assert_eq!(s.final_value, 99.0);

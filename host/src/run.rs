@@ -13,6 +13,7 @@ use crate::engine::{Engine, Module};
 use crate::feed::{self, csv::Row};
 use crate::pipeline::{ModuleConfig, PipelineConfig, PipelineError};
 use crate::population::{self, ParamError};
+use crate::replication::{Evolver, LineageRecord};
 use crate::report::{self, Score, Scoreboard};
 use crate::runtime::{InstanceReport, InstanceSpec, Runtime, RuntimeStats, SpawnError};
 
@@ -47,6 +48,10 @@ pub struct ReplayOptions {
     /// Threads to run instances on; 0 means the default (one). The results
     /// are the same for any number.
     pub threads: usize,
+    /// Bars in the run (for the out-of-sample cut and annualising); 0 if unknown.
+    pub total_bars: usize,
+    /// Steps per year of the data (for annualising fitness); 0 if unknown.
+    pub steps_per_year: f64,
 }
 
 /// One member of the population, with its scores.
@@ -60,6 +65,55 @@ pub struct VariantSummary {
     pub score: Option<Score>,
     /// Its instance state at the end.
     pub state: crate::runtime::InstanceState,
+    /// Its generation (0: the starting population).
+    pub generation: u32,
+    /// Why it was born, with evolution on.
+    pub birth_cause: Option<String>,
+    /// Fitness over its in-sample life.
+    pub in_sample: Option<f64>,
+    /// Fitness over the out-of-sample part.
+    pub out_of_sample: Option<f64>,
+}
+
+/// A variant singled out by the evolution report.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvolvedVariant {
+    /// Instance id.
+    pub id: String,
+    /// Generation.
+    pub generation: u32,
+    /// Fitness in sample.
+    pub in_sample: Option<f64>,
+    /// Fitness out of sample.
+    pub out_of_sample: Option<f64>,
+    /// Its account's return over the out-of-sample part.
+    pub out_of_sample_return: Option<f64>,
+}
+
+/// Holding the replayed series over the out-of-sample part.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuyAndHold {
+    /// Last close over first close, minus one.
+    pub out_of_sample_return: f64,
+    /// Sharpe-like score of the closes.
+    pub out_of_sample_sharpe: f64,
+}
+
+/// What evolution did and how its best compares, out of sample.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvolutionReport {
+    /// First bar of the out-of-sample part.
+    pub cut_bar: usize,
+    /// Generations, births by cause, failed births, retirements.
+    pub counts: crate::replication::EvolutionCounts,
+    /// Every variant that ever lived (judge selection bias by it).
+    pub variants_tried: usize,
+    /// The variant with the best in-sample fitness, judged out of sample.
+    pub best: Option<EvolvedVariant>,
+    /// Generation 0's control (the module's default genes).
+    pub control: Option<EvolvedVariant>,
+    /// Buy-and-hold of the data.
+    pub buy_and_hold: BuyAndHold,
 }
 
 /// Everything a run reports.
@@ -87,6 +141,10 @@ pub struct RunSummary {
     pub variants: Vec<VariantSummary>,
     /// Every instance.
     pub instances: Vec<InstanceReport>,
+    /// Evolution, if it ran.
+    pub evolution: Option<EvolutionReport>,
+    /// Every variant that lived, with parents and causes.
+    pub lineage: Vec<LineageRecord>,
 }
 
 /// A pipeline ready to be fed: its instances started on a memory bus.
@@ -99,6 +157,8 @@ pub struct Replay {
     options: ReplayOptions,
     tapped: Vec<Arc<crate::Envelope>>,
     tapping: bool,
+    evolver: Option<Evolver>,
+    bar: usize,
 }
 
 impl Replay {
@@ -117,6 +177,7 @@ impl Replay {
         runtime.host_subscribe(&config.fitness_topic);
         let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(options.seed);
         let mut population = Vec::new();
+        let mut evolver = None;
         for (mc, module) in modules {
             let genes = &module.info().genes;
             let count = if mc.population {
@@ -144,12 +205,28 @@ impl Replay {
                 };
                 if mc.population {
                     population.push(id.clone());
+                    if config.evolution.enabled {
+                        let ev = evolver.get_or_insert_with(|| {
+                            let mut e = Evolver::new(
+                                config.evolution.clone(),
+                                options.seed,
+                                &mc.name,
+                                settings.clone(),
+                                options.total_bars,
+                                options.steps_per_year,
+                            );
+                            e.skip_ids(count);
+                            e
+                        });
+                        ev.register_initial(&id, module.clone(), params.clone(), n == 0);
+                    }
                 }
                 runtime.spawn(InstanceSpec {
                     id,
                     module: module.clone(),
                     params,
                     settings: settings.clone(),
+                    snapshot: None,
                 })?;
             }
         }
@@ -162,15 +239,25 @@ impl Replay {
             options,
             tapped: Vec::new(),
             tapping: false,
+            evolver,
+            bar: 0,
         })
     }
 
-    /// Feed one row and run until every instance is idle.
+    /// Feed one row, run until every instance is idle, then let the
+    /// population breed.
     pub fn feed(&mut self, row: &Row) {
         let message = feed::bar_message(&self.feed_topic, &self.options.symbol, row);
         self.runtime.publish(message);
         self.runtime.run_until_idle();
         self.collect();
+        if let Some(ev) = self.evolver.as_mut() {
+            ev.step(self.bar, row.time, &self.board, &mut self.runtime);
+            // Retirements publish final reports: take them in now.
+            self.runtime.run_until_idle();
+            self.collect();
+        }
+        self.bar += 1;
     }
 
     /// Signal the end of the stream, let everyone flush, and summarise.
@@ -192,20 +279,87 @@ impl Replay {
         let first = rows.first().map_or(0, |r| r.time);
         let spy = report::steps_per_year(rows.len(), first, last);
         let instances = self.runtime.instances();
-        let mut variants: Vec<VariantSummary> = self
-            .population
+        let lineage = match self.evolver.as_mut() {
+            Some(ev) => {
+                ev.finish(&self.board, rows.len());
+                ev.lineage()
+            }
+            None => Vec::new(),
+        };
+        let ids: Vec<String> = if lineage.is_empty() {
+            self.population.clone()
+        } else {
+            lineage.iter().map(|l| l.id.clone()).collect()
+        };
+        let mut variants: Vec<VariantSummary> = ids
             .iter()
             .filter_map(|id| instances.iter().find(|i| &i.id == id))
-            .map(|i| VariantSummary {
-                id: i.id.clone(),
-                params: i.params.clone(),
-                score: self.board.score(&i.id, spy),
-                state: i.state.clone(),
+            .map(|i| {
+                let l = lineage.iter().find(|l| l.id == i.id);
+                VariantSummary {
+                    id: i.id.clone(),
+                    params: i.params.clone(),
+                    score: self.board.score(&i.id, spy),
+                    state: i.state.clone(),
+                    generation: l.map_or(0, |l| l.generation),
+                    birth_cause: l.map(|l| l.birth_cause.as_str().to_string()),
+                    in_sample: l.and_then(|l| l.in_sample),
+                    out_of_sample: l.and_then(|l| l.out_of_sample),
+                }
             })
             .collect();
+        // With evolution, rank by in-sample fitness (what selection could
+        // see); otherwise by the Sharpe-like score.
         variants.sort_by(|a, b| {
-            let key = |v: &VariantSummary| v.score.as_ref().map_or(f64::NEG_INFINITY, |s| s.sharpe);
+            let key = |v: &VariantSummary| match (&v.in_sample, &v.score) {
+                (Some(f), _) => *f,
+                (None, Some(s)) if lineage.is_empty() => s.sharpe,
+                _ => f64::NEG_INFINITY,
+            };
             key(b).total_cmp(&key(a)).then_with(|| a.id.cmp(&b.id))
+        });
+        let evolution = self.evolver.as_ref().map(|ev| {
+            let cut = ev.cut();
+            let oos_return = |id: &str| {
+                let (v, _) = self.board.window(id, cut, rows.len() + 1);
+                match (v.first(), v.last()) {
+                    (Some(a), Some(b)) if *a > 0.0 => Some(b / a - 1.0),
+                    _ => None,
+                }
+            };
+            let pick = |l: &LineageRecord| EvolvedVariant {
+                id: l.id.clone(),
+                generation: l.generation,
+                in_sample: l.in_sample,
+                out_of_sample: l.out_of_sample,
+                out_of_sample_return: oos_return(&l.id),
+            };
+            let best = lineage
+                .iter()
+                .filter(|l| l.in_sample.is_some())
+                .max_by(|a, b| {
+                    a.in_sample
+                        .unwrap_or(f64::NEG_INFINITY)
+                        .total_cmp(&b.in_sample.unwrap_or(f64::NEG_INFINITY))
+                })
+                .map(pick);
+            let control = lineage.iter().find(|l| l.control).map(pick);
+            let closes: Vec<f64> = rows.iter().skip(cut).map(|r| r.close).collect();
+            let buy_and_hold = BuyAndHold {
+                out_of_sample_return: match (closes.first(), closes.last()) {
+                    (Some(a), Some(b)) if *a > 0.0 => b / a - 1.0,
+                    _ => 0.0,
+                },
+                out_of_sample_sharpe: report::sharpe(&closes, spy),
+            };
+            EvolutionReport {
+                cut_bar: cut,
+                counts: ev.counts(),
+                variants_tried: lineage.len(),
+                best,
+                control,
+                buy_and_hold,
+            }
         });
         let bus = self.runtime.bus().stats();
         let elapsed = elapsed_secs.max(1e-9);
@@ -221,6 +375,8 @@ impl Replay {
             bus,
             variants,
             instances,
+            evolution,
+            lineage,
         };
         (summary, tapped)
     }
@@ -248,7 +404,7 @@ impl Replay {
             if m.topic == self.fitness_topic
                 && let Body::Fitness(f) = &m.body
             {
-                self.board.record(f);
+                self.board.record(f, self.bar);
             }
             if self.tapping {
                 self.tapped.push(m);
@@ -269,6 +425,17 @@ pub fn replay(
 ) -> Result<RunSummary, RunError> {
     if rows.is_empty() {
         return Err(RunError::NoData);
+    }
+    let mut options = options;
+    if options.total_bars == 0 {
+        options.total_bars = rows.len();
+    }
+    if options.steps_per_year <= 0.0 {
+        let (first, last) = (
+            rows.first().map_or(0, |r| r.time),
+            rows.last().map_or(0, |r| r.time),
+        );
+        options.steps_per_year = report::steps_per_year(rows.len(), first, last);
     }
     let mut replay = Replay::start(engine, config, modules, options)?;
     let started = Instant::now();

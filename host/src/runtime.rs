@@ -20,7 +20,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::Envelope;
-use crate::bindings::types::{Body, InitContext, Param, Setting};
+use crate::bindings::types::{Body, InitContext, Param, Setting, Snapshot};
 use crate::bus::{Bus, BusError, DeadLetter, Delivery, MemoryBus, Subscriber};
 use crate::engine::{Engine, Module};
 use crate::limits::Limits;
@@ -42,6 +42,8 @@ pub struct InstanceSpec {
     pub params: Vec<Param>,
     /// Free-form settings.
     pub settings: Vec<Setting>,
+    /// State to start from (a parent's snapshot), if any.
+    pub snapshot: Option<Snapshot>,
 }
 
 /// Why an instance could not be added.
@@ -68,6 +70,10 @@ pub enum InstanceState {
         /// The failure that tipped it over.
         reason: String,
     },
+    /// Retired by the host: receives nothing new, handles what it has, stops.
+    Retiring,
+    /// Retired and stopped.
+    Retired,
 }
 
 /// What the host knows about one instance.
@@ -137,6 +143,12 @@ struct Slot {
     state: InstanceState,
     /// Set once the bus has been told about a quarantine.
     quarantine_applied: bool,
+    /// The last snapshot the instance gave (restarts begin from it).
+    last_snapshot: Option<Snapshot>,
+    /// Successful calls since the last snapshot.
+    since_snapshot: u64,
+    /// Snapshots refused for their size.
+    oversized_snapshots: u64,
     /// Consecutive failures, for the backoff.
     attempt: u32,
     not_before: Option<Instant>,
@@ -174,6 +186,11 @@ impl Slot {
                 Ok(staged) => {
                     self.calls += 1;
                     self.attempt = 0;
+                    self.since_snapshot += 1;
+                    let every = engine.limits().snapshot_every;
+                    if every > 0 && self.since_snapshot >= every {
+                        self.take_snapshot(engine.limits().max_snapshot_bytes);
+                    }
                     if !staged.is_empty() {
                         self.outcomes.push(Outcome::Handled {
                             time: message.time,
@@ -212,6 +229,8 @@ impl Slot {
                 std::thread::sleep(at - now);
             }
         }
+        // A restart begins from the last good snapshot.
+        self.ctx.snapshot = self.last_snapshot.clone();
         let started = engine
             .instantiate(&self.module, &self.id, self.seed)
             .and_then(|mut sandbox| sandbox.init(&self.ctx).map(|()| sandbox));
@@ -222,7 +241,9 @@ impl Slot {
                 }
                 self.started_once = true;
                 self.sandbox = Some(sandbox);
-                self.state = InstanceState::Running;
+                if self.state == InstanceState::Restarting {
+                    self.state = InstanceState::Running;
+                }
                 true
             }
             Err(CallError::Module(reason)) => {
@@ -302,6 +323,29 @@ impl Slot {
 
     fn quarantined(&self) -> bool {
         matches!(self.state, InstanceState::Quarantined { .. })
+    }
+
+    /// Ask the instance for its snapshot and keep it if it fits.
+    fn take_snapshot(&mut self, max_bytes: usize) -> Option<Snapshot> {
+        self.since_snapshot = 0;
+        let sandbox = self.sandbox.as_mut()?;
+        match sandbox.snapshot() {
+            Ok(Some(snap)) if snap.data.len() <= max_bytes => {
+                self.last_snapshot = Some(snap.clone());
+                Some(snap)
+            }
+            Ok(Some(snap)) => {
+                self.oversized_snapshots += 1;
+                tracing::warn!(instance = %self.id, size = snap.data.len(), cap = max_bytes, "snapshot refused: too large");
+                None
+            }
+            Ok(None) => None,
+            Err(e) => {
+                // A failed snapshot call is a failed call like any other.
+                tracing::warn!(instance = %self.id, "snapshot failed: {e}");
+                None
+            }
+        }
     }
 }
 
@@ -410,7 +454,11 @@ impl<B: Bus> Runtime<B> {
                 instance: spec.id.clone(),
                 params: spec.params,
                 settings: spec.settings,
+                snapshot: spec.snapshot.clone(),
             },
+            last_snapshot: spec.snapshot,
+            since_snapshot: 0,
+            oversized_snapshots: 0,
             id: spec.id,
             module: spec.module,
             seed,
@@ -498,6 +546,60 @@ impl<B: Bus> Runtime<B> {
         std::mem::take(&mut self.host_inbox)
     }
 
+    /// A fresh snapshot of instance `id` (for a child to inherit), or its
+    /// last good one if it cannot give one now.
+    pub fn snapshot_of(&mut self, id: &str) -> Option<Snapshot> {
+        let max = self.engine.limits().max_snapshot_bytes;
+        let slot = self.slots.iter_mut().find(|s| s.id == id)?;
+        slot.take_snapshot(max)
+            .or_else(|| slot.last_snapshot.clone())
+    }
+
+    /// Retire instance `id`: it receives nothing new; every instance
+    /// (itself included) is told on the system topic, so that what it holds
+    /// is closed (e.g. the trader closes its positions); it handles what is
+    /// left in its inbox and then stops. False if there is no such running
+    /// instance.
+    pub fn retire(&mut self, id: &str, time: i64) -> bool {
+        let Some(i) = self.slots.iter().position(|s| s.id == id) else {
+            return false;
+        };
+        if matches!(
+            self.slots[i].state,
+            InstanceState::Retiring | InstanceState::Retired | InstanceState::Quarantined { .. }
+        ) {
+            return false;
+        }
+        // Unsubscribe from everything but the system topic, so the
+        // retirement notice still reaches it.
+        self.bus.unsubscribe(id);
+        self.bus.subscribe(&Subscriber {
+            instance: id.to_string(),
+            group: SYSTEM_TOPIC.into(),
+            topic: SYSTEM_TOPIC.into(),
+            delivery: Delivery::Broadcast,
+            addressed: false,
+        });
+        self.slots[i].state = InstanceState::Retiring;
+        self.publish(Envelope {
+            topic: SYSTEM_TOPIC.into(),
+            key: id.to_string(),
+            seq: 0,
+            time,
+            source: HOST_SUBSCRIBER.into(),
+            body: Body::Retired(id.to_string()),
+        });
+        true
+    }
+
+    /// The state of instance `id` and its last error.
+    pub fn state_of(&self, id: &str) -> Option<(InstanceState, Option<String>)> {
+        self.slots
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| (s.state.clone(), s.last_error.clone()))
+    }
+
     /// Totals over every instance.
     pub fn stats(&self) -> RuntimeStats {
         let mut stats = RuntimeStats::default();
@@ -560,7 +662,21 @@ impl<B: Bus> Runtime<B> {
                 progressed |= self.dead_letter_inbox(i);
                 continue;
             }
+            if self.slots[i].state == InstanceState::Retired {
+                continue;
+            }
             let slot = &mut self.slots[i];
+            if slot.state == InstanceState::Retiring
+                && slot.pending.is_empty()
+                && self.bus.depth(&slot.id) == 0
+            {
+                // Drained: stop it and free its memory.
+                slot.state = InstanceState::Retired;
+                slot.sandbox = None;
+                self.bus.unsubscribe(&slot.id);
+                progressed = true;
+                continue;
+            }
             while slot.pending.len() < BATCH {
                 match self.bus.poll(&slot.id) {
                     Some(m) => slot.pending.push_back(m),

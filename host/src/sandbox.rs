@@ -373,6 +373,12 @@ impl Sandbox {
         .map(|(info, _)| info)
     }
 
+    /// Call `save` (the module's snapshot). Anything it publishes is discarded.
+    pub fn snapshot(&mut self) -> Result<Option<crate::bindings::types::Snapshot>, CallError> {
+        self.guarded(0, |b, s| b.garden_pipeline_module().call_save(s).map(Ok))
+            .map(|(snap, _)| snap)
+    }
+
     /// Call `init`. Anything it publishes is discarded.
     pub fn init(&mut self, ctx: &InitContext) -> Result<(), CallError> {
         self.guarded(0, |b, s| b.garden_pipeline_module().call_init(s, ctx))

@@ -35,7 +35,7 @@ const MANIFEST: &str = r#"
 name = "fixture-loop"
 version = "1.2.3"
 role = "fixture"
-wit_package = "garden:pipeline@0.1.0"
+wit_package = "garden:pipeline@0.2.0"
 wit_world = "garden-module"
 
 [capabilities]
@@ -117,8 +117,8 @@ fn publisher_and_operator_round_trip() {
     for needle in [
         "fixture-loop@1.2.3",
         "trusted (signed by alice)",
-        "garden:pipeline/module@0.1.0",
-        "garden:pipeline/host@0.1.0",
+        "garden:pipeline/module@0.2.0",
+        "garden:pipeline/host@0.2.0",
     ] {
         assert!(shown.contains(needle), "inspect lacks {needle}:\n{shown}");
     }

@@ -451,6 +451,67 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Record a run: its id, start time, seed, data name, a JSON summary,
+    /// and one JSON lineage record per variant (written in one transaction).
+    pub async fn save_run(
+        &self,
+        run: &str,
+        started_at: &str,
+        seed: u64,
+        data: &str,
+        summary_json: &str,
+        lineage: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(self.db())?;
+        sqlx::query(
+            &self.sql(
+                "INSERT INTO runs (run, started_at, seed, data, summary) VALUES (?, ?, ?, ?, ?)",
+            ),
+        )
+        .bind(run)
+        .bind(started_at)
+        .bind(seed.to_string())
+        .bind(data)
+        .bind(summary_json)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.db())?;
+        for (id, record) in lineage {
+            sqlx::query(&self.sql("INSERT INTO lineage (run, id, record) VALUES (?, ?, ?)"))
+                .bind(run)
+                .bind(id)
+                .bind(record)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.db())?;
+        }
+        tx.commit().await.map_err(self.db())
+    }
+
+    /// The latest run's id, or none.
+    pub async fn latest_run(&self) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            &self.sql("SELECT run FROM runs ORDER BY started_at DESC, run DESC LIMIT 1"),
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.db())?;
+        row.map(|r| r.try_get::<String, _>(0).map_err(self.db()))
+            .transpose()
+    }
+
+    /// The JSON lineage records of `run`, in id order.
+    pub async fn lineage(&self, run: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(&self.sql("SELECT record FROM lineage WHERE run = ? ORDER BY id"))
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.db())?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(self.db()))
+            .collect()
+    }
+
     /// Run raw SQL (tests use it to tamper with the audit log).
     #[doc(hidden)]
     pub async fn execute_raw(&self, sql: &str) -> Result<u64, StoreError> {

@@ -38,6 +38,7 @@ fn contain_with(name: &str, limits: Limits, manifest: garden_registry::Manifest)
         module: bad,
         params: vec![],
         settings: vec![],
+        snapshot: None,
     })
     .expect("spawn bad");
     let params = population::defaults(&good.info().genes);
@@ -46,6 +47,7 @@ fn contain_with(name: &str, limits: Limits, manifest: garden_registry::Manifest)
         module: good,
         params,
         settings: vec![],
+        snapshot: None,
     })
     .expect("spawn good");
     for row in &bundled_rows()[..BARS] {

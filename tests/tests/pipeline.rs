@@ -21,12 +21,16 @@ fn run_on(seed: u64, variants: u32, threads: usize) -> (RunSummary, Vec<std::syn
     let modules = config
         .load(&engine, &garden_tests::trust())
         .expect("modules load");
+    let rows = bundled_rows();
+    let (first, last) = (rows[0].time, rows[rows.len() - 1].time);
     let options = ReplayOptions {
         seed,
         variants: Some(variants),
         symbol: "EURUSD".into(),
         data_name: "bundled".into(),
         threads,
+        total_bars: rows.len(),
+        steps_per_year: garden_host::report::steps_per_year(rows.len(), first, last),
     };
     let mut replay = Replay::start(engine, &config, &modules, options).expect("starts");
     for t in TOPICS {
@@ -223,6 +227,8 @@ fn limits_from_test_config_still_run_the_real_pipeline() {
         symbol: "EURUSD".into(),
         data_name: "bundled".into(),
         threads: 0,
+        total_bars: 0,
+        steps_per_year: 0.0,
     };
     let rows = bundled_rows();
     let summary =

@@ -14,8 +14,12 @@
 
 use garden_sdk::indicators::{Atr, Ema};
 use garden_sdk::{
-    Bar, Body, Envelope, Gene, Info, InitContext, Module, Outbox, Plan, Side, Subscription,
+    Bar, Body, Envelope, Gene, Info, InitContext, Module, Outbox, Plan, Side, Snapshot,
+    Subscription,
 };
+
+/// Version of the snapshot format: the decayed win and close counts.
+const SNAPSHOT_VERSION: u32 = 1;
 
 /// One variant's state.
 pub struct Alpha {
@@ -112,6 +116,25 @@ impl Module for Alpha {
                 .ok_or_else(|| format!("{name} must be a positive integer, got {v}"))
         };
         let horizon = ctx.int("horizon")?;
+        // Inherit the parent's (or its own last) track record.
+        let (wins, closed) = match &ctx.snapshot {
+            None => (0.0, 0.0),
+            Some(snap) if snap.version == SNAPSHOT_VERSION && snap.data.len() == 16 => {
+                let f = |b: &[u8]| f64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+                let (w, c) = (f(&snap.data[..8]), f(&snap.data[8..]));
+                if !(w.is_finite() && c.is_finite() && 0.0 <= w && w <= c) {
+                    return Err(format!("snapshot holds impossible counts: {w} wins of {c}"));
+                }
+                (w, c)
+            }
+            Some(snap) => {
+                return Err(format!(
+                    "snapshot version {} ({} bytes) is not version {SNAPSHOT_VERSION} (16 bytes)",
+                    snap.version,
+                    snap.data.len()
+                ));
+            }
+        };
         Ok(Alpha {
             fast: Ema::new(period(fast, "fast")?),
             slow: Ema::new(period(slow, "slow")?),
@@ -127,8 +150,8 @@ impl Module for Alpha {
             instance: ctx.instance,
             last_sign: None,
             next_id: 0,
-            wins: 0.0,
-            closed: 0.0,
+            wins,
+            closed,
         })
     }
 
@@ -146,6 +169,15 @@ impl Module for Alpha {
         }
         Ok(())
     }
+
+    fn snapshot(&self) -> Option<Snapshot> {
+        let mut data = self.wins.to_le_bytes().to_vec();
+        data.extend_from_slice(&self.closed.to_le_bytes());
+        Some(Snapshot {
+            version: SNAPSHOT_VERSION,
+            data,
+        })
+    }
 }
 
 garden_sdk::export_module!(Alpha);
@@ -161,6 +193,7 @@ mod tests {
             value,
         };
         InitContext {
+            snapshot: None,
             instance: "a1".into(),
             params: vec![
                 p("fast", GeneValue::Int(fast)),
@@ -193,6 +226,24 @@ mod tests {
                 volume: 100.0,
             }),
         }
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_bad_ones_are_refused() {
+        let mut a = Alpha::init(ctx(2, 4)).unwrap();
+        a.wins = 3.0;
+        a.closed = 5.0;
+        let snap = a.snapshot().unwrap();
+        let mut c = ctx(2, 4);
+        c.snapshot = Some(snap);
+        let child = Alpha::init(c).unwrap();
+        assert_eq!((child.wins, child.closed), (3.0, 5.0));
+        let mut bad = ctx(2, 4);
+        bad.snapshot = Some(Snapshot {
+            version: 9,
+            data: vec![],
+        });
+        assert!(Alpha::init(bad).is_err());
     }
 
     #[test]

@@ -218,7 +218,12 @@ impl Module for Risk {
                 }
             }
             Body::Feedback(fb) => {
-                self.accounts.entry(fb.origin).or_default().realised += fb.pnl;
+                if let Some(a) = self.accounts.get_mut(&fb.origin) {
+                    a.realised += fb.pnl;
+                }
+            }
+            Body::Retired(origin) => {
+                self.accounts.remove(&origin);
             }
             _ => {}
         }

@@ -158,6 +158,7 @@ mod tests {
             value: GeneValue::Float(v),
         };
         Anomaly::init(InitContext {
+            snapshot: None,
             instance: "e".into(),
             params: vec![
                 Param {

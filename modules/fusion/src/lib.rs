@@ -207,6 +207,7 @@ mod tests {
 
     fn fusion(experts: &str, deadline: u32) -> Fusion {
         Fusion::init(InitContext {
+            snapshot: None,
             instance: "f".into(),
             params: vec![],
             settings: vec![

@@ -297,6 +297,33 @@ impl Trader {
         }
     }
 
+    /// A retired variant: close its positions at the last close, report it
+    /// one last time, forget it. Nothing it held stays open.
+    fn retire(&mut self, origin: &str, out: &mut Outbox) {
+        self.pending.retain(|d| d.plan.origin != origin);
+        let Some(mut account) = self.accounts.remove(origin) else {
+            return;
+        };
+        let costs = self.costs;
+        let time = self.time;
+        for pos in std::mem::take(&mut account.open) {
+            let mark = self
+                .last_close
+                .get(&pos.plan.symbol)
+                .copied()
+                .unwrap_or(pos.entry);
+            Self::close(&mut account, pos, FillKind::Close, mark, &costs, time, out);
+        }
+        account.values.push(account.cash);
+        let mut single = BTreeMap::new();
+        single.insert(origin.to_string(), account);
+        let mut others = std::mem::replace(&mut self.accounts, single);
+        let since = self.bars_since_report;
+        self.report(out);
+        self.bars_since_report = since;
+        std::mem::swap(&mut self.accounts, &mut others);
+    }
+
     fn end(&mut self, out: &mut Outbox) {
         let costs = self.costs;
         let time = self.time;
@@ -357,6 +384,7 @@ impl Module for Trader {
             Body::Bar(bar) => self.on_bar(&bar, out),
             Body::Decision(d) => self.on_decision(d),
             Body::EndOfStream => self.end(out),
+            Body::Retired(origin) => self.retire(&origin, out),
             _ => {}
         }
         Ok(())
@@ -441,6 +469,7 @@ mod tests {
             value: v.into(),
         };
         Trader::init(InitContext {
+            snapshot: None,
             instance: "t".into(),
             params: vec![],
             settings: vec![
@@ -522,6 +551,38 @@ mod tests {
         let account = &t.accounts["a"];
         assert!((account.cash - (1000.0 + expected)).abs() < 1e-9);
         assert_eq!(fb[0].bars_held, 2, "entry bar and exit bar");
+    }
+
+    #[test]
+    fn a_retired_variant_is_closed_out_and_forgotten() {
+        let mut t = trader();
+        let mut out = Outbox::new();
+        t.on_message(decision(plan(Side::Long, 50.0, 150.0, 100)), &mut out)
+            .unwrap();
+        t.on_message(bar_msg(bar(100.0, 101.0, 99.0, 100.0)), &mut out)
+            .unwrap();
+        t.on_message(bar_msg(bar(100.0, 102.0, 99.0, 101.0)), &mut out)
+            .unwrap();
+        let retire = Envelope {
+            body: Body::Retired("a".into()),
+            ..bar_msg(bar(1.0, 1.0, 1.0, 1.0))
+        };
+        t.on_message(retire, &mut out).unwrap();
+        let closes: Vec<&Fill> = out
+            .messages()
+            .iter()
+            .filter_map(|m| match &m.body {
+                Body::Fill(f) if f.kind == FillKind::Close => Some(f),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(closes.len(), 1, "the open position is closed");
+        assert!(
+            out.messages()
+                .iter()
+                .any(|m| matches!(&m.body, Body::Fitness(f) if f.subject == "a"))
+        );
+        assert!(t.accounts.is_empty(), "no orphaned account");
     }
 
     #[test]

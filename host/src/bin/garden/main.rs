@@ -49,6 +49,8 @@ enum Command {
     Yank(registry_cmd::YankArgs),
     /// List the audit log (filter by module, kind, time) or `verify` its chain.
     Audit(registry_cmd::AuditArgs),
+    /// The family tree of a run's best variant; or its whole lineage as JSON or CSV.
+    Lineage(registry_cmd::LineageArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -72,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Pull(args) => registry_cmd::pull(args),
         Command::Yank(args) => registry_cmd::yank(args),
         Command::Audit(args) => registry_cmd::audit(args),
+        Command::Lineage(args) => registry_cmd::lineage(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

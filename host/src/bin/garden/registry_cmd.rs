@@ -228,3 +228,69 @@ pub fn audit(args: AuditArgs) -> Result<()> {
         }
     }
 }
+
+/// `garden lineage`
+#[derive(Args)]
+pub struct LineageArgs {
+    /// Store URL (default: sqlite://~/.local/share/garden/garden.db).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// Run id (default: the latest run).
+    #[arg(long)]
+    run: Option<String>,
+    /// Variant whose tree to print (default: the best in sample).
+    #[arg(long)]
+    variant: Option<String>,
+    /// Print every record as JSON.
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// Print every record as CSV.
+    #[arg(long)]
+    csv: bool,
+}
+
+/// Run `garden lineage`.
+pub fn lineage(args: LineageArgs) -> Result<()> {
+    use garden_host::replication::{LineageRecord, lineage};
+    let audit = Audit::open(&args.store.unwrap_or_else(default_store_url))?;
+    let run = match args.run {
+        Some(r) => r,
+        None => match audit.block_on(audit.store().latest_run())? {
+            Some(r) => r,
+            None => bail!("no run recorded in this store yet; run `garden run` first"),
+        },
+    };
+    let texts = audit.block_on(audit.store().lineage(&run))?;
+    let mut records: Vec<LineageRecord> = texts
+        .iter()
+        .map(|t| serde_json::from_str(t))
+        .collect::<Result<_, _>>()
+        .context("reading lineage records")?;
+    records.sort_by_key(|r| {
+        (
+            r.birth_bar,
+            r.id.split('.')
+                .next_back()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0),
+        )
+    });
+    if records.is_empty() {
+        bail!("run {run} has no lineage (evolution was off)");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+    } else if args.csv {
+        print!("{}", lineage::csv(&records));
+    } else {
+        let id = match args.variant {
+            Some(v) => v,
+            None => lineage::best(&records)
+                .map(|r| r.id.clone())
+                .unwrap_or_default(),
+        };
+        println!("run {run}: {} variants; family of {id}\n", records.len());
+        print!("{}", lineage::tree(&records, &id));
+    }
+    Ok(())
+}

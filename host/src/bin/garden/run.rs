@@ -124,6 +124,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         symbol,
         data_name,
         threads: args.threads,
+        total_bars: 0,
+        steps_per_year: 0.0,
     };
     let summary = replay(engine, &config, &modules, &rows, options, |n| {
         if let Some(bar) = &bar
@@ -150,6 +152,25 @@ pub fn run(args: RunArgs) -> Result<()> {
                 ),
             );
         }
+    }
+    // The run and its lineage go to the store, for `garden lineage`.
+    let started = garden_host::integrity::now_rfc3339();
+    let run_id = format!("{started}-{seed}");
+    let lineage: Vec<(String, String)> = summary
+        .lineage
+        .iter()
+        .map(|r| Ok((r.id.clone(), serde_json::to_string(r)?)))
+        .collect::<Result<_, serde_json::Error>>()?;
+    let summary_json = serde_json::to_string(&summary)?;
+    if let Err(e) = audit.block_on(audit.store().save_run(
+        &run_id,
+        &started,
+        seed,
+        &summary.data,
+        &summary_json,
+        &lineage,
+    )) {
+        eprintln!("warning: the run's lineage was not stored: {e}");
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);

@@ -1,0 +1,721 @@
+//! Replication: the population breeds. The engine sees genes, parameter
+//! blobs, snapshots and fitness reports, never what a module does.
+//!
+//! During the in-sample part of a run (all bars before
+//! `1 − out_of_sample` of it) the engine, after each bar:
+//!
+//! * **failure recovery**: replaces a quarantined variant by a mutated copy
+//!   of the best variant of the same code;
+//! * **threshold**: every `threshold_every` bars, lets a variant whose
+//!   fitness reaches `threshold` have one child early;
+//! * **generation**: every `generation_bars` bars, scores every variant old
+//!   enough (`min_age_bars`) on the bars since its birth (bars it was not
+//!   selected on), keeps the best `elite` unchanged, breeds `children` by
+//!   tournament selection, uniform crossover (same code only) and Gaussian
+//!   mutation, each child starting from its first parent's snapshot, and
+//!   retires the weakest to keep the population within `cap`;
+//! * **diversity**: after a generation, if the genes have collapsed (mean
+//!   normalised spread below `diversity_min`), injects fresh random variants.
+//!
+//! Every birth records its cause, every retirement its reason. Variant 0
+//! (the module's default genes) is the control: it may breed but is never
+//! retired, so the report can compare against it. On the out-of-sample
+//! part nothing is bred or retired: the population is only measured.
+
+pub mod fitness;
+pub mod genome;
+pub mod lineage;
+
+use std::sync::Arc;
+
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::bindings::types::{Param, Setting};
+use crate::bus::Bus;
+use crate::engine::Module;
+use crate::population::value_f64;
+use crate::report::Scoreboard;
+use crate::runtime::{InstanceSpec, InstanceState, Runtime};
+use fitness::FitnessConfig;
+use genome::Mutation;
+
+/// How the population evolves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvolutionConfig {
+    /// Breed at all.
+    pub enabled: bool,
+    /// Bars between generations.
+    pub generation_bars: usize,
+    /// A variant must be this many bars old to breed or be retired.
+    pub min_age_bars: usize,
+    /// Fitness at which a variant may breed early (none: never).
+    pub threshold: Option<f64>,
+    /// Bars between threshold checks.
+    pub threshold_every: usize,
+    /// Children per generation.
+    pub children: usize,
+    /// Best variants kept unchanged.
+    pub elite: usize,
+    /// Tournament size.
+    pub tournament: usize,
+    /// Most variants alive at once.
+    pub cap: usize,
+    /// Probability that a child has two parents.
+    pub crossover: f64,
+    /// Mutation settings.
+    pub mutation: Mutation,
+    /// Gene spread below which random variants are injected.
+    pub diversity_min: f64,
+    /// Random variants injected on a diversity gap.
+    pub inject: usize,
+    /// Share of the run at its end kept out of sample.
+    pub out_of_sample: f64,
+    /// The fitness formula.
+    pub fitness: FitnessConfig,
+}
+
+impl Default for EvolutionConfig {
+    fn default() -> Self {
+        EvolutionConfig {
+            enabled: true,
+            generation_bars: 500,
+            min_age_bars: 250,
+            threshold: Some(2.5),
+            threshold_every: 100,
+            children: 4,
+            elite: 2,
+            tournament: 3,
+            cap: 16,
+            crossover: 0.5,
+            mutation: Mutation::default(),
+            diversity_min: 0.04,
+            inject: 2,
+            out_of_sample: 0.3,
+            fitness: FitnessConfig::default(),
+        }
+    }
+}
+
+/// Why a variant was born.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BirthCause {
+    /// The starting population.
+    Initial,
+    /// A scheduled generation.
+    Generation,
+    /// Its parent reached the fitness threshold.
+    Threshold,
+    /// The genes had collapsed; a fresh random variant.
+    Diversity,
+    /// It replaces a quarantined variant.
+    Recovery,
+}
+
+impl BirthCause {
+    /// The cause as text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BirthCause::Initial => "initial",
+            BirthCause::Generation => "generation",
+            BirthCause::Threshold => "threshold",
+            BirthCause::Diversity => "diversity",
+            BirthCause::Recovery => "recovery",
+        }
+    }
+}
+
+/// One variant's life.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineageRecord {
+    /// Instance id.
+    pub id: String,
+    /// Parent ids (none for the initial population and injected variants).
+    pub parents: Vec<String>,
+    /// sha256 of its code.
+    pub component: String,
+    /// sha256 of its parameter blob.
+    pub blob: String,
+    /// Gene values.
+    pub genes: Vec<(String, f64)>,
+    /// Generation (parents' highest plus one).
+    pub generation: u32,
+    /// Bar of birth (index).
+    pub birth_bar: usize,
+    /// Bar of death, if it died.
+    pub death_bar: Option<usize>,
+    /// Why it was born.
+    pub birth_cause: BirthCause,
+    /// Why it died, if it did.
+    pub death_cause: Option<String>,
+    /// (bar, fitness) at each evaluation.
+    pub fitness: Vec<(usize, f64)>,
+    /// Fitness over its in-sample life (birth to the cut).
+    pub in_sample: Option<f64>,
+    /// Fitness over the out-of-sample part.
+    pub out_of_sample: Option<f64>,
+    /// The control: default genes, never retired.
+    pub control: bool,
+}
+
+struct Variant {
+    record: LineageRecord,
+    module: Arc<Module>,
+    params: Vec<Param>,
+    last_threshold_birth: Option<usize>,
+}
+
+impl Variant {
+    fn alive(&self) -> bool {
+        self.record.death_bar.is_none()
+    }
+}
+
+/// Counts over the run.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct EvolutionCounts {
+    /// Generations run.
+    pub generations: u32,
+    /// Births by cause (initial included).
+    pub births: std::collections::BTreeMap<String, u32>,
+    /// Births whose parameters or snapshot the module refused.
+    pub failed_births: u32,
+    /// Variants retired by selection.
+    pub retired: u32,
+    /// Variants lost to quarantine.
+    pub quarantined: u32,
+}
+
+/// The replication engine for one population.
+pub struct Evolver {
+    cfg: EvolutionConfig,
+    rng: rand::rngs::ChaCha8Rng,
+    module_name: String,
+    settings: Vec<Setting>,
+    variants: Vec<Variant>,
+    next: u32,
+    cut: usize,
+    steps_per_year: f64,
+    counts: EvolutionCounts,
+}
+
+impl Evolver {
+    /// An engine for the population of `module_name`, over a run of
+    /// `total_bars` bars.
+    pub fn new(
+        cfg: EvolutionConfig,
+        seed: u64,
+        module_name: &str,
+        settings: Vec<Setting>,
+        total_bars: usize,
+        steps_per_year: f64,
+    ) -> Self {
+        let oos = cfg.out_of_sample.clamp(0.0, 0.9);
+        let cut = ((total_bars as f64) * (1.0 - oos)).round() as usize;
+        Evolver {
+            rng: rand::rngs::ChaCha8Rng::seed_from_u64(seed ^ 0x65766f6c7665),
+            cfg,
+            module_name: module_name.into(),
+            settings,
+            variants: Vec::new(),
+            next: 0,
+            cut,
+            steps_per_year,
+            counts: EvolutionCounts::default(),
+        }
+    }
+
+    /// The first bar of the out-of-sample part.
+    pub fn cut(&self) -> usize {
+        self.cut
+    }
+
+    /// Ids `0..n` are taken by the starting population.
+    pub fn skip_ids(&mut self, n: u32) {
+        self.next = self.next.max(n);
+    }
+
+    /// Next instance id.
+    pub fn next_id(&mut self) -> String {
+        let id = format!("{}.{}", self.module_name, self.next);
+        self.next += 1;
+        id
+    }
+
+    /// Register a member of the starting population (already spawned).
+    pub fn register_initial(
+        &mut self,
+        id: &str,
+        module: Arc<Module>,
+        params: Vec<Param>,
+        control: bool,
+    ) {
+        self.add(
+            id.to_string(),
+            module,
+            params,
+            Vec::new(),
+            0,
+            0,
+            BirthCause::Initial,
+            control,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        id: String,
+        module: Arc<Module>,
+        params: Vec<Param>,
+        parents: Vec<String>,
+        generation: u32,
+        bar: usize,
+        cause: BirthCause,
+        control: bool,
+    ) {
+        *self
+            .counts
+            .births
+            .entry(cause.as_str().to_string())
+            .or_default() += 1;
+        self.variants.push(Variant {
+            record: LineageRecord {
+                id,
+                parents,
+                component: module.digest().to_string(),
+                blob: genome::blob_hash(&params),
+                genes: params
+                    .iter()
+                    .map(|p| (p.name.clone(), value_f64(&p.value)))
+                    .collect(),
+                generation,
+                birth_bar: bar,
+                death_bar: None,
+                birth_cause: cause,
+                death_cause: None,
+                fitness: Vec::new(),
+                in_sample: None,
+                out_of_sample: None,
+                control,
+            },
+            module,
+            params,
+            last_threshold_birth: None,
+        });
+    }
+
+    /// Fitness of variant `i` over `[from, to)`, with `rho` its correlation penalty input.
+    fn fitness_of(&self, board: &Scoreboard, i: usize, from: usize, to: usize, rho: f64) -> f64 {
+        let (values, trades) = board.window(&self.variants[i].record.id, from, to);
+        fitness::fitness(&values, trades, self.steps_per_year, rho, &self.cfg.fitness)
+    }
+
+    /// Score every eligible living variant at `bar`: (index, fitness), best first.
+    fn score(&mut self, board: &Scoreboard, bar: usize) -> Vec<(usize, f64)> {
+        let eligible: Vec<usize> = (0..self.variants.len())
+            .filter(|&i| {
+                self.variants[i].alive()
+                    && bar + 1 >= self.variants[i].record.birth_bar + self.cfg.min_age_bars
+            })
+            .collect();
+        let returns: Vec<Vec<f64>> = eligible
+            .iter()
+            .map(|&i| {
+                let (v, _) = board.window(
+                    &self.variants[i].record.id,
+                    self.variants[i].record.birth_bar,
+                    bar + 1,
+                );
+                fitness::returns(&v)
+            })
+            .collect();
+        let mut scores = Vec::new();
+        for (k, &i) in eligible.iter().enumerate() {
+            let others: Vec<f64> = (0..eligible.len())
+                .filter(|&j| j != k)
+                .map(|j| fitness::correlation(&returns[k], &returns[j]).abs())
+                .collect();
+            let rho = if others.is_empty() {
+                0.0
+            } else {
+                others.iter().sum::<f64>() / others.len() as f64
+            };
+            let f = self.fitness_of(board, i, self.variants[i].record.birth_bar, bar + 1, rho);
+            self.variants[i].record.fitness.push((bar, f));
+            scores.push((i, f));
+        }
+        scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        scores
+    }
+
+    fn tournament(&mut self, pool: &[(usize, f64)]) -> usize {
+        let mut best: Option<(usize, f64)> = None;
+        for _ in 0..self.cfg.tournament.max(1) {
+            let pick = pool[self.rng.random_range(0..pool.len())];
+            if best.is_none_or(|b| pick.1 > b.1) {
+                best = Some(pick);
+            }
+        }
+        best.map_or(pool[0].0, |b| b.0)
+    }
+
+    fn living(&self) -> usize {
+        self.variants.iter().filter(|v| v.alive()).count()
+    }
+
+    /// Spawn a child of `parents` (first is the main parent: its snapshot
+    /// is inherited) with `params`. A child whose init refuses its
+    /// parameters or snapshot is a failed birth, recorded as such.
+    #[allow(clippy::too_many_arguments)]
+    fn birth<B: Bus>(
+        &mut self,
+        runtime: &mut Runtime<B>,
+        module: Arc<Module>,
+        params: Vec<Param>,
+        parents: Vec<String>,
+        generation: u32,
+        bar: usize,
+        cause: BirthCause,
+    ) {
+        let id = self.next_id();
+        let snapshot = parents.first().and_then(|p| runtime.snapshot_of(p));
+        let spawned = runtime.spawn(InstanceSpec {
+            id: id.clone(),
+            module: module.clone(),
+            params: params.clone(),
+            settings: self.settings.clone(),
+            snapshot,
+        });
+        self.add(
+            id.clone(),
+            module,
+            params,
+            parents,
+            generation,
+            bar,
+            cause,
+            false,
+        );
+        let failed = match spawned {
+            Err(e) => Some(e.to_string()),
+            Ok(()) => match runtime.state_of(&id) {
+                Some((InstanceState::Quarantined { reason }, _)) => Some(reason),
+                _ => None,
+            },
+        };
+        if let Some(reason) = failed {
+            self.counts.failed_births += 1;
+            if let Some(v) = self.variants.last_mut() {
+                v.record.death_bar = Some(bar);
+                v.record.death_cause = Some(format!("failed birth: {reason}"));
+            }
+        }
+    }
+
+    fn retire<B: Bus>(
+        &mut self,
+        runtime: &mut Runtime<B>,
+        i: usize,
+        bar: usize,
+        time: i64,
+        why: String,
+    ) {
+        let v = &mut self.variants[i];
+        v.record.death_bar = Some(bar);
+        v.record.death_cause = Some(why);
+        self.counts.retired += 1;
+        runtime.retire(&v.record.id, time);
+    }
+
+    /// Mutated copy of `parent`'s genes.
+    fn mutant(&mut self, parent: usize) -> Vec<Param> {
+        let mut params = self.variants[parent].params.clone();
+        let genes = self.variants[parent].module.info().genes.clone();
+        genome::mutate(&genes, &mut params, &self.cfg.mutation, &mut self.rng);
+        params
+    }
+
+    /// Run the triggers after bar `bar` (event time `time`).
+    pub fn step<B: Bus>(
+        &mut self,
+        bar: usize,
+        time: i64,
+        board: &Scoreboard,
+        runtime: &mut Runtime<B>,
+    ) {
+        if !self.cfg.enabled || self.variants.is_empty() {
+            return;
+        }
+        if bar + 1 == self.cut {
+            // The end of the in-sample part: freeze and record.
+            for i in 0..self.variants.len() {
+                if self.variants[i].alive() {
+                    let from = self.variants[i].record.birth_bar;
+                    let f = self.fitness_of(board, i, from, self.cut, 0.0);
+                    self.variants[i].record.in_sample = Some(f);
+                }
+            }
+            return;
+        }
+        if bar + 1 > self.cut {
+            return;
+        }
+        self.recover(bar, board, runtime);
+        let generation = self.cfg.generation_bars > 0 && (bar + 1).is_multiple_of(self.cfg.generation_bars);
+        if generation {
+            self.generation(bar, time, board, runtime);
+        } else if let Some(threshold) = self.cfg.threshold
+            && self.cfg.threshold_every > 0
+            && (bar + 1).is_multiple_of(self.cfg.threshold_every)
+        {
+            self.threshold(bar, time, threshold, board, runtime);
+        }
+    }
+
+    fn recover<B: Bus>(&mut self, bar: usize, board: &Scoreboard, runtime: &mut Runtime<B>) {
+        for i in 0..self.variants.len() {
+            if !self.variants[i].alive() {
+                continue;
+            }
+            let Some((InstanceState::Quarantined { reason }, _)) =
+                runtime.state_of(&self.variants[i].record.id)
+            else {
+                continue;
+            };
+            self.variants[i].record.death_bar = Some(bar);
+            self.variants[i].record.death_cause = Some(format!("quarantined: {reason}"));
+            self.counts.quarantined += 1;
+            // The best living variant of the same code, by fitness since birth.
+            let digest = self.variants[i].record.component.clone();
+            let best = (0..self.variants.len())
+                .filter(|&j| {
+                    self.variants[j].alive() && self.variants[j].record.component == digest
+                })
+                .map(|j| {
+                    let from = self.variants[j].record.birth_bar;
+                    (j, self.fitness_of(board, j, from, bar + 1, 0.0))
+                })
+                .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
+            if let Some((parent, _)) = best {
+                let params = self.mutant(parent);
+                let module = self.variants[parent].module.clone();
+                let generation = self.variants[parent].record.generation + 1;
+                let parents = vec![self.variants[parent].record.id.clone()];
+                self.birth(
+                    runtime,
+                    module,
+                    params,
+                    parents,
+                    generation,
+                    bar,
+                    BirthCause::Recovery,
+                );
+            }
+        }
+    }
+
+    fn threshold<B: Bus>(
+        &mut self,
+        bar: usize,
+        time: i64,
+        threshold: f64,
+        board: &Scoreboard,
+        runtime: &mut Runtime<B>,
+    ) {
+        let scores = self.score(board, bar);
+        let gap = self.cfg.generation_bars;
+        let ready: Vec<usize> = scores
+            .iter()
+            .filter(|(i, f)| {
+                *f >= threshold
+                    && self.variants[*i]
+                        .last_threshold_birth
+                        .is_none_or(|b| bar >= b + gap)
+            })
+            .map(|(i, _)| *i)
+            .collect();
+        for parent in ready {
+            if self.living() >= self.cfg.cap && !self.retire_weakest(&scores, bar, time, runtime) {
+                return;
+            }
+            self.variants[parent].last_threshold_birth = Some(bar);
+            let params = self.mutant(parent);
+            let module = self.variants[parent].module.clone();
+            let generation = self.variants[parent].record.generation + 1;
+            let parents = vec![self.variants[parent].record.id.clone()];
+            self.birth(
+                runtime,
+                module,
+                params,
+                parents,
+                generation,
+                bar,
+                BirthCause::Threshold,
+            );
+        }
+    }
+
+    /// Retire the weakest eligible variant that is neither elite nor the
+    /// control; false if there is none.
+    fn retire_weakest<B: Bus>(
+        &mut self,
+        scores: &[(usize, f64)],
+        bar: usize,
+        time: i64,
+        runtime: &mut Runtime<B>,
+    ) -> bool {
+        let elite: Vec<usize> = scores
+            .iter()
+            .take(self.cfg.elite)
+            .map(|(i, _)| *i)
+            .collect();
+        let weakest = scores.iter().rev().find(|(i, _)| {
+            self.variants[*i].alive() && !self.variants[*i].record.control && !elite.contains(i)
+        });
+        match weakest {
+            Some(&(i, f)) => {
+                self.retire(runtime, i, bar, time, format!("selection: fitness {f:.3}"));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn generation<B: Bus>(
+        &mut self,
+        bar: usize,
+        time: i64,
+        board: &Scoreboard,
+        runtime: &mut Runtime<B>,
+    ) {
+        let scores = self.score(board, bar);
+        if scores.is_empty() {
+            return;
+        }
+        self.counts.generations += 1;
+        for _ in 0..self.cfg.children {
+            if self.living() >= self.cfg.cap && !self.retire_weakest(&scores, bar, time, runtime) {
+                break;
+            }
+            let pool: Vec<(usize, f64)> = scores
+                .iter()
+                .copied()
+                .filter(|(i, _)| self.variants[*i].alive())
+                .collect();
+            if pool.is_empty() {
+                break;
+            }
+            let a = self.tournament(&pool);
+            let digest = self.variants[a].record.component.clone();
+            let mates: Vec<(usize, f64)> = pool
+                .iter()
+                .copied()
+                .filter(|(j, _)| *j != a && self.variants[*j].record.component == digest)
+                .collect();
+            let mut parents = vec![a];
+            let mut params = self.variants[a].params.clone();
+            if !mates.is_empty() && self.rng.random_bool(self.cfg.crossover.clamp(0.0, 1.0)) {
+                let b = self.tournament(&mates);
+                let crossed = genome::crossover(
+                    &digest,
+                    &self.variants[a].params,
+                    &self.variants[b].record.component,
+                    &self.variants[b].params,
+                    &mut self.rng,
+                );
+                if let Ok(p) = crossed {
+                    params = p;
+                    parents.push(b);
+                }
+            }
+            let genes = self.variants[a].module.info().genes.clone();
+            genome::mutate(&genes, &mut params, &self.cfg.mutation, &mut self.rng);
+            let generation = parents
+                .iter()
+                .map(|&p| self.variants[p].record.generation)
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let module = self.variants[a].module.clone();
+            let ids = parents
+                .iter()
+                .map(|&p| self.variants[p].record.id.clone())
+                .collect();
+            self.birth(
+                runtime,
+                module,
+                params,
+                ids,
+                generation,
+                bar,
+                BirthCause::Generation,
+            );
+        }
+        // Keep within the cap.
+        while self.living() > self.cfg.cap {
+            let alive: Vec<(usize, f64)> = scores
+                .iter()
+                .copied()
+                .filter(|(i, _)| self.variants[*i].alive())
+                .collect();
+            if !self.retire_weakest(&alive, bar, time, runtime) {
+                break;
+            }
+        }
+        self.diversity(bar, runtime);
+    }
+
+    fn diversity<B: Bus>(&mut self, bar: usize, runtime: &mut Runtime<B>) {
+        let Some(first) = self.variants.iter().find(|v| v.alive()) else {
+            return;
+        };
+        let module = first.module.clone();
+        let genes = module.info().genes.clone();
+        let living: Vec<&[Param]> = self
+            .variants
+            .iter()
+            .filter(|v| v.alive() && v.record.component == module.digest())
+            .map(|v| v.params.as_slice())
+            .collect();
+        if living.len() < 2 || genome::diversity(&genes, &living) >= self.cfg.diversity_min {
+            return;
+        }
+        let room = self.cfg.cap.saturating_sub(self.living());
+        for _ in 0..self.cfg.inject.min(room) {
+            let params = crate::population::random(&genes, &mut self.rng);
+            self.birth(
+                runtime,
+                module.clone(),
+                params,
+                Vec::new(),
+                0,
+                bar,
+                BirthCause::Diversity,
+            );
+        }
+    }
+
+    /// Close the books at the end of the run (`bars` bars): out-of-sample
+    /// fitness of every variant alive at the cut.
+    pub fn finish(&mut self, board: &Scoreboard, bars: usize) {
+        for i in 0..self.variants.len() {
+            if self.variants[i].record.in_sample.is_some() {
+                let f = self.fitness_of(board, i, self.cut, bars + 1, 0.0);
+                self.variants[i].record.out_of_sample = Some(f);
+            }
+        }
+    }
+
+    /// Every variant that ever lived, in birth order.
+    pub fn lineage(&self) -> Vec<LineageRecord> {
+        self.variants.iter().map(|v| v.record.clone()).collect()
+    }
+
+    /// Counts.
+    pub fn counts(&self) -> EvolutionCounts {
+        self.counts.clone()
+    }
+}
