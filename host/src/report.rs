@@ -92,13 +92,15 @@ impl Scoreboard {
             .trades_at
             .iter()
             .filter(|(s, _)| *s < from)
-            .map(|(_, n)| *n).next_back()
+            .map(|(_, n)| *n)
+            .next_back()
             .unwrap_or(0);
         let until = t
             .trades_at
             .iter()
             .filter(|(s, _)| *s < to)
-            .map(|(_, n)| *n).next_back()
+            .map(|(_, n)| *n)
+            .next_back()
             .unwrap_or(before);
         (values, until.saturating_sub(before))
     }

@@ -464,7 +464,8 @@ impl Evolver {
             return;
         }
         self.recover(bar, board, runtime);
-        let generation = self.cfg.generation_bars > 0 && (bar + 1).is_multiple_of(self.cfg.generation_bars);
+        let generation =
+            self.cfg.generation_bars > 0 && (bar + 1).is_multiple_of(self.cfg.generation_bars);
         if generation {
             self.generation(bar, time, board, runtime);
         } else if let Some(threshold) = self.cfg.threshold
