@@ -253,4 +253,19 @@ fn garden_run_is_audited_and_the_chain_verifies() {
     assert_eq!(only.lines().count(), 1);
     let intact = ok(&garden(&["audit", "verify", "--store", &store], d));
     assert!(intact.contains("intact: 5 records"), "{intact}");
+    // The run's lineage is in the same store.
+    let tree = ok(&garden(&["lineage", "--store", &store], d));
+    assert!(
+        tree.contains("family of alpha-ema.") && tree.contains('★'),
+        "{tree}"
+    );
+    let csv = ok(&garden(&["lineage", "--store", &store, "--csv"], d));
+    assert!(
+        csv.starts_with("id,parents,component,blob,generation"),
+        "{csv}"
+    );
+    assert!(csv.lines().count() >= 3, "two variants at least");
+    let json = ok(&garden(&["lineage", "--store", &store, "--json"], d));
+    let records: serde_json::Value = serde_json::from_str(&json).expect("JSON lineage");
+    assert!(records.as_array().is_some_and(|a| a.len() >= 2));
 }

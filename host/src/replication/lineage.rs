@@ -164,8 +164,11 @@ mod tests {
         let t = tree(&records, "a.3");
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("a.0"), "{t}");
-        assert!(lines[1].contains("crossed with a.1"), "{t}");
-        assert!(lines[2].contains("└─ a.2"), "{t}");
+        assert!(lines[1].contains("└─ a.2"), "{t}");
+        assert!(
+            lines[2].contains("crossed with a.1"),
+            "a.2's second parent: {t}"
+        );
         assert!(
             lines.iter().any(|l| l.contains("a.3") && l.contains('★')),
             "{t}"
