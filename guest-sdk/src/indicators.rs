@@ -454,6 +454,101 @@ fn median_in_place(values: &mut [f64]) -> Option<f64> {
     })
 }
 
+/// Wilder's Average Directional Index: how strongly the market trends,
+/// whatever its direction (0 to 100; above about 25 is commonly read as a
+/// trend).
+///
+/// Directional movement +DM / −DM and the true range are Wilder-smoothed
+/// over `period` bars (the first smoothed value is the plain sum of the first
+/// `period` values, then `s = s − s / n + x`); +DI and −DI are the smoothed
+/// movements over the smoothed range, DX = 100·|+DI − −DI| / (+DI + −DI),
+/// and the ADX is the Wilder average of DX, first the mean of `period` DX
+/// values. The first ADX comes after `2 × period` bars.
+#[derive(Clone, Debug)]
+pub struct Adx {
+    period: usize,
+    prev: Option<(f64, f64, f64)>,
+    seen: usize,
+    tr: f64,
+    plus: f64,
+    minus: f64,
+    dx_sum: f64,
+    dx_seen: usize,
+    value: Option<f64>,
+}
+
+impl Adx {
+    /// Creates an ADX over `period` bars (usually 14).
+    ///
+    /// # Panics
+    ///
+    /// Panics if `period` is zero.
+    pub fn new(period: usize) -> Self {
+        assert!(period > 0, "Adx period must be at least 1");
+        Self {
+            period,
+            prev: None,
+            seen: 0,
+            tr: 0.0,
+            plus: 0.0,
+            minus: 0.0,
+            dx_sum: 0.0,
+            dx_seen: 0,
+            value: None,
+        }
+    }
+
+    /// Feeds one bar; returns the ADX once it exists.
+    pub fn update(&mut self, high: f64, low: f64, close: f64) -> Option<f64> {
+        let (ph, pl, pc) = self.prev.replace((high, low, close))?;
+        let up = high - ph;
+        let down = pl - low;
+        let plus_dm = if up > down && up > 0.0 { up } else { 0.0 };
+        let minus_dm = if down > up && down > 0.0 { down } else { 0.0 };
+        let tr = (high - low).max((high - pc).abs()).max((low - pc).abs());
+        let n = self.period as f64;
+        self.seen += 1;
+        if self.seen <= self.period {
+            self.tr += tr;
+            self.plus += plus_dm;
+            self.minus += minus_dm;
+            if self.seen < self.period {
+                return None;
+            }
+        } else {
+            self.tr = self.tr - self.tr / n + tr;
+            self.plus = self.plus - self.plus / n + plus_dm;
+            self.minus = self.minus - self.minus / n + minus_dm;
+        }
+        let (pdi, mdi) = if self.tr > 0.0 {
+            (100.0 * self.plus / self.tr, 100.0 * self.minus / self.tr)
+        } else {
+            (0.0, 0.0)
+        };
+        let dx = if pdi + mdi > 0.0 {
+            100.0 * (pdi - mdi).abs() / (pdi + mdi)
+        } else {
+            0.0
+        };
+        match self.value {
+            Some(prev) => self.value = Some((prev * (n - 1.0) + dx) / n),
+            None => {
+                self.dx_sum += dx;
+                self.dx_seen += 1;
+                if self.dx_seen == self.period {
+                    self.value = Some(self.dx_sum / n);
+                }
+            }
+        }
+        self.value
+    }
+
+    /// The latest ADX, if warmed up.
+    pub fn value(&self) -> Option<f64> {
+        self.value
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -854,5 +949,38 @@ mod tests {
     #[should_panic(expected = "at least 1")]
     fn zero_period_panics() {
         let _ = Ema::new(0);
+    }
+
+    #[test]
+    fn adx_is_high_in_a_steady_trend_and_low_in_a_range() {
+        let mut trend = Adx::new(14);
+        let mut last = None;
+        for i in 0..60 {
+            let c = 100.0 + i as f64;
+            last = trend.update(c + 0.5, c - 0.5, c).or(last);
+        }
+        assert!(last.is_some_and(|a| a > 90.0), "{last:?}");
+        let mut range = Adx::new(14);
+        let mut last = None;
+        for i in 0..60 {
+            let c = 100.0 + if i % 2 == 0 { 1.0 } else { -1.0 };
+            last = range.update(c + 0.5, c - 0.5, c).or(last);
+        }
+        assert!(last.is_some_and(|a| a < 20.0), "{last:?}");
+    }
+
+    #[test]
+    fn adx_warms_up_after_two_periods() {
+        let mut adx = Adx::new(3);
+        let outs: Vec<bool> = (0..8)
+            .map(|i| {
+                adx.update(10.0 + i as f64, 9.0 + i as f64, 9.5 + i as f64)
+                    .is_some()
+            })
+            .collect();
+        assert_eq!(
+            outs,
+            vec![false, false, false, false, false, true, true, true]
+        );
     }
 }

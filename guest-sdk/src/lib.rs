@@ -71,9 +71,9 @@ mod helpers;
 
 pub use bindings::garden::pipeline::host::PublishError;
 pub use bindings::garden::pipeline::types::{
-    Bar, Body, Decision, Delivery, Envelope, Evidence, Feedback, Fill, FillKind, Fitness, Gene,
-    GeneKind, GeneValue, Info, InitContext, Level, Metric, Param, Plan, ScoredPlan, Setting, Side,
-    Snapshot, Subscription, Timestamp, Verdict,
+    Bar, Body, ContextChange, Decision, Delivery, Envelope, Evidence, Feedback, Fill, FillKind,
+    Fitness, Gene, GeneKind, GeneValue, Info, InitContext, Level, Metric, Param, Plan, ScoredPlan,
+    Setting, Side, Snapshot, Subscription, Timestamp, Verdict,
 };
 
 /// What a module author implements.

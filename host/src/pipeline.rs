@@ -24,6 +24,10 @@ pub struct PipelineConfig {
     /// Topic of the fitness reports the host reads.
     #[serde(default = "default_fitness_topic")]
     pub fitness_topic: String,
+    /// Topic of context changes (e.g. market regimes) the replication
+    /// engine reads; none to ignore them.
+    #[serde(default)]
+    pub context_topic: Option<String>,
     /// Limits for every instance.
     #[serde(default)]
     pub limits: Limits,
@@ -255,9 +259,9 @@ mod tests {
     #[test]
     fn embedded_pipeline_parses() {
         let c = PipelineConfig::embedded();
-        assert_eq!(c.modules.len(), 5);
+        assert_eq!(c.modules.len(), 6);
         assert!(c.modules[0].population);
-        let fusion = &c.modules[2];
+        let fusion = &c.modules[3];
         assert!(
             fusion
                 .settings_strings()

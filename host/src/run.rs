@@ -175,6 +175,9 @@ impl Replay {
             runtime = runtime.with_threads(options.threads);
         }
         runtime.host_subscribe(&config.fitness_topic);
+        if let Some(topic) = &config.context_topic {
+            runtime.host_subscribe(topic);
+        }
         let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(options.seed);
         let mut population = Vec::new();
         let mut evolver = None;
@@ -405,6 +408,11 @@ impl Replay {
                 && let Body::Fitness(f) = &m.body
             {
                 self.board.record(f, self.bar);
+            }
+            if let Body::Context(c) = &m.body
+                && let Some(ev) = self.evolver.as_mut()
+            {
+                ev.on_context(&c.label, self.bar);
             }
             if self.tapping {
                 self.tapped.push(m);

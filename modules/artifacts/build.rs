@@ -15,6 +15,7 @@ const MODULES: &[&str] = &[
     "fusion",
     "decision",
     "trader",
+    "regime",
 ];
 
 /// Adversarial fixtures, used by tests only (by path).
@@ -27,6 +28,7 @@ const FIXTURES: &[&str] = &[
     "panic-init",
     "panic-message",
     "undeclared-topic",
+    "fragile",
 ];
 
 const TARGET: &str = "wasm32-wasip2";

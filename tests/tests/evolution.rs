@@ -58,7 +58,7 @@ fn lineage_keeps_its_invariants() {
                 assert_eq!(l.parents.len(), 1);
             }
             BirthCause::Diversity => assert!(l.parents.is_empty()),
-            BirthCause::Recovery => assert_eq!(l.parents.len(), 1),
+            BirthCause::Recovery | BirthCause::Regime => assert_eq!(l.parents.len(), 1),
         }
         if !l.parents.is_empty() {
             let parent_gen = l
@@ -128,6 +128,17 @@ fn lineage_keeps_its_invariants() {
         }
     }
     assert!(e.best.is_some() && e.control.is_some());
+    // The regime module's context changes are kept: fitness per label, and
+    // children bred from the best of a returning regime.
+    assert!(
+        !control.fitness_by_label.is_empty(),
+        "fitness is kept per regime label"
+    );
+    assert!(
+        e.counts.births.get("regime").copied().unwrap_or(0) > 0,
+        "{:?}",
+        e.counts
+    );
 }
 
 #[test]
@@ -254,4 +265,189 @@ fn retiring_an_instance_drains_it_and_stops_it() {
         report.calls, 2,
         "the queued feedback and the retirement notice, nothing after"
     );
+}
+
+fn fragile_config(dir: &std::path::Path, variants: u32) -> (PipelineConfig, String) {
+    let mut manifest = garden_tests::fixture_manifest("fragile");
+    manifest.genes = vec![
+        garden_registry::manifest::GeneSpec {
+            name: "fail".into(),
+            kind: "boolean".into(),
+            min: 0.0,
+            max: 1.0,
+            default: 0.0,
+            scale: 0.0,
+        },
+        garden_registry::manifest::GeneSpec {
+            name: "panic-at".into(),
+            kind: "int".into(),
+            min: 0.0,
+            max: 1000.0,
+            default: 0.0,
+            scale: 0.0,
+        },
+    ];
+    let path = dir.join("fragile.wasm");
+    std::fs::write(
+        &path,
+        garden_tests::signed(&garden_tests::fixture_bytes("fragile"), &manifest),
+    )
+    .expect("write");
+    let text = format!(
+        "fitness_topic = \"fitness\"\n[limits]\nmax_failures = 3\nbackoff_initial = 1\nbackoff_max = 2\n\
+         [evolution]\ngeneration_bars = 100\nmin_age_bars = 50\nthreshold_every = 1000\ncap = 12\nout_of_sample = 0.2\n\
+         [[module]]\nname = \"fixture-fragile\"\npath = {:?}\npopulation = true\ninstances = {variants}\n",
+        path.display().to_string()
+    );
+    (PipelineConfig::parse(&text, "test").expect("config"), text)
+}
+
+#[test]
+fn a_quarantined_variant_is_replaced_by_a_mutant_of_a_healthy_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, _) = fragile_config(dir.path(), 8);
+    let engine = engine(config.limits.clone());
+    let modules = config.load(&engine, &trust()).expect("loads");
+    let options = ReplayOptions {
+        seed: 11,
+        variants: Some(8),
+        symbol: "EURUSD".into(),
+        data_name: "bundled".into(),
+        threads: 0,
+        total_bars: 0,
+        steps_per_year: 0.0,
+    };
+    let rows = bundled_rows();
+    let s = replay(engine, &config, &modules, &rows[..400], options, |_| {}).expect("runs");
+    let e = s.evolution.as_ref().expect("evolution");
+    assert!(
+        e.counts.quarantined > 0,
+        "some random variants fail: {:?}",
+        e.counts
+    );
+    let recoveries: Vec<_> = s
+        .lineage
+        .iter()
+        .filter(|l| l.birth_cause == BirthCause::Recovery)
+        .collect();
+    assert!(!recoveries.is_empty());
+    for r in recoveries {
+        let parent = s
+            .lineage
+            .iter()
+            .find(|l| Some(&l.id) == r.parents.first())
+            .expect("parent");
+        let fail = parent
+            .genes
+            .iter()
+            .find(|(n, _)| n == "fail")
+            .map(|(_, v)| *v);
+        assert_eq!(fail, Some(0.0), "{} was bred from a healthy variant", r.id);
+        assert!(
+            parent.death_bar.is_none_or(|d| d >= r.birth_bar),
+            "the parent was alive at the birth"
+        );
+    }
+    for l in s.lineage.iter().filter(|l| {
+        l.death_cause
+            .as_deref()
+            .is_some_and(|c| c.starts_with("quarantined"))
+    }) {
+        assert!(
+            l.death_cause
+                .as_deref()
+                .is_some_and(|c| c.contains("fails by design")),
+            "{:?}",
+            l.death_cause
+        );
+    }
+}
+
+#[test]
+fn an_instance_restarted_after_a_trap_resumes_from_its_last_good_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut config, _) = fragile_config(dir.path(), 1);
+    config.limits.snapshot_every = 1;
+    config.limits.max_failures = 10;
+    let engine = engine(config.limits.clone());
+    let modules = config.load(&engine, &trust()).expect("loads");
+    let module = modules[0].1.clone();
+    let mut params = population::defaults(&module.info().genes);
+    params[1].value = garden_host::types::GeneValue::Int(5);
+    let mut rt = Runtime::new(engine.clone(), MemoryBus::new(64), 1);
+    rt.host_subscribe("noise");
+    rt.spawn(InstanceSpec {
+        id: "f".into(),
+        module,
+        params,
+        settings: vec![],
+        snapshot: None,
+    })
+    .expect("spawns");
+    let rows = bundled_rows();
+    for row in &rows[..8] {
+        rt.publish(garden_host::feed::bar_message("bar", "EURUSD", row));
+        rt.run_until_idle();
+    }
+    let counts: Vec<u64> = rt
+        .take_host_messages()
+        .iter()
+        .filter_map(|m| match &m.body {
+            Body::Custom(b) => Some(u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))),
+            _ => None,
+        })
+        .collect();
+    // Bar 5 trapped; the restart resumed from the snapshot taken after bar 4,
+    // so the count goes on at 5 instead of starting again at 1.
+    assert_eq!(counts, vec![1, 2, 3, 4, 5, 6, 7], "{counts:?}");
+    let report = rt.instances().into_iter().next().expect("report");
+    assert_eq!(report.restarts, 1);
+    assert_eq!(report.failures.get("panic").copied(), Some(1));
+}
+
+#[test]
+fn lineage_is_stored_in_postgresql_and_read_back() {
+    let pg = garden_tests::servers::Postgres::start();
+    let s = run(PipelineConfig::embedded().evolution, 4, 9);
+    let records: Vec<(String, String)> = s
+        .lineage
+        .iter()
+        .map(|r| (r.id.clone(), serde_json::to_string(r).expect("json")))
+        .collect();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let store = garden_registry::Store::connect(&pg.url())
+            .await
+            .expect("connects");
+        store
+            .save_run(
+                "run-9",
+                "2026-11-25T00:00:00Z",
+                9,
+                "bundled",
+                "{}",
+                &records,
+            )
+            .await
+            .expect("saves");
+        assert_eq!(
+            store.latest_run().await.expect("latest"),
+            Some("run-9".to_string())
+        );
+        let back = store.lineage("run-9").await.expect("reads");
+        assert_eq!(back.len(), s.lineage.len());
+        let parsed: Vec<garden_host::replication::LineageRecord> = back
+            .iter()
+            .map(|t| serde_json::from_str(t).expect("parses"))
+            .collect();
+        for r in &s.lineage {
+            let back = parsed.iter().find(|p| p.id == r.id).expect("present");
+            assert_eq!(
+                serde_json::to_value(back).expect("json"),
+                serde_json::to_value(r).expect("json"),
+                "{} survives the round trip",
+                r.id
+            );
+        }
+    });
 }

@@ -148,6 +148,7 @@ mod tests {
             in_sample: is,
             out_of_sample: None,
             control: false,
+            fitness_by_label: vec![],
         }
     }
 

@@ -70,6 +70,9 @@ pub struct EvolutionConfig {
     pub diversity_min: f64,
     /// Random variants injected on a diversity gap.
     pub inject: usize,
+    /// Children bred, on a context change (e.g. a market regime), from the
+    /// variants that did best the earlier times that label held.
+    pub regime_children: usize,
     /// Share of the run at its end kept out of sample.
     pub out_of_sample: f64,
     /// The fitness formula.
@@ -82,7 +85,7 @@ impl Default for EvolutionConfig {
             enabled: true,
             generation_bars: 500,
             min_age_bars: 250,
-            threshold: Some(2.5),
+            threshold: Some(4.0),
             threshold_every: 100,
             children: 4,
             elite: 2,
@@ -92,6 +95,7 @@ impl Default for EvolutionConfig {
             mutation: Mutation::default(),
             diversity_min: 0.04,
             inject: 2,
+            regime_children: 1,
             out_of_sample: 0.3,
             fitness: FitnessConfig::default(),
         }
@@ -112,6 +116,8 @@ pub enum BirthCause {
     Diversity,
     /// It replaces a quarantined variant.
     Recovery,
+    /// The context (regime) changed to a label its parent did well in.
+    Regime,
 }
 
 impl BirthCause {
@@ -123,6 +129,7 @@ impl BirthCause {
             BirthCause::Threshold => "threshold",
             BirthCause::Diversity => "diversity",
             BirthCause::Recovery => "recovery",
+            BirthCause::Regime => "regime",
         }
     }
 }
@@ -158,6 +165,8 @@ pub struct LineageRecord {
     pub out_of_sample: Option<f64>,
     /// The control: default genes, never retired.
     pub control: bool,
+    /// Fitness over the bars of each context label it lived through.
+    pub fitness_by_label: Vec<(String, f64)>,
 }
 
 struct Variant {
@@ -199,6 +208,13 @@ pub struct Evolver {
     cut: usize,
     steps_per_year: f64,
     counts: EvolutionCounts,
+    /// (first bar, label) of each context period, in order.
+    labels: Vec<(usize, String)>,
+    /// A context change not yet acted on.
+    pending_context: Option<String>,
+    /// Bar of the last regime-triggered birth (they are spaced by
+    /// `min_age_bars`, so a flickering context cannot flood the population).
+    last_regime_birth: Option<usize>,
 }
 
 impl Evolver {
@@ -224,6 +240,9 @@ impl Evolver {
             cut,
             steps_per_year,
             counts: EvolutionCounts::default(),
+            labels: Vec::new(),
+            pending_context: None,
+            last_regime_birth: None,
         }
     }
 
@@ -300,6 +319,7 @@ impl Evolver {
                 in_sample: None,
                 out_of_sample: None,
                 control,
+                fitness_by_label: Vec::new(),
             },
             module,
             params,
@@ -430,12 +450,105 @@ impl Evolver {
         runtime.retire(&v.record.id, time);
     }
 
+    /// A mutated child of `parent`, inheriting its snapshot.
+    fn breed_mutant<B: Bus>(
+        &mut self,
+        runtime: &mut Runtime<B>,
+        parent: usize,
+        bar: usize,
+        cause: BirthCause,
+    ) {
+        let params = self.mutant(parent);
+        let module = self.variants[parent].module.clone();
+        let generation = self.variants[parent].record.generation + 1;
+        let parents = vec![self.variants[parent].record.id.clone()];
+        self.birth(runtime, module, params, parents, generation, bar, cause);
+    }
+
     /// Mutated copy of `parent`'s genes.
     fn mutant(&mut self, parent: usize) -> Vec<Param> {
         let mut params = self.variants[parent].params.clone();
         let genes = self.variants[parent].module.info().genes.clone();
         genome::mutate(&genes, &mut params, &self.cfg.mutation, &mut self.rng);
         params
+    }
+
+    /// A module announced that the context is now `label` (from bar `bar`).
+    pub fn on_context(&mut self, label: &str, bar: usize) {
+        if self.labels.last().is_some_and(|(_, l)| l == label) {
+            return;
+        }
+        self.labels.push((bar, label.to_string()));
+        self.pending_context = Some(label.to_string());
+    }
+
+    /// The bar ranges `[from, to)` of the earlier periods of `label`, up to `now`.
+    fn periods(&self, label: &str, now: usize) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (k, (start, l)) in self.labels.iter().enumerate() {
+            let end = self.labels.get(k + 1).map_or(now, |(s, _)| *s);
+            if l == label && end <= now && end > *start {
+                out.push((*start, end));
+            }
+        }
+        out
+    }
+
+    /// Fitness of variant `i` over the given periods, clipped to its life.
+    fn fitness_in(&self, board: &Scoreboard, i: usize, periods: &[(usize, usize)]) -> Option<f64> {
+        let r = &self.variants[i].record;
+        let mut values = Vec::new();
+        let mut trades = 0;
+        for &(a, b) in periods {
+            let from = a.max(r.birth_bar);
+            let to = b.min(r.death_bar.map_or(usize::MAX, |d| d + 1));
+            if from < to {
+                let (v, t) = board.window(&r.id, from, to);
+                values.extend(v);
+                trades += t;
+            }
+        }
+        (values.len() > 2)
+            .then(|| fitness::fitness(&values, trades, self.steps_per_year, 0.0, &self.cfg.fitness))
+    }
+
+    fn regime<B: Bus>(
+        &mut self,
+        label: &str,
+        bar: usize,
+        time: i64,
+        board: &Scoreboard,
+        runtime: &mut Runtime<B>,
+    ) {
+        let earlier = self.periods(label, bar + 1);
+        // The period that just began is not "earlier".
+        let earlier: Vec<(usize, usize)> = earlier.into_iter().filter(|(_, b)| *b <= bar).collect();
+        if earlier.is_empty()
+            || self.cfg.regime_children == 0
+            || self
+                .last_regime_birth
+                .is_some_and(|b| bar < b + self.cfg.min_age_bars)
+        {
+            return;
+        }
+        let mut ranked: Vec<(usize, f64)> = (0..self.variants.len())
+            .filter(|&i| self.variants[i].alive())
+            .filter_map(|i| self.fitness_in(board, i, &earlier).map(|f| (i, f)))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let scores = self.score(board, bar);
+        // Only variants that actually did well in this context breed from it.
+        for &(parent, _) in ranked
+            .iter()
+            .filter(|(_, f)| *f > 0.0)
+            .take(self.cfg.regime_children)
+        {
+            self.last_regime_birth = Some(bar);
+            if self.living() >= self.cfg.cap && !self.retire_weakest(&scores, bar, time, runtime) {
+                return;
+            }
+            self.breed_mutant(runtime, parent, bar, BirthCause::Regime);
+        }
     }
 
     /// Run the triggers after bar `bar` (event time `time`).
@@ -464,6 +577,9 @@ impl Evolver {
             return;
         }
         self.recover(bar, board, runtime);
+        if let Some(label) = self.pending_context.take() {
+            self.regime(&label, bar, time, board, runtime);
+        }
         let generation =
             self.cfg.generation_bars > 0 && (bar + 1).is_multiple_of(self.cfg.generation_bars);
         if generation {
@@ -501,19 +617,7 @@ impl Evolver {
                 })
                 .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
             if let Some((parent, _)) = best {
-                let params = self.mutant(parent);
-                let module = self.variants[parent].module.clone();
-                let generation = self.variants[parent].record.generation + 1;
-                let parents = vec![self.variants[parent].record.id.clone()];
-                self.birth(
-                    runtime,
-                    module,
-                    params,
-                    parents,
-                    generation,
-                    bar,
-                    BirthCause::Recovery,
-                );
+                self.breed_mutant(runtime, parent, bar, BirthCause::Recovery);
             }
         }
     }
@@ -543,19 +647,7 @@ impl Evolver {
                 return;
             }
             self.variants[parent].last_threshold_birth = Some(bar);
-            let params = self.mutant(parent);
-            let module = self.variants[parent].module.clone();
-            let generation = self.variants[parent].record.generation + 1;
-            let parents = vec![self.variants[parent].record.id.clone()];
-            self.birth(
-                runtime,
-                module,
-                params,
-                parents,
-                generation,
-                bar,
-                BirthCause::Threshold,
-            );
+            self.breed_mutant(runtime, parent, bar, BirthCause::Threshold);
         }
     }
 
@@ -702,11 +794,22 @@ impl Evolver {
     /// Close the books at the end of the run (`bars` bars): out-of-sample
     /// fitness of every variant alive at the cut.
     pub fn finish(&mut self, board: &Scoreboard, bars: usize) {
+        let mut labels: Vec<String> = self.labels.iter().map(|(_, l)| l.clone()).collect();
+        labels.sort();
+        labels.dedup();
         for i in 0..self.variants.len() {
             if self.variants[i].record.in_sample.is_some() {
                 let f = self.fitness_of(board, i, self.cut, bars + 1, 0.0);
                 self.variants[i].record.out_of_sample = Some(f);
             }
+            let by_label: Vec<(String, f64)> = labels
+                .iter()
+                .filter_map(|l| {
+                    let periods = self.periods(l, bars + 1);
+                    self.fitness_in(board, i, &periods).map(|f| (l.clone(), f))
+                })
+                .collect();
+            self.variants[i].record.fitness_by_label = by_label;
         }
     }
 
