@@ -4,7 +4,7 @@
 //! * **trend / range**: Wilder's ADX(`adx-period`) at or above `adx-trend`
 //!   is a trend, below it a range;
 //! * **calm / volatile**: the ATR(`adx-period`) against its own last
-//!   `window` values: at or above the `vol-quantile` quantile is volatile.
+//!   `window` values: above the `vol-quantile` quantile is volatile.
 //!
 //! Only past bars are used. A new label must hold for `dwell` bars before it
 //! is announced, so a label flickering around a threshold is not broadcast
@@ -67,7 +67,7 @@ impl Regime {
         let k = ((past.len() - 1) as f64 * quantile).round() as usize;
         let threshold = past[k.min(past.len() - 1)];
         let trend = if adx >= adx_trend { "trend" } else { "range" };
-        let vol = if atr >= threshold { "volatile" } else { "calm" };
+        let vol = if atr > threshold { "volatile" } else { "calm" };
         Some(format!("{trend}-{vol}"))
     }
 
@@ -207,9 +207,11 @@ mod tests {
     fn a_calm_range_then_a_volatile_trend_are_announced_once_each() {
         let mut r = regime(3);
         let mut out = Outbox::new();
+        // A range whose bars slowly narrow: never above its own past quantile.
         for i in 0..60 {
             let c = 100.0 + if i % 2 == 0 { 0.2 } else { -0.2 };
-            r.on_message(bar(i, c, 0.3), &mut out).unwrap();
+            r.on_message(bar(i, c, 0.6 - i as f64 * 0.005), &mut out)
+                .unwrap();
         }
         for i in 60..120 {
             r.on_message(bar(i, 100.0 + (i - 60) as f64 * 2.0, 3.0), &mut out)
