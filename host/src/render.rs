@@ -34,8 +34,8 @@ pub fn table(s: &RunSummary) -> String {
     }
     let _ = write!(
         header,
-        " {:>7} {:>8} {:>8} {:>12}  state",
-        "trades", "sharpe", "max dd", "final value"
+        " {:>7} {:>8} {:>8} {:>12} {:>7} {:>7} {:>3}  state",
+        "trades", "sharpe", "max dd", "final value", "IS", "OOS", "gen"
     );
     let _ = writeln!(out, "\n{header}");
     let _ = writeln!(out, "{}", "-".repeat(header.len()));
