@@ -412,6 +412,19 @@ impl RollingStats {
         median_in_place(&mut sorted)
     }
 
+    /// The `q` quantile (0 to 1) of the window, by linear interpolation
+    /// between the nearest ranks. `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let mut sorted: Vec<f64> = self.values.iter().copied().collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_unstable_by(f64::total_cmp);
+        let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+        Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64))
+    }
+
     /// Median absolute deviation from the median, unscaled. `None` when empty.
     pub fn mad(&self) -> Option<f64> {
         let median = self.median()?;
@@ -982,5 +995,19 @@ mod tests {
             outs,
             vec![false, false, false, false, false, true, true, true]
         );
+    }
+
+    #[test]
+    fn quantiles_interpolate_between_ranks() {
+        let mut r = RollingStats::new(10);
+        for x in [4.0, 1.0, 3.0, 2.0, 5.0] {
+            r.push(x);
+        }
+        assert_eq!(r.quantile(0.0), Some(1.0));
+        assert_eq!(r.quantile(1.0), Some(5.0));
+        assert_eq!(r.quantile(0.5), Some(3.0));
+        assert_eq!(r.quantile(0.25), Some(2.0));
+        assert_eq!(r.quantile(0.125), Some(1.5));
+        assert_eq!(RollingStats::new(3).quantile(0.5), None);
     }
 }

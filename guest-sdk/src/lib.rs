@@ -73,7 +73,7 @@ pub use bindings::garden::pipeline::host::PublishError;
 pub use bindings::garden::pipeline::types::{
     Bar, Body, ContextChange, Decision, Delivery, Envelope, Evidence, Feedback, Fill, FillKind,
     Fitness, Gene, GeneKind, GeneValue, Info, InitContext, Level, Metric, Param, Plan, ScoredPlan,
-    Setting, Side, Snapshot, Subscription, Timestamp, Verdict,
+    Setting, Side, Snapshot, Subscription, Tape, Timestamp, Verdict,
 };
 
 /// What a module author implements.

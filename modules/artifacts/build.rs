@@ -16,6 +16,7 @@ const MODULES: &[&str] = &[
     "decision",
     "trader",
     "regime",
+    "tape",
 ];
 
 /// Adversarial fixtures, used by tests only (by path).

@@ -238,3 +238,47 @@ fn limits_from_test_config_still_run_the_real_pipeline() {
     assert_eq!(summary.bars, 500);
     assert!(summary.messages > 500 * 4);
 }
+
+#[test]
+fn the_tape_module_writes_one_token_per_bar_after_warmup() {
+    use garden_host::bus::MemoryBus;
+    use garden_host::{InstanceSpec, Runtime, population};
+    let engine = engine(PipelineConfig::embedded().limits);
+    let tape = garden_tests::module(&engine, "tape");
+    let mut rt = Runtime::new(engine.clone(), MemoryBus::new(64), 1);
+    rt.host_subscribe("tape");
+    rt.spawn(InstanceSpec {
+        id: "tape".into(),
+        module: tape.clone(),
+        params: population::defaults(&tape.info().genes),
+        settings: vec![],
+        snapshot: None,
+    })
+    .expect("spawns");
+    for row in &bundled_rows()[..120] {
+        rt.publish(garden_host::feed::bar_message("bar", "EURUSD", row));
+        rt.run_until_idle();
+    }
+    let tokens: Vec<String> = rt
+        .take_host_messages()
+        .iter()
+        .filter_map(|m| match &m.body {
+            Body::Tape(t) => Some(t.token.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tokens.len(), 70, "120 bars minus 50 of warm-up");
+    for t in &tokens {
+        let c: Vec<char> = t.chars().collect();
+        assert_eq!(c.len(), 13, "{t}");
+        assert!("+-=".contains(c[0]) && "udn".contains(c[12]), "{t}");
+        for k in [2, 4, 6, 8, 10] {
+            assert!("012".contains(c[k]), "{t}");
+        }
+    }
+    let distinct: std::collections::BTreeSet<&String> = tokens.iter().collect();
+    assert!(
+        distinct.len() > 10,
+        "real bars give varied tokens: {distinct:?}"
+    );
+}
