@@ -79,7 +79,9 @@ fn instantiate_and_call(c: &mut Criterion) {
 }
 
 fn pipeline(c: &mut Criterion) {
-    let config = PipelineConfig::embedded();
+    // A fixed population: evolution would grow 1 variant into 16.
+    let mut config = PipelineConfig::embedded();
+    config.evolution.enabled = false;
     let engine = Arc::new(Engine::new(config.limits.clone(), None).expect("engine"));
     let modules = config.load(&engine, &trust()).expect("modules load");
     let rows = rows();

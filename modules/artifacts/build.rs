@@ -17,6 +17,7 @@ const MODULES: &[&str] = &[
     "trader",
     "regime",
     "tape",
+    "expert-grammar",
 ];
 
 /// Adversarial fixtures, used by tests only (by path).

@@ -21,7 +21,10 @@ use garden_sdk::{
 struct Tape {
     adx: Adx,
     atr: Atr,
-    atrs: Vec<f64>,
+    /// The last `window` ATRs in arrival order, and the same sorted, so the
+    /// quantile costs a lookup instead of a sort per bar.
+    atrs: std::collections::VecDeque<f64>,
+    sorted: Vec<f64>,
     current: Option<String>,
     candidate: Option<(String, u32)>,
 }
@@ -47,25 +50,34 @@ impl Regime {
             .or_insert_with(|| Tape {
                 adx: Adx::new(period),
                 atr: Atr::new(period),
-                atrs: Vec::new(),
+                atrs: std::collections::VecDeque::new(),
+                sorted: Vec::new(),
                 current: None,
                 candidate: None,
             });
         let adx = tape.adx.update(bar.high, bar.low, bar.close);
         let atr = tape.atr.update(bar.high, bar.low, bar.close)?;
         // The quantile of the window before this bar: no look-ahead.
-        let mut past = tape.atrs.clone();
-        tape.atrs.push(atr);
-        if tape.atrs.len() > window {
-            tape.atrs.remove(0);
+        let enough = tape.sorted.len() >= window / 2;
+        let threshold = if enough {
+            let k = ((tape.sorted.len() - 1) as f64 * quantile).round() as usize;
+            tape.sorted.get(k.min(tape.sorted.len() - 1)).copied()
+        } else {
+            None
+        };
+        tape.atrs.push_back(atr);
+        let at = tape.sorted.partition_point(|x| *x < atr);
+        tape.sorted.insert(at, atr);
+        if tape.atrs.len() > window
+            && let Some(old) = tape.atrs.pop_front()
+        {
+            let at = tape.sorted.partition_point(|x| *x < old);
+            if at < tape.sorted.len() {
+                tape.sorted.remove(at);
+            }
         }
         let adx = adx?;
-        if past.len() < window / 2 {
-            return None;
-        }
-        past.sort_by(f64::total_cmp);
-        let k = ((past.len() - 1) as f64 * quantile).round() as usize;
-        let threshold = past[k.min(past.len() - 1)];
+        let threshold = threshold?;
         let trend = if adx >= adx_trend { "trend" } else { "range" };
         let vol = if atr > threshold { "volatile" } else { "calm" };
         Some(format!("{trend}-{vol}"))
