@@ -160,6 +160,23 @@ pub fn table(s: &RunSummary) -> String {
             e.buy_and_hold.out_of_sample_sharpe
         );
     }
+    if !s.reports.is_empty() {
+        let _ = writeln!(out, "\nreports:");
+        for r in &s.reports {
+            let metrics: Vec<String> = r
+                .metrics
+                .iter()
+                .map(|(k, v)| {
+                    if v.fract() == 0.0 {
+                        format!("{k} {v:.0}")
+                    } else {
+                        format!("{k} {v:.3}")
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "  {}: {}", r.subject, metrics.join(", "));
+        }
+    }
     if let Some(best) = s.variants.first() {
         let params: Vec<String> = best
             .params

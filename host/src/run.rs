@@ -145,6 +145,9 @@ pub struct RunSummary {
     pub evolution: Option<EvolutionReport>,
     /// Every variant that lived, with parents and causes.
     pub lineage: Vec<LineageRecord>,
+    /// Fitness reports about other subjects (e.g. each expert, the fusion's
+    /// calibration), as their modules reported them.
+    pub reports: Vec<Score>,
 }
 
 /// A pipeline ready to be fed: its instances started on a memory bus.
@@ -364,6 +367,12 @@ impl Replay {
                 buy_and_hold,
             }
         });
+        let reports: Vec<Score> = self
+            .board
+            .subjects()
+            .filter(|s| !ids.iter().any(|id| id == s))
+            .filter_map(|s| self.board.score(s, spy))
+            .collect();
         let bus = self.runtime.bus().stats();
         let elapsed = elapsed_secs.max(1e-9);
         let summary = RunSummary {
@@ -379,6 +388,7 @@ impl Replay {
             variants,
             instances,
             evolution,
+            reports,
             lineage,
         };
         (summary, tapped)

@@ -9,7 +9,25 @@
 //! ```
 //!
 //! This is Bayes' rule in log-odds form under the naive assumption that the
-//! experts' evidence is conditionally independent given the outcome. A plan
+//! experts' evidence is conditionally independent given the outcome.
+//!
+//! **Calibration.** Each expert's ratio is weighted by its track record:
+//! `log-odds = prior + Σ_e w_e · llr_e`. For every expert the module keeps a
+//! Beta(α, β) posterior, starting at Beta(1, 1), over "its evidence pointed
+//! the right way": when a plan's feedback arrives, an expert that supported
+//! it (llr > 0) scores a success if the plan won (pnl > 0) and a failure
+//! otherwise, and one that opposed it the reverse; zero evidence is not
+//! counted. Its weight is `w_e = 2 · α / (α + β)`, so an unknown or coin-flip
+//! expert weighs 1, one that is always right tends to 2, one that is always
+//! wrong to 0. A plan is **confirmed** when at least `confirm-min` experts
+//! supported it. Evidence still missing at the deadline is counted per
+//! expert. At the end of the stream the module reports each expert
+//! (`expert:<name>`: evaluations, supported, opposed, missing, hit rate of its
+//! supported plans, weight) and itself (`fusion`: the Brier score of the fused
+//! confidence and a calibration table of confidence bins against realised
+//! win rates) as fitness reports the host lists.
+//!
+//! A plan
 //! waits for every expert named in the `experts` setting (comma-separated)
 //! until `deadline-bars` bars of its symbol have passed; then it is forwarded
 //! with whatever evidence arrived, the rest listed as missing. Evidence that
@@ -18,7 +36,8 @@
 use std::collections::BTreeMap;
 
 use garden_sdk::{
-    Body, Envelope, Evidence, Info, InitContext, Module, Outbox, Plan, ScoredPlan, Subscription,
+    Body, Envelope, Evidence, Fitness, Info, InitContext, Metric, Module, Outbox, Plan, ScoredPlan,
+    Subscription,
 };
 
 /// Clamp for the alpha's confidence, so a prior of exactly 0 or 1 cannot
@@ -36,12 +55,25 @@ pub fn logistic(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// Fuse a plan's prior with its evidence. Non-finite ratios are ignored
-/// rather than poisoning the sum.
-pub fn fuse(plan: Plan, evidence: &BTreeMap<String, f64>, missing: Vec<String>) -> ScoredPlan {
+/// Fuse a plan's prior with its evidence, each expert's ratio weighted by
+/// `weights` (1 for an expert not listed). Non-finite ratios are ignored
+/// rather than poisoning the sum. Confirmed when at least `confirm_min`
+/// experts supported the plan.
+pub fn fuse(
+    plan: Plan,
+    evidence: &BTreeMap<String, f64>,
+    missing: Vec<String>,
+    weights: &BTreeMap<String, f64>,
+    confirm_min: usize,
+) -> ScoredPlan {
     let prior = logit(plan.confidence);
     let counted: Vec<(&String, &f64)> = evidence.iter().filter(|(_, v)| v.is_finite()).collect();
-    let log_odds = prior + counted.iter().map(|(_, v)| **v).sum::<f64>();
+    let log_odds = prior
+        + counted
+            .iter()
+            .map(|(k, v)| weights.get(*k).copied().unwrap_or(1.0) * **v)
+            .sum::<f64>();
+    let supporting = counted.iter().filter(|(_, v)| **v > 0.0).count();
     ScoredPlan {
         plan,
         prior_log_odds: prior,
@@ -49,6 +81,66 @@ pub fn fuse(plan: Plan, evidence: &BTreeMap<String, f64>, missing: Vec<String>) 
         confidence: logistic(log_odds),
         experts: counted.iter().map(|(k, _)| (*k).clone()).collect(),
         missing,
+        confirmed: confirm_min > 0 && supporting >= confirm_min,
+    }
+}
+
+/// An expert's track record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Beta posterior: successes + 1.
+    pub alpha: f64,
+    /// Beta posterior: failures + 1.
+    pub beta: f64,
+    /// Plans it gave evidence on.
+    pub evaluations: u32,
+    /// Of those, supported (llr > 0).
+    pub supported: u32,
+    /// Of those, opposed (llr < 0).
+    pub opposed: u32,
+    /// Plans it had not answered by the deadline.
+    pub missing: u32,
+    /// Supported plans whose outcome is known.
+    pub supported_closed: u32,
+    /// Of those, won.
+    pub supported_won: u32,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            alpha: 1.0,
+            beta: 1.0,
+            evaluations: 0,
+            supported: 0,
+            opposed: 0,
+            missing: 0,
+            supported_closed: 0,
+            supported_won: 0,
+        }
+    }
+}
+
+impl Record {
+    /// `2 · α / (α + β)`: 1 for an unknown or coin-flip expert.
+    pub fn weight(&self) -> f64 {
+        2.0 * self.alpha / (self.alpha + self.beta)
+    }
+
+    /// Learn from one outcome of a plan it gave `llr` about.
+    pub fn learn(&mut self, llr: f64, won: bool) {
+        if llr == 0.0 || !llr.is_finite() {
+            return;
+        }
+        if (llr > 0.0) == won {
+            self.alpha += 1.0;
+        } else {
+            self.beta += 1.0;
+        }
+        if llr > 0.0 {
+            self.supported_closed += 1;
+            self.supported_won += u32::from(won);
+        }
     }
 }
 
@@ -60,12 +152,21 @@ struct Pending {
     symbol: Option<String>,
 }
 
+/// Most forwarded plans remembered while waiting for their outcome.
+const OPEN_CAP: usize = 10_000;
+
 /// The fusion module's state.
 pub struct Fusion {
     experts: Vec<String>,
     deadline_bars: u32,
+    confirm_min: usize,
     /// Keyed by plan id; BTreeMap so flushing order is deterministic.
     pending: BTreeMap<String, Pending>,
+    records: BTreeMap<String, Record>,
+    /// Forwarded plans awaiting feedback: (fused confidence, evidence).
+    open: BTreeMap<String, (f64, BTreeMap<String, f64>)>,
+    /// (fused confidence, won) of every plan with an outcome.
+    outcomes: Vec<(f64, bool)>,
 }
 
 impl Fusion {
@@ -92,14 +193,33 @@ impl Fusion {
             // Evidence whose plan never came: nothing to forward.
             return;
         };
-        let missing = self
+        let missing: Vec<String> = self
             .experts
             .iter()
             .filter(|e| !p.evidence.contains_key(*e))
             .cloned()
             .collect();
-        let scored = fuse(plan, &p.evidence, missing);
+        for e in &missing {
+            self.records.entry(e.clone()).or_default().missing += 1;
+        }
+        for (e, llr) in &p.evidence {
+            let r = self.records.entry(e.clone()).or_default();
+            r.evaluations += 1;
+            r.supported += u32::from(*llr > 0.0);
+            r.opposed += u32::from(*llr < 0.0);
+        }
+        let weights: BTreeMap<String, f64> = self
+            .records
+            .iter()
+            .map(|(k, r)| (k.clone(), r.weight()))
+            .collect();
+        let scored = fuse(plan, &p.evidence, missing, &weights, self.confirm_min);
         let key = scored.plan.id.clone();
+        if self.open.len() >= OPEN_CAP {
+            self.open.pop_first();
+        }
+        self.open
+            .insert(key.clone(), (scored.confidence, p.evidence));
         out.publish("scored", &key, Body::Scored(scored));
     }
 
@@ -125,6 +245,90 @@ impl Fusion {
         }
     }
 
+    /// A plan's outcome: every expert that spoke about it learns.
+    fn on_feedback(&mut self, plan_id: &str, pnl: f64) {
+        let Some((confidence, evidence)) = self.open.remove(plan_id) else {
+            return;
+        };
+        let won = pnl > 0.0;
+        for (e, llr) in evidence {
+            self.records.entry(e).or_default().learn(llr, won);
+        }
+        self.outcomes.push((confidence, won));
+    }
+
+    /// Per-expert and calibration reports, as fitness reports the host lists.
+    fn report(&self, out: &mut Outbox) {
+        let m = |name: &str, value: f64| Metric {
+            name: name.into(),
+            value,
+        };
+        for (name, r) in &self.records {
+            let hit = if r.supported_closed > 0 {
+                f64::from(r.supported_won) / f64::from(r.supported_closed)
+            } else {
+                0.0
+            };
+            let subject = format!("expert:{name}");
+            out.publish(
+                "fitness",
+                &subject.clone(),
+                Body::Fitness(Fitness {
+                    subject,
+                    values: vec![],
+                    trades: r.supported_closed,
+                    metrics: vec![
+                        m("evaluations", f64::from(r.evaluations)),
+                        m("supported", f64::from(r.supported)),
+                        m("opposed", f64::from(r.opposed)),
+                        m("missing", f64::from(r.missing)),
+                        m("hit-rate", hit),
+                        m("weight", r.weight()),
+                    ],
+                }),
+            );
+        }
+        let n = self.outcomes.len() as f64;
+        let brier = if n > 0.0 {
+            self.outcomes
+                .iter()
+                .map(|(p, w)| (p - f64::from(u8::from(*w))).powi(2))
+                .sum::<f64>()
+                / n
+        } else {
+            0.0
+        };
+        let mut metrics = vec![m("plans-with-outcome", n), m("brier", brier)];
+        for b in 0..10 {
+            let (lo, hi) = (b as f64 / 10.0, (b + 1) as f64 / 10.0);
+            let inside: Vec<bool> = self
+                .outcomes
+                .iter()
+                .filter(|(p, _)| *p >= lo && (*p < hi || b == 9))
+                .map(|(_, w)| *w)
+                .collect();
+            if inside.is_empty() {
+                continue;
+            }
+            let rate = inside.iter().filter(|w| **w).count() as f64 / inside.len() as f64;
+            metrics.push(m(
+                &format!("bin-{lo:.1}-{hi:.1}-plans"),
+                inside.len() as f64,
+            ));
+            metrics.push(m(&format!("bin-{lo:.1}-{hi:.1}-win-rate"), rate));
+        }
+        out.publish(
+            "fitness",
+            "fusion",
+            Body::Fitness(Fitness {
+                subject: "fusion".into(),
+                values: vec![],
+                trades: n as u32,
+                metrics,
+            }),
+        );
+    }
+
     fn on_bar(&mut self, symbol: &str, out: &mut Outbox) {
         let mut due = Vec::new();
         for (id, p) in self.pending.iter_mut() {
@@ -147,7 +351,9 @@ impl Module for Fusion {
             .subscribe(Subscription::shared("plan"))
             .subscribe(Subscription::shared("evidence"))
             .subscribe(Subscription::broadcast("bar"))
+            .subscribe(Subscription::broadcast("feedback"))
             .publishes("scored")
+            .publishes("fitness")
     }
 
     fn init(ctx: InitContext) -> Result<Self, String> {
@@ -164,10 +370,23 @@ impl Module for Fusion {
                 "deadline-bars must be a whole number in 0..=1000, got {deadline}"
             ));
         }
+        let confirm_min = ctx.setting_f64("confirm-min", experts.len().div_ceil(2) as f64)?;
+        if !(0.0..=100.0).contains(&confirm_min) || confirm_min.fract() != 0.0 {
+            return Err(format!(
+                "confirm-min must be a whole number in 0..=100, got {confirm_min}"
+            ));
+        }
         Ok(Fusion {
+            records: experts
+                .iter()
+                .map(|e| (e.clone(), Record::default()))
+                .collect(),
             experts,
             deadline_bars: deadline as u32,
+            confirm_min: confirm_min as usize,
             pending: BTreeMap::new(),
+            open: BTreeMap::new(),
+            outcomes: Vec::new(),
         })
     }
 
@@ -186,11 +405,13 @@ impl Module for Fusion {
             // expires at the deadline without effect.
             Body::Evidence(ev) => self.on_evidence(ev, out),
             Body::Bar(bar) => self.on_bar(&bar.symbol, out),
+            Body::Feedback(fb) => self.on_feedback(&fb.plan_id, fb.pnl),
             Body::EndOfStream => {
                 let ids: Vec<String> = self.pending.keys().cloned().collect();
                 for id in ids {
                     self.forward(&id, out);
                 }
+                self.report(out);
             }
             _ => {}
         }
@@ -287,19 +508,111 @@ mod tests {
         let mut ev_map = BTreeMap::new();
         ev_map.insert("a".to_string(), 0.5);
         ev_map.insert("b".to_string(), -0.2);
-        let s = fuse(plan("p", 0.6), &ev_map, vec![]);
+        let s = fuse(plan("p", 0.6), &ev_map, vec![], &BTreeMap::new(), 1);
         let prior = (0.6f64 / 0.4).ln();
         assert!((s.prior_log_odds - prior).abs() < 1e-12);
         assert!((s.log_odds - (prior + 0.3)).abs() < 1e-12);
         assert!((s.confidence - 1.0 / (1.0 + (-(prior + 0.3)).exp())).abs() < 1e-12);
         // Even prior and no evidence is a coin flip.
-        assert!((fuse(plan("p", 0.5), &BTreeMap::new(), vec![]).confidence - 0.5).abs() < 1e-12);
+        assert!(
+            (fuse(
+                plan("p", 0.5),
+                &BTreeMap::new(),
+                vec![],
+                &BTreeMap::new(),
+                1
+            )
+            .confidence
+                - 0.5)
+                .abs()
+                < 1e-12
+        );
         // Prior is clamped, so certainty does not give infinities.
         assert!(
-            fuse(plan("p", 1.0), &BTreeMap::new(), vec![])
-                .log_odds
-                .is_finite()
+            fuse(
+                plan("p", 1.0),
+                &BTreeMap::new(),
+                vec![],
+                &BTreeMap::new(),
+                1
+            )
+            .log_odds
+            .is_finite()
         );
+        assert!(s.confirmed, "one expert supported, one needed");
+        // Weights scale each ratio.
+        let w: BTreeMap<String, f64> = [("a".to_string(), 2.0), ("b".to_string(), 0.5)].into();
+        let weighted = fuse(plan("p", 0.6), &ev_map, vec![], &w, 2);
+        assert!((weighted.log_odds - (prior + 2.0 * 0.5 - 0.5 * 0.2)).abs() < 1e-12);
+        assert!(!weighted.confirmed, "two needed, one supported");
+    }
+
+    #[test]
+    fn calibration_trusts_the_expert_that_is_right_and_not_the_random_one() {
+        let mut f = fusion("right,random", 5);
+        let mut rng_state = 12345u64;
+        let mut coin = || {
+            rng_state = rng_state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng_state >> 33).is_multiple_of(2)
+        };
+        let mut out = Outbox::new();
+        for i in 0..200 {
+            let id = format!("p{i}");
+            let wins = coin();
+            f.on_message(env(Body::Plan(plan(&id, 0.5))), &mut out)
+                .unwrap();
+            f.on_message(
+                env(ev(&id, "right", if wins { 0.5 } else { -0.5 })),
+                &mut out,
+            )
+            .unwrap();
+            f.on_message(
+                env(ev(&id, "random", if coin() { 0.5 } else { -0.5 })),
+                &mut out,
+            )
+            .unwrap();
+            let fb = garden_sdk::Feedback {
+                plan_id: id.clone(),
+                origin: "a".into(),
+                pnl: if wins { 1.0 } else { -1.0 },
+                exit: garden_sdk::FillKind::Target,
+                bars_held: 1,
+            };
+            f.on_message(env(Body::Feedback(fb)), &mut out).unwrap();
+        }
+        let right = f.records["right"].weight();
+        let random = f.records["random"].weight();
+        assert!(right > 1.9, "always right tends to 2: {right}");
+        assert!(
+            (random - 1.0).abs() < 0.25,
+            "a coin flip stays near 1: {random}"
+        );
+        assert_eq!(f.records["right"].evaluations, 200);
+        // The end of the stream reports every expert and the calibration.
+        f.on_message(env(Body::EndOfStream), &mut out).unwrap();
+        let reports: Vec<String> = out
+            .messages()
+            .iter()
+            .filter_map(|m| match &m.body {
+                Body::Fitness(r) => Some(r.subject.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reports, vec!["expert:random", "expert:right", "fusion"]);
+    }
+
+    #[test]
+    fn missing_evidence_is_counted_per_expert() {
+        let mut f = fusion("e1,e2", 1);
+        let mut out = Outbox::new();
+        f.on_message(env(Body::Plan(plan("p", 0.5))), &mut out)
+            .unwrap();
+        f.on_message(env(ev("p", "e1", 0.4)), &mut out).unwrap();
+        f.on_message(env(bar()), &mut out).unwrap();
+        assert_eq!(f.records["e2"].missing, 1);
+        assert_eq!(f.records["e1"].missing, 0);
     }
 
     #[test]
