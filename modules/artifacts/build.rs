@@ -18,6 +18,7 @@ const MODULES: &[&str] = &[
     "regime",
     "tape",
     "expert-grammar",
+    "expert-sequence",
 ];
 
 /// Adversarial fixtures, used by tests only (by path).

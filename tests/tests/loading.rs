@@ -221,3 +221,16 @@ fn compiled_artifacts_are_cached_and_a_damaged_entry_is_recompiled() {
         .expect("recompiles a damaged entry");
     assert_eq!(repaired.info().name, "trader");
 }
+
+#[test]
+fn every_built_in_module_loads_and_matches_its_manifest() {
+    let engine = engine(test_limits());
+    for (name, bytes) in garden_modules::MODULES {
+        let m = engine
+            .load(bytes, &trust())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(m.info().name, *name);
+        assert_eq!(m.manifest().map(|x| x.name.as_str()), Some(*name));
+    }
+    assert!(garden_modules::MODULES.len() >= 9);
+}
