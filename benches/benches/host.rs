@@ -19,17 +19,8 @@ use garden_host::run::{ReplayOptions, replay};
 use garden_host::types::{InitContext, Setting};
 use garden_host::{Engine, population};
 
-/// Trust for the built-in modules: the development key.
 fn trust() -> garden_registry::TrustStore {
-    let mut store = garden_registry::TrustStore::default();
-    store
-        .add(
-            &garden_host::integrity::dev_key(),
-            "dev",
-            "2026-01-01T00:00:00Z",
-        )
-        .expect("trust dev key");
-    store
+    garden_host::integrity::dev_trust().expect("dev key")
 }
 
 fn rows() -> Vec<Row> {
@@ -37,7 +28,7 @@ fn rows() -> Vec<Row> {
 }
 
 fn instantiate_and_call(c: &mut Criterion) {
-    let config = PipelineConfig::embedded();
+    let config = PipelineConfig::embedded().expect("embedded pipeline");
     let engine = Engine::new(config.limits.clone(), None).expect("engine");
     let alpha = engine
         .load(
@@ -80,7 +71,7 @@ fn instantiate_and_call(c: &mut Criterion) {
 
 fn pipeline(c: &mut Criterion) {
     // A fixed population: evolution would grow 1 variant into 16.
-    let mut config = PipelineConfig::embedded();
+    let mut config = PipelineConfig::embedded().expect("embedded pipeline");
     config.evolution.enabled = false;
     let engine = Arc::new(Engine::new(config.limits.clone(), None).expect("engine"));
     let modules = config.load(&engine, &trust()).expect("modules load");

@@ -22,15 +22,7 @@ use garden_host::{Engine, InstanceSpec, Limits, Runtime, population};
 use rand::SeedableRng;
 
 fn trust() -> garden_registry::TrustStore {
-    let mut store = garden_registry::TrustStore::default();
-    store
-        .add(
-            &garden_host::integrity::dev_key(),
-            "dev",
-            "2026-01-01T00:00:00Z",
-        )
-        .expect("trust dev key");
-    store
+    garden_host::integrity::dev_trust().expect("dev key")
 }
 
 fn rss_kib() -> u64 {
@@ -46,7 +38,9 @@ fn rss_kib() -> u64 {
 fn main() {
     let limits = Limits {
         max_instances: 1_200,
-        ..PipelineConfig::embedded().limits
+        ..PipelineConfig::embedded()
+            .expect("embedded pipeline")
+            .limits
     };
     let engine = Arc::new(Engine::new(limits, None).expect("engine"));
     let alpha = engine
@@ -102,7 +96,7 @@ fn main() {
     drop(rt);
 
     // 1,000 variants on the bundled data.
-    let mut config = PipelineConfig::embedded();
+    let mut config = PipelineConfig::embedded().expect("embedded pipeline");
     config.evolution.enabled = false;
     let modules = config.load(&engine, &trust()).expect("modules load");
     let rows = feed::csv::read(feed::BUNDLED_CSV.as_bytes(), feed::BUNDLED_NAME).expect("data");

@@ -21,22 +21,28 @@ pub fn default_trust_path() -> PathBuf {
     base.join("garden").join("trust.toml")
 }
 
-/// The development key that signs the built-in modules.
-pub fn dev_key() -> PublicKey {
-    // The key is compiled in from keys/dev.pub.pem and covered by tests; a
-    // failure here is a bug in this repository, not user input.
+/// The development key that signs the built-in modules (compiled in from
+/// keys/dev.pub.pem).
+pub fn dev_key() -> Result<PublicKey, garden_registry::KeyError> {
     PublicKey::from_pem(
         garden_modules::DEV_PUBLIC_KEY_PEM,
         Path::new("keys/dev.pub.pem"),
     )
-    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A trust store holding only the development key: enough for the
+/// built-in modules (tests, benches).
+pub fn dev_trust() -> Result<TrustStore, TrustError> {
+    let mut store = TrustStore::default();
+    store.add(&dev_key()?, DEV_KEY_NAME, "built-in")?;
+    Ok(store)
 }
 
 /// The trust for `garden run`: the store at `path`, plus the development
 /// key unless that store revoked it.
 pub fn run_trust(path: &Path) -> Result<TrustStore, TrustError> {
     let mut store = TrustStore::read(path)?;
-    let dev = dev_key();
+    let dev = dev_key()?;
     if !store.revoked.iter().any(|r| r.id == dev.id()) {
         store.add(&dev, DEV_KEY_NAME, "built-in")?;
     }
@@ -57,9 +63,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("trust.toml");
         let store = run_trust(&path).expect("empty store");
-        assert!(store.keys.iter().any(|k| k.id == dev_key().id()));
+        assert!(
+            store
+                .keys
+                .iter()
+                .any(|k| k.id == dev_key().expect("dev key").id())
+        );
         let mut revoked = TrustStore::default();
-        revoked.revoke(dev_key().id(), "not in production", "2026-01-02T00:00:00Z");
+        revoked.revoke(
+            dev_key().expect("dev key").id(),
+            "not in production",
+            "2026-01-02T00:00:00Z",
+        );
         revoked.write(&path).expect("write");
         let store = run_trust(&path).expect("store");
         assert!(store.keys.is_empty());

@@ -163,10 +163,8 @@ impl PipelineConfig {
     }
 
     /// The embedded default.
-    pub fn embedded() -> Self {
-        // The embedded file is part of the build and covered by tests; a
-        // failure here is a bug in this repository, not user input.
-        Self::parse(DEFAULT_PIPELINE, "embedded pipeline.toml").unwrap_or_else(|e| panic!("{e}"))
+    pub fn embedded() -> Result<Self, PipelineError> {
+        Self::parse(DEFAULT_PIPELINE, "embedded pipeline.toml")
     }
 
     fn validate(&self) -> Result<(), PipelineError> {
@@ -258,7 +256,7 @@ mod tests {
 
     #[test]
     fn embedded_pipeline_parses() {
-        let c = PipelineConfig::embedded();
+        let c = PipelineConfig::embedded().expect("embedded pipeline");
         assert_eq!(c.modules.len(), 6);
         assert!(c.modules[0].population);
         let fusion = &c.modules[3];

@@ -44,7 +44,7 @@ pub fn trust() -> TrustStore {
         .expect("trust test key");
     store
         .add(
-            &garden_host::integrity::dev_key(),
+            &garden_host::integrity::dev_key().expect("dev key"),
             "dev",
             "2026-01-01T00:00:00Z",
         )

@@ -13,7 +13,7 @@ use garden_host::{InstanceSpec, Runtime, population};
 use garden_tests::{bundled_rows, engine, module, trust};
 
 fn run(evolution: EvolutionConfig, variants: u32, seed: u64) -> RunSummary {
-    let mut config = PipelineConfig::embedded();
+    let mut config = PipelineConfig::embedded().expect("embedded pipeline");
     config.evolution = evolution;
     let engine = engine(config.limits.clone());
     let modules = config.load(&engine, &trust()).expect("modules load");
@@ -31,7 +31,9 @@ fn run(evolution: EvolutionConfig, variants: u32, seed: u64) -> RunSummary {
 
 #[test]
 fn lineage_keeps_its_invariants() {
-    let cfg = PipelineConfig::embedded().evolution;
+    let cfg = PipelineConfig::embedded()
+        .expect("embedded pipeline")
+        .evolution;
     let s = run(cfg.clone(), 8, 3);
     let e = s.evolution.as_ref().expect("evolution ran");
     assert!(e.counts.generations >= 5, "{:?}", e.counts);
@@ -146,7 +148,9 @@ fn a_diversity_gap_injects_fresh_variants_and_none_without_a_gap() {
     let always = EvolutionConfig {
         diversity_min: 1.0,
         threshold: None,
-        ..PipelineConfig::embedded().evolution
+        ..PipelineConfig::embedded()
+            .expect("embedded pipeline")
+            .evolution
     };
     let s = run(always, 6, 5);
     let injected = s
@@ -158,7 +162,9 @@ fn a_diversity_gap_injects_fresh_variants_and_none_without_a_gap() {
     let never = EvolutionConfig {
         diversity_min: 0.0,
         threshold: None,
-        ..PipelineConfig::embedded().evolution
+        ..PipelineConfig::embedded()
+            .expect("embedded pipeline")
+            .evolution
     };
     let s = run(never, 6, 5);
     assert_eq!(
@@ -189,7 +195,11 @@ fn feedback(to: &str, pnl: f64) -> Envelope {
 
 #[test]
 fn a_child_inherits_its_parents_snapshot_and_a_refused_one_is_a_failed_birth() {
-    let engine = engine(PipelineConfig::embedded().limits);
+    let engine = engine(
+        PipelineConfig::embedded()
+            .expect("embedded pipeline")
+            .limits,
+    );
     let alpha = module(&engine, "alpha-ema");
     let mut rt = Runtime::new(engine.clone(), MemoryBus::new(64), 1);
     let params = population::defaults(&alpha.info().genes);
@@ -239,7 +249,11 @@ fn a_child_inherits_its_parents_snapshot_and_a_refused_one_is_a_failed_birth() {
 
 #[test]
 fn retiring_an_instance_drains_it_and_stops_it() {
-    let engine = engine(PipelineConfig::embedded().limits);
+    let engine = engine(
+        PipelineConfig::embedded()
+            .expect("embedded pipeline")
+            .limits,
+    );
     let alpha = module(&engine, "alpha-ema");
     let mut rt = Runtime::new(engine.clone(), MemoryBus::new(64), 1);
     rt.spawn(InstanceSpec {
@@ -408,7 +422,13 @@ fn an_instance_restarted_after_a_trap_resumes_from_its_last_good_snapshot() {
 #[test]
 fn lineage_is_stored_in_postgresql_and_read_back() {
     let pg = garden_tests::servers::Postgres::start();
-    let s = run(PipelineConfig::embedded().evolution, 4, 9);
+    let s = run(
+        PipelineConfig::embedded()
+            .expect("embedded pipeline")
+            .evolution,
+        4,
+        9,
+    );
     let records: Vec<(String, String)> = s
         .lineage
         .iter()

@@ -16,7 +16,7 @@ fn run(seed: u64, variants: u32) -> (RunSummary, Vec<std::sync::Arc<Envelope>>) 
 }
 
 fn run_on(seed: u64, variants: u32, threads: usize) -> (RunSummary, Vec<std::sync::Arc<Envelope>>) {
-    let config = PipelineConfig::embedded();
+    let config = PipelineConfig::embedded().expect("embedded pipeline");
     let engine = engine(config.limits.clone());
     let modules = config
         .load(&engine, &garden_tests::trust())
@@ -216,7 +216,7 @@ fn the_same_seed_gives_the_same_run_and_another_seed_another_population() {
 #[test]
 fn limits_from_test_config_still_run_the_real_pipeline() {
     // The real modules fit comfortably inside the tight test limits.
-    let config = PipelineConfig::embedded();
+    let config = PipelineConfig::embedded().expect("embedded pipeline");
     let engine = engine(test_limits());
     let modules = config
         .load(&engine, &garden_tests::trust())
@@ -243,7 +243,11 @@ fn limits_from_test_config_still_run_the_real_pipeline() {
 fn the_tape_module_writes_one_token_per_bar_after_warmup() {
     use garden_host::bus::MemoryBus;
     use garden_host::{InstanceSpec, Runtime, population};
-    let engine = engine(PipelineConfig::embedded().limits);
+    let engine = engine(
+        PipelineConfig::embedded()
+            .expect("embedded pipeline")
+            .limits,
+    );
     let tape = garden_tests::module(&engine, "tape");
     let mut rt = Runtime::new(engine.clone(), MemoryBus::new(64), 1);
     rt.host_subscribe("tape");

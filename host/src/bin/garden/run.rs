@@ -70,7 +70,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     eprintln!("seed: {seed}");
     let config = match &args.config {
         Some(path) => PipelineConfig::read(path)?,
-        None => PipelineConfig::embedded(),
+        None => PipelineConfig::embedded()?,
     };
     let (rows, data_name, symbol) = match &args.data {
         Some(path) => (
