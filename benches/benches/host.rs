@@ -5,7 +5,10 @@
 //! * `on_message_bar`: one `on-message` call carrying a bar, into the real
 //!   alpha module, with fuel and epoch deadline armed;
 //! * `pipeline/{1,100}_variants`: the whole embedded pipeline over the
-//!   bundled 5,000 EUR/USD bars (throughput in bars/s).
+//!   bundled 5,000 EUR/USD bars (throughput in bars/s);
+//! * `pipeline_lean/{1,100}_variants`: the same without the MicroTape and
+//!   the three token and divergence experts (alpha, regime, anomaly expert,
+//!   fusion, decision, trader): the pipeline issue #3's target was set for.
 //!
 //! Run: `cargo bench -p garden-benches --bench host`.
 
@@ -69,35 +72,54 @@ fn instantiate_and_call(c: &mut Criterion) {
     });
 }
 
+/// Modules the lean pipeline leaves out.
+const PANEL_ONLY: [&str; 4] = [
+    "tape",
+    "expert-grammar",
+    "expert-sequence",
+    "expert-divergence",
+];
+
 fn pipeline(c: &mut Criterion) {
     // A fixed population: evolution would grow 1 variant into 16.
-    let mut config = PipelineConfig::embedded().expect("embedded pipeline");
-    config.evolution.enabled = false;
-    let engine = Arc::new(Engine::new(config.limits.clone(), None).expect("engine"));
-    let modules = config.load(&engine, &trust()).expect("modules load");
-    let rows = rows();
-    let mut group = c.benchmark_group("pipeline");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(20));
-    group.throughput(Throughput::Elements(rows.len() as u64));
-    for variants in [1u32, 100] {
-        group.bench_function(format!("{variants}_variants"), |b| {
-            b.iter(|| {
-                let options = ReplayOptions {
-                    seed: 1,
-                    variants: Some(variants),
-                    symbol: "EURUSD".into(),
-                    data_name: "bundled".into(),
-                    threads: 0,
-                    total_bars: 0,
-                    steps_per_year: 0.0,
-                };
-                replay(engine.clone(), &config, &modules, &rows, options, |_| {}).expect("runs")
-            })
-        });
+    let mut full = PipelineConfig::embedded().expect("embedded pipeline");
+    full.evolution.enabled = false;
+    let mut lean = full.clone();
+    lean.modules
+        .retain(|m| !PANEL_ONLY.contains(&m.name.as_str()));
+    for m in lean.modules.iter_mut().filter(|m| m.name == "fusion") {
+        m.settings.insert(
+            "experts".into(),
+            toml::Value::String("expert-anomaly".into()),
+        );
     }
-    group.finish();
+    let engine = Arc::new(Engine::new(full.limits.clone(), None).expect("engine"));
+    let rows = rows();
+    for (name, config) in [("pipeline", &full), ("pipeline_lean", &lean)] {
+        let modules = config.load(&engine, &trust()).expect("modules load");
+        let mut group = c.benchmark_group(name);
+        group
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(20));
+        group.throughput(Throughput::Elements(rows.len() as u64));
+        for variants in [1u32, 100] {
+            group.bench_function(format!("{variants}_variants"), |b| {
+                b.iter(|| {
+                    let options = ReplayOptions {
+                        seed: 1,
+                        variants: Some(variants),
+                        symbol: "EURUSD".into(),
+                        data_name: "bundled".into(),
+                        threads: 0,
+                        total_bars: 0,
+                        steps_per_year: 0.0,
+                    };
+                    replay(engine.clone(), config, &modules, &rows, options, |_| {}).expect("runs")
+                })
+            });
+        }
+        group.finish();
+    }
 }
 
 criterion_group!(benches, instantiate_and_call, pipeline);

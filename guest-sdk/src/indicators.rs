@@ -360,13 +360,16 @@ impl Macd {
 
 /// Robust statistics (median, MAD, robust z-score) over a sliding window.
 ///
-/// Meant for outlier detection on small windows (a few hundred values):
-/// queries sort a copy of the window, which is O(n log n) but allocation- and
-/// bookkeeping-free between queries, unlike an order-statistics tree.
+/// The window is also kept sorted, updated on every push (a binary search
+/// and a shift of at most `window` values), so the median and quantiles
+/// are lookups and the MAD one linear walk outward from the median, with no
+/// sort and no allocation per query: a tokenizer asking six quantiles a bar
+/// pays microseconds, not a sort each.
 #[derive(Clone, Debug)]
 pub struct RollingStats {
     window: usize,
     values: VecDeque<f64>,
+    sorted: Vec<f64>,
 }
 
 impl RollingStats {
@@ -384,15 +387,29 @@ impl RollingStats {
         Self {
             window,
             values: VecDeque::with_capacity(window),
+            sorted: Vec::with_capacity(window),
         }
+    }
+
+    /// Where `x` is, or would go, in the sorted window. `total_cmp` gives
+    /// a total order even if a NaN slipped in, so nothing can misbehave.
+    fn rank(&self, x: f64) -> usize {
+        self.sorted.partition_point(|v| v.total_cmp(&x).is_lt())
     }
 
     /// Adds a value, evicting the oldest one if the window is full.
     pub fn push(&mut self, x: f64) {
-        if self.values.len() == self.window {
-            self.values.pop_front();
+        if self.values.len() == self.window
+            && let Some(old) = self.values.pop_front()
+        {
+            let i = self.rank(old);
+            if i < self.sorted.len() {
+                self.sorted.remove(i);
+            }
         }
         self.values.push_back(x);
+        let j = self.rank(x);
+        self.sorted.insert(j, x);
     }
 
     /// Number of values currently held (at most the window size).
@@ -408,28 +425,69 @@ impl RollingStats {
     /// Median of the window; the mean of the two middle values when the count
     /// is even. `None` when empty.
     pub fn median(&self) -> Option<f64> {
-        let mut sorted: Vec<f64> = self.values.iter().copied().collect();
-        median_in_place(&mut sorted)
+        let n = self.sorted.len();
+        if n == 0 {
+            return None;
+        }
+        let mid = n / 2;
+        Some(if n % 2 == 1 {
+            self.sorted[mid]
+        } else {
+            self.sorted[mid - 1].midpoint(self.sorted[mid])
+        })
     }
 
     /// The `q` quantile (0 to 1) of the window, by linear interpolation
     /// between the nearest ranks. `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        let mut sorted: Vec<f64> = self.values.iter().copied().collect();
+        let sorted = &self.sorted;
         if sorted.is_empty() {
             return None;
         }
-        sorted.sort_unstable_by(f64::total_cmp);
         let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
         let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
         Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64))
     }
 
     /// Median absolute deviation from the median, unscaled. `None` when empty.
+    ///
+    /// The deviations of the values below the median, read downwards, and
+    /// of those above it, read upwards, are both ascending: merging the two
+    /// walks until the middle rank gives the MAD without sorting.
     pub fn mad(&self) -> Option<f64> {
         let median = self.median()?;
-        let mut deviations: Vec<f64> = self.values.iter().map(|v| (v - median).abs()).collect();
-        median_in_place(&mut deviations)
+        let s = &self.sorted;
+        let n = s.len();
+        let (mut left, mut right) = (self.rank(median), self.rank(median));
+        let want_hi = n / 2;
+        let want_lo = if n % 2 == 1 { want_hi } else { want_hi - 1 };
+        let mut lo_value = 0.0;
+        for k in 0..=want_hi {
+            let below = (left > 0).then(|| median - s[left - 1]);
+            let above = (right < n).then(|| s[right] - median);
+            let d = match (below, above) {
+                (Some(a), Some(b)) if a <= b => {
+                    left -= 1;
+                    a
+                }
+                (_, Some(b)) => {
+                    right += 1;
+                    b
+                }
+                (Some(a), None) => {
+                    left -= 1;
+                    a
+                }
+                (None, None) => return None,
+            };
+            if k == want_lo {
+                lo_value = d;
+            }
+            if k == want_hi {
+                return Some(if n % 2 == 1 { d } else { lo_value.midpoint(d) });
+            }
+        }
+        None
     }
 
     /// `(x - median) / (1.4826 * MAD)`: how many "robust standard
@@ -449,22 +507,6 @@ impl RollingStats {
         }
         Some((x - median) / (Self::MAD_TO_SIGMA * mad))
     }
-}
-
-/// Sorts `values` and returns their median, or `None` if empty.
-fn median_in_place(values: &mut [f64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    // total_cmp gives a total order even if a NaN slipped in, so the sort
-    // cannot panic or misbehave.
-    values.sort_unstable_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    Some(if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        values[mid - 1].midpoint(values[mid])
-    })
 }
 
 /// Wilder's Average Directional Index: how strongly the market trends,
@@ -1009,5 +1051,45 @@ mod tests {
         assert_eq!(r.quantile(0.25), Some(2.0));
         assert_eq!(r.quantile(0.125), Some(1.5));
         assert_eq!(RollingStats::new(3).quantile(0.5), None);
+    }
+
+    #[test]
+    fn the_kept_sorted_window_agrees_with_sorting_every_time() {
+        fn naive_median(v: &mut [f64]) -> f64 {
+            v.sort_unstable_by(f64::total_cmp);
+            let m = v.len() / 2;
+            if v.len() % 2 == 1 {
+                v[m]
+            } else {
+                v[m - 1].midpoint(v[m])
+            }
+        }
+        // A fixed pseudo-random walk with repeats, so ties and evictions of
+        // duplicated values are exercised.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for window in [1, 2, 3, 7, 50] {
+            let mut r = RollingStats::new(window);
+            let mut kept: std::collections::VecDeque<f64> = Default::default();
+            for _ in 0..500 {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let x = ((state >> 33) % 40) as f64 / 4.0;
+                r.push(x);
+                if kept.len() == window {
+                    kept.pop_front();
+                }
+                kept.push_back(x);
+                let mut v: Vec<f64> = kept.iter().copied().collect();
+                let median = naive_median(&mut v);
+                let mut dev: Vec<f64> = v.iter().map(|y| (y - median).abs()).collect();
+                assert_eq!(r.median(), Some(median));
+                assert_eq!(r.mad(), Some(naive_median(&mut dev)), "window {window}");
+                let pos = 0.3 * (v.len() - 1) as f64;
+                let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+                let q = v[lo] + (v[hi] - v[lo]) * (pos - lo as f64);
+                assert_eq!(r.quantile(0.3), Some(q));
+            }
+        }
     }
 }

@@ -257,9 +257,11 @@ mod tests {
     #[test]
     fn embedded_pipeline_parses() {
         let c = PipelineConfig::embedded().expect("embedded pipeline");
-        assert_eq!(c.modules.len(), 6);
-        assert!(c.modules[0].population);
-        let fusion = &c.modules[3];
+        assert_eq!(c.modules.len(), 10);
+        assert_eq!(c.modules[0].name, "tape", "the tape starts first");
+        assert!(c.modules[1].population);
+        let fusion = &c.modules[7];
+        assert_eq!(fusion.name, "fusion");
         assert!(
             fusion
                 .settings_strings()

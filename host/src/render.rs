@@ -177,6 +177,34 @@ pub fn table(s: &RunSummary) -> String {
             let _ = writeln!(out, "  {}: {}", r.subject, metrics.join(", "));
         }
     }
+    // Time per message by module, over all its instances: what one
+    // evaluation costs inside the sandbox, host overhead excluded.
+    let mut by_module: Vec<(&str, u64, f64, u64)> = Vec::new();
+    for i in &s.instances {
+        match by_module.iter_mut().find(|(m, ..)| *m == i.module) {
+            Some(entry) => {
+                entry.1 += i.received;
+                entry.2 += i.busy_micros;
+                entry.3 += i.fuel;
+            }
+            None => by_module.push((&i.module, i.received, i.busy_micros, i.fuel)),
+        }
+    }
+    if by_module.iter().any(|(_, n, ..)| *n > 0) {
+        let _ = writeln!(
+            out,
+            "\n{:<18} {:>10} {:>12} {:>14}",
+            "module", "messages", "µs/message", "fuel/message"
+        );
+        for (m, n, us, fuel) in by_module.iter().filter(|(_, n, ..)| *n > 0) {
+            let _ = writeln!(
+                out,
+                "{m:<18} {n:>10} {:>12.2} {:>14.0}",
+                us / *n as f64,
+                *fuel as f64 / *n as f64
+            );
+        }
+    }
     if let Some(best) = s.variants.first() {
         let params: Vec<String> = best
             .params

@@ -93,6 +93,14 @@ pub struct InstanceReport {
     pub received: u64,
     /// Successful calls.
     pub calls: u64,
+    /// Wall time spent inside its message handler, successful calls and
+    /// failed ones, in microseconds (start-up excluded).
+    pub busy_micros: f64,
+    /// `busy_micros` per message received: what one evaluation costs.
+    pub micros_per_message: f64,
+    /// Fuel (about one unit per Wasm instruction) its calls used: the same
+    /// on every machine and in every run.
+    pub fuel: u64,
     /// Failed calls, by kind (fuel, deadline, memory, panic, ...).
     pub failures: BTreeMap<String, u64>,
     /// Re-instantiations.
@@ -158,7 +166,12 @@ struct Slot {
     outcomes: Vec<Outcome>,
     outbox: VecDeque<Envelope>,
     received: u64,
+    /// Messages taken from `pending` and finished with (handled or
+    /// dead-lettered), not yet acknowledged to the bus.
+    unacked: usize,
     calls: u64,
+    busy: std::time::Duration,
+    fuel: u64,
     failures: BTreeMap<String, u64>,
     traps: u64,
     restarts: u64,
@@ -182,7 +195,12 @@ impl Slot {
                 return;
             };
             self.received += 1;
-            match sandbox.handle(&message) {
+            self.unacked += 1;
+            let started = Instant::now();
+            let result = sandbox.handle(&message);
+            self.busy += started.elapsed();
+            self.fuel += sandbox.last_fuel();
+            match result {
                 Ok(staged) => {
                     self.calls += 1;
                     self.attempt = 0;
@@ -472,7 +490,10 @@ impl<B: Bus> Runtime<B> {
             outcomes: Vec::new(),
             outbox: VecDeque::new(),
             received: 0,
+            unacked: 0,
             calls: 0,
+            busy: std::time::Duration::ZERO,
+            fuel: 0,
             failures: BTreeMap::new(),
             traps: 0,
             restarts: 0,
@@ -502,6 +523,10 @@ impl<B: Bus> Runtime<B> {
                         self.bus.publish_overflowing(message);
                         return;
                     }
+                }
+                Err(e @ BusError::Refused { .. }) => {
+                    tracing::warn!("{e}");
+                    return;
                 }
             }
         }
@@ -635,6 +660,13 @@ impl<B: Bus> Runtime<B> {
                 state: s.state.clone(),
                 received: s.received,
                 calls: s.calls,
+                busy_micros: s.busy.as_secs_f64() * 1e6,
+                fuel: s.fuel,
+                micros_per_message: if s.received == 0 {
+                    0.0
+                } else {
+                    s.busy.as_secs_f64() * 1e6 / s.received as f64
+                },
                 failures: s.failures.clone(),
                 restarts: s.restarts,
                 published: s.published,
@@ -649,7 +681,8 @@ impl<B: Bus> Runtime<B> {
 
     /// One round; whether anything happened.
     fn round(&mut self) -> bool {
-        let mut progressed = false;
+        // A remote bus sends last round's publishes and fetches what waits.
+        let mut progressed = self.bus.pump();
         let mut ready = Vec::new();
         // 1. Take work.
         for i in 0..self.slots.len() {
@@ -752,6 +785,7 @@ impl<B: Bus> Runtime<B> {
             self.bus.unsubscribe(&slot.id);
             while let Some(envelope) = slot.pending.pop_front() {
                 slot.received += 1;
+                slot.unacked += 1;
                 self.bus.dead_letter(DeadLetter {
                     instance: slot.id.clone(),
                     envelope,
@@ -764,8 +798,13 @@ impl<B: Bus> Runtime<B> {
     }
 
     fn collect_host(&mut self) {
+        let mut taken = 0;
         while let Some(m) = self.bus.poll(HOST_SUBSCRIBER) {
             self.host_inbox.push(m);
+            taken += 1;
+        }
+        if taken > 0 {
+            self.bus.ack(HOST_SUBSCRIBER, taken);
         }
     }
 
@@ -783,7 +822,20 @@ impl<B: Bus> Runtime<B> {
                     self.slots[i].outbox.push_front(*message);
                     return (moved, false);
                 }
+                Err(e @ BusError::Refused { .. }) => {
+                    let slot = &mut self.slots[i];
+                    slot.refused_before += 1;
+                    slot.last_error = Some(e.to_string());
+                    tracing::warn!(instance = %slot.id, "{e}");
+                }
             }
+        }
+        // Everything the handled messages produced is on the bus: they may
+        // be acknowledged.
+        let slot = &mut self.slots[i];
+        if slot.unacked > 0 {
+            self.bus.ack(&slot.id, slot.unacked);
+            slot.unacked = 0;
         }
         (moved, true)
     }
@@ -792,8 +844,10 @@ impl<B: Bus> Runtime<B> {
     fn dead_letter_inbox(&mut self, i: usize) -> bool {
         let id = self.slots[i].id.clone();
         let mut any = false;
+        let mut taken = 0;
         while let Some(envelope) = self.bus.poll(&id) {
             any = true;
+            taken += 1;
             self.slots[i].received += 1;
             self.bus.dead_letter(DeadLetter {
                 instance: id.clone(),
@@ -801,6 +855,7 @@ impl<B: Bus> Runtime<B> {
                 reason: "instance quarantined".into(),
             });
         }
+        self.bus.ack(&id, taken);
         any
     }
 }

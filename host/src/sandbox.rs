@@ -287,6 +287,7 @@ pub struct Sandbox {
     fuel: u64,
     deadline_ticks: u64,
     deadline: Duration,
+    last_fuel: u64,
 }
 
 /// How to build a sandbox's store: identity, declared topics and limits.
@@ -357,12 +358,19 @@ impl Sandbox {
             fuel: limits.fuel_per_call,
             deadline_ticks,
             deadline: limits.deadline,
+            last_fuel: 0,
         }
     }
 
     /// Counters kept by the host functions.
     pub fn counters(&self) -> SandboxCounters {
         self.store.data().counters
+    }
+
+    /// Fuel the latest call used: about one unit per Wasm instruction, a
+    /// measure of its work that, unlike time, is the same on every machine.
+    pub fn last_fuel(&self) -> u64 {
+        self.last_fuel
     }
 
     /// Call `describe`.
@@ -417,6 +425,9 @@ impl Sandbox {
         }
         self.store.set_epoch_deadline(self.deadline_ticks);
         let result = call(&self.bindings, &mut self.store);
+        self.last_fuel = self
+            .fuel
+            .saturating_sub(self.store.get_fuel().unwrap_or(self.fuel));
         let staged = std::mem::take(&mut self.store.data_mut().staged);
         match result {
             Ok(Ok(value)) => Ok((value, staged)),

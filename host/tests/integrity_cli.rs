@@ -244,7 +244,7 @@ fn garden_run_is_audited_and_the_chain_verifies() {
         d,
     ));
     let loads = ok(&garden(&["audit", "--store", &store, "--kind", "load"], d));
-    assert_eq!(loads.lines().count(), 6, "one load per module:\n{loads}");
+    assert_eq!(loads.lines().count(), 10, "one load per module:\n{loads}");
     assert!(loads.contains("alpha-ema@0.1.0") && loads.contains("65f8f5b00ac11713"));
     let only = ok(&garden(
         &["audit", "--store", &store, "--module", "trader@0.1.0"],
@@ -252,7 +252,7 @@ fn garden_run_is_audited_and_the_chain_verifies() {
     ));
     assert_eq!(only.lines().count(), 1);
     let intact = ok(&garden(&["audit", "verify", "--store", &store], d));
-    assert!(intact.contains("intact: 6 records"), "{intact}");
+    assert!(intact.contains("intact: 10 records"), "{intact}");
     // The run's lineage is in the same store.
     let tree = ok(&garden(&["lineage", "--store", &store], d));
     assert!(

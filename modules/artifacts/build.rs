@@ -19,6 +19,7 @@ const MODULES: &[&str] = &[
     "tape",
     "expert-grammar",
     "expert-sequence",
+    "expert-divergence",
 ];
 
 /// Adversarial fixtures, used by tests only (by path).

@@ -93,3 +93,62 @@ pub fn fixture(engine: &Engine, name: &str) -> Arc<Module> {
 pub fn bundled_rows() -> Vec<Row> {
     feed::csv::read(feed::BUNDLED_CSV.as_bytes(), feed::BUNDLED_NAME).expect("bundled data parses")
 }
+
+/// Replay `rows` through the embedded pipeline with `variants` variants on
+/// `threads` threads (0: the default), keeping every message on `topics`.
+pub fn replay_embedded(
+    seed: u64,
+    variants: u32,
+    threads: usize,
+    rows: &[Row],
+    topics: &[&str],
+) -> (
+    garden_host::run::RunSummary,
+    Vec<Arc<garden_host::Envelope>>,
+) {
+    use garden_host::pipeline::PipelineConfig;
+    use garden_host::run::{Replay, ReplayOptions};
+    let config = PipelineConfig::embedded().expect("embedded pipeline");
+    let engine = engine(config.limits.clone());
+    let modules = config.load(&engine, &trust()).expect("modules load");
+    let (first, last) = (rows[0].time, rows[rows.len() - 1].time);
+    let options = ReplayOptions {
+        seed,
+        variants: Some(variants),
+        symbol: "EURUSD".into(),
+        data_name: "bundled".into(),
+        threads,
+        total_bars: rows.len(),
+        steps_per_year: garden_host::report::steps_per_year(rows.len(), first, last),
+    };
+    let mut replay = Replay::start(engine, &config, &modules, options).expect("starts");
+    for t in topics {
+        replay.tap(t);
+    }
+    let mut tapped = Vec::new();
+    for row in rows {
+        replay.feed(row);
+        tapped.extend(replay.take_tapped());
+    }
+    let (summary, rest) = replay.finish_tapped(rows, 1.0);
+    tapped.extend(rest);
+    (summary, tapped)
+}
+
+/// A run summary as JSON without the wall-clock figures, which differ from
+/// run to run: what two runs of the same seed must agree on.
+pub fn without_timings(s: &garden_host::run::RunSummary) -> serde_json::Value {
+    let mut v = serde_json::to_value(s).expect("serialises");
+    if let Some(obj) = v.as_object_mut() {
+        for timing in ["elapsed_secs", "bars_per_sec", "messages_per_sec"] {
+            obj.remove(timing);
+        }
+        if let Some(instances) = obj.get_mut("instances").and_then(|i| i.as_array_mut()) {
+            for i in instances.iter_mut().filter_map(|i| i.as_object_mut()) {
+                i.remove("busy_micros");
+                i.remove("micros_per_message");
+            }
+        }
+    }
+    v
+}

@@ -1,9 +1,10 @@
-//! Real database servers for tests, started on free loopback ports in
-//! temporary directories and stopped when dropped. Never a fake.
+//! Real servers for tests (PostgreSQL, Redis), started on free loopback
+//! ports in temporary directories and stopped when dropped. Never a fake.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A free loopback port (the OS picks; a race with another process is
 /// possible but rare, and the start then fails loudly).
@@ -23,16 +24,20 @@ fn is_root() -> bool {
 }
 
 fn need(tool: &str) {
+    need_with(
+        tool,
+        "install PostgreSQL 15 (Debian: `apt-get install postgresql`) and put its bin directory on PATH",
+    );
+}
+
+fn need_with(tool: &str, how: &str) {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(
-        found,
-        "`{tool}` is not on PATH: install PostgreSQL 15 (Debian: `apt-get install postgresql`) and put its bin directory on PATH"
-    );
+    assert!(found, "`{tool}` is not on PATH: {how}");
 }
 
 /// A PostgreSQL server of its own.
@@ -149,5 +154,105 @@ impl Drop for Postgres {
         } else {
             Command::new(args[0]).args(&args[1..]).output()
         };
+    }
+}
+
+/// A redis-server of its own: no persistence, loopback only.
+pub struct Redis {
+    port: u16,
+    child: Option<Child>,
+    /// (user, password) of an ACL user the server requires, if any.
+    auth: Option<(String, String)>,
+}
+
+impl Redis {
+    /// Start on a free port.
+    pub fn start() -> Redis {
+        Self::start_with(None)
+    }
+
+    /// Start on a free port with AUTH required: the default user is
+    /// disabled and `user` with `password` may do everything.
+    pub fn start_with_user(user: &str, password: &str) -> Redis {
+        Self::start_with(Some((user.to_string(), password.to_string())))
+    }
+
+    fn start_with(auth: Option<(String, String)>) -> Redis {
+        need_with(
+            "redis-server",
+            "install Redis 7 (Debian: `apt-get install redis-server`)",
+        );
+        let mut redis = Redis {
+            port: free_port(),
+            child: None,
+            auth,
+        };
+        redis.launch();
+        redis
+    }
+
+    fn launch(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some((user, password)) = &self.auth {
+            cmd.args(["--user", "default", "off"]).args([
+                "--user",
+                user,
+                "on",
+                &format!(">{password}"),
+                "~*",
+                "&*",
+                "+@all",
+            ]);
+        }
+        let child = cmd.spawn().expect("redis-server starts");
+        self.child = Some(child);
+        // Ready when it accepts a connection.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The URL to reach it (with the credentials, if it needs them).
+    pub fn url(&self) -> String {
+        match &self.auth {
+            Some((user, password)) => format!("redis://{user}:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// SIGKILL it: everything in memory is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it again on the same port (empty: it keeps nothing).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

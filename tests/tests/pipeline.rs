@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use garden_host::Envelope;
 use garden_host::pipeline::PipelineConfig;
-use garden_host::run::{Replay, ReplayOptions, RunSummary};
+use garden_host::run::{ReplayOptions, RunSummary};
 use garden_host::types::{Body, FillKind, Side, Verdict};
 use garden_tests::{bundled_rows, engine, test_limits};
 
@@ -16,35 +16,7 @@ fn run(seed: u64, variants: u32) -> (RunSummary, Vec<std::sync::Arc<Envelope>>) 
 }
 
 fn run_on(seed: u64, variants: u32, threads: usize) -> (RunSummary, Vec<std::sync::Arc<Envelope>>) {
-    let config = PipelineConfig::embedded().expect("embedded pipeline");
-    let engine = engine(config.limits.clone());
-    let modules = config
-        .load(&engine, &garden_tests::trust())
-        .expect("modules load");
-    let rows = bundled_rows();
-    let (first, last) = (rows[0].time, rows[rows.len() - 1].time);
-    let options = ReplayOptions {
-        seed,
-        variants: Some(variants),
-        symbol: "EURUSD".into(),
-        data_name: "bundled".into(),
-        threads,
-        total_bars: rows.len(),
-        steps_per_year: garden_host::report::steps_per_year(rows.len(), first, last),
-    };
-    let mut replay = Replay::start(engine, &config, &modules, options).expect("starts");
-    for t in TOPICS {
-        replay.tap(t);
-    }
-    let rows = bundled_rows();
-    let mut tapped = Vec::new();
-    for row in &rows {
-        replay.feed(row);
-        tapped.extend(replay.take_tapped());
-    }
-    let (summary, rest) = replay.finish_tapped(&rows, 1.0);
-    tapped.extend(rest);
-    (summary, tapped)
+    garden_tests::replay_embedded(seed, variants, threads, &bundled_rows(), &TOPICS)
 }
 
 #[test]
@@ -112,7 +84,7 @@ fn plans_evidence_decisions_and_fills_are_sane_and_equity_adds_up() {
         }
     }
     assert!(plans.len() > 20, "a real run writes plans: {}", plans.len());
-    assert_eq!(evidence, plans.len());
+    assert_eq!(evidence, 4 * plans.len(), "four experts judge every plan");
     assert_eq!(scored, plans.len());
     assert_eq!(decisions.len(), plans.len());
     let approved = decisions
@@ -185,14 +157,7 @@ fn plans_evidence_decisions_and_fills_are_sane_and_equity_adds_up() {
 
 #[test]
 fn the_same_seed_gives_the_same_run_and_another_seed_another_population() {
-    let strip = |s: &RunSummary| {
-        let mut v = serde_json::to_value(s).expect("serialises");
-        let obj = v.as_object_mut().expect("object");
-        for timing in ["elapsed_secs", "bars_per_sec", "messages_per_sec"] {
-            obj.remove(timing);
-        }
-        v
-    };
+    let strip = garden_tests::without_timings;
     let (a, ta) = run(42, 5);
     let (b, tb) = run(42, 5);
     assert_eq!(strip(&a), strip(&b));

@@ -8,11 +8,8 @@ use std::sync::Arc;
 // a fast non-cryptographic hash is enough for names the host chose.
 use rustc_hash::FxHashMap as HashMap;
 
-use super::{Bus, BusError, BusStats, DeadLetter, Delivery, Subscriber, fnv1a};
+use super::{Bus, BusError, BusStats, DeadLetter, Delivery, RecentDeadLetters, Subscriber, fnv1a};
 use crate::Envelope;
-
-/// Most dead letters kept in memory; older ones are counted, not kept.
-const DEAD_LETTERS_KEPT: usize = 10_000;
 
 struct Route {
     group: String,
@@ -38,7 +35,7 @@ pub struct MemoryBus {
     topics: HashMap<String, Topic>,
     inboxes: Vec<Inbox>,
     index: HashMap<String, usize>,
-    dead: VecDeque<DeadLetter>,
+    dead: RecentDeadLetters,
     stats: BusStats,
     /// Reused between publishes to avoid an allocation per message.
     targets: Vec<usize>,
@@ -52,7 +49,7 @@ impl MemoryBus {
             topics: HashMap::default(),
             inboxes: Vec::new(),
             index: HashMap::default(),
-            dead: VecDeque::new(),
+            dead: RecentDeadLetters::default(),
             stats: BusStats::default(),
             targets: Vec::new(),
         }
@@ -187,14 +184,11 @@ impl Bus for MemoryBus {
 
     fn dead_letter(&mut self, letter: DeadLetter) {
         self.stats.dead_letters += 1;
-        if self.dead.len() == DEAD_LETTERS_KEPT {
-            self.dead.pop_front();
-        }
-        self.dead.push_back(letter);
+        self.dead.push(letter);
     }
 
     fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.dead.iter().cloned().collect()
+        self.dead.list()
     }
 
     fn stats(&self) -> BusStats {
@@ -322,7 +316,10 @@ mod tests {
         let err = bus.publish(msg("t", "k", 3)).unwrap_err();
         let BusError::Full {
             instance, message, ..
-        } = err;
+        } = err
+        else {
+            panic!("expected a full inbox, got {err}");
+        };
         assert_eq!(instance, "slow");
         assert_eq!(bus.depth("fast"), 0, "nobody got a partial delivery");
         drain(&mut bus, "slow");

@@ -9,6 +9,7 @@
 //! as dead letters with their reason.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use serde::Serialize;
 use crate::Envelope;
 
 pub use memory::MemoryBus;
+pub use redis::{RedisBus, RedisOptions};
 
 /// FNV-1a: a fixed, platform-independent hash, so that shared delivery and
 /// per-instance seeds come out the same in every run and on every machine.
@@ -64,6 +66,29 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
+/// The most recent dead letters, kept in memory by every backend; older
+/// ones are counted in [`BusStats::dead_letters`], not kept.
+#[derive(Debug, Default)]
+pub(crate) struct RecentDeadLetters {
+    kept: std::collections::VecDeque<DeadLetter>,
+}
+
+impl RecentDeadLetters {
+    /// Most kept.
+    const KEPT: usize = 10_000;
+
+    pub(crate) fn push(&mut self, letter: DeadLetter) {
+        if self.kept.len() == Self::KEPT {
+            self.kept.pop_front();
+        }
+        self.kept.push_back(letter);
+    }
+
+    pub(crate) fn list(&self) -> Vec<DeadLetter> {
+        self.kept.iter().cloned().collect()
+    }
+}
+
 /// Counters every backend keeps.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BusStats {
@@ -93,6 +118,15 @@ pub enum BusError {
         /// The message, unchanged, to publish again.
         message: Box<Envelope>,
     },
+    /// The backend cannot carry this message at all (too large, does not
+    /// encode); it is dropped from the outbox and dead-lettered.
+    #[error("a message on `{topic}` was refused by the bus: {reason}")]
+    Refused {
+        /// The message's topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A message bus backend.
@@ -117,4 +151,14 @@ pub trait Bus {
     fn dead_letters(&self) -> Vec<DeadLetter>;
     /// Counters.
     fn stats(&self) -> BusStats;
+    /// The oldest `count` messages `instance` polled are handled and their
+    /// outputs published: a durable backend may now forget them. The
+    /// memory bus has nothing to do.
+    fn ack(&mut self, _instance: &str, _count: usize) {}
+    /// Exchange with a remote backend: send what was published and
+    /// acknowledged, fetch what waits. Whether anything arrived (or the
+    /// backend is still catching up). The runtime calls it once per round.
+    fn pump(&mut self) -> bool {
+        false
+    }
 }

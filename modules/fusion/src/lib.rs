@@ -22,8 +22,9 @@
 //! wrong to 0. A plan is **confirmed** when at least `confirm-min` experts
 //! supported it. Evidence still missing at the deadline is counted per
 //! expert. At the end of the stream the module reports each expert
-//! (`expert:<name>`: evaluations, supported, opposed, missing, hit rate of its
-//! supported plans, weight) and itself (`fusion`: the Brier score of the fused
+//! (`expert:<name>`: evaluations, supported, opposed, missing, the shares
+//! supported and opposed, hit rate of its supported plans, the Brier score
+//! of the fused confidence over the plans it spoke about, weight) and itself (`fusion`: the Brier score of the fused
 //! confidence and a calibration table of confidence bins against realised
 //! win rates) as fitness reports the host lists.
 //!
@@ -104,6 +105,11 @@ pub struct Record {
     pub supported_closed: u32,
     /// Of those, won.
     pub supported_won: u32,
+    /// Squared errors of the fused confidence of the plans it spoke about
+    /// whose outcome is known, summed, and their count.
+    pub brier_sum: f64,
+    /// Count behind `brier_sum`.
+    pub brier_n: u32,
 }
 
 impl Default for Record {
@@ -117,6 +123,8 @@ impl Default for Record {
             missing: 0,
             supported_closed: 0,
             supported_won: 0,
+            brier_sum: 0.0,
+            brier_n: 0,
         }
     }
 }
@@ -127,8 +135,11 @@ impl Record {
         2.0 * self.alpha / (self.alpha + self.beta)
     }
 
-    /// Learn from one outcome of a plan it gave `llr` about.
-    pub fn learn(&mut self, llr: f64, won: bool) {
+    /// Learn from one outcome of a plan it gave `llr` about, which fusion
+    /// had scored at `confidence`.
+    pub fn learn(&mut self, llr: f64, confidence: f64, won: bool) {
+        self.brier_sum += (confidence - f64::from(u8::from(won))).powi(2);
+        self.brier_n += 1;
         if llr == 0.0 || !llr.is_finite() {
             return;
         }
@@ -252,7 +263,10 @@ impl Fusion {
         };
         let won = pnl > 0.0;
         for (e, llr) in evidence {
-            self.records.entry(e).or_default().learn(llr, won);
+            self.records
+                .entry(e)
+                .or_default()
+                .learn(llr, confidence, won);
         }
         self.outcomes.push((confidence, won));
     }
@@ -269,6 +283,18 @@ impl Fusion {
             } else {
                 0.0
             };
+            let share = |n: u32| {
+                if r.evaluations > 0 {
+                    f64::from(n) / f64::from(r.evaluations)
+                } else {
+                    0.0
+                }
+            };
+            let brier = if r.brier_n > 0 {
+                r.brier_sum / f64::from(r.brier_n)
+            } else {
+                0.0
+            };
             let subject = format!("expert:{name}");
             out.publish(
                 "fitness",
@@ -282,7 +308,10 @@ impl Fusion {
                         m("supported", f64::from(r.supported)),
                         m("opposed", f64::from(r.opposed)),
                         m("missing", f64::from(r.missing)),
+                        m("supported-share", share(r.supported)),
+                        m("opposed-share", share(r.opposed)),
                         m("hit-rate", hit),
+                        m("brier", brier),
                         m("weight", r.weight()),
                     ],
                 }),

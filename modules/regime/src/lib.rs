@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use garden_sdk::indicators::{Adx, Atr};
+use garden_sdk::indicators::{Adx, Atr, RollingStats};
 use garden_sdk::{
     Bar, Body, ContextChange, Envelope, Gene, Info, InitContext, Module, Outbox, Subscription,
 };
@@ -21,10 +21,8 @@ use garden_sdk::{
 struct Tape {
     adx: Adx,
     atr: Atr,
-    /// The last `window` ATRs in arrival order, and the same sorted, so the
-    /// quantile costs a lookup instead of a sort per bar.
-    atrs: std::collections::VecDeque<f64>,
-    sorted: Vec<f64>,
+    /// The last `window` ATRs (kept sorted: the quantile is a lookup).
+    atrs: RollingStats,
     current: Option<String>,
     candidate: Option<(String, u32)>,
 }
@@ -50,32 +48,19 @@ impl Regime {
             .or_insert_with(|| Tape {
                 adx: Adx::new(period),
                 atr: Atr::new(period),
-                atrs: std::collections::VecDeque::new(),
-                sorted: Vec::new(),
+                atrs: RollingStats::new(window.max(1)),
                 current: None,
                 candidate: None,
             });
         let adx = tape.adx.update(bar.high, bar.low, bar.close);
         let atr = tape.atr.update(bar.high, bar.low, bar.close)?;
         // The quantile of the window before this bar: no look-ahead.
-        let enough = tape.sorted.len() >= window / 2;
-        let threshold = if enough {
-            let k = ((tape.sorted.len() - 1) as f64 * quantile).round() as usize;
-            tape.sorted.get(k.min(tape.sorted.len() - 1)).copied()
+        let threshold = if tape.atrs.len() >= window / 2 {
+            tape.atrs.quantile(quantile)
         } else {
             None
         };
-        tape.atrs.push_back(atr);
-        let at = tape.sorted.partition_point(|x| *x < atr);
-        tape.sorted.insert(at, atr);
-        if tape.atrs.len() > window
-            && let Some(old) = tape.atrs.pop_front()
-        {
-            let at = tape.sorted.partition_point(|x| *x < old);
-            if at < tape.sorted.len() {
-                tape.sorted.remove(at);
-            }
-        }
+        tape.atrs.push(atr);
         let adx = adx?;
         let threshold = threshold?;
         let trend = if adx >= adx_trend { "trend" } else { "range" };

@@ -1,0 +1,1079 @@
+//! The Redis Streams bus: daemons on many machines share one Redis.
+//!
+//! **Streams.** Every topic is one stream, `{prefix}:{topic}`, written with
+//! `XADD ... MAXLEN ~ {maxlen}`. An entry is a flat field list (layout in
+//! `docs/redis.md`): `v` (format, `1`), `key`, `source`, `time`, `from` (the
+//! publishing daemon's incarnation), `n` (its publish counter) and `body`,
+//! the message body as JSON. Entries on the `bar_topic` may instead carry
+//! plain bar fields, so any producer can feed bars with `redis-cli XADD`.
+//!
+//! **Groups.** Each local subscription reads through a consumer group:
+//! shared delivery through the group `s:{group}` (one per subscribing
+//! group, so every group sees every entry once, whichever daemon reads it),
+//! broadcast through `i:{instance}` (one per subscriber: each sees all),
+//! addressed through `a:{instance}` (entries keyed to another instance are
+//! acknowledged and skipped). The consumer name is the daemon's name. A
+//! daemon spreads a shared group's entries over its local members by key,
+//! exactly as the memory bus does, so per-key order holds within a daemon.
+//!
+//! **Exchange.** Nothing touches the network until [`Bus::pump`]: it sends
+//! the buffered publishes and acknowledgements and reads every group, all
+//! in one pipelined round trip. Entries read in one pump are merged into the
+//! inboxes in publish order, so a single daemon delivers exactly what the
+//! memory bus would.
+//!
+//! **Acknowledgement.** An entry is `XACK`ed only after the instance that
+//! received it has handled it and its outputs are published ([`Bus::ack`]):
+//! a daemon that dies leaves its unfinished entries pending. Every
+//! `claim_idle / 2` a daemon takes over entries another consumer has left
+//! pending longer than `claim_idle` (`XAUTOCLAIM`); an entry already
+//! delivered `max_deliveries` times goes to the dead-letter stream
+//! `{prefix}:dead` instead, with its reason, as does an entry that cannot be
+//! decoded. Redelivered entries already handled here are recognised by
+//! (`from`, `n`) and skipped.
+//!
+//! **Faults.** A lost connection is retried with backoff (up to
+//! [`RECONNECT_MAX`]) inside `pump`; nothing buffered is dropped meanwhile.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::Value;
+
+use super::{Bus, BusError, BusStats, DeadLetter, Delivery, RecentDeadLetters, Subscriber, fnv1a};
+use crate::Envelope;
+use crate::types::{Bar, Body};
+
+/// The entry format this host writes and reads.
+pub const ENTRY_VERSION: &str = "1";
+/// Longest wait between reconnection attempts.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// Recently handled (publisher, counter) pairs remembered per group, to
+/// skip redeliveries.
+const SEEN_KEPT: usize = 1 << 16;
+
+/// How to reach Redis and how to use it.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// Prefix of every key this bus uses.
+    pub prefix: String,
+    /// This daemon's consumer name (stable across restarts).
+    pub consumer: String,
+    /// Approximate most entries kept per stream (`MAXLEN ~`): must exceed
+    /// the longest backlog a group may fall behind by.
+    pub maxlen: usize,
+    /// Most entries read per group and pump.
+    pub batch: usize,
+    /// Entries pending this long at another consumer are taken over.
+    pub claim_idle: Duration,
+    /// Deliveries after which an entry is dead-lettered instead.
+    pub max_deliveries: u64,
+    /// Largest entry accepted at publish, in bytes.
+    pub max_entry_bytes: usize,
+    /// Topic whose entries may be plain bar fields (see `docs/redis.md`).
+    pub bar_topic: Option<String>,
+}
+
+impl RedisOptions {
+    /// Defaults for `url`: prefix `garden`, consumer named after the host.
+    pub fn new(url: &str) -> Self {
+        RedisOptions {
+            url: url.to_string(),
+            prefix: "garden".into(),
+            consumer: default_consumer(),
+            maxlen: 100_000,
+            batch: 512,
+            claim_idle: Duration::from_secs(30),
+            max_deliveries: 5,
+            max_entry_bytes: 1 << 20,
+            bar_topic: Some("bar".into()),
+        }
+    }
+}
+
+/// `hostname-pid`: unique per process on one machine.
+fn default_consumer() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "garden".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Why the Redis bus could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisBusError {
+    /// The URL does not parse.
+    #[error("`{url}` is not a Redis URL ({source}); write redis://[user:password@]host:port")]
+    Url {
+        /// The URL given.
+        url: String,
+        /// The parser's complaint.
+        source: redis::RedisError,
+    },
+    /// Redis did not answer, or refused the credentials.
+    #[error(
+        "cannot reach Redis at {url}: {source}; is redis-server running there, and are the user and password right?"
+    )]
+    Connect {
+        /// The URL, without its password.
+        url: String,
+        /// What failed.
+        source: redis::RedisError,
+    },
+}
+
+/// One (stream, group) this daemon reads, with its local members.
+struct Route {
+    topic: String,
+    stream: String,
+    group: String,
+    delivery: Delivery,
+    addressed: bool,
+    members: Vec<String>,
+    /// The group still has to be created (after start or a Redis restart).
+    create: bool,
+    /// Read this consumer's own pending entries first (id `0`), left by an
+    /// earlier incarnation of this daemon, before new ones (`>`).
+    history: bool,
+    seen: HashSet<(String, u64)>,
+    seen_order: VecDeque<(String, u64)>,
+}
+
+/// An entry's fields, in order.
+type Fields = Vec<(String, String)>;
+
+/// Where a delivered message came from, to acknowledge it.
+#[derive(Debug, Clone)]
+struct Receipt {
+    stream: String,
+    group: String,
+    id: String,
+}
+
+/// An entry read, decoded, waiting to be merged into the inboxes.
+struct Fetched {
+    route: usize,
+    id: String,
+    order: (u64, u64, String, u64),
+    result: Result<(Envelope, String, u64), String>,
+    fields: Fields,
+}
+
+/// The Redis Streams bus.
+pub struct RedisBus {
+    options: RedisOptions,
+    client: redis::Client,
+    conn: Option<redis::Connection>,
+    /// This process: distinguishes its publishes from an earlier run's.
+    incarnation: String,
+    counter: u64,
+    routes: Vec<Route>,
+    inboxes: HashMap<String, VecDeque<(Arc<Envelope>, Receipt)>>,
+    inflight: HashMap<String, VecDeque<Receipt>>,
+    /// Encoded XADDs not yet sent.
+    outgoing: Vec<(String, Vec<(&'static str, String)>)>,
+    /// (stream, group) -> ids to XACK.
+    acks: HashMap<(String, String), Vec<String>>,
+    /// Dead letters not yet written to the dead-letter stream.
+    dead_out: Vec<Vec<(&'static str, String)>>,
+    dead: RecentDeadLetters,
+    stats: BusStats,
+    last_claim: Instant,
+    backoff: Duration,
+    last_error: Option<String>,
+}
+
+impl RedisBus {
+    /// Connect (checking the server answers) and start with no
+    /// subscriptions.
+    pub fn connect(options: RedisOptions) -> Result<Self, RedisBusError> {
+        let client =
+            redis::Client::open(options.url.as_str()).map_err(|source| RedisBusError::Url {
+                url: redacted(&options.url),
+                source,
+            })?;
+        let conn = open(&client).map_err(|source| RedisBusError::Connect {
+            url: redacted(&options.url),
+            source,
+        })?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Ok(RedisBus {
+            incarnation: format!("{}@{nanos:x}", options.consumer),
+            options,
+            client,
+            conn: Some(conn),
+            counter: 0,
+            routes: Vec::new(),
+            inboxes: HashMap::new(),
+            inflight: HashMap::new(),
+            outgoing: Vec::new(),
+            acks: HashMap::new(),
+            dead_out: Vec::new(),
+            dead: RecentDeadLetters::default(),
+            stats: BusStats::default(),
+            last_claim: Instant::now(),
+            backoff: Duration::from_millis(50),
+            last_error: None,
+        })
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> &RedisOptions {
+        &self.options
+    }
+
+    /// The stream that holds `topic`.
+    pub fn stream(&self, topic: &str) -> String {
+        format!("{}:{topic}", self.options.prefix)
+    }
+
+    /// The dead-letter stream.
+    pub fn dead_stream(&self) -> String {
+        format!("{}:dead", self.options.prefix)
+    }
+
+    /// The latest connection problem, if the bus is not connected now.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// Publishes and acknowledgements not yet sent.
+    pub fn unsent(&self) -> usize {
+        self.outgoing.len() + self.acks.values().map(Vec::len).sum::<usize>()
+    }
+
+    fn group_name(s: &Subscriber) -> String {
+        match (s.addressed, s.delivery) {
+            (true, _) => format!("a:{}", s.instance),
+            (false, Delivery::Broadcast) => format!("i:{}", s.instance),
+            (false, Delivery::Shared) => format!("s:{}", s.group),
+        }
+    }
+
+    /// Encode `message` as XADD fields, or say why it cannot be sent.
+    fn encode(&mut self, message: &Envelope) -> Result<Vec<(&'static str, String)>, BusError> {
+        let body = serde_json::to_string(&message.body).map_err(|e| BusError::Refused {
+            topic: message.topic.clone(),
+            reason: format!("its body does not encode: {e}"),
+        })?;
+        let bytes = body.len() + message.key.len() + message.source.len();
+        if bytes > self.options.max_entry_bytes {
+            return Err(BusError::Refused {
+                topic: message.topic.clone(),
+                reason: format!(
+                    "the entry is {bytes} bytes, over the {} byte limit (max_entry_bytes)",
+                    self.options.max_entry_bytes
+                ),
+            });
+        }
+        self.counter += 1;
+        Ok(vec![
+            ("v", ENTRY_VERSION.to_string()),
+            ("key", message.key.clone()),
+            ("source", message.source.clone()),
+            ("time", message.time.to_string()),
+            ("from", self.incarnation.clone()),
+            ("n", self.counter.to_string()),
+            ("body", body),
+        ])
+    }
+
+    /// One exchange with Redis; Err if the connection failed.
+    fn exchange(&mut self) -> redis::RedisResult<bool> {
+        let claim = self.last_claim.elapsed() >= self.options.claim_idle / 2;
+        let conn = match self.conn.as_mut() {
+            Some(c) => c,
+            None => {
+                let c = open(&self.client)?;
+                tracing::info!("reconnected to Redis");
+                self.conn.insert(c)
+            }
+        };
+        let maxlen = self.options.maxlen.to_string();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let mut creating = Vec::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            if r.create {
+                pipe.cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(&r.stream)
+                    .arg(&r.group)
+                    .arg("$")
+                    .arg("MKSTREAM");
+                creating.push(i);
+            }
+        }
+        for (stream, fields) in &self.outgoing {
+            let cmd = pipe
+                .cmd("XADD")
+                .arg(stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(&maxlen)
+                .arg("*");
+            for (k, v) in fields {
+                cmd.arg(*k).arg(v);
+            }
+        }
+        let dead_stream = format!("{}:dead", self.options.prefix);
+        for fields in &self.dead_out {
+            let cmd = pipe
+                .cmd("XADD")
+                .arg(&dead_stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(&maxlen)
+                .arg("*");
+            for (k, v) in fields {
+                cmd.arg(*k).arg(v);
+            }
+        }
+        let mut acked = Vec::new();
+        for ((stream, group), ids) in &self.acks {
+            if ids.is_empty() {
+                continue;
+            }
+            pipe.cmd("XACK").arg(stream).arg(group).arg(ids);
+            acked.push((stream.clone(), group.clone()));
+        }
+        let mut reading = Vec::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            if r.members.is_empty() {
+                continue;
+            }
+            pipe.cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(&r.group)
+                .arg(&self.options.consumer)
+                .arg("COUNT")
+                .arg(self.options.batch)
+                .arg("STREAMS")
+                .arg(&r.stream)
+                .arg(if r.history { "0" } else { ">" });
+            reading.push(i);
+        }
+        let min_idle = self.options.claim_idle.as_millis().to_string();
+        let mut claiming = Vec::new();
+        if claim {
+            for (i, r) in self.routes.iter().enumerate() {
+                if r.members.is_empty() || r.history {
+                    continue;
+                }
+                pipe.cmd("XAUTOCLAIM")
+                    .arg(&r.stream)
+                    .arg(&r.group)
+                    .arg(&self.options.consumer)
+                    .arg(&min_idle)
+                    .arg("0-0")
+                    .arg("COUNT")
+                    .arg(self.options.batch);
+                claiming.push(i);
+            }
+        }
+        let replies: Vec<Value> = pipe.query(conn)?;
+        // Everything sent was taken: Redis applies a pipeline in order and
+        // answered every command.
+        let mut replies = replies.into_iter();
+        for i in creating {
+            if let Some(Value::ServerError(e)) = replies.next()
+                && e.code() != "BUSYGROUP"
+            {
+                tracing::warn!(group = %self.routes[i].group, "XGROUP CREATE failed: {e:?}");
+                continue;
+            }
+            self.routes[i].create = false;
+        }
+        let sent = self.outgoing.len();
+        for _ in 0..sent + self.dead_out.len() {
+            if let Some(Value::ServerError(e)) = replies.next() {
+                tracing::warn!("XADD refused by Redis: {e:?}");
+            }
+        }
+        self.stats.published += sent as u64;
+        self.outgoing.clear();
+        self.dead_out.clear();
+        for key in acked {
+            self.acks.remove(&key);
+            let _ = replies.next();
+        }
+        let mut fetched = Vec::new();
+        for i in reading {
+            match replies.next() {
+                Some(Value::ServerError(e)) if e.code() == "NOGROUP" => {
+                    // Redis lost the group (restarted without persistence):
+                    // make it again and read on.
+                    self.routes[i].create = true;
+                }
+                Some(Value::ServerError(e)) => {
+                    tracing::warn!(group = %self.routes[i].group, "XREADGROUP failed: {e:?}");
+                }
+                Some(v) => {
+                    let entries = stream_entries(v);
+                    if self.routes[i].history && entries.is_empty() {
+                        self.routes[i].history = false;
+                    }
+                    for (id, fields) in entries {
+                        fetched.push(self.decode(i, id, fields));
+                    }
+                }
+                None => {}
+            }
+        }
+        let mut claimed = Vec::new();
+        for i in claiming {
+            if let Some(Value::Array(parts)) = replies.next()
+                && let Some(entries) = parts.into_iter().nth(1)
+            {
+                for (id, fields) in entry_list(entries) {
+                    claimed.push((i, id, fields));
+                }
+            }
+        }
+        if claim {
+            self.last_claim = Instant::now();
+        }
+        if !claimed.is_empty() {
+            self.screen_claimed(claimed, &mut fetched)?;
+        }
+        let any = !fetched.is_empty();
+        self.merge(fetched);
+        Ok(any)
+    }
+
+    /// Deliveries so far of claimed entries: those over the limit are dead
+    /// letters, the others are delivered again.
+    fn screen_claimed(
+        &mut self,
+        claimed: Vec<(usize, String, Fields)>,
+        fetched: &mut Vec<Fetched>,
+    ) -> redis::RedisResult<()> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for (i, id, _) in &claimed {
+            let r = &self.routes[*i];
+            pipe.cmd("XPENDING")
+                .arg(&r.stream)
+                .arg(&r.group)
+                .arg(id)
+                .arg(id)
+                .arg(1);
+        }
+        let counts: Vec<Value> = pipe.query(conn)?;
+        for ((i, id, fields), count) in claimed.into_iter().zip(counts) {
+            let deliveries = pending_count(count).unwrap_or(1);
+            tracing::info!(group = %self.routes[i].group, %id, deliveries, "reclaimed an entry left pending");
+            if deliveries > self.options.max_deliveries {
+                let r = &self.routes[i];
+                let reason = format!(
+                    "delivered {deliveries} times without being handled (max_deliveries {})",
+                    self.options.max_deliveries
+                );
+                self.dead_entry(&r.stream.clone(), &r.group.clone(), &id, &fields, &reason);
+                continue;
+            }
+            fetched.push(self.decode(i, id, fields));
+        }
+        Ok(())
+    }
+
+    fn decode(&self, route: usize, id: String, fields: Fields) -> Fetched {
+        let (ms, seq) = parse_id(&id);
+        let r = &self.routes[route];
+        let is_bar_topic = self.options.bar_topic.as_deref() == Some(r.topic.as_str());
+        let result = decode_entry(&r.topic, &fields, is_bar_topic);
+        let order = match &result {
+            Ok((_, from, n)) => (ms, seq, from.clone(), *n),
+            Err(_) => (ms, seq, String::new(), 0),
+        };
+        Fetched {
+            route,
+            id,
+            order,
+            result: result.map(|(mut e, from, n)| {
+                e.seq = (ms << 16) | seq.min(0xffff);
+                (e, from, n)
+            }),
+            fields,
+        }
+    }
+
+    /// Record an entry that cannot be delivered: to the dead-letter stream,
+    /// then acknowledged so it is not delivered again.
+    fn dead_entry(
+        &mut self,
+        stream: &str,
+        group: &str,
+        id: &str,
+        fields: &[(String, String)],
+        reason: &str,
+    ) {
+        tracing::warn!(%stream, %group, %id, "dead letter: {reason}");
+        let raw = serde_json::to_string(fields).unwrap_or_default();
+        self.dead_out.push(vec![
+            ("stream", stream.to_string()),
+            ("group", group.to_string()),
+            ("id", id.to_string()),
+            ("reason", reason.to_string()),
+            ("fields", raw),
+        ]);
+        self.stats.dead_letters += 1;
+        self.acks
+            .entry((stream.to_string(), group.to_string()))
+            .or_default()
+            .push(id.to_string());
+    }
+
+    /// Deliver what was read, in publish order (each group's entries keep
+    /// their stream order: only heads are ever taken).
+    fn merge(&mut self, fetched: Vec<Fetched>) {
+        let mut lists: Vec<VecDeque<Fetched>> = Vec::new();
+        let mut index: HashMap<usize, usize> = HashMap::new();
+        for f in fetched {
+            let slot = *index.entry(f.route).or_insert_with(|| {
+                lists.push(VecDeque::new());
+                lists.len() - 1
+            });
+            lists[slot].push_back(f);
+        }
+        loop {
+            let next = lists
+                .iter()
+                .enumerate()
+                .filter_map(|(i, l)| l.front().map(|f| (i, &f.order)))
+                .min_by(|a, b| {
+                    // Same publisher: its counter is the true order; else time.
+                    let (x, y) = (a.1, b.1);
+                    if x.2 == y.2 && !x.2.is_empty() {
+                        x.3.cmp(&y.3)
+                    } else {
+                        (x.0, x.1).cmp(&(y.0, y.1))
+                    }
+                })
+                .map(|(i, _)| i);
+            let Some(i) = next else { break };
+            let Some(f) = lists[i].pop_front() else { break };
+            self.deliver(f);
+        }
+    }
+
+    fn deliver(&mut self, f: Fetched) {
+        let (stream, group) = {
+            let r = &self.routes[f.route];
+            (r.stream.clone(), r.group.clone())
+        };
+        let (envelope, from, n) = match f.result {
+            Ok(x) => x,
+            Err(reason) => {
+                self.dead_entry(&stream, &group, &f.id, &f.fields, &reason);
+                return;
+            }
+        };
+        let receipt = Receipt {
+            stream,
+            group,
+            id: f.id,
+        };
+        let r = &mut self.routes[f.route];
+        // A redelivery of something handled here already: acknowledge only.
+        let mark = (from, n);
+        if r.seen.contains(&mark) {
+            self.acks
+                .entry((receipt.stream, receipt.group))
+                .or_default()
+                .push(receipt.id);
+            return;
+        }
+        let target = if r.addressed {
+            r.members.iter().find(|m| **m == envelope.key).cloned()
+        } else {
+            match r.delivery {
+                Delivery::Broadcast => r.members.first().cloned(),
+                Delivery::Shared if r.members.is_empty() => None,
+                Delivery::Shared => {
+                    let pick = (fnv1a(envelope.key.as_bytes()) % r.members.len() as u64) as usize;
+                    r.members.get(pick).cloned()
+                }
+            }
+        };
+        if r.seen_order.len() == SEEN_KEPT
+            && let Some(old) = r.seen_order.pop_front()
+        {
+            r.seen.remove(&old);
+        }
+        r.seen.insert(mark.clone());
+        r.seen_order.push_back(mark);
+        match target {
+            Some(instance) => {
+                self.stats.delivered += 1;
+                self.inboxes
+                    .entry(instance)
+                    .or_default()
+                    .push_back((Arc::new(envelope), receipt));
+            }
+            None => {
+                self.acks
+                    .entry((receipt.stream, receipt.group))
+                    .or_default()
+                    .push(receipt.id);
+            }
+        }
+    }
+}
+
+impl Bus for RedisBus {
+    fn subscribe(&mut self, s: &Subscriber) {
+        let group = Self::group_name(s);
+        let stream = self.stream(&s.topic);
+        match self
+            .routes
+            .iter_mut()
+            .find(|r| r.stream == stream && r.group == group)
+        {
+            Some(r) => {
+                if !r.members.contains(&s.instance) {
+                    r.members.push(s.instance.clone());
+                }
+            }
+            None => self.routes.push(Route {
+                topic: s.topic.clone(),
+                stream,
+                group,
+                delivery: s.delivery,
+                addressed: s.addressed,
+                members: vec![s.instance.clone()],
+                create: true,
+                history: true,
+                seen: HashSet::new(),
+                seen_order: VecDeque::new(),
+            }),
+        }
+        self.inboxes.entry(s.instance.clone()).or_default();
+    }
+
+    fn unsubscribe(&mut self, instance: &str) {
+        for r in &mut self.routes {
+            r.members.retain(|m| m != instance);
+        }
+    }
+
+    fn publish(&mut self, message: Envelope) -> Result<(), BusError> {
+        let fields = self.encode(&message)?;
+        let stream = self.stream(&message.topic);
+        self.outgoing.push((stream, fields));
+        Ok(())
+    }
+
+    fn publish_overflowing(&mut self, message: Envelope) {
+        // Streams have no per-inbox capacity: nothing to overflow.
+        if let Err(e) = self.publish(message) {
+            tracing::warn!("publish refused: {e}");
+        }
+    }
+
+    fn poll(&mut self, instance: &str) -> Option<Arc<Envelope>> {
+        let (envelope, receipt) = self.inboxes.get_mut(instance)?.pop_front()?;
+        self.inflight
+            .entry(instance.to_string())
+            .or_default()
+            .push_back(receipt);
+        Some(envelope)
+    }
+
+    fn depth(&self, instance: &str) -> usize {
+        self.inboxes.get(instance).map_or(0, VecDeque::len)
+    }
+
+    fn ack(&mut self, instance: &str, count: usize) {
+        let Some(q) = self.inflight.get_mut(instance) else {
+            return;
+        };
+        for _ in 0..count {
+            let Some(r) = q.pop_front() else { break };
+            self.acks.entry((r.stream, r.group)).or_default().push(r.id);
+        }
+    }
+
+    fn pump(&mut self) -> bool {
+        match self.exchange() {
+            Ok(any) => {
+                self.backoff = Duration::from_millis(50);
+                self.last_error = None;
+                any
+            }
+            Err(e) => {
+                // Keep everything buffered; wait, then the next pump tries a
+                // new connection. A pipeline cut off midway may have been
+                // partly applied: its publishes are sent again and the
+                // receivers skip what they have seen.
+                tracing::warn!("Redis exchange failed: {e}; retrying in {:?}", self.backoff);
+                self.last_error = Some(e.to_string());
+                self.conn = None;
+                for r in &mut self.routes {
+                    r.create = true;
+                }
+                std::thread::sleep(self.backoff);
+                self.backoff = (self.backoff * 2).min(RECONNECT_MAX);
+                // Not idle: work is still waiting to be sent or read.
+                true
+            }
+        }
+    }
+
+    fn dead_letter(&mut self, letter: DeadLetter) {
+        self.stats.dead_letters += 1;
+        let envelope = serde_json::to_string(&*letter.envelope).unwrap_or_default();
+        self.dead_out.push(vec![
+            ("instance", letter.instance.clone()),
+            ("reason", letter.reason.clone()),
+            ("envelope", envelope),
+        ]);
+        self.dead.push(letter);
+    }
+
+    fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.dead.list()
+    }
+
+    fn stats(&self) -> BusStats {
+        self.stats
+    }
+}
+
+fn open(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+    let conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(10)))?;
+    Ok(conn)
+}
+
+/// The URL with any password replaced, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `ms-seq` of a stream id.
+fn parse_id(id: &str) -> (u64, u64) {
+    let mut parts = id.splitn(2, '-');
+    let ms = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let seq = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (ms, seq)
+}
+
+fn text(v: Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// Entries of an XREADGROUP reply for one stream.
+fn stream_entries(v: Value) -> Vec<(String, Fields)> {
+    let streams = match v {
+        Value::Array(s) => s,
+        Value::Map(m) => m
+            .into_iter()
+            .map(|(k, v)| Value::Array(vec![k, v]))
+            .collect(),
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for s in streams {
+        if let Value::Array(pair) = s
+            && let Some(entries) = pair.into_iter().nth(1)
+        {
+            out.extend(entry_list(entries));
+        }
+    }
+    out
+}
+
+/// `[[id, [field, value, ...]], ...]`; entries deleted by trimming come
+/// back with no fields and are skipped.
+fn entry_list(v: Value) -> Vec<(String, Fields)> {
+    let Value::Array(entries) = v else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let Value::Array(parts) = e else { continue };
+        let mut parts = parts.into_iter();
+        let (Some(id), Some(Value::Array(flat))) = (parts.next().and_then(text), parts.next())
+        else {
+            continue;
+        };
+        let mut fields = Vec::with_capacity(flat.len() / 2);
+        let mut flat = flat.into_iter();
+        while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+            // Binary junk is kept as lossy text: it still reaches the dead
+            // letter stream, with a reason.
+            let k = match k {
+                Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                other => text(other).unwrap_or_default(),
+            };
+            let v = match v {
+                Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                other => text(other).unwrap_or_default(),
+            };
+            fields.push((k, v));
+        }
+        out.push((id, fields));
+    }
+    out
+}
+
+/// The delivery count from an `XPENDING key group id id 1` reply.
+fn pending_count(v: Value) -> Option<u64> {
+    let Value::Array(rows) = v else { return None };
+    let Value::Array(row) = rows.into_iter().next()? else {
+        return None;
+    };
+    match row.into_iter().nth(3)? {
+        Value::Int(n) => u64::try_from(n).ok(),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+/// Decode an entry of `topic` into (envelope, publisher, counter), or say
+/// what is wrong with it.
+pub fn decode_entry(
+    topic: &str,
+    fields: &[(String, String)],
+    plain_bars: bool,
+) -> Result<(Envelope, String, u64), String> {
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if get("body").is_none() && plain_bars {
+        return decode_bar(topic, &get);
+    }
+    match get("v") {
+        Some(ENTRY_VERSION) => {}
+        Some(other) => {
+            return Err(format!(
+                "entry format `{other}` is not supported (this host reads format {ENTRY_VERSION})"
+            ));
+        }
+        None => return Err("missing field `v` (entry format)".into()),
+    }
+    let need = |name: &str| get(name).ok_or_else(|| format!("missing field `{name}`"));
+    let time = need("time")?
+        .parse::<i64>()
+        .map_err(|e| format!("field `time` is not an integer: {e}"))?;
+    let n = need("n")?
+        .parse::<u64>()
+        .map_err(|e| format!("field `n` is not an unsigned integer: {e}"))?;
+    let body: Body = serde_json::from_str(need("body")?)
+        .map_err(|e| format!("field `body` does not decode: {e}"))?;
+    Ok((
+        Envelope {
+            topic: topic.to_string(),
+            key: need("key")?.to_string(),
+            seq: 0,
+            time,
+            source: need("source")?.to_string(),
+            body,
+        },
+        need("from")?.to_string(),
+        n,
+    ))
+}
+
+/// A bar written by any producer: `symbol time open high low close
+/// [volume]` (time in milliseconds since the epoch).
+fn decode_bar<'a>(
+    topic: &str,
+    get: &dyn Fn(&str) -> Option<&'a str>,
+) -> Result<(Envelope, String, u64), String> {
+    let num = |name: &str| -> Result<f64, String> {
+        let raw = get(name).ok_or_else(|| format!("bar entry: missing field `{name}`"))?;
+        let x: f64 = raw
+            .parse()
+            .map_err(|_| format!("bar entry: field `{name}` = `{raw}` is not a number"))?;
+        if x.is_finite() {
+            Ok(x)
+        } else {
+            Err(format!("bar entry: field `{name}` is not finite"))
+        }
+    };
+    let symbol = get("symbol")
+        .filter(|s| !s.is_empty())
+        .ok_or("bar entry: missing field `symbol`")?
+        .to_string();
+    let raw_time = get("time").ok_or("bar entry: missing field `time`")?;
+    let time: i64 = raw_time.parse().map_err(|_| {
+        format!("bar entry: field `time` = `{raw_time}` is not an integer (ms since the epoch)")
+    })?;
+    let (open, high, low, close) = (num("open")?, num("high")?, num("low")?, num("close")?);
+    let volume = match get("volume") {
+        Some(_) => num("volume")?,
+        None => 0.0,
+    };
+    if low > high || open < low || open > high || close < low || close > high {
+        return Err(format!(
+            "bar entry: prices are inconsistent (open {open}, high {high}, low {low}, close {close}): high must be the largest and low the smallest"
+        ));
+    }
+    if volume < 0.0 {
+        return Err(format!("bar entry: volume {volume} is negative"));
+    }
+    Ok((
+        Envelope {
+            topic: topic.to_string(),
+            key: symbol.clone(),
+            seq: 0,
+            time,
+            source: "$feed".into(),
+            body: Body::Bar(Bar {
+                symbol,
+                time,
+                open,
+                high,
+                low,
+                close,
+                volume,
+            }),
+        },
+        // Plain entries have no publisher counter: never deduplicated.
+        String::new(),
+        0,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn plain_bars_decode_and_bad_ones_say_why() {
+        let ok = fields(&[
+            ("symbol", "EURUSD"),
+            ("time", "1700000000000"),
+            ("open", "1.1"),
+            ("high", "1.2"),
+            ("low", "1.0"),
+            ("close", "1.15"),
+            ("volume", "10"),
+        ]);
+        let (e, _, _) = decode_entry("bar", &ok, true).unwrap();
+        assert!(matches!(e.body, Body::Bar(ref b) if b.close == 1.15 && b.symbol == "EURUSD"));
+        assert_eq!(e.key, "EURUSD");
+        let cases: [(&[(&str, &str)], &str); 4] = [
+            (&[("symbol", "X"), ("time", "1")], "missing field `open`"),
+            (
+                &[
+                    ("symbol", "X"),
+                    ("time", "1"),
+                    ("open", "a"),
+                    ("high", "1"),
+                    ("low", "1"),
+                    ("close", "1"),
+                ],
+                "`open` = `a` is not a number",
+            ),
+            (
+                &[
+                    ("symbol", "X"),
+                    ("time", "1"),
+                    ("open", "1"),
+                    ("high", "0.5"),
+                    ("low", "1"),
+                    ("close", "1"),
+                ],
+                "inconsistent",
+            ),
+            (&[("garbage", "\u{fffd}")], "missing field `symbol`"),
+        ];
+        for (f, want) in cases {
+            let err = decode_entry("bar", &fields(f), true).unwrap_err();
+            assert!(err.contains(want), "{err} should say {want}");
+        }
+    }
+
+    #[test]
+    fn envelopes_need_every_field_and_a_known_format() {
+        let body = serde_json::to_string(&Body::Retired("x".into())).unwrap();
+        let good = fields(&[
+            ("v", "1"),
+            ("key", "k"),
+            ("source", "s"),
+            ("time", "5"),
+            ("from", "d@1"),
+            ("n", "3"),
+            ("body", &body),
+        ]);
+        let (e, from, n) = decode_entry("t", &good, false).unwrap();
+        assert_eq!(
+            (e.key.as_str(), e.time, from.as_str(), n),
+            ("k", 5, "d@1", 3)
+        );
+        assert_eq!(e.body, Body::Retired("x".into()));
+        let mut v2 = good.clone();
+        v2[0].1 = "2".into();
+        assert!(
+            decode_entry("t", &v2, false)
+                .unwrap_err()
+                .contains("format `2`")
+        );
+        let no_key: Vec<_> = good.iter().filter(|(k, _)| k != "key").cloned().collect();
+        assert!(
+            decode_entry("t", &no_key, false)
+                .unwrap_err()
+                .contains("`key`")
+        );
+        let mut junk = good.clone();
+        junk[6].1 = "{not json".into();
+        assert!(
+            decode_entry("t", &junk, false)
+                .unwrap_err()
+                .contains("`body` does not decode")
+        );
+        let mut time = good.clone();
+        time[3].1 = "soon".into();
+        assert!(
+            decode_entry("t", &time, false)
+                .unwrap_err()
+                .contains("`time`")
+        );
+    }
+
+    #[test]
+    fn passwords_are_not_repeated_in_messages() {
+        assert_eq!(
+            redacted("redis://user:secret@127.0.0.1:6379"),
+            "redis://user:***@127.0.0.1:6379"
+        );
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}
