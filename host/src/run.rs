@@ -150,9 +150,10 @@ pub struct RunSummary {
     pub reports: Vec<Score>,
 }
 
-/// A pipeline ready to be fed: its instances started on a memory bus.
-pub struct Replay {
-    runtime: Runtime<MemoryBus>,
+/// A pipeline ready to be fed: its instances started on a bus (the memory
+/// bus unless [`Replay::start_on`] is given another).
+pub struct Replay<B: Bus = MemoryBus> {
+    runtime: Runtime<B>,
     board: Scoreboard,
     feed_topic: String,
     fitness_topic: String,
@@ -164,8 +165,9 @@ pub struct Replay {
     bar: usize,
 }
 
-impl Replay {
-    /// Start every instance of `modules` (as loaded by [`PipelineConfig::load`]).
+impl Replay<MemoryBus> {
+    /// Start every instance of `modules` (as loaded by [`PipelineConfig::load`])
+    /// on a memory bus.
     pub fn start(
         engine: Arc<Engine>,
         config: &PipelineConfig,
@@ -173,6 +175,19 @@ impl Replay {
         options: ReplayOptions,
     ) -> Result<Self, RunError> {
         let bus = MemoryBus::new(engine.limits().inbox_capacity);
+        Self::start_on(bus, engine, config, modules, options)
+    }
+}
+
+impl<B: Bus> Replay<B> {
+    /// Start every instance of `modules` on `bus`.
+    pub fn start_on(
+        bus: B,
+        engine: Arc<Engine>,
+        config: &PipelineConfig,
+        modules: &[(ModuleConfig, Arc<Module>)],
+        options: ReplayOptions,
+    ) -> Result<Self, RunError> {
         let mut runtime = Runtime::new(engine, bus, options.seed);
         if options.threads > 0 {
             runtime = runtime.with_threads(options.threads);
@@ -408,7 +423,7 @@ impl Replay {
     }
 
     /// The runtime, for inspection.
-    pub fn runtime(&self) -> &Runtime<MemoryBus> {
+    pub fn runtime(&self) -> &Runtime<B> {
         &self.runtime
     }
 
@@ -439,6 +454,20 @@ pub fn replay(
     modules: &[(ModuleConfig, Arc<Module>)],
     rows: &[Row],
     options: ReplayOptions,
+    progress: impl FnMut(usize),
+) -> Result<RunSummary, RunError> {
+    let bus = MemoryBus::new(engine.limits().inbox_capacity);
+    replay_on(bus, engine, config, modules, rows, options, progress)
+}
+
+/// [`replay`] on the given bus.
+pub fn replay_on<B: Bus>(
+    bus: B,
+    engine: Arc<Engine>,
+    config: &PipelineConfig,
+    modules: &[(ModuleConfig, Arc<Module>)],
+    rows: &[Row],
+    options: ReplayOptions,
     mut progress: impl FnMut(usize),
 ) -> Result<RunSummary, RunError> {
     if rows.is_empty() {
@@ -455,7 +484,7 @@ pub fn replay(
         );
         options.steps_per_year = report::steps_per_year(rows.len(), first, last);
     }
-    let mut replay = Replay::start(engine, config, modules, options)?;
+    let mut replay = Replay::start_on(bus, engine, config, modules, options)?;
     let started = Instant::now();
     for (n, row) in rows.iter().enumerate() {
         replay.feed(row);

@@ -1,0 +1,408 @@
+//! The Redis Streams bus against a real redis-server started on a free
+//! loopback port: the pipeline gives the same result as on the memory bus,
+//! bad entries are dead-lettered with a reason, a dead consumer's entries are
+//! reclaimed, a Redis restart is survived, AUTH works, and bars can come
+//! from any producer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use garden_host::Envelope;
+use garden_host::bus::{Bus, BusError, Delivery, MemoryBus, RedisBus, RedisOptions, Subscriber};
+use garden_host::pipeline::PipelineConfig;
+use garden_host::run::{Replay, ReplayOptions};
+use garden_host::types::Body;
+use garden_tests::servers::Redis;
+use garden_tests::{bundled_rows, engine, without_timings};
+
+fn options(redis: &Redis, prefix: &str, consumer: &str) -> RedisOptions {
+    let mut o = RedisOptions::new(&redis.url());
+    o.prefix = prefix.into();
+    o.consumer = consumer.into();
+    o
+}
+
+fn sub(instance: &str, group: &str, topic: &str, delivery: Delivery) -> Subscriber {
+    Subscriber {
+        instance: instance.into(),
+        group: group.into(),
+        topic: topic.into(),
+        delivery,
+        addressed: false,
+    }
+}
+
+fn msg(topic: &str, key: &str, n: i64) -> Envelope {
+    Envelope {
+        topic: topic.into(),
+        key: key.into(),
+        seq: 0,
+        time: n,
+        source: "test".into(),
+        body: Body::Retired(format!("{key}-{n}")),
+    }
+}
+
+fn raw(redis: &Redis) -> redis::Connection {
+    redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("a raw connection")
+}
+
+/// Pump until nothing more arrives, then take everything `instance` has.
+fn drain<B: Bus>(bus: &mut B, instance: &str) -> Vec<Arc<Envelope>> {
+    for _ in 0..3 {
+        bus.pump();
+    }
+    let mut out = Vec::new();
+    while let Some(m) = bus.poll(instance) {
+        out.push(m);
+    }
+    out
+}
+
+fn label(m: &Envelope) -> String {
+    match &m.body {
+        Body::Retired(s) => s.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn run_on<B: Bus>(
+    bus: B,
+    rows: &[garden_host::feed::csv::Row],
+) -> (serde_json::Value, Vec<Envelope>) {
+    let config = PipelineConfig::embedded().expect("embedded pipeline");
+    let engine = engine(config.limits.clone());
+    let modules = config
+        .load(&engine, &garden_tests::trust())
+        .expect("modules load");
+    let options = ReplayOptions {
+        seed: 3,
+        variants: Some(3),
+        symbol: "EURUSD".into(),
+        data_name: "bundled".into(),
+        threads: 0,
+        total_bars: rows.len(),
+        steps_per_year: 6_000.0,
+    };
+    let mut replay = Replay::start_on(bus, engine, &config, &modules, options).expect("starts");
+    for t in ["plan", "evidence", "scored", "decision", "fill"] {
+        replay.tap(t);
+    }
+    let mut tapped = Vec::new();
+    for row in rows {
+        replay.feed(row);
+        tapped.extend(replay.take_tapped());
+    }
+    let (summary, rest) = replay.finish_tapped(rows, 1.0);
+    tapped.extend(rest);
+    let mut json = without_timings(&summary);
+    // Counted differently by each backend; everything else must agree.
+    if let Some(o) = json.as_object_mut() {
+        o.remove("bus");
+        o.remove("messages");
+    }
+    // Sequence numbers are the backend's own (Redis: from the entry id).
+    let tapped = tapped
+        .iter()
+        .map(|m| Envelope {
+            seq: 0,
+            ..(**m).clone()
+        })
+        .collect();
+    (json, tapped)
+}
+
+#[test]
+fn the_pipeline_over_redis_gives_what_it_gives_over_the_memory_bus() {
+    let redis = Redis::start();
+    let rows: Vec<_> = bundled_rows().into_iter().take(700).collect();
+    let config = PipelineConfig::embedded().expect("embedded pipeline");
+    let (memory, memory_msgs) = run_on(MemoryBus::new(config.limits.inbox_capacity), &rows);
+    let bus = RedisBus::connect(options(&redis, "same", "daemon-1")).expect("connects");
+    let (over_redis, redis_msgs) = run_on(bus, &rows);
+    assert!(memory_msgs.len() > 100, "the run says something");
+    assert_eq!(memory_msgs.len(), redis_msgs.len());
+    for (a, b) in memory_msgs.iter().zip(&redis_msgs) {
+        assert_eq!(a, b);
+    }
+    assert_eq!(memory, over_redis);
+    // Every entry was acknowledged: nothing is left pending in any group.
+    let mut con = raw(&redis);
+    for stream in ["same:bar", "same:plan", "same:evidence", "same:scored"] {
+        let groups: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .query(&mut con)
+            .expect("groups of the stream");
+        assert!(!groups.is_empty(), "{stream} has groups");
+        for g in groups {
+            let at = g
+                .iter()
+                .position(|v| matches!(v, redis::Value::BulkString(b) if b == b"pending"))
+                .expect("a pending field");
+            assert_eq!(
+                g.get(at + 1),
+                Some(&redis::Value::Int(0)),
+                "{stream}: {g:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn shared_delivery_keeps_per_key_order_and_broadcast_reaches_everyone() {
+    let redis = Redis::start();
+    let mut bus = RedisBus::connect(options(&redis, "order", "d")).expect("connects");
+    bus.subscribe(&sub("w1", "workers", "job", Delivery::Shared));
+    bus.subscribe(&sub("w2", "workers", "job", Delivery::Shared));
+    bus.subscribe(&sub("log", "log", "job", Delivery::Broadcast));
+    bus.pump();
+    for n in 0..60 {
+        bus.publish(msg("job", ["a", "b", "c"][n as usize % 3], n))
+            .expect("publishes");
+    }
+    let (w1, w2, log) = (
+        drain(&mut bus, "w1"),
+        drain(&mut bus, "w2"),
+        drain(&mut bus, "log"),
+    );
+    assert_eq!(w1.len() + w2.len(), 60, "each job to one worker");
+    assert_eq!(log.len(), 60, "and every job to the broadcast subscriber");
+    for worker in [&w1, &w2] {
+        for key in ["a", "b", "c"] {
+            let times: Vec<i64> = worker
+                .iter()
+                .filter(|m| m.key == key)
+                .map(|m| m.time)
+                .collect();
+            assert!(times.windows(2).all(|w| w[0] < w[1]), "{key}: {times:?}");
+            // One key, one worker.
+            let other = if std::ptr::eq(worker, &w1) { &w2 } else { &w1 };
+            assert!(times.is_empty() || other.iter().all(|m| m.key != key));
+        }
+    }
+}
+
+#[test]
+fn malformed_entries_are_dead_lettered_with_a_reason_and_the_consumer_goes_on() {
+    let redis = Redis::start();
+    let mut bus = RedisBus::connect(options(&redis, "bad", "d")).expect("connects");
+    bus.subscribe(&sub("x", "x", "t", Delivery::Shared));
+    bus.pump();
+    let mut con = raw(&redis);
+    let add = |con: &mut redis::Connection, fields: &[(&str, &str)]| {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg("bad:t").arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(*v);
+        }
+        let _: String = cmd.query(con).expect("XADD");
+    };
+    add(&mut con, &[("hello", "world")]);
+    add(
+        &mut con,
+        &[
+            ("v", "1"),
+            ("key", "k"),
+            ("source", "s"),
+            ("time", "1"),
+            ("from", "p"),
+            ("n", "1"),
+            ("body", "\u{1}garbage"),
+        ],
+    );
+    add(&mut con, &[("v", "9"), ("body", "{}")]);
+    bus.publish(msg("t", "k", 7))
+        .expect("a good one after them");
+    let got = drain(&mut bus, "x");
+    assert_eq!(got.iter().map(|m| label(m)).collect::<Vec<_>>(), ["k-7"]);
+    bus.pump();
+    let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("bad:dead")
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .expect("dead letters");
+    let reasons: Vec<String> = dead
+        .iter()
+        .filter_map(|(_, f)| {
+            f.iter()
+                .find(|(k, _)| k == "reason")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(reasons[0].contains("missing field `v`"), "{reasons:?}");
+    assert!(reasons[1].contains("`body` does not decode"), "{reasons:?}");
+    assert!(reasons[2].contains("format `9`"), "{reasons:?}");
+    assert_eq!(bus.stats().dead_letters, 3);
+    // An oversized message is refused at publish, with the reason.
+    let mut small = options(&redis, "bad", "p");
+    small.max_entry_bytes = 64;
+    let mut publisher = RedisBus::connect(small).expect("connects");
+    let mut big = msg("t", "k", 8);
+    big.body = Body::Retired("x".repeat(1000));
+    match publisher.publish(big) {
+        Err(BusError::Refused { reason, .. }) => assert!(reason.contains("byte limit"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn entries_a_dead_consumer_left_pending_are_reclaimed_and_poison_is_dead_lettered() {
+    let redis = Redis::start();
+    let claim = |consumer: &str, max_deliveries: u64| {
+        let mut o = options(&redis, "claim", consumer);
+        o.claim_idle = Duration::from_millis(300);
+        o.max_deliveries = max_deliveries;
+        RedisBus::connect(o).expect("connects")
+    };
+    // Consumer a takes five entries and dies before acknowledging them.
+    let mut a = claim("a", 5);
+    a.subscribe(&sub("w", "workers", "job", Delivery::Shared));
+    a.pump();
+    for n in 0..5 {
+        a.publish(msg("job", "k", n)).expect("publishes");
+    }
+    assert_eq!(drain(&mut a, "w").len(), 5);
+    drop(a);
+    // Consumer b in the same group gets nothing new, then, once the entries
+    // have been pending longer than claim_idle, takes them over in order.
+    let mut b = claim("b", 5);
+    b.subscribe(&sub("w", "workers", "job", Delivery::Shared));
+    assert!(drain(&mut b, "w").is_empty());
+    std::thread::sleep(Duration::from_millis(400));
+    let reclaimed = drain(&mut b, "w");
+    assert_eq!(
+        reclaimed.iter().map(|m| m.time).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
+    b.ack("w", 5);
+    b.pump();
+    let mut con = raw(&redis);
+    let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+        .arg("claim:job")
+        .arg("s:workers")
+        .query(&mut con)
+        .expect("XPENDING");
+    assert_eq!(pending.first(), Some(&redis::Value::Int(0)), "{pending:?}");
+
+    // With max_deliveries 1, an entry already delivered once is poison.
+    let mut c = claim("c", 1);
+    c.subscribe(&sub("p", "poison", "job", Delivery::Shared));
+    c.pump();
+    c.publish(msg("job", "k", 9)).expect("publishes");
+    assert_eq!(drain(&mut c, "p").len(), 1);
+    drop(c);
+    let mut d = claim("d", 1);
+    d.subscribe(&sub("p", "poison", "job", Delivery::Shared));
+    d.pump();
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(drain(&mut d, "p").is_empty(), "not delivered a second time");
+    d.pump();
+    let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("claim:dead")
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .expect("dead letters");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0]
+            .1
+            .iter()
+            .any(|(k, v)| k == "reason" && v.contains("delivered 2 times")),
+        "{dead:?}"
+    );
+}
+
+#[test]
+fn a_redis_restart_is_survived_and_publishes_made_meanwhile_arrive() {
+    let mut redis = Redis::start();
+    let mut bus = RedisBus::connect(options(&redis, "restart", "d")).expect("connects");
+    bus.subscribe(&sub("x", "x", "t", Delivery::Shared));
+    bus.pump();
+    bus.publish(msg("t", "k", 1)).expect("publishes");
+    assert_eq!(drain(&mut bus, "x").len(), 1);
+    bus.ack("x", 1);
+    redis.kill();
+    bus.publish(msg("t", "k", 2))
+        .expect("buffered while Redis is down");
+    bus.publish(msg("t", "k", 3))
+        .expect("buffered while Redis is down");
+    assert!(bus.pump(), "a failed exchange is not idleness");
+    assert!(bus.last_error().is_some(), "the failure is reported");
+    assert!(bus.unsent() >= 2, "nothing buffered is dropped");
+    redis.restart();
+    let got = drain(&mut bus, "x");
+    assert_eq!(
+        got.iter().map(|m| m.time).collect::<Vec<_>>(),
+        [2, 3],
+        "what was published during the outage arrives, once, in order"
+    );
+    assert!(bus.last_error().is_none());
+}
+
+#[test]
+fn redis_auth_with_a_user_and_password_and_a_clear_error_without() {
+    let redis = Redis::start_with_user("garden", "s3cret-pw");
+    let mut bus = RedisBus::connect(options(&redis, "auth", "d")).expect("the right password");
+    bus.subscribe(&sub("x", "x", "t", Delivery::Shared));
+    bus.pump();
+    bus.publish(msg("t", "k", 1)).expect("publishes");
+    assert_eq!(drain(&mut bus, "x").len(), 1);
+    let wrong = RedisOptions::new(&format!(
+        "redis://garden:wrong-pw@127.0.0.1:{}",
+        redis.port()
+    ));
+    let err = RedisBus::connect(wrong).err().expect("refused").to_string();
+    assert!(err.contains("user and password"), "{err}");
+    assert!(
+        !err.contains("wrong-pw"),
+        "the password is not repeated: {err}"
+    );
+}
+
+#[test]
+fn bars_written_by_any_producer_arrive_and_bad_ones_are_dead_lettered() {
+    let redis = Redis::start();
+    let mut bus = RedisBus::connect(options(&redis, "feed", "d")).expect("connects");
+    bus.subscribe(&sub("alpha", "alpha", "bar", Delivery::Broadcast));
+    bus.pump();
+    let mut con = raw(&redis);
+    let _: String = redis::cmd("XADD")
+        .arg("feed:bar")
+        .arg("*")
+        .arg(&[
+            ("symbol", "EURUSD"),
+            ("time", "1700000000000"),
+            ("open", "1.0850"),
+            ("high", "1.0862"),
+            ("low", "1.0841"),
+            ("close", "1.0857"),
+            ("volume", "1520"),
+        ])
+        .query(&mut con)
+        .expect("XADD");
+    let _: String = redis::cmd("XADD")
+        .arg("feed:bar")
+        .arg("*")
+        .arg(&[("symbol", "EURUSD"), ("time", "soon")])
+        .query(&mut con)
+        .expect("XADD");
+    let got = drain(&mut bus, "alpha");
+    assert_eq!(got.len(), 1);
+    match &got[0].body {
+        Body::Bar(b) => {
+            assert_eq!(
+                (b.symbol.as_str(), b.close, b.volume),
+                ("EURUSD", 1.0857, 1520.0)
+            );
+            assert_eq!(got[0].key, "EURUSD");
+        }
+        other => panic!("a bar, not {other:?}"),
+    }
+    assert_eq!(bus.stats().dead_letters, 1);
+}
