@@ -34,6 +34,13 @@ pub struct PipelineConfig {
     /// How the population evolves.
     #[serde(default)]
     pub evolution: crate::replication::EvolutionConfig,
+    /// The bus (default: the in-process memory bus).
+    #[serde(default)]
+    pub bus: crate::bus::BusConfig,
+    /// The store for the audit log and records (`sqlite://...` or
+    /// `postgres://...`; default: the local SQLite file).
+    #[serde(default)]
+    pub store: Option<String>,
     /// The modules, in the order they are started.
     #[serde(rename = "module")]
     pub modules: Vec<ModuleConfig>,

@@ -20,6 +20,62 @@ use crate::Envelope;
 pub use memory::MemoryBus;
 pub use redis::{RedisBus, RedisOptions};
 
+/// Which bus a run uses: `[bus]` in a pipeline file, or `garden run --bus`.
+///
+/// With no `url` (or `memory`) the in-process bus; with
+/// `redis://[user:password@]host:port` the Redis Streams bus.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// `memory`, or a Redis URL.
+    pub url: Option<String>,
+    /// Prefix of every Redis key (default: one per run for `garden run`).
+    pub prefix: Option<String>,
+    /// This daemon's consumer name (default: `hostname-pid`).
+    pub consumer: Option<String>,
+    /// Approximate most entries kept per stream.
+    pub maxlen: Option<usize>,
+    /// Entries pending this long at another consumer are taken over, ms.
+    pub claim_idle_ms: Option<u64>,
+    /// Deliveries after which an entry is dead-lettered.
+    pub max_deliveries: Option<u64>,
+}
+
+/// A bus URL that names no bus garden has.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a bus garden knows: use `memory` or redis://[user:password@]host:port")]
+pub struct UnknownBus(pub String);
+
+impl BusConfig {
+    /// The Redis options this asks for, with `default_prefix` unless a
+    /// prefix is set; `None` for the memory bus.
+    pub fn redis(&self, default_prefix: &str) -> Result<Option<RedisOptions>, UnknownBus> {
+        let url = match self.url.as_deref() {
+            None | Some("memory") => return Ok(None),
+            Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => u,
+            Some(other) => return Err(UnknownBus(other.to_string())),
+        };
+        let mut o = RedisOptions::new(url);
+        o.prefix = self
+            .prefix
+            .clone()
+            .unwrap_or_else(|| default_prefix.to_string());
+        if let Some(c) = &self.consumer {
+            o.consumer = c.clone();
+        }
+        if let Some(m) = self.maxlen {
+            o.maxlen = m;
+        }
+        if let Some(ms) = self.claim_idle_ms {
+            o.claim_idle = std::time::Duration::from_millis(ms);
+        }
+        if let Some(n) = self.max_deliveries {
+            o.max_deliveries = n;
+        }
+        Ok(Some(o))
+    }
+}
+
 /// FNV-1a: a fixed, platform-independent hash, so that shared delivery and
 /// per-instance seeds come out the same in every run and on every machine.
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {

@@ -285,6 +285,66 @@ impl RedisBus {
         ])
     }
 
+    /// Send what was published so far, then create the groups still to be
+    /// made: a new subscriber sees what is published after it subscribed,
+    /// not what was published before, exactly as on the memory bus. If Redis
+    /// cannot be reached now, the next pump makes the groups.
+    fn create_groups_now(&mut self) {
+        if !self.routes.iter().any(|r| r.create) {
+            return;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let maxlen = self.options.maxlen.to_string();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for (stream, fields) in &self.outgoing {
+            let cmd = pipe
+                .cmd("XADD")
+                .arg(stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(&maxlen)
+                .arg("*");
+            for (k, v) in fields {
+                cmd.arg(*k).arg(v);
+            }
+        }
+        let creating: Vec<usize> = (0..self.routes.len())
+            .filter(|i| self.routes[*i].create)
+            .collect();
+        for &i in &creating {
+            let r = &self.routes[i];
+            pipe.cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&r.stream)
+                .arg(&r.group)
+                .arg("$")
+                .arg("MKSTREAM");
+        }
+        match pipe.query::<Vec<Value>>(conn) {
+            Ok(replies) => {
+                self.stats.published += self.outgoing.len() as u64;
+                let sent = self.outgoing.len();
+                self.outgoing.clear();
+                for (i, reply) in creating.into_iter().zip(replies.into_iter().skip(sent)) {
+                    match reply {
+                        Value::ServerError(e) if e.code() != "BUSYGROUP" => {
+                            tracing::warn!(group = %self.routes[i].group, "XGROUP CREATE failed: {e:?}");
+                        }
+                        _ => self.routes[i].create = false,
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("Redis exchange failed: {e}; the next pump retries");
+                self.last_error = Some(e.to_string());
+                self.conn = None;
+            }
+        }
+    }
+
     /// One exchange with Redis; Err if the connection failed.
     fn exchange(&mut self) -> redis::RedisResult<bool> {
         let claim = self.last_claim.elapsed() >= self.options.claim_idle / 2;
@@ -659,6 +719,7 @@ impl Bus for RedisBus {
             }),
         }
         self.inboxes.entry(s.instance.clone()).or_default();
+        self.create_groups_now();
     }
 
     fn unsubscribe(&mut self, instance: &str) {
@@ -758,7 +819,7 @@ fn open(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
 }
 
 /// The URL with any password replaced, for messages.
-fn redacted(url: &str) -> String {
+pub fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use garden_host::bus::RedisBus;
 use garden_host::feed;
 use garden_host::integrity;
 use garden_host::pipeline::PipelineConfig;
-use garden_host::run::{ReplayOptions, replay};
+use garden_host::run::{ReplayOptions, replay, replay_on};
 use garden_host::{Engine, render};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -44,6 +45,13 @@ pub struct RunArgs {
     /// postgres://... also works).
     #[arg(long, value_name = "URL")]
     store: Option<String>,
+    /// The bus: `memory` (default) or redis://[user:password@]host:port
+    /// (overrides `[bus] url` in the pipeline file).
+    #[arg(long, value_name = "URL")]
+    bus: Option<String>,
+    /// Prefix of the Redis keys (default: `garden:run:<seed>-<ms>`, one per run).
+    #[arg(long, value_name = "PREFIX")]
+    bus_prefix: Option<String>,
     /// Directory for compiled modules (default: ~/.cache/garden).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -68,10 +76,16 @@ pub fn run(args: RunArgs) -> Result<()> {
             .unwrap_or(0)
     });
     eprintln!("seed: {seed}");
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => PipelineConfig::read(path)?,
         None => PipelineConfig::embedded()?,
     };
+    if let Some(url) = &args.bus {
+        config.bus.url = Some(url.clone());
+    }
+    if let Some(prefix) = &args.bus_prefix {
+        config.bus.prefix = Some(prefix.clone());
+    }
     let (rows, data_name, symbol) = match &args.data {
         Some(path) => (
             feed::csv::read_path(path)?,
@@ -103,6 +117,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let store_url = args
         .store
         .clone()
+        .or_else(|| config.store.clone())
         .unwrap_or_else(garden_host::audit::default_store_url);
     let audit = garden_host::audit::Audit::open(&store_url)?;
     let modules = config.load_audited(&engine, &trust, Some(&audit))?;
@@ -127,13 +142,30 @@ pub fn run(args: RunArgs) -> Result<()> {
         total_bars: 0,
         steps_per_year: 0.0,
     };
-    let summary = replay(engine, &config, &modules, &rows, options, |n| {
+    let progress = |n: usize| {
         if let Some(bar) = &bar
             && n % 64 == 0
         {
             bar.set_position(n as u64);
         }
-    })?;
+    };
+    // A replay's keys are its own unless a prefix is given, so it never
+    // picks up an earlier run's entries.
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let summary = match config.bus.redis(&format!("garden:run:{seed}-{millis}"))? {
+        Some(redis) => {
+            eprintln!(
+                "bus: Redis at {} (prefix {})",
+                redact(&redis.url),
+                redis.prefix
+            );
+            let bus = RedisBus::connect(redis)?;
+            replay_on(bus, engine, &config, &modules, &rows, options, progress)?
+        }
+        None => replay(engine, &config, &modules, &rows, options, progress)?,
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -178,4 +210,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         print!("{}", render::table(&summary));
     }
     Ok(())
+}
+
+/// A URL with its password hidden, for messages.
+fn redact(url: &str) -> String {
+    garden_host::bus::redis::redacted(url)
 }
