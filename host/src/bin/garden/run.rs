@@ -144,7 +144,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     let progress = |n: usize| {
         if let Some(bar) = &bar
-            && n % 64 == 0
+            && n.is_multiple_of(64)
         {
             bar.set_position(n as u64);
         }
