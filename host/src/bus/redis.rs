@@ -35,7 +35,10 @@
 //! **Faults.** A lost connection is retried with backoff (up to
 //! [`RECONNECT_MAX`]) inside `pump`; nothing buffered is dropped meanwhile.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+// Names chosen by the host and publisher hashes: a fast hash is enough.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -140,8 +143,9 @@ struct Route {
     /// Read this consumer's own pending entries first (id `0`), left by an
     /// earlier incarnation of this daemon, before new ones (`>`).
     history: bool,
-    seen: HashSet<(String, u64)>,
-    seen_order: VecDeque<(String, u64)>,
+    /// (hash of the publisher, its counter) of recent deliveries.
+    seen: HashSet<(u64, u64)>,
+    seen_order: VecDeque<(u64, u64)>,
 }
 
 /// An entry's fields, in order.
@@ -159,8 +163,9 @@ struct Receipt {
 struct Fetched {
     route: usize,
     id: String,
-    order: (u64, u64, String, u64),
-    result: Result<(Envelope, String, u64), String>,
+    /// (entry ms, entry seq, publisher hash, publisher counter).
+    order: (u64, u64, u64, u64),
+    result: Result<(Envelope, u64, u64), String>,
     fields: Fields,
 }
 
@@ -211,10 +216,10 @@ impl RedisBus {
             conn: Some(conn),
             counter: 0,
             routes: Vec::new(),
-            inboxes: HashMap::new(),
-            inflight: HashMap::new(),
+            inboxes: HashMap::default(),
+            inflight: HashMap::default(),
             outgoing: Vec::new(),
-            acks: HashMap::new(),
+            acks: HashMap::default(),
             dead_out: Vec::new(),
             dead: RecentDeadLetters::default(),
             stats: BusStats::default(),
@@ -552,9 +557,18 @@ impl RedisBus {
         let r = &self.routes[route];
         let is_bar_topic = self.options.bar_topic.as_deref() == Some(r.topic.as_str());
         let result = decode_entry(&r.topic, &fields, is_bar_topic);
+        // Plain entries (no publisher) hash to 0 and are never skipped.
+        let result = result.map(|(e, from, n)| {
+            let h = if from.is_empty() {
+                0
+            } else {
+                fnv1a(from.as_bytes())
+            };
+            (e, h, n)
+        });
         let order = match &result {
-            Ok((_, from, n)) => (ms, seq, from.clone(), *n),
-            Err(_) => (ms, seq, String::new(), 0),
+            Ok((_, from, n)) => (ms, seq, *from, *n),
+            Err(_) => (ms, seq, 0, 0),
         };
         Fetched {
             route,
@@ -598,7 +612,7 @@ impl RedisBus {
     /// their stream order: only heads are ever taken).
     fn merge(&mut self, fetched: Vec<Fetched>) {
         let mut lists: Vec<VecDeque<Fetched>> = Vec::new();
-        let mut index: HashMap<usize, usize> = HashMap::new();
+        let mut index: HashMap<usize, usize> = HashMap::default();
         for f in fetched {
             let slot = *index.entry(f.route).or_insert_with(|| {
                 lists.push(VecDeque::new());
@@ -614,7 +628,7 @@ impl RedisBus {
                 .min_by(|a, b| {
                     // Same publisher: its counter is the true order; else time.
                     let (x, y) = (a.1, b.1);
-                    if x.2 == y.2 && !x.2.is_empty() {
+                    if x.2 == y.2 && x.2 != 0 {
                         x.3.cmp(&y.3)
                     } else {
                         (x.0, x.1).cmp(&(y.0, y.1))
@@ -647,7 +661,7 @@ impl RedisBus {
         let r = &mut self.routes[f.route];
         // A redelivery of something handled here already: acknowledge only.
         let mark = (from, n);
-        if r.seen.contains(&mark) {
+        if from != 0 && r.seen.contains(&mark) {
             self.acks
                 .entry((receipt.stream, receipt.group))
                 .or_default()
@@ -671,8 +685,10 @@ impl RedisBus {
         {
             r.seen.remove(&old);
         }
-        r.seen.insert(mark.clone());
-        r.seen_order.push_back(mark);
+        if from != 0 {
+            r.seen.insert(mark);
+            r.seen_order.push_back(mark);
+        }
         match target {
             Some(instance) => {
                 self.stats.delivered += 1;
@@ -714,7 +730,7 @@ impl Bus for RedisBus {
                 members: vec![s.instance.clone()],
                 create: true,
                 history: true,
-                seen: HashSet::new(),
+                seen: HashSet::default(),
                 seen_order: VecDeque::new(),
             }),
         }

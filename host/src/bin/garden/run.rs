@@ -155,7 +155,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let summary = match config.bus.redis(&format!("garden:run:{seed}-{millis}"))? {
-        Some(redis) => {
+        Some(mut redis) => {
+            redis.bar_topic = Some(config.feed_topic.clone());
             eprintln!(
                 "bus: Redis at {} (prefix {})",
                 redact(&redis.url),

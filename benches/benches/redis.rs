@@ -1,0 +1,214 @@
+//! The Redis Streams bus (issue #6), against a redis-server of its own on a
+//! free loopback port:
+//!
+//! * the ceiling: `redis-benchmark` pipelining 200-byte XADDs (`-P 16`) on
+//!   the same machine, in the same run;
+//! * end to end through the bus: one thread publishes plans (about 250 bytes
+//!   encoded) through a `RedisBus`, pipelined (one pump per 256 publishes);
+//!   another reads them through a consumer group in batches, hands each to
+//!   its subscriber and acknowledges it. Messages per second from the first
+//!   publish to the last acknowledgement;
+//! * latency of a plan from an alpha to a decision module: plans published
+//!   at a steady 10,000 per second, each timed from its publish until the
+//!   consumer holds it; p50 and p99.
+//!
+//! Run: `cargo bench -p garden-benches --bench redis`.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use garden_host::Envelope;
+use garden_host::bus::{Bus, Delivery, RedisBus, RedisOptions, Subscriber};
+use garden_host::types::{Body, Plan, Side};
+use garden_tests::servers::Redis;
+
+const MESSAGES: u64 = 200_000;
+
+fn options(redis: &Redis, prefix: &str, consumer: &str) -> RedisOptions {
+    let mut o = RedisOptions::new(&redis.url());
+    o.prefix = prefix.into();
+    o.consumer = consumer.into();
+    o.maxlen = 1_000_000;
+    o.batch = 1024;
+    o
+}
+
+fn plan(n: u64, sent_nanos: i64) -> Envelope {
+    let id = format!("alpha-ema.3/{n}");
+    Envelope {
+        topic: "plan".into(),
+        key: id.clone(),
+        seq: 0,
+        time: sent_nanos,
+        source: "alpha-ema.3".into(),
+        body: Body::Plan(Plan {
+            id,
+            origin: "alpha-ema.3".into(),
+            symbol: "EURUSD".into(),
+            side: Side::Long,
+            entry: 1.085_71,
+            stop: 1.081_22,
+            target: 1.094_05,
+            size: 10_000.0,
+            horizon: 24,
+            confidence: 0.61,
+            time: 1_700_000_000_000,
+        }),
+    }
+}
+
+fn consumer(redis: &Redis, prefix: &str) -> RedisBus {
+    let mut bus = RedisBus::connect(options(redis, prefix, "decision-daemon")).expect("connects");
+    bus.subscribe(&Subscriber {
+        instance: "decision".into(),
+        group: "decision".into(),
+        topic: "plan".into(),
+        delivery: Delivery::Shared,
+        addressed: false,
+    });
+    bus
+}
+
+/// `redis-benchmark` XADD with 200-byte values, pipelined 16 deep.
+fn ceiling(redis: &Redis) -> Option<f64> {
+    let value = "x".repeat(200);
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &redis.port().to_string(),
+            "-n",
+            "200000",
+            "-P",
+            "16",
+            "-q",
+        ])
+        .args(["XADD", "ceiling", "*", "f", &value])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "XADD ceiling * f xxx…: 912408.75 requests per second, p50=…"
+    let rate = text
+        .split("requests per second")
+        .next()?
+        .rsplit(':')
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(rate)
+}
+
+fn throughput(redis: &Redis) -> f64 {
+    let mut reader = consumer(redis, "tput");
+    let started = Instant::now();
+    let producer = {
+        let opts = options(redis, "tput", "alpha-daemon");
+        std::thread::spawn(move || {
+            let mut bus = RedisBus::connect(opts).expect("connects");
+            for n in 0..MESSAGES {
+                bus.publish(plan(n, 0)).expect("publishes");
+                if n % 256 == 255 {
+                    bus.pump();
+                }
+            }
+            bus.pump();
+            started.elapsed()
+        })
+    };
+    let mut got = 0u64;
+    while got < MESSAGES {
+        if !reader.pump() {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        let mut n = 0;
+        while reader.poll("decision").is_some() {
+            n += 1;
+        }
+        reader.ack("decision", n);
+        got += n as u64;
+    }
+    reader.pump(); // the last acknowledgements
+    let elapsed = started.elapsed();
+    let published_in = producer.join().expect("producer");
+    println!(
+        "  (the publisher was done after {:.2} s, the reader after {:.2} s)",
+        published_in.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    MESSAGES as f64 / elapsed.as_secs_f64()
+}
+
+fn latency(redis: &Redis) -> (f64, f64, f64) {
+    let rate = 10_000u64;
+    let total = 50_000u64;
+    let base = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let mut reader = consumer(redis, "latency");
+    let producer = {
+        let opts = options(redis, "latency", "alpha-daemon");
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut bus = RedisBus::connect(opts).expect("connects");
+            // Ten plans every millisecond, each stamped when published.
+            let per_tick = rate / 1_000;
+            for tick in 0..total / per_tick {
+                let due = base + Duration::from_millis(tick + 1);
+                while Instant::now() < due {
+                    std::hint::spin_loop();
+                }
+                for k in 0..per_tick {
+                    let sent = base.elapsed().as_nanos() as i64;
+                    bus.publish(plan(tick * per_tick + k, sent))
+                        .expect("publishes");
+                }
+                bus.pump();
+            }
+            done.store(true, Ordering::Release);
+        })
+    };
+    let mut lat = Vec::with_capacity(total as usize);
+    while (lat.len() as u64) < total {
+        reader.pump();
+        let now = base.elapsed().as_nanos() as i64;
+        let mut n = 0;
+        while let Some(m) = reader.poll("decision") {
+            lat.push((now - m.time) as f64 / 1e6);
+            n += 1;
+        }
+        reader.ack("decision", n);
+        if n == 0 && done.load(Ordering::Acquire) && (lat.len() as u64) < total {
+            std::thread::sleep(Duration::from_micros(20));
+        }
+    }
+    producer.join().expect("producer");
+    // The first second warms connections and the server up.
+    let steady = &mut lat[rate as usize..];
+    steady.sort_by(f64::total_cmp);
+    let at = |q: f64| steady[((steady.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.99), at(1.0))
+}
+
+fn main() {
+    let redis = Redis::start();
+    let ceiling = ceiling(&redis);
+    let ours = throughput(&redis);
+    let (p50, p99, max) = latency(&redis);
+    println!(
+        "Redis Streams bus, redis-server on 127.0.0.1:{}",
+        redis.port()
+    );
+    match ceiling {
+        Some(c) => println!(
+            "  ceiling: redis-benchmark XADD (200 B, -P 16): {c:.0} msgs/s\n  garden bus end to end (publish, read, hand over, ack): {ours:.0} msgs/s = {:.0}% of the ceiling",
+            100.0 * ours / c
+        ),
+        None => println!(
+            "  ceiling: redis-benchmark did not run (install redis-tools)\n  garden bus end to end: {ours:.0} msgs/s"
+        ),
+    }
+    println!(
+        "  plan latency, alpha to decision, 10,000 plans/s: p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms"
+    );
+}
