@@ -17,6 +17,7 @@
 pub mod audit;
 mod bindings;
 pub mod bus;
+pub mod cluster;
 pub mod engine;
 pub mod feed;
 pub mod integrity;

@@ -617,6 +617,24 @@ impl<B: Bus> Runtime<B> {
         true
     }
 
+    /// Stop instance `id` and forget it, because it now runs elsewhere:
+    /// nothing is acknowledged for it, so its new home takes over what it
+    /// had not finished. It may be spawned here again later. False if there
+    /// is no such instance.
+    pub fn remove(&mut self, id: &str) -> bool {
+        let Some(i) = self.slots.iter().position(|s| s.id == id) else {
+            return false;
+        };
+        self.slots.remove(i);
+        self.bus.release(id);
+        true
+    }
+
+    /// The bus, mutably (for a backend's own controls).
+    pub fn bus_mut(&mut self) -> &mut B {
+        &mut self.bus
+    }
+
     /// The state of instance `id` and its last error.
     pub fn state_of(&self, id: &str) -> Option<(InstanceState, Option<String>)> {
         self.slots

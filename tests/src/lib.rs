@@ -152,3 +152,21 @@ pub fn without_timings(s: &garden_host::run::RunSummary) -> serde_json::Value {
     }
     v
 }
+
+/// The `garden` binary of this build (target/<profile>/garden), which
+/// `cargo test --workspace` builds before running the tests.
+pub fn garden_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> -> target/<profile>/garden
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("garden"))
+        .expect("a target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace --release`, which builds it",
+        bin.display()
+    );
+    bin
+}

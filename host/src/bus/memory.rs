@@ -171,6 +171,13 @@ impl Bus for MemoryBus {
         self.deliver(message);
     }
 
+    fn release(&mut self, instance: &str) {
+        self.unsubscribe(instance);
+        if let Some(&i) = self.index.get(instance) {
+            self.inboxes[i].queue.clear();
+        }
+    }
+
     fn poll(&mut self, instance: &str) -> Option<Arc<Envelope>> {
         let &i = self.index.get(instance)?;
         self.inboxes[i].queue.pop_front()

@@ -76,9 +76,9 @@ impl BusConfig {
     }
 }
 
-/// FNV-1a: a fixed, platform-independent hash, so that shared delivery and
+/// FNV-1a (64-bit): a fixed, platform-independent hash, so that shared delivery and
 /// per-instance seeds come out the same in every run and on every machine.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);
@@ -211,6 +211,12 @@ pub trait Bus {
     /// outputs published: a durable backend may now forget them. The
     /// memory bus has nothing to do.
     fn ack(&mut self, _instance: &str, _count: usize) {}
+    /// `instance` moves elsewhere: unsubscribe it and drop what waits for
+    /// it here. A durable backend leaves those messages unacknowledged, so
+    /// the instance's new home takes them over.
+    fn release(&mut self, instance: &str) {
+        self.unsubscribe(instance);
+    }
     /// Exchange with a remote backend: send what was published and
     /// acknowledged, fetch what waits. Whether anything arrived (or the
     /// backend is still catching up). The runtime calls it once per round.

@@ -249,6 +249,13 @@ impl RedisBus {
         self.last_error.as_deref()
     }
 
+    /// Messages read from Redis for `instance` and not yet acknowledged:
+    /// waiting in its inbox or being handled.
+    pub fn unacked(&self, instance: &str) -> usize {
+        self.inboxes.get(instance).map_or(0, VecDeque::len)
+            + self.inflight.get(instance).map_or(0, VecDeque::len)
+    }
+
     /// Publishes and acknowledgements not yet sent.
     pub fn unsent(&self) -> usize {
         self.outgoing.len() + self.acks.values().map(Vec::len).sum::<usize>()
@@ -742,6 +749,14 @@ impl Bus for RedisBus {
         for r in &mut self.routes {
             r.members.retain(|m| m != instance);
         }
+    }
+
+    fn release(&mut self, instance: &str) {
+        self.unsubscribe(instance);
+        // Not acknowledged: they stay pending and are reclaimed by whoever
+        // runs the instance next.
+        self.inboxes.remove(instance);
+        self.inflight.remove(instance);
     }
 
     fn publish(&mut self, message: Envelope) -> Result<(), BusError> {

@@ -1,5 +1,6 @@
 //! `garden`: the host daemon and command line.
 
+mod daemon;
 mod integrity_cmd;
 mod registry_cmd;
 mod run;
@@ -24,6 +25,13 @@ enum Command {
     /// With no arguments: the bundled EUR/USD hourly bars through the
     /// embedded modules, with a population of alpha variants.
     Run(run::RunArgs),
+    /// Run a share of the pipeline's instances on a shared Redis until
+    /// killed; daemons under one prefix split the instances between them
+    /// and take over a dead one's.
+    Daemon(daemon::DaemonArgs),
+    /// The live daemons under a Redis prefix: their instances, inbox
+    /// depths, unacknowledged messages and last errors.
+    Status(daemon::StatusArgs),
     /// Publisher keys.
     #[command(subcommand)]
     Key(integrity_cmd::KeyCommand),
@@ -64,6 +72,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Daemon(args) => daemon::daemon(args),
+        Command::Status(args) => daemon::status(args),
         Command::Key(cmd) => integrity_cmd::key(cmd),
         Command::Trust(cmd) => integrity_cmd::trust(cmd),
         Command::Sign(args) => integrity_cmd::sign(args),

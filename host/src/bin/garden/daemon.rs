@@ -1,0 +1,267 @@
+//! `garden daemon`: run a share of the pipeline's instances on a Redis bus,
+//! until killed; and `garden status`: what the live daemons run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use garden_host::bus::{Bus, RedisBus};
+use garden_host::cluster::{self, DaemonStatus, InstanceStatus, Membership};
+use garden_host::pipeline::PipelineConfig;
+use garden_host::runtime::InstanceState;
+use garden_host::types::Setting;
+use garden_host::{Engine, InstanceSpec, Runtime, integrity, population};
+use rand::SeedableRng;
+
+/// Options of `garden daemon`.
+#[derive(clap::Args)]
+pub struct DaemonArgs {
+    /// The shared Redis: redis://[user:password@]host:port (or `[bus] url`
+    /// in the pipeline file).
+    #[arg(long, value_name = "URL")]
+    bus: Option<String>,
+    /// Prefix of every Redis key; daemons with the same prefix form one garden.
+    #[arg(long, default_value = "garden")]
+    prefix: String,
+    /// This daemon's name (default: hostname-pid). Keep it across restarts
+    /// to take back its own unfinished messages at once.
+    #[arg(long)]
+    name: Option<String>,
+    /// Pipeline configuration (default: the embedded pipeline.toml).
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    /// Seed for the population's genes: every daemon must use the same.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// How long a heartbeat lives; a daemon silent this long is dead and its
+    /// instances move to the others.
+    #[arg(long, default_value_t = 3000, value_name = "MS")]
+    heartbeat_ttl_ms: u64,
+    /// Messages a dead daemon left unfinished this long are taken over.
+    #[arg(long, value_name = "MS")]
+    claim_idle_ms: Option<u64>,
+    /// Trust store (default: $GARDEN_TRUST or ~/.config/garden/trust.toml).
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
+    /// Directory for compiled modules (default: ~/.cache/garden).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+/// Every instance the pipeline describes, as every daemon computes it: the
+/// same ids and, for the same seed, the same genes.
+fn specs(
+    modules: &[(
+        garden_host::pipeline::ModuleConfig,
+        Arc<garden_host::Module>,
+    )],
+    seed: u64,
+) -> Result<Vec<InstanceSpec>> {
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for (mc, module) in modules {
+        let genes = &module.info().genes;
+        let settings: Vec<Setting> = mc
+            .settings_strings()
+            .into_iter()
+            .map(|(name, value)| Setting { name, value })
+            .collect();
+        for n in 0..mc.instances {
+            let mut params = if mc.population && n > 0 {
+                population::random(genes, &mut rng)
+            } else {
+                population::defaults(genes)
+            };
+            population::apply_overrides(&mc.name, genes, &mut params, &mc.params)?;
+            let id = if mc.instances == 1 && !mc.population {
+                mc.name.clone()
+            } else {
+                format!("{}.{n}", mc.name)
+            };
+            out.push(InstanceSpec {
+                id,
+                module: module.clone(),
+                params,
+                settings: settings.clone(),
+                snapshot: None,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn state_name(s: &InstanceState) -> String {
+    match s {
+        InstanceState::Running => "ok".into(),
+        InstanceState::Restarting => "restarting".into(),
+        InstanceState::Quarantined { reason } => format!("quarantined: {reason}"),
+        InstanceState::Retiring => "retiring".into(),
+        InstanceState::Retired => "retired".into(),
+    }
+}
+
+/// Run `garden daemon`.
+pub fn daemon(args: DaemonArgs) -> Result<()> {
+    let config = match &args.config {
+        Some(path) => PipelineConfig::read(path)?,
+        None => PipelineConfig::embedded()?,
+    };
+    let mut bus_config = config.bus.clone();
+    if let Some(url) = &args.bus {
+        bus_config.url = Some(url.clone());
+    }
+    bus_config.prefix = Some(args.prefix.clone());
+    if let Some(name) = &args.name {
+        bus_config.consumer = Some(name.clone());
+    }
+    if let Some(ms) = args.claim_idle_ms {
+        bus_config.claim_idle_ms = Some(ms);
+    }
+    let Some(mut options) = bus_config.redis(&args.prefix)? else {
+        bail!("garden daemon needs a shared Redis: give --bus redis://host:port");
+    };
+    options.bar_topic = Some(config.feed_topic.clone());
+    let name = options.consumer.clone();
+    let url = options.url.clone();
+    let cache = args
+        .cache_dir
+        .clone()
+        .or_else(crate::run::default_cache_dir);
+    let engine =
+        Arc::new(Engine::new(config.limits.clone(), cache).context("starting the wasm engine")?);
+    let trust_path = args
+        .trust
+        .clone()
+        .unwrap_or_else(integrity::default_trust_path);
+    let trust = integrity::run_trust(&trust_path)?;
+    let modules = config.load(&engine, &trust)?;
+    let all = specs(&modules, args.seed)?;
+    let bus = RedisBus::connect(options)?;
+    let mut runtime = Runtime::new(engine, bus, args.seed);
+    let mut membership = Membership::connect(
+        &url,
+        &args.prefix,
+        &name,
+        Duration::from_millis(args.heartbeat_ttl_ms.max(30)),
+    )?;
+    eprintln!(
+        "garden daemon {name}: {} instances in the pipeline, prefix {}",
+        all.len(),
+        args.prefix
+    );
+    let mut status = DaemonStatus {
+        name: name.clone(),
+        host: std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+        pid: std::process::id(),
+        started: integrity::now_rfc3339(),
+        ..DaemonStatus::default()
+    };
+    let mut live: Vec<String> = vec![name.clone()];
+    let mut next_beat = Instant::now();
+    loop {
+        if Instant::now() >= next_beat {
+            next_beat = Instant::now() + membership.interval();
+            status.beats += 1;
+            status.bus_error = runtime.bus().last_error().map(str::to_string);
+            status.instances = runtime
+                .instances()
+                .into_iter()
+                .map(|i| InstanceStatus {
+                    depth: runtime.bus().depth(&i.id),
+                    lag: runtime.bus().unacked(&i.id),
+                    state: state_name(&i.state),
+                    id: i.id,
+                    module: i.module,
+                    received: i.received,
+                    last_error: i.last_error,
+                })
+                .collect();
+            match membership.beat(&status) {
+                Ok(now) => {
+                    if now != live {
+                        eprintln!("live daemons: {}", now.join(", "));
+                    }
+                    live = now;
+                }
+                Err(e) => eprintln!("heartbeat failed ({e}); keeping the last view"),
+            }
+            let running: Vec<String> = runtime.instances().into_iter().map(|i| i.id).collect();
+            for spec in &all {
+                let mine = cluster::owner(&spec.id, &live) == Some(name.as_str());
+                let here = running.contains(&spec.id);
+                if mine && !here {
+                    eprintln!("starting {}", spec.id);
+                    if let Err(e) = runtime.spawn(spec.clone()) {
+                        eprintln!("could not start {}: {e}", spec.id);
+                    }
+                } else if !mine && here {
+                    eprintln!("handing {} over", spec.id);
+                    runtime.remove(&spec.id);
+                }
+            }
+        }
+        runtime.run_until_idle();
+        // Idle: wait a little before asking Redis again.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Options of `garden status`.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// The shared Redis: redis://[user:password@]host:port.
+    #[arg(long, value_name = "URL")]
+    bus: String,
+    /// Prefix of the garden's Redis keys.
+    #[arg(long, default_value = "garden")]
+    prefix: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Run `garden status`.
+pub fn status(args: StatusArgs) -> Result<()> {
+    let daemons = cluster::status(&args.bus, &args.prefix)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&daemons)?);
+        return Ok(());
+    }
+    if daemons.is_empty() {
+        println!("no live daemons under prefix {}", args.prefix);
+        return Ok(());
+    }
+    for d in &daemons {
+        println!(
+            "{} (pid {} on {}, up since {}, {} heartbeats){}",
+            d.name,
+            d.pid,
+            d.host,
+            d.started,
+            d.beats,
+            d.bus_error
+                .as_deref()
+                .map(|e| format!("; bus error: {e}"))
+                .unwrap_or_default()
+        );
+        println!(
+            "  {:<22} {:<12} {:>9} {:>6} {:>6}  last error",
+            "instance", "state", "handled", "depth", "lag"
+        );
+        for i in &d.instances {
+            println!(
+                "  {:<22} {:<12} {:>9} {:>6} {:>6}  {}",
+                i.id,
+                i.state,
+                i.received,
+                i.depth,
+                i.lag,
+                i.last_error.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! Many daemons, one Redis: who is alive, and which daemon runs which
+//! instance.
+//!
+//! **Heartbeats.** Every daemon writes its status to `{prefix}:daemon:{name}`
+//! with a time to live (`SET ... PX ttl`) every `ttl / 3`, and adds its name
+//! to the set `{prefix}:daemons`. A daemon whose key has expired is dead: it
+//! is removed from the set by whoever notices first.
+//!
+//! **Assignment.** Each instance runs on one live daemon, chosen by
+//! rendezvous hashing: the daemon with the highest `fnv1a(daemon/instance)`.
+//! Every daemon computes the same answer from the same live set, so no
+//! coordinator is needed, and when a daemon dies only its instances move
+//! (each to the survivor that ranks next for it). The moved instance's
+//! unfinished messages are still pending in its consumer groups and are
+//! taken over by the new owner once they have been idle `claim_idle`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bus::fnv1a;
+use crate::bus::redis::RedisBusError;
+
+/// What a daemon says about itself in its heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// Its name (the consumer name on the bus).
+    pub name: String,
+    /// Host it runs on.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// When it started, RFC 3339.
+    pub started: String,
+    /// Heartbeats written so far.
+    pub beats: u64,
+    /// The instances it runs now.
+    pub instances: Vec<InstanceStatus>,
+    /// The bus's latest connection problem, if it has one now.
+    pub bus_error: Option<String>,
+}
+
+/// One instance in a heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    /// Instance id.
+    pub id: String,
+    /// Module name.
+    pub module: String,
+    /// `ok`, `restarting`, `quarantined`, ...
+    pub state: String,
+    /// Messages handled (or failed) so far.
+    pub received: u64,
+    /// Messages waiting in its inbox on this daemon.
+    pub depth: usize,
+    /// Messages read from Redis for it but not yet acknowledged: in its
+    /// inbox or being handled.
+    pub lag: usize,
+    /// Its latest error.
+    pub last_error: Option<String>,
+}
+
+/// The daemon `instance` belongs on, among `live` daemons.
+pub fn owner<'a>(instance: &str, live: &'a [String]) -> Option<&'a str> {
+    live.iter()
+        .max_by_key(|d| mix(fnv1a(format!("{d}/{instance}").as_bytes())))
+        .map(String::as_str)
+}
+
+/// The splitmix64 finaliser: FNV-1a alone leaves names that differ in one
+/// byte with correlated hashes, which would hand one daemon everything.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A daemon's membership: its heartbeat, and the live set.
+pub struct Membership {
+    client: redis::Client,
+    conn: Option<redis::Connection>,
+    prefix: String,
+    name: String,
+    ttl: Duration,
+}
+
+impl Membership {
+    /// Connect as daemon `name` under `prefix`, with heartbeats that live
+    /// `ttl`.
+    pub fn connect(
+        url: &str,
+        prefix: &str,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<Self, RedisBusError> {
+        let client = redis::Client::open(url).map_err(|source| RedisBusError::Url {
+            url: crate::bus::redis::redacted(url),
+            source,
+        })?;
+        let conn = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .map_err(|source| RedisBusError::Connect {
+                url: crate::bus::redis::redacted(url),
+                source,
+            })?;
+        Ok(Membership {
+            client,
+            conn: Some(conn),
+            prefix: prefix.to_string(),
+            name: name.to_string(),
+            ttl,
+        })
+    }
+
+    /// How often to beat: a third of the time to live.
+    pub fn interval(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    fn set_key(prefix: &str) -> String {
+        format!("{prefix}:daemons")
+    }
+
+    fn daemon_key(prefix: &str, name: &str) -> String {
+        format!("{prefix}:daemon:{name}")
+    }
+
+    fn conn(&mut self) -> redis::RedisResult<&mut redis::Connection> {
+        if self.conn.is_none() {
+            self.conn = Some(
+                self.client
+                    .get_connection_with_timeout(Duration::from_secs(2))?,
+            );
+        }
+        match self.conn.as_mut() {
+            Some(c) => Ok(c),
+            None => Err(redis::RedisError::from(std::io::Error::other(
+                "no connection",
+            ))),
+        }
+    }
+
+    /// Write the heartbeat and return the live daemons, sorted (this one
+    /// included). On a Redis error the caller keeps its last view.
+    pub fn beat(&mut self, status: &DaemonStatus) -> redis::RedisResult<Vec<String>> {
+        let json = serde_json::to_string(status).unwrap_or_default();
+        let ttl_ms = u64::try_from(self.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let (prefix, name) = (self.prefix.clone(), self.name.clone());
+        let result = (|| {
+            let conn = self.conn()?;
+            redis::pipe()
+                .cmd("SET")
+                .arg(Self::daemon_key(&prefix, &name))
+                .arg(&json)
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore()
+                .cmd("SADD")
+                .arg(Self::set_key(&prefix))
+                .arg(&name)
+                .ignore()
+                .exec(conn)?;
+            live(conn, &prefix)
+        })();
+        if result.is_err() {
+            self.conn = None;
+        }
+        result.map(|s| s.into_iter().map(|d| d.name).collect())
+    }
+
+    /// Leave: remove the heartbeat now instead of letting it expire.
+    pub fn leave(&mut self) {
+        let (prefix, name) = (self.prefix.clone(), self.name.clone());
+        if let Ok(conn) = self.conn() {
+            let _: redis::RedisResult<()> = redis::pipe()
+                .cmd("DEL")
+                .arg(Self::daemon_key(&prefix, &name))
+                .ignore()
+                .cmd("SREM")
+                .arg(Self::set_key(&prefix))
+                .arg(&name)
+                .ignore()
+                .exec(conn);
+        }
+    }
+}
+
+/// The live daemons' statuses under `prefix`, sorted by name; daemons whose
+/// heartbeat has expired are removed from the set.
+fn live(conn: &mut redis::Connection, prefix: &str) -> redis::RedisResult<Vec<DaemonStatus>> {
+    let mut names: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(Membership::set_key(prefix))
+        .query(conn)?;
+    names.sort();
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = names
+        .iter()
+        .map(|n| Membership::daemon_key(prefix, n))
+        .collect();
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(conn)?;
+    let mut out = Vec::new();
+    for (name, value) in names.into_iter().zip(values) {
+        match value {
+            Some(json) => out.push(serde_json::from_str(&json).unwrap_or(DaemonStatus {
+                name,
+                ..DaemonStatus::default()
+            })),
+            None => {
+                tracing::warn!(daemon = %name, "heartbeat lapsed: the daemon is dead");
+                let _: redis::RedisResult<()> = redis::cmd("SREM")
+                    .arg(Membership::set_key(prefix))
+                    .arg(&name)
+                    .query(conn);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The live daemons under `prefix` at `url`, for `garden status`.
+pub fn status(url: &str, prefix: &str) -> Result<Vec<DaemonStatus>, RedisBusError> {
+    let client = redis::Client::open(url).map_err(|source| RedisBusError::Url {
+        url: crate::bus::redis::redacted(url),
+        source,
+    })?;
+    let connect = |source| RedisBusError::Connect {
+        url: crate::bus::redis::redacted(url),
+        source,
+    };
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .map_err(connect)?;
+    live(&mut conn, prefix).map_err(connect)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendezvous_moves_only_the_dead_daemons_instances() {
+        let all: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let ids: Vec<String> = (0..300).map(|i| format!("alpha-ema.{i}")).collect();
+        let before: Vec<&str> = ids.iter().filter_map(|i| owner(i, &all)).collect();
+        for d in ["a", "b", "c"] {
+            let n = before.iter().filter(|o| **o == d).count();
+            assert!((60..=140).contains(&n), "{d} runs {n} of 300");
+        }
+        let survivors: Vec<String> = ["a", "c"].map(String::from).to_vec();
+        for (id, was) in ids.iter().zip(&before) {
+            let now = owner(id, &survivors).unwrap();
+            if *was != "b" {
+                assert_eq!(now, *was, "{id} stays where it was");
+            }
+        }
+        assert_eq!(owner("x", &[]), None);
+        // Small gardens split too (the daemons test relies on this one).
+        let two: Vec<String> = ["a", "b"].map(String::from).to_vec();
+        let four: Vec<&str> = (0..4)
+            .filter_map(|i| owner(&format!("expert-anomaly.{i}"), &two))
+            .collect();
+        assert!(four.contains(&"a") && four.contains(&"b"), "{four:?}");
+    }
+}
