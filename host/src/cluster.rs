@@ -6,6 +6,14 @@
 //! to the set `{prefix}:daemons`. A daemon whose key has expired is dead: it
 //! is removed from the set by whoever notices first.
 //!
+//! **Leadership.** One daemon at a time leads: it holds `{prefix}:leader`
+//! (its name, with the same time to live as a heartbeat, renewed on each
+//! beat). Taking the lease increments `{prefix}:leader:term`, the fencing
+//! token. Every decision the leader makes is written through
+//! [`Membership::decide`], which Redis applies only if the token is still the
+//! current term, atomically (a Lua script): a leader that stalled past its
+//! lease and wakes up cannot act, because a newer term exists.
+//!
 //! **Assignment.** Each instance runs on one live daemon, chosen by
 //! rendezvous hashing: the daemon with the highest `fnv1a(daemon/instance)`.
 //! Every daemon computes the same answer from the same live set, so no
@@ -38,6 +46,8 @@ pub struct DaemonStatus {
     pub instances: Vec<InstanceStatus>,
     /// The bus's latest connection problem, if it has one now.
     pub bus_error: Option<String>,
+    /// The leadership term it holds, if it leads.
+    pub leader_term: Option<u64>,
 }
 
 /// One instance in a heartbeat.
@@ -170,6 +180,46 @@ impl Membership {
         result.map(|s| s.into_iter().map(|d| d.name).collect())
     }
 
+    /// Take or renew the leader lease: `Some(term)` while this daemon
+    /// leads, `None` while another does.
+    pub fn lead(&mut self) -> redis::RedisResult<Option<u64>> {
+        let ttl_ms = u64::try_from(self.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let (prefix, name) = (self.prefix.clone(), self.name.clone());
+        let script = redis::Script::new(LEAD);
+        let result = (|| {
+            let conn = self.conn()?;
+            let term: i64 = script
+                .key(format!("{prefix}:leader"))
+                .key(format!("{prefix}:leader:term"))
+                .arg(&name)
+                .arg(ttl_ms)
+                .invoke(conn)?;
+            Ok(u64::try_from(term).ok().filter(|t| *t > 0))
+        })();
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    /// Append a decision to `{prefix}:decisions` if `term` is still the
+    /// current leadership term; false (and nothing written) if a newer
+    /// leader exists.
+    pub fn decide(&mut self, term: u64, fields: &[(&str, &str)]) -> redis::RedisResult<bool> {
+        let prefix = self.prefix.clone();
+        let script = redis::Script::new(DECIDE);
+        let conn = self.conn()?;
+        let mut invocation = script.key(format!("{prefix}:leader:term"));
+        invocation.key(format!("{prefix}:decisions")).arg(term);
+        for (k, v) in fields {
+            invocation.arg(*k).arg(*v);
+        }
+        let written: i64 = invocation.invoke(conn)?;
+        Ok(written == 1)
+    }
+
     /// Leave: remove the heartbeat now instead of letting it expire.
     pub fn leave(&mut self) {
         let (prefix, name) = (self.prefix.clone(), self.name.clone());
@@ -186,6 +236,34 @@ impl Membership {
         }
     }
 }
+
+/// Take the lease if free (a new term), renew it if ours; the term while
+/// leading, 0 otherwise.
+const LEAD: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return redis.call('INCR', KEYS[2])
+elseif holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(redis.call('GET', KEYS[2]) or '0')
+end
+return 0
+"#;
+
+/// Write a decision only under the current term (the fencing check).
+const DECIDE: &str = r#"
+local term = tonumber(redis.call('GET', KEYS[1]) or '0')
+if term ~= tonumber(ARGV[1]) then
+  return 0
+end
+local fields = {'term', ARGV[1]}
+for i = 2, #ARGV do
+  fields[#fields + 1] = ARGV[i]
+end
+redis.call('XADD', KEYS[2], '*', unpack(fields))
+return 1
+"#;
 
 /// The live daemons' statuses under `prefix`, sorted by name; daemons whose
 /// heartbeat has expired are removed from the set.

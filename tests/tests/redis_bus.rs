@@ -406,3 +406,15 @@ fn bars_written_by_any_producer_arrive_and_bad_ones_are_dead_lettered() {
     }
     assert_eq!(bus.stats().dead_letters, 1);
 }
+
+#[test]
+fn a_bus_with_nothing_to_send_or_read_answers_at_once() {
+    let redis = Redis::start();
+    let mut bus = RedisBus::connect(options(&redis, "idle", "d")).expect("connects");
+    let started = std::time::Instant::now();
+    assert!(!bus.pump(), "nothing arrived");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "an empty exchange does not wait for a reply that never comes"
+    );
+}

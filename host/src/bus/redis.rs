@@ -450,6 +450,19 @@ impl RedisBus {
                 claiming.push(i);
             }
         }
+        if creating.is_empty()
+            && self.outgoing.is_empty()
+            && self.dead_out.is_empty()
+            && acked.is_empty()
+            && reading.is_empty()
+            && claiming.is_empty()
+        {
+            // Nothing to say: an empty pipeline would wait for no reply.
+            if claim {
+                self.last_claim = Instant::now();
+            }
+            return Ok(false);
+        }
         let replies: Vec<Value> = pipe.query(conn)?;
         // Everything sent was taken: Redis applies a pipeline in order and
         // answered every command.

@@ -179,6 +179,23 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
                     last_error: i.last_error,
                 })
                 .collect();
+            // Leadership: take or keep the lease; a new term is announced
+            // as the leader's first (fenced) decision.
+            match membership.lead() {
+                Ok(term) => {
+                    if let Some(t) = term
+                        && term != status.leader_term
+                    {
+                        eprintln!("leading, term {t}");
+                        let _ = membership.decide(t, &[("kind", "leader"), ("daemon", &name)]);
+                    }
+                    status.leader_term = term;
+                }
+                Err(e) => {
+                    eprintln!("leader lease check failed ({e}); not leading");
+                    status.leader_term = None;
+                }
+            }
             match membership.beat(&status) {
                 Ok(now) => {
                     if now != live {
@@ -236,8 +253,11 @@ pub fn status(args: StatusArgs) -> Result<()> {
     }
     for d in &daemons {
         println!(
-            "{} (pid {} on {}, up since {}, {} heartbeats){}",
+            "{}{} (pid {} on {}, up since {}, {} heartbeats){}",
             d.name,
+            d.leader_term
+                .map(|t| format!(" [leader, term {t}]"))
+                .unwrap_or_default(),
             d.pid,
             d.host,
             d.started,
