@@ -24,6 +24,7 @@ pub mod integrity;
 pub mod limits;
 pub mod pipeline;
 pub mod population;
+pub mod records;
 pub mod render;
 pub mod replication;
 pub mod report;

@@ -468,6 +468,33 @@ pub fn replay_on<B: Bus>(
     modules: &[(ModuleConfig, Arc<Module>)],
     rows: &[Row],
     options: ReplayOptions,
+    progress: impl FnMut(usize),
+) -> Result<RunSummary, RunError> {
+    replay_with(
+        bus,
+        engine,
+        config,
+        modules,
+        rows,
+        options,
+        &[],
+        |_| {},
+        progress,
+    )
+}
+
+/// [`replay_on`], also handing every message on `taps` to `tapped` as the
+/// run goes (e.g. to record them).
+#[allow(clippy::too_many_arguments)]
+pub fn replay_with<B: Bus>(
+    bus: B,
+    engine: Arc<Engine>,
+    config: &PipelineConfig,
+    modules: &[(ModuleConfig, Arc<Module>)],
+    rows: &[Row],
+    options: ReplayOptions,
+    taps: &[&str],
+    mut tapped: impl FnMut(&[Arc<crate::Envelope>]),
     mut progress: impl FnMut(usize),
 ) -> Result<RunSummary, RunError> {
     if rows.is_empty() {
@@ -485,11 +512,22 @@ pub fn replay_on<B: Bus>(
         options.steps_per_year = report::steps_per_year(rows.len(), first, last);
     }
     let mut replay = Replay::start_on(bus, engine, config, modules, options)?;
+    for t in taps {
+        replay.tap(t);
+    }
     let started = Instant::now();
     for (n, row) in rows.iter().enumerate() {
         replay.feed(row);
+        if !taps.is_empty() {
+            tapped(&replay.take_tapped());
+        }
         progress(n + 1);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    Ok(replay.finish(rows, elapsed))
+    if taps.is_empty() {
+        return Ok(replay.finish(rows, elapsed));
+    }
+    let (summary, rest) = replay.finish_tapped(rows, elapsed);
+    tapped(&rest);
+    Ok(summary)
 }

@@ -22,5 +22,5 @@ pub use blob::{BlobError, BlobStore, Digest, ParseDigestError};
 pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
 pub use manifest::{Manifest, ManifestError};
 pub use signature::{SignatureError, SignedComponent};
-pub use store::{AuditCheck, AuditFilter, AuditRecord, ComponentRow, Store, StoreError};
+pub use store::{AuditCheck, AuditFilter, AuditRecord, ComponentRow, RecordRow, Store, StoreError};
 pub use trust::{TrustError, TrustStore, Verified};

@@ -49,6 +49,23 @@ enum Kind {
     Postgres,
 }
 
+/// One recorded message, as [`Store::save_records`] writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordRow {
+    /// Its position in the run.
+    pub n: i64,
+    /// Topic.
+    pub topic: String,
+    /// Ordering key.
+    pub key: String,
+    /// Publishing instance.
+    pub source: String,
+    /// Event time, ms since the epoch.
+    pub time: i64,
+    /// The body as JSON.
+    pub body: String,
+}
+
 /// The store.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -174,8 +191,11 @@ impl Store {
                 url.to_string()
             };
         let shown = redact(url);
+        // A short acquire timeout: a caller that retries (the recorder)
+        // learns of an outage in seconds, not after sqlx's default 30 s.
         let pool = AnyPoolOptions::new()
             .max_connections(if kind == Kind::Sqlite { 1 } else { 5 })
+            .acquire_timeout(std::time::Duration::from_secs(3))
             .connect(&connect_url)
             .await
             .map_err(|source| StoreError::Db {
@@ -486,6 +506,54 @@ impl Store {
                 .map_err(self.db())?;
         }
         tx.commit().await.map_err(self.db())
+    }
+
+    /// Write recorded messages of `run`: (n, topic, key, source, time,
+    /// body JSON). Rows already stored (same run and n) are left as they
+    /// are, so writing a batch again after an unanswered commit is harmless.
+    pub async fn save_records(&self, run: &str, rows: &[RecordRow]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(self.db())?;
+        for chunk in rows.chunks(200) {
+            let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let text = format!(
+                "INSERT INTO records (run, n, topic, msg_key, source, time, body) VALUES {values} ON CONFLICT (run, n) DO NOTHING"
+            );
+            let sql = self.sql(&text);
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(run)
+                    .bind(r.n)
+                    .bind(r.topic.as_str())
+                    .bind(r.key.as_str())
+                    .bind(r.source.as_str())
+                    .bind(r.time)
+                    .bind(r.body.as_str());
+            }
+            q.execute(&mut *tx).await.map_err(self.db())?;
+        }
+        tx.commit().await.map_err(self.db())
+    }
+
+    /// How many messages of `run` are recorded, per topic.
+    pub async fn record_counts(
+        &self,
+        run: &str,
+    ) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        let rows = sqlx::query(
+            &self.sql("SELECT topic, COUNT(*) AS c FROM records WHERE run = ? GROUP BY topic"),
+        )
+        .bind(run)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.db())?;
+        let mut out = std::collections::BTreeMap::new();
+        for row in rows {
+            let topic: String = row.try_get("topic").map_err(self.db())?;
+            let c: i64 = row.try_get("c").map_err(self.db())?;
+            out.insert(topic, c);
+        }
+        Ok(out)
     }
 
     /// The latest run's id, or none.

@@ -86,31 +86,56 @@ impl Postgres {
             ],
             "initdb",
         );
+        let pg = Postgres {
+            dir,
+            port,
+            root,
+            _tmp: tmp,
+        };
+        pg.start_again();
+        pg
+    }
+
+    /// Start the server (again, after [`Postgres::stop`]) on the same port
+    /// and data.
+    pub fn start_again(&self) {
         let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            dir.display()
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
         );
         run_pg(
-            root,
+            self.root,
             &[
                 "pg_ctl",
                 "-D",
-                &dir.to_string_lossy(),
+                &self.dir.to_string_lossy(),
                 "-o",
                 &opts,
                 "-l",
-                &dir.join("log").to_string_lossy(),
+                &self.dir.join("log").to_string_lossy(),
                 "-w",
                 "start",
             ],
             "pg_ctl start",
         );
-        Postgres {
-            dir,
-            port,
-            root,
-            _tmp: tmp,
-        }
+    }
+
+    /// Stop the server now (connections are cut), keeping its data.
+    pub fn stop(&self) {
+        run_pg(
+            self.root,
+            &[
+                "pg_ctl",
+                "-D",
+                &self.dir.to_string_lossy(),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+            "pg_ctl stop",
+        );
     }
 
     /// Connection URL.

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use garden_host::bus::RedisBus;
+use garden_host::bus::{MemoryBus, RedisBus};
 use garden_host::feed;
 use garden_host::integrity;
 use garden_host::pipeline::PipelineConfig;
-use garden_host::run::{ReplayOptions, replay, replay_on};
+use garden_host::records::{RECORDED_TOPICS, Recorder};
+use garden_host::run::{ReplayOptions, replay_with};
 use garden_host::{Engine, render};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -52,6 +53,11 @@ pub struct RunArgs {
     /// Prefix of the Redis keys (default: `garden:run:<seed>-<ms>`, one per run).
     #[arg(long, value_name = "PREFIX")]
     bus_prefix: Option<String>,
+    /// Record every bar, plan, evidence, scored plan, decision, fill and
+    /// feedback message (and the fitness and regime reports) in the store,
+    /// written in batches off the hot path; `garden run` prints the run id.
+    #[arg(long)]
+    records: bool,
     /// Directory for compiled modules (default: ~/.cache/garden).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -154,6 +160,22 @@ pub fn run(args: RunArgs) -> Result<()> {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
+    let started = garden_host::integrity::now_rfc3339();
+    let run_id = format!("{started}-{seed}");
+    let mut recorder = args.records.then(|| {
+        eprintln!("recording run {run_id} into {}", redact(&store_url));
+        Recorder::start(&store_url, &run_id)
+    });
+    let taps: &[&str] = if recorder.is_some() {
+        &RECORDED_TOPICS
+    } else {
+        &[]
+    };
+    let record = |m: &[Arc<garden_host::Envelope>]| {
+        if let Some(r) = recorder.as_mut() {
+            r.record(m);
+        }
+    };
     let summary = match config.bus.redis(&format!("garden:run:{seed}-{millis}"))? {
         Some(mut redis) => {
             redis.bar_topic = Some(config.feed_topic.clone());
@@ -163,10 +185,34 @@ pub fn run(args: RunArgs) -> Result<()> {
                 redis.prefix
             );
             let bus = RedisBus::connect(redis)?;
-            replay_on(bus, engine, &config, &modules, &rows, options, progress)?
+            replay_with(
+                bus, engine, &config, &modules, &rows, options, taps, record, progress,
+            )?
         }
-        None => replay(engine, &config, &modules, &rows, options, progress)?,
+        None => {
+            let bus = MemoryBus::new(config.limits.inbox_capacity);
+            replay_with(
+                bus, engine, &config, &modules, &rows, options, taps, record, progress,
+            )?
+        }
     };
+    if let Some(r) = recorder.take() {
+        let report = r.finish(std::time::Duration::from_secs(60));
+        eprintln!(
+            "records: {} written, {} retries{}",
+            report.written,
+            report.retries,
+            if report.lost > 0 {
+                format!(
+                    ", {} NOT written: {}",
+                    report.lost,
+                    report.last_error.unwrap_or_default()
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -187,8 +233,6 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
     }
     // The run and its lineage go to the store, for `garden lineage`.
-    let started = garden_host::integrity::now_rfc3339();
-    let run_id = format!("{started}-{seed}");
     let lineage: Vec<(String, String)> = summary
         .lineage
         .iter()

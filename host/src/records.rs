@@ -1,0 +1,187 @@
+//! Durable records of a run: every message on the recorded topics, written
+//! to the store (PostgreSQL or SQLite) in batches by a thread of its own, so
+//! the scheduler never waits for the database.
+//!
+//! A batch that fails (the database restarting, a network cut) is kept and
+//! written again with a doubling backoff (50 ms to 2 s) on a fresh
+//! connection; rows are keyed by (run, position), so a batch written twice
+//! is stored once. Nothing is dropped while the recorder runs; at
+//! [`Recorder::finish`] it keeps trying until its deadline and reports what
+//! could not be written.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use garden_registry::{RecordRow, Store};
+
+use crate::Envelope;
+
+/// Topics `garden run --records` keeps: enough to replay and audit a run.
+pub const RECORDED_TOPICS: [&str; 7] = [
+    "bar", "plan", "evidence", "scored", "decision", "fill", "feedback",
+];
+
+/// Rows written per transaction.
+const BATCH: usize = 2_000;
+
+/// What the recorder did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RecorderReport {
+    /// Rows written.
+    pub written: u64,
+    /// Failed attempts (each retried).
+    pub retries: u64,
+    /// Rows that could not be written before the deadline.
+    pub lost: u64,
+    /// The last error, if any attempt failed.
+    pub last_error: Option<String>,
+}
+
+enum Command {
+    Rows(Vec<RecordRow>),
+    Finish(Duration),
+}
+
+/// Writes records of one run in the background.
+pub struct Recorder {
+    run: String,
+    next: i64,
+    tx: Sender<Command>,
+    handle: Option<JoinHandle<RecorderReport>>,
+}
+
+impl Recorder {
+    /// Start recording run `run` into the store at `url`. Connecting
+    /// happens on the recorder's thread, retried like any write.
+    pub fn start(url: &str, run: &str) -> Recorder {
+        let (tx, rx) = channel();
+        let (url, run_id) = (url.to_string(), run.to_string());
+        let handle = std::thread::Builder::new()
+            .name("garden-recorder".into())
+            .spawn(move || write_loop(&url, &run_id, rx))
+            .ok();
+        Recorder {
+            run: run.to_string(),
+            next: 0,
+            tx,
+            handle,
+        }
+    }
+
+    /// The run being recorded.
+    pub fn run(&self) -> &str {
+        &self.run
+    }
+
+    /// Record these messages, in order, after those recorded before.
+    pub fn record(&mut self, messages: &[Arc<Envelope>]) {
+        if messages.is_empty() {
+            return;
+        }
+        let rows: Vec<RecordRow> = messages
+            .iter()
+            .map(|m| {
+                self.next += 1;
+                RecordRow {
+                    n: self.next,
+                    topic: m.topic.clone(),
+                    key: m.key.clone(),
+                    source: m.source.clone(),
+                    time: m.time,
+                    body: serde_json::to_string(&m.body).unwrap_or_default(),
+                }
+            })
+            .collect();
+        if self.tx.send(Command::Rows(rows)).is_err() {
+            tracing::error!("the recorder thread is gone; records are not written");
+        }
+    }
+
+    /// Write what is left, trying for at most `deadline`, and report.
+    pub fn finish(mut self, deadline: Duration) -> RecorderReport {
+        let _ = self.tx.send(Command::Finish(deadline));
+        match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(report)) => report,
+            _ => RecorderReport {
+                last_error: Some("the recorder thread failed".into()),
+                ..RecorderReport::default()
+            },
+        }
+    }
+}
+
+fn write_loop(url: &str, run: &str, rx: Receiver<Command>) -> RecorderReport {
+    let mut report = RecorderReport::default();
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        report.last_error = Some("cannot start an async runtime".into());
+        return report;
+    };
+    let mut store: Option<Store> = None;
+    let mut pending: VecDeque<RecordRow> = VecDeque::new();
+    let mut finish_by: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        // Take what has arrived; wait a little only when idle.
+        let wait = if pending.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Command::Rows(rows)) => pending.extend(rows),
+            Ok(Command::Finish(d)) => finish_by = Some(Instant::now() + d),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                finish_by.get_or_insert_with(Instant::now);
+            }
+        }
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                Command::Rows(rows) => pending.extend(rows),
+                Command::Finish(d) => finish_by = Some(Instant::now() + d),
+            }
+        }
+        if pending.is_empty() {
+            if finish_by.is_some() {
+                return report;
+            }
+            continue;
+        }
+        if finish_by.is_some_and(|t| Instant::now() > t) {
+            report.lost = pending.len() as u64;
+            return report;
+        }
+        let n = pending.len().min(BATCH);
+        let batch: Vec<RecordRow> = pending.iter().take(n).cloned().collect();
+        let result = rt.block_on(async {
+            if store.is_none() {
+                store = Some(Store::connect(url).await?);
+            }
+            match &store {
+                Some(s) => s.save_records(run, &batch).await,
+                None => Ok(()),
+            }
+        });
+        match result {
+            Ok(()) => {
+                pending.drain(..n);
+                report.written += n as u64;
+                backoff = Duration::from_millis(50);
+            }
+            Err(e) => {
+                tracing::warn!("writing records failed ({e}); retrying in {backoff:?}");
+                report.retries += 1;
+                report.last_error = Some(e.to_string());
+                store = None;
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
