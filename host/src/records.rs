@@ -42,6 +42,8 @@ pub struct RecorderReport {
 
 enum Command {
     Rows(Vec<RecordRow>),
+    /// Answer once everything sent before is written.
+    Flush(Sender<()>),
     Finish(Duration),
 }
 
@@ -78,23 +80,42 @@ impl Recorder {
 
     /// Record these messages, in order, after those recorded before.
     pub fn record(&mut self, messages: &[Arc<Envelope>]) {
-        if messages.is_empty() {
-            return;
-        }
         let rows: Vec<RecordRow> = messages
             .iter()
             .map(|m| {
                 self.next += 1;
-                RecordRow {
-                    n: self.next,
-                    topic: m.topic.clone(),
-                    key: m.key.clone(),
-                    source: m.source.clone(),
-                    time: m.time,
-                    body: serde_json::to_string(&m.body).unwrap_or_default(),
-                }
+                row(self.next, m)
             })
             .collect();
+        self.send(rows);
+    }
+
+    /// Record these messages under their bus sequence number (on Redis, the
+    /// stream entry's id): a message delivered twice, or recorded by two
+    /// daemons, is stored once.
+    pub fn record_by_seq(&mut self, messages: &[Arc<Envelope>]) {
+        let rows: Vec<RecordRow> = messages
+            .iter()
+            .map(|m| row(i64::try_from(m.seq).unwrap_or(i64::MAX), m))
+            .collect();
+        self.send(rows);
+    }
+
+    /// Wait until everything recorded so far is written, at most
+    /// `timeout`; whether it was. Lets a caller acknowledge messages only
+    /// once their records are safe.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (tx, rx) = channel();
+        if self.tx.send(Command::Flush(tx)).is_err() {
+            return false;
+        }
+        rx.recv_timeout(timeout).is_ok()
+    }
+
+    fn send(&mut self, rows: Vec<RecordRow>) {
+        if rows.is_empty() {
+            return;
+        }
         if self.tx.send(Command::Rows(rows)).is_err() {
             tracing::error!("the recorder thread is gone; records are not written");
         }
@@ -113,6 +134,17 @@ impl Recorder {
     }
 }
 
+fn row(n: i64, m: &Envelope) -> RecordRow {
+    RecordRow {
+        n,
+        topic: m.topic.clone(),
+        key: m.key.clone(),
+        source: m.source.clone(),
+        time: m.time,
+        body: serde_json::to_string(&m.body).unwrap_or_default(),
+    }
+}
+
 fn write_loop(url: &str, run: &str, rx: Receiver<Command>) -> RecorderReport {
     let mut report = RecorderReport::default();
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -126,6 +158,7 @@ fn write_loop(url: &str, run: &str, rx: Receiver<Command>) -> RecorderReport {
     let mut pending: VecDeque<RecordRow> = VecDeque::new();
     let mut finish_by: Option<Instant> = None;
     let mut backoff = Duration::from_millis(50);
+    let mut waiters: Vec<Sender<()>> = Vec::new();
     loop {
         // Take what has arrived; wait a little only when idle.
         let wait = if pending.is_empty() {
@@ -135,6 +168,7 @@ fn write_loop(url: &str, run: &str, rx: Receiver<Command>) -> RecorderReport {
         };
         match rx.recv_timeout(wait) {
             Ok(Command::Rows(rows)) => pending.extend(rows),
+            Ok(Command::Flush(w)) => waiters.push(w),
             Ok(Command::Finish(d)) => finish_by = Some(Instant::now() + d),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
@@ -144,10 +178,14 @@ fn write_loop(url: &str, run: &str, rx: Receiver<Command>) -> RecorderReport {
         while let Ok(cmd) = rx.try_recv() {
             match cmd {
                 Command::Rows(rows) => pending.extend(rows),
+                Command::Flush(w) => waiters.push(w),
                 Command::Finish(d) => finish_by = Some(Instant::now() + d),
             }
         }
         if pending.is_empty() {
+            for w in waiters.drain(..) {
+                let _ = w.send(());
+            }
             if finish_by.is_some() {
                 return report;
             }

@@ -388,6 +388,9 @@ pub struct Runtime<B: Bus = MemoryBus> {
     slots: Vec<Slot>,
     seed: u64,
     host_inbox: Vec<Arc<Envelope>>,
+    /// Host messages taken but not yet acknowledged (manual host acks).
+    host_unacked: usize,
+    manual_host_acks: bool,
     pool: Option<rayon::ThreadPool>,
 }
 
@@ -402,6 +405,8 @@ impl<B: Bus> Runtime<B> {
             slots: Vec::new(),
             seed,
             host_inbox: Vec::new(),
+            host_unacked: 0,
+            manual_host_acks: false,
             pool: None,
         }
     }
@@ -617,6 +622,20 @@ impl<B: Bus> Runtime<B> {
         true
     }
 
+    /// Acknowledge the host's messages only when told
+    /// ([`Runtime::ack_host_messages`]), e.g. once they are recorded.
+    pub fn manual_host_acks(&mut self) {
+        self.manual_host_acks = true;
+    }
+
+    /// Acknowledge every host message taken so far (with manual host acks).
+    pub fn ack_host_messages(&mut self) {
+        let n = std::mem::take(&mut self.host_unacked);
+        if n > 0 {
+            self.bus.ack(HOST_SUBSCRIBER, n);
+        }
+    }
+
     /// Stop instance `id` and forget it, because it now runs elsewhere:
     /// nothing is acknowledged for it, so its new home takes over what it
     /// had not finished. It may be spawned here again later. False if there
@@ -821,7 +840,9 @@ impl<B: Bus> Runtime<B> {
             self.host_inbox.push(m);
             taken += 1;
         }
-        if taken > 0 {
+        if self.manual_host_acks {
+            self.host_unacked += taken;
+        } else if taken > 0 {
             self.bus.ack(HOST_SUBSCRIBER, taken);
         }
     }

@@ -1,7 +1,7 @@
 -- Every message a run recorded (bars, plans, evidence, decisions, fills,
 -- feedback), in the order it was seen: enough to replay and audit the run.
--- (run, n) is the key, so a batch written twice after a lost reply is
--- stored once.
+-- (run, topic, n) is the key, so a batch written twice after a lost reply,
+-- or a message recorded again after a redelivery, is stored once.
 
 CREATE TABLE IF NOT EXISTS records (
     run TEXT NOT NULL,
@@ -11,5 +11,5 @@ CREATE TABLE IF NOT EXISTS records (
     source TEXT NOT NULL,
     time BIGINT NOT NULL,
     body TEXT NOT NULL,
-    PRIMARY KEY (run, n)
+    PRIMARY KEY (run, topic, n)
 );

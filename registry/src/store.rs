@@ -52,7 +52,7 @@ enum Kind {
 /// One recorded message, as [`Store::save_records`] writes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordRow {
-    /// Its position in the run.
+    /// Its position in the run (with the topic, the row's identity).
     pub n: i64,
     /// Topic.
     pub topic: String,
@@ -509,14 +509,15 @@ impl Store {
     }
 
     /// Write recorded messages of `run`: (n, topic, key, source, time,
-    /// body JSON). Rows already stored (same run and n) are left as they
-    /// are, so writing a batch again after an unanswered commit is harmless.
+    /// body JSON). Rows already stored (same run, topic and n) are left as
+    /// they are, so writing a batch again after an unanswered commit, or a
+    /// message again after a redelivery, is harmless.
     pub async fn save_records(&self, run: &str, rows: &[RecordRow]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(self.db())?;
         for chunk in rows.chunks(200) {
             let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
             let text = format!(
-                "INSERT INTO records (run, n, topic, msg_key, source, time, body) VALUES {values} ON CONFLICT (run, n) DO NOTHING"
+                "INSERT INTO records (run, n, topic, msg_key, source, time, body) VALUES {values} ON CONFLICT (run, topic, n) DO NOTHING"
             );
             let sql = self.sql(&text);
             let mut q = sqlx::query(&sql);

@@ -11,7 +11,20 @@ use garden_host::Envelope;
 use garden_host::bus::{Bus, RedisBus, RedisOptions};
 use garden_host::cluster;
 use garden_host::types::{Body, Plan, Side};
-use garden_tests::servers::Redis;
+use garden_tests::servers::{Postgres, Redis};
+
+fn record_counts(url: &str) -> BTreeMap<String, i64> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        match garden_registry::Store::connect(url).await {
+            Ok(store) => store.record_counts(PREFIX).await.unwrap_or_default(),
+            Err(_) => BTreeMap::new(),
+        }
+    })
+}
 
 const PREFIX: &str = "twin";
 
@@ -26,14 +39,22 @@ impl Drop for Daemon {
     }
 }
 
-fn daemon(redis: &Redis, name: &str, config: &Path, cache: &Path) -> Daemon {
-    daemon_in(redis, PREFIX, name, config, cache)
+fn daemon(redis: &Redis, name: &str, config: &Path, cache: &Path, store: &str) -> Daemon {
+    daemon_in(redis, PREFIX, name, config, cache, &["--store", store])
 }
 
-fn daemon_in(redis: &Redis, prefix: &str, name: &str, config: &Path, cache: &Path) -> Daemon {
+fn daemon_in(
+    redis: &Redis,
+    prefix: &str,
+    name: &str,
+    config: &Path,
+    cache: &Path,
+    extra: &[&str],
+) -> Daemon {
     Daemon(
         Command::new(garden_tests::garden_bin())
             .args(["daemon", "--bus", &redis.url(), "--prefix", prefix])
+            .args(extra)
             .args(["--name", name, "--heartbeat-ttl-ms", "900"])
             .args(["--claim-idle-ms", "600"])
             .arg("--config")
@@ -176,8 +197,9 @@ fn a_daemon_killed_mid_stream_loses_nothing() {
     )
     .expect("config");
     let cache = dir.path().join("cache");
-    let mut a = daemon(&redis, "a", &config, &cache);
-    let b = daemon(&redis, "b", &config, &cache);
+    let pg = Postgres::start();
+    let mut a = daemon(&redis, "a", &config, &cache, &pg.url());
+    let b = daemon(&redis, "b", &config, &cache, &pg.url());
     // Both alive, and the four instances split between them.
     wait_for(
         "two daemons sharing four instances",
@@ -252,6 +274,19 @@ fn a_daemon_killed_mid_stream_loses_nothing() {
         in_flight.len()
     );
     assert!(entries > by_a, "b judged the rest");
+    // The daemons recorded every plan exactly once, though some were
+    // delivered twice and the daemons split the recording between them.
+    wait_for("every plan recorded", Duration::from_secs(30), || {
+        record_counts(&pg.url()).get("plan") == Some(&(total as i64))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let recorded = record_counts(&pg.url());
+    assert_eq!(recorded.get("plan"), Some(&(total as i64)), "{recorded:?}");
+    assert_eq!(
+        recorded.get("evidence"),
+        Some(&(entries as i64)),
+        "{recorded:?}"
+    );
     // Redeliveries of what a had in flight may be judged twice; the plan id
     // makes that harmless downstream. They are few.
     assert!(
@@ -284,8 +319,8 @@ fn the_leader_lease_moves_to_a_survivor_and_fences_the_old_leader() {
     std::fs::write(&config, "[[module]]\nname = \"expert-anomaly\"\n").expect("config");
     let cache = dir.path().join("cache");
     let mut daemons = vec![
-        ("a", daemon_in(&redis, prefix, "a", &config, &cache)),
-        ("b", daemon_in(&redis, prefix, "b", &config, &cache)),
+        ("a", daemon_in(&redis, prefix, "a", &config, &cache, &[])),
+        ("b", daemon_in(&redis, prefix, "b", &config, &cache, &[])),
     ];
     let leader = |redis: &Redis| -> Vec<(String, u64)> {
         cluster::status(&redis.url(), prefix)

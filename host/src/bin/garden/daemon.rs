@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use garden_host::bus::{Bus, RedisBus};
 use garden_host::cluster::{self, DaemonStatus, InstanceStatus, Membership};
 use garden_host::pipeline::PipelineConfig;
+use garden_host::records::{RECORDED_TOPICS, Recorder};
 use garden_host::runtime::InstanceState;
 use garden_host::types::Setting;
 use garden_host::{Engine, InstanceSpec, Runtime, integrity, population};
@@ -47,6 +48,12 @@ pub struct DaemonArgs {
     /// Directory for compiled modules (default: ~/.cache/garden).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Record every message on the recorded topics in this store
+    /// (postgres://...; also `store =` in the pipeline file), under run id
+    /// = the prefix. The daemons share the work: each message is recorded
+    /// once, whichever daemon reads it, even if it is delivered twice.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
 }
 
 /// Every instance the pipeline describes, as every daemon computes it: the
@@ -139,6 +146,26 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     let all = specs(&modules, args.seed)?;
     let bus = RedisBus::connect(options)?;
     let mut runtime = Runtime::new(engine, bus, args.seed);
+    let mut recorder = args
+        .store
+        .clone()
+        .or_else(|| config.store.clone())
+        .map(|url| {
+            // One host subscriber group per topic for all daemons: each
+            // message is read, and recorded, by one of them.
+            for t in RECORDED_TOPICS {
+                runtime.host_subscribe(t);
+            }
+            // Acknowledged only once recorded: a daemon killed before its
+            // records are written leaves the messages for another to record.
+            runtime.manual_host_acks();
+            eprintln!(
+                "recording into {} as run {}",
+                garden_host::bus::redis::redacted(&url),
+                args.prefix
+            );
+            Recorder::start(&url, &args.prefix)
+        });
     let mut membership = Membership::connect(
         &url,
         &args.prefix,
@@ -221,6 +248,15 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
             }
         }
         runtime.run_until_idle();
+        let seen = runtime.take_host_messages();
+        if let Some(r) = recorder.as_mut()
+            && !seen.is_empty()
+        {
+            r.record_by_seq(&seen);
+            if r.flush(Duration::from_secs(30)) {
+                runtime.ack_host_messages();
+            }
+        }
         // Idle: wait a little before asking Redis again.
         std::thread::sleep(Duration::from_millis(2));
     }
