@@ -22,6 +22,7 @@ pub mod engine;
 pub mod feed;
 pub mod integrity;
 pub mod limits;
+pub mod outbox;
 pub mod pipeline;
 pub mod population;
 pub mod records;

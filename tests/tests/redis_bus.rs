@@ -418,3 +418,47 @@ fn a_bus_with_nothing_to_send_or_read_answers_at_once() {
         "an empty exchange does not wait for a reply that never comes"
     );
 }
+
+#[test]
+fn publishes_made_while_redis_is_down_wait_in_the_outbox_and_survive_a_crash() {
+    use garden_host::outbox::StoreOutbox;
+    let mut redis = Redis::start();
+    let pg = garden_tests::servers::Postgres::start();
+    let outbox = || Box::new(StoreOutbox::new(&pg.url(), "d").expect("outbox"));
+    let mut bus = RedisBus::connect(options(&redis, "ob", "d")).expect("connects");
+    bus.set_outbox(outbox());
+    bus.subscribe(&sub("x", "x", "t", Delivery::Shared));
+    bus.pump();
+    redis.kill();
+    for n in 1..=3 {
+        bus.publish(msg("t", "k", n)).expect("publishes");
+    }
+    bus.pump();
+    assert_eq!(bus.parked(), 3, "parked in the outbox table");
+    assert_eq!(bus.unsent(), 0, "nothing left only in memory");
+    // The daemon dies; its memory is gone, the outbox is not.
+    drop(bus);
+    redis.restart();
+    let mut again = RedisBus::connect(options(&redis, "ob", "d")).expect("connects");
+    again.set_outbox(outbox());
+    again.subscribe(&sub("x", "x", "t", Delivery::Shared));
+    again.publish(msg("t", "k", 4)).expect("publishes");
+    let got = drain(&mut again, "x");
+    assert_eq!(
+        got.iter().map(|m| m.time).collect::<Vec<_>>(),
+        [1, 2, 3, 4],
+        "forwarded in order, before what came after"
+    );
+    // And forwarded once: the table is empty now.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let left = rt.block_on(async {
+        let store = garden_registry::Store::connect(&pg.url())
+            .await
+            .expect("store");
+        store.outbox_peek("d", 100).await.expect("peek")
+    });
+    assert!(left.is_empty(), "{left:?}");
+}

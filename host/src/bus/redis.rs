@@ -130,6 +130,20 @@ pub enum RedisBusError {
     },
 }
 
+/// Where publishes wait, durably, while Redis cannot be reached: a table in
+/// the store (`crate::outbox::StoreOutbox`). Entries are (stream, fields).
+pub trait Outbox: Send {
+    /// Keep these entries, after those kept before.
+    fn park(&mut self, entries: &[(String, Fields)]) -> Result<(), String>;
+    /// The oldest `max` kept entries, with their positions.
+    fn parked(&mut self, max: usize) -> Result<Vec<(i64, String, Fields)>, String>;
+    /// Forget the kept entries up to and including position `upto`.
+    fn forwarded(&mut self, upto: i64) -> Result<(), String>;
+}
+
+/// Most parked entries forwarded per exchange.
+const FORWARD_BATCH: usize = 5_000;
+
 /// One (stream, group) this daemon reads, with its local members.
 struct Route {
     topic: String,
@@ -149,7 +163,7 @@ struct Route {
 }
 
 /// An entry's fields, in order.
-type Fields = Vec<(String, String)>;
+pub type Fields = Vec<(String, String)>;
 
 /// Where a delivered message came from, to acknowledge it.
 #[derive(Debug, Clone)]
@@ -191,6 +205,10 @@ pub struct RedisBus {
     last_claim: Instant,
     backoff: Duration,
     last_error: Option<String>,
+    outbox: Option<Box<dyn Outbox>>,
+    /// The outbox may hold entries to forward.
+    outbox_waiting: bool,
+    parked: u64,
 }
 
 impl RedisBus {
@@ -226,7 +244,22 @@ impl RedisBus {
             last_claim: Instant::now(),
             backoff: Duration::from_millis(50),
             last_error: None,
+            outbox: None,
+            outbox_waiting: false,
+            parked: 0,
         })
+    }
+
+    /// Keep publishes in `outbox` while Redis is unreachable, and forward
+    /// what it already holds (from an earlier run of this daemon) first.
+    pub fn set_outbox(&mut self, outbox: Box<dyn Outbox>) {
+        self.outbox = Some(outbox);
+        self.outbox_waiting = true;
+    }
+
+    /// Publishes parked in the outbox so far.
+    pub fn parked(&self) -> u64 {
+        self.parked
     }
 
     /// The options it runs with.
@@ -295,6 +328,44 @@ impl RedisBus {
             ("n", self.counter.to_string()),
             ("body", body),
         ])
+    }
+
+    /// Move the unsent publishes into the outbox, if there is one: from
+    /// there they survive this process too.
+    fn park_outgoing(&mut self) {
+        let Some(outbox) = self.outbox.as_mut() else {
+            return;
+        };
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let entries: Vec<(String, Fields)> = self
+            .outgoing
+            .iter()
+            .map(|(stream, fields)| {
+                (
+                    stream.clone(),
+                    fields
+                        .iter()
+                        .map(|(k, v)| ((*k).to_string(), v.clone()))
+                        .collect(),
+                )
+            })
+            .collect();
+        match outbox.park(&entries) {
+            Ok(()) => {
+                self.parked += entries.len() as u64;
+                self.outgoing.clear();
+                self.outbox_waiting = true;
+                tracing::info!(
+                    entries = entries.len(),
+                    "Redis unreachable: publishes parked in the outbox"
+                );
+            }
+            Err(e) => {
+                tracing::warn!("cannot park publishes in the outbox ({e}); keeping them in memory")
+            }
+        }
     }
 
     /// Send what was published so far, then create the groups still to be
@@ -369,6 +440,17 @@ impl RedisBus {
             }
         };
         let maxlen = self.options.maxlen.to_string();
+        // What waited in the outbox goes first: it was published first.
+        let forwarding = match (&mut self.outbox, self.outbox_waiting) {
+            (Some(o), true) => match o.parked(FORWARD_BATCH) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    tracing::warn!("cannot read the outbox: {e}");
+                    Vec::new()
+                }
+            },
+            _ => Vec::new(),
+        };
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         let mut creating = Vec::new();
@@ -381,6 +463,18 @@ impl RedisBus {
                     .arg("$")
                     .arg("MKSTREAM");
                 creating.push(i);
+            }
+        }
+        for (_, stream, fields) in &forwarding {
+            let cmd = pipe
+                .cmd("XADD")
+                .arg(stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(&maxlen)
+                .arg("*");
+            for (k, v) in fields {
+                cmd.arg(k).arg(v);
             }
         }
         for (stream, fields) in &self.outgoing {
@@ -451,6 +545,7 @@ impl RedisBus {
             }
         }
         if creating.is_empty()
+            && forwarding.is_empty()
             && self.outgoing.is_empty()
             && self.dead_out.is_empty()
             && acked.is_empty()
@@ -476,6 +571,23 @@ impl RedisBus {
             }
             self.routes[i].create = false;
         }
+        for _ in &forwarding {
+            if let Some(Value::ServerError(e)) = replies.next() {
+                tracing::warn!("XADD of an outbox entry refused by Redis: {e:?}");
+            }
+        }
+        if let (Some(o), Some((last, ..))) = (&mut self.outbox, forwarding.last()) {
+            if let Err(e) = o.forwarded(*last) {
+                // Sent but still kept: sent again later, skipped by the
+                // receivers as already seen.
+                tracing::warn!("cannot clear the outbox: {e}");
+            }
+            tracing::info!(entries = forwarding.len(), "forwarded the outbox");
+        }
+        if forwarding.len() < FORWARD_BATCH {
+            self.outbox_waiting = false;
+        }
+        self.stats.published += forwarding.len() as u64;
         let sent = self.outgoing.len();
         for _ in 0..sent + self.dead_out.len() {
             if let Some(Value::ServerError(e)) = replies.next() {
@@ -827,6 +939,7 @@ impl Bus for RedisBus {
                 for r in &mut self.routes {
                     r.create = true;
                 }
+                self.park_outgoing();
                 std::thread::sleep(self.backoff);
                 self.backoff = (self.backoff * 2).min(RECONNECT_MAX);
                 // Not idle: work is still waiting to be sent or read.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use garden_host::bus::{Bus, RedisBus};
 use garden_host::cluster::{self, DaemonStatus, InstanceStatus, Membership};
+use garden_host::outbox::StoreOutbox;
 use garden_host::pipeline::PipelineConfig;
 use garden_host::records::{RECORDED_TOPICS, Recorder};
 use garden_host::runtime::InstanceState;
@@ -52,6 +53,7 @@ pub struct DaemonArgs {
     /// (postgres://...; also `store =` in the pipeline file), under run id
     /// = the prefix. The daemons share the work: each message is recorded
     /// once, whichever daemon reads it, even if it is delivered twice.
+    /// Publishes made while Redis is unreachable wait in its outbox table.
     #[arg(long, value_name = "URL")]
     store: Option<String>,
 }
@@ -144,28 +146,32 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     let trust = integrity::run_trust(&trust_path)?;
     let modules = config.load(&engine, &trust)?;
     let all = specs(&modules, args.seed)?;
-    let bus = RedisBus::connect(options)?;
+    let store = args.store.clone().or_else(|| config.store.clone());
+    let mut bus = RedisBus::connect(options)?;
+    if let Some(url) = &store {
+        // Publishes made while Redis is down wait in the store, and survive
+        // this process.
+        bus.set_outbox(Box::new(
+            StoreOutbox::new(url, &name).map_err(anyhow::Error::msg)?,
+        ));
+    }
     let mut runtime = Runtime::new(engine, bus, args.seed);
-    let mut recorder = args
-        .store
-        .clone()
-        .or_else(|| config.store.clone())
-        .map(|url| {
-            // One host subscriber group per topic for all daemons: each
-            // message is read, and recorded, by one of them.
-            for t in RECORDED_TOPICS {
-                runtime.host_subscribe(t);
-            }
-            // Acknowledged only once recorded: a daemon killed before its
-            // records are written leaves the messages for another to record.
-            runtime.manual_host_acks();
-            eprintln!(
-                "recording into {} as run {}",
-                garden_host::bus::redis::redacted(&url),
-                args.prefix
-            );
-            Recorder::start(&url, &args.prefix)
-        });
+    let mut recorder = store.map(|url| {
+        // One host subscriber group per topic for all daemons: each
+        // message is read, and recorded, by one of them.
+        for t in RECORDED_TOPICS {
+            runtime.host_subscribe(t);
+        }
+        // Acknowledged only once recorded: a daemon killed before its
+        // records are written leaves the messages for another to record.
+        runtime.manual_host_acks();
+        eprintln!(
+            "recording into {} as run {}",
+            garden_host::bus::redis::redacted(&url),
+            args.prefix
+        );
+        Recorder::start(&url, &args.prefix)
+    });
     let mut membership = Membership::connect(
         &url,
         &args.prefix,
@@ -253,7 +259,10 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
             && !seen.is_empty()
         {
             r.record_by_seq(&seen);
-            if r.flush(Duration::from_secs(30)) {
+            // A short wait: a slow or absent database must not stop the
+            // heartbeat. What is not yet written stays unacknowledged and
+            // is acknowledged with a later batch.
+            if r.flush(Duration::from_millis(200)) {
                 runtime.ack_host_messages();
             }
         }
