@@ -510,21 +510,36 @@ impl RedisBus {
             pipe.cmd("XACK").arg(stream).arg(group).arg(ids);
             acked.push((stream.clone(), group.clone()));
         }
-        let mut reading = Vec::new();
+        // One XREADGROUP per group, over all the streams it reads (a
+        // broadcast subscriber's group spans its topics).
+        let mut reading: Vec<Vec<usize>> = Vec::new();
         for (i, r) in self.routes.iter().enumerate() {
             if r.members.is_empty() {
                 continue;
             }
-            pipe.cmd("XREADGROUP")
+            match reading
+                .iter_mut()
+                .find(|g| self.routes[g[0]].group == r.group)
+            {
+                Some(g) => g.push(i),
+                None => reading.push(vec![i]),
+            }
+        }
+        for g in &reading {
+            let cmd = pipe
+                .cmd("XREADGROUP")
                 .arg("GROUP")
-                .arg(&r.group)
+                .arg(&self.routes[g[0]].group)
                 .arg(&self.options.consumer)
                 .arg("COUNT")
                 .arg(self.options.batch)
-                .arg("STREAMS")
-                .arg(&r.stream)
-                .arg(if r.history { "0" } else { ">" });
-            reading.push(i);
+                .arg("STREAMS");
+            for &i in g {
+                cmd.arg(&self.routes[i].stream);
+            }
+            for &i in g {
+                cmd.arg(if self.routes[i].history { "0" } else { ">" });
+            }
         }
         let min_idle = self.options.claim_idle.as_millis().to_string();
         let mut claiming = Vec::new();
@@ -602,23 +617,32 @@ impl RedisBus {
             let _ = replies.next();
         }
         let mut fetched = Vec::new();
-        for i in reading {
+        for g in reading {
             match replies.next() {
                 Some(Value::ServerError(e)) if e.code() == "NOGROUP" => {
-                    // Redis lost the group (restarted without persistence):
-                    // make it again and read on.
-                    self.routes[i].create = true;
+                    // Redis lost a group (restarted without persistence):
+                    // make them again and read on.
+                    for i in g {
+                        self.routes[i].create = true;
+                    }
                 }
                 Some(Value::ServerError(e)) => {
-                    tracing::warn!(group = %self.routes[i].group, "XREADGROUP failed: {e:?}");
+                    tracing::warn!(group = %self.routes[g[0]].group, "XREADGROUP failed: {e:?}");
                 }
                 Some(v) => {
-                    let entries = stream_entries(v);
-                    if self.routes[i].history && entries.is_empty() {
-                        self.routes[i].history = false;
-                    }
-                    for (id, fields) in entries {
-                        fetched.push(self.decode(i, id, fields));
+                    let mut per_stream = stream_entries_by_name(v);
+                    for i in g {
+                        let entries = per_stream
+                            .iter()
+                            .position(|(name, _)| *name == self.routes[i].stream)
+                            .map(|at| per_stream.swap_remove(at).1)
+                            .unwrap_or_default();
+                        if self.routes[i].history && entries.is_empty() {
+                            self.routes[i].history = false;
+                        }
+                        for (id, fields) in entries {
+                            fetched.push(self.decode(i, id, fields));
+                        }
                     }
                 }
                 None => {}
@@ -1006,8 +1030,8 @@ fn text(v: Value) -> Option<String> {
     }
 }
 
-/// Entries of an XREADGROUP reply for one stream.
-fn stream_entries(v: Value) -> Vec<(String, Fields)> {
+/// Entries of an XREADGROUP reply, per stream name.
+fn stream_entries_by_name(v: Value) -> Vec<(String, Vec<(String, Fields)>)> {
     let streams = match v {
         Value::Array(s) => s,
         Value::Map(m) => m
@@ -1018,10 +1042,11 @@ fn stream_entries(v: Value) -> Vec<(String, Fields)> {
     };
     let mut out = Vec::new();
     for s in streams {
-        if let Value::Array(pair) = s
-            && let Some(entries) = pair.into_iter().nth(1)
-        {
-            out.extend(entry_list(entries));
+        if let Value::Array(pair) = s {
+            let mut pair = pair.into_iter();
+            if let (Some(name), Some(entries)) = (pair.next().and_then(text), pair.next()) {
+                out.push((name, entry_list(entries)));
+            }
         }
     }
     out
