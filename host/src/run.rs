@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use rand::SeedableRng;
 use serde::Serialize;
 
-use crate::bindings::types::{Body, Setting};
+use crate::bindings::types::Body;
 use crate::bus::{Bus, BusStats, MemoryBus};
 use crate::engine::{Engine, Module};
 use crate::feed::{self, csv::Row};
@@ -15,7 +14,7 @@ use crate::pipeline::{ModuleConfig, PipelineConfig, PipelineError};
 use crate::population::{self, ParamError};
 use crate::replication::{Evolver, LineageRecord};
 use crate::report::{self, Score, Scoreboard};
-use crate::runtime::{InstanceReport, InstanceSpec, Runtime, RuntimeStats, SpawnError};
+use crate::runtime::{InstanceReport, Runtime, RuntimeStats, SpawnError};
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -196,60 +195,34 @@ impl<B: Bus> Replay<B> {
         if let Some(topic) = &config.context_topic {
             runtime.host_subscribe(topic);
         }
-        let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(options.seed);
         let mut population = Vec::new();
         let mut evolver = None;
-        for (mc, module) in modules {
-            let genes = &module.info().genes;
-            let count = if mc.population {
-                options.variants.unwrap_or(mc.instances)
-            } else {
-                mc.instances
-            };
-            let settings: Vec<Setting> = mc
-                .settings_strings()
-                .into_iter()
-                .map(|(name, value)| Setting { name, value })
-                .collect();
-            for n in 0..count {
-                // Variant 0 is the module's own defaults; the rest explore.
-                let mut params = if mc.population && n > 0 {
-                    population::random(genes, &mut rng)
-                } else {
-                    population::defaults(genes)
-                };
-                population::apply_overrides(&mc.name, genes, &mut params, &mc.params)?;
-                let id = if count == 1 && !mc.population {
-                    mc.name.clone()
-                } else {
-                    format!("{}.{n}", mc.name)
-                };
-                if mc.population {
-                    population.push(id.clone());
-                    if config.evolution.enabled {
-                        let ev = evolver.get_or_insert_with(|| {
-                            let mut e = Evolver::new(
-                                config.evolution.clone(),
-                                options.seed,
-                                &mc.name,
-                                settings.clone(),
-                                options.total_bars,
-                                options.steps_per_year,
-                            );
-                            e.skip_ids(count);
-                            e
-                        });
-                        ev.register_initial(&id, module.clone(), params.clone(), n == 0);
-                    }
+        for p in population::plan(modules, options.seed, options.variants)? {
+            if p.population {
+                let id = p.spec.id.clone();
+                population.push(id.clone());
+                if config.evolution.enabled {
+                    let ev = evolver.get_or_insert_with(|| {
+                        let mut e = Evolver::new(
+                            config.evolution.clone(),
+                            options.seed,
+                            &p.name,
+                            p.spec.settings.clone(),
+                            options.total_bars,
+                            options.steps_per_year,
+                        );
+                        e.skip_ids(p.count);
+                        e
+                    });
+                    ev.register_initial(
+                        &id,
+                        p.spec.module.clone(),
+                        p.spec.params.clone(),
+                        p.index == 0,
+                    );
                 }
-                runtime.spawn(InstanceSpec {
-                    id,
-                    module: module.clone(),
-                    params,
-                    settings: settings.clone(),
-                    snapshot: None,
-                })?;
             }
+            runtime.spawn(p.spec)?;
         }
         Ok(Replay {
             runtime,

@@ -383,28 +383,18 @@ impl RedisBus {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for (stream, fields) in &self.outgoing {
-            let cmd = pipe
-                .cmd("XADD")
-                .arg(stream)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(&maxlen)
-                .arg("*");
-            for (k, v) in fields {
-                cmd.arg(*k).arg(v);
-            }
+            xadd(
+                &mut pipe,
+                stream,
+                &maxlen,
+                fields.iter().map(|(k, v)| (*k, v)),
+            );
         }
         let creating: Vec<usize> = (0..self.routes.len())
             .filter(|i| self.routes[*i].create)
             .collect();
         for &i in &creating {
-            let r = &self.routes[i];
-            pipe.cmd("XGROUP")
-                .arg("CREATE")
-                .arg(&r.stream)
-                .arg(&r.group)
-                .arg("$")
-                .arg("MKSTREAM");
+            xgroup_create(&mut pipe, &self.routes[i]);
         }
         match pipe.query::<Vec<Value>>(conn) {
             Ok(replies) => {
@@ -456,51 +446,34 @@ impl RedisBus {
         let mut creating = Vec::new();
         for (i, r) in self.routes.iter().enumerate() {
             if r.create {
-                pipe.cmd("XGROUP")
-                    .arg("CREATE")
-                    .arg(&r.stream)
-                    .arg(&r.group)
-                    .arg("$")
-                    .arg("MKSTREAM");
+                xgroup_create(&mut pipe, r);
                 creating.push(i);
             }
         }
         for (_, stream, fields) in &forwarding {
-            let cmd = pipe
-                .cmd("XADD")
-                .arg(stream)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(&maxlen)
-                .arg("*");
-            for (k, v) in fields {
-                cmd.arg(k).arg(v);
-            }
+            xadd(
+                &mut pipe,
+                stream,
+                &maxlen,
+                fields.iter().map(|(k, v)| (k, v)),
+            );
         }
         for (stream, fields) in &self.outgoing {
-            let cmd = pipe
-                .cmd("XADD")
-                .arg(stream)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(&maxlen)
-                .arg("*");
-            for (k, v) in fields {
-                cmd.arg(*k).arg(v);
-            }
+            xadd(
+                &mut pipe,
+                stream,
+                &maxlen,
+                fields.iter().map(|(k, v)| (*k, v)),
+            );
         }
         let dead_stream = format!("{}:dead", self.options.prefix);
         for fields in &self.dead_out {
-            let cmd = pipe
-                .cmd("XADD")
-                .arg(&dead_stream)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(&maxlen)
-                .arg("*");
-            for (k, v) in fields {
-                cmd.arg(*k).arg(v);
-            }
+            xadd(
+                &mut pipe,
+                &dead_stream,
+                &maxlen,
+                fields.iter().map(|(k, v)| (*k, v)),
+            );
         }
         let mut acked = Vec::new();
         for ((stream, group), ids) in &self.acks {
@@ -990,6 +963,36 @@ impl Bus for RedisBus {
     fn stats(&self) -> BusStats {
         self.stats
     }
+}
+
+/// Queue `XADD stream MAXLEN ~ maxlen * field value ...` on `pipe`.
+fn xadd<'a, K: redis::ToRedisArgs + 'a>(
+    pipe: &mut redis::Pipeline,
+    stream: &str,
+    maxlen: &str,
+    fields: impl IntoIterator<Item = (K, &'a String)>,
+) {
+    let cmd = pipe
+        .cmd("XADD")
+        .arg(stream)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(maxlen)
+        .arg("*");
+    for (k, v) in fields {
+        cmd.arg(k).arg(v);
+    }
+}
+
+/// Queue the creation of `route`'s group (from new entries on, making the
+/// stream if need be) on `pipe`.
+fn xgroup_create(pipe: &mut redis::Pipeline, route: &Route) {
+    pipe.cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&route.stream)
+        .arg(&route.group)
+        .arg("$")
+        .arg("MKSTREAM");
 }
 
 fn open(client: &redis::Client) -> redis::RedisResult<redis::Connection> {

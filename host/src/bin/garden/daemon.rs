@@ -12,9 +12,7 @@ use garden_host::outbox::StoreOutbox;
 use garden_host::pipeline::PipelineConfig;
 use garden_host::records::{RECORDED_TOPICS, Recorder};
 use garden_host::runtime::InstanceState;
-use garden_host::types::Setting;
 use garden_host::{Engine, InstanceSpec, Runtime, integrity, population};
-use rand::SeedableRng;
 
 /// Options of `garden daemon`.
 #[derive(clap::Args)]
@@ -56,48 +54,6 @@ pub struct DaemonArgs {
     /// Publishes made while Redis is unreachable wait in its outbox table.
     #[arg(long, value_name = "URL")]
     store: Option<String>,
-}
-
-/// Every instance the pipeline describes, as every daemon computes it: the
-/// same ids and, for the same seed, the same genes.
-fn specs(
-    modules: &[(
-        garden_host::pipeline::ModuleConfig,
-        Arc<garden_host::Module>,
-    )],
-    seed: u64,
-) -> Result<Vec<InstanceSpec>> {
-    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(seed);
-    let mut out = Vec::new();
-    for (mc, module) in modules {
-        let genes = &module.info().genes;
-        let settings: Vec<Setting> = mc
-            .settings_strings()
-            .into_iter()
-            .map(|(name, value)| Setting { name, value })
-            .collect();
-        for n in 0..mc.instances {
-            let mut params = if mc.population && n > 0 {
-                population::random(genes, &mut rng)
-            } else {
-                population::defaults(genes)
-            };
-            population::apply_overrides(&mc.name, genes, &mut params, &mc.params)?;
-            let id = if mc.instances == 1 && !mc.population {
-                mc.name.clone()
-            } else {
-                format!("{}.{n}", mc.name)
-            };
-            out.push(InstanceSpec {
-                id,
-                module: module.clone(),
-                params,
-                settings: settings.clone(),
-                snapshot: None,
-            });
-        }
-    }
-    Ok(out)
 }
 
 fn state_name(s: &InstanceState) -> String {
@@ -145,7 +101,12 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         .unwrap_or_else(integrity::default_trust_path);
     let trust = integrity::run_trust(&trust_path)?;
     let modules = config.load(&engine, &trust)?;
-    let all = specs(&modules, args.seed)?;
+    // Every daemon computes the same plan: same ids, and for the same seed
+    // the same genes.
+    let all: Vec<InstanceSpec> = population::plan(&modules, args.seed, None)?
+        .into_iter()
+        .map(|p| p.spec)
+        .collect();
     let store = args.store.clone().or_else(|| config.store.clone());
     let mut bus = RedisBus::connect(options)?;
     if let Some(url) = &store {
