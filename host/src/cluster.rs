@@ -103,16 +103,7 @@ impl Membership {
         name: &str,
         ttl: Duration,
     ) -> Result<Self, RedisBusError> {
-        let client = redis::Client::open(url).map_err(|source| RedisBusError::Url {
-            url: crate::bus::redis::redacted(url),
-            source,
-        })?;
-        let conn = client
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .map_err(|source| RedisBusError::Connect {
-                url: crate::bus::redis::redacted(url),
-                source,
-            })?;
+        let (client, conn) = crate::bus::redis::connect(url)?;
         Ok(Membership {
             client,
             conn: Some(conn),
@@ -136,18 +127,11 @@ impl Membership {
     }
 
     fn conn(&mut self) -> redis::RedisResult<&mut redis::Connection> {
-        if self.conn.is_none() {
-            self.conn = Some(
-                self.client
-                    .get_connection_with_timeout(Duration::from_secs(2))?,
-            );
-        }
-        match self.conn.as_mut() {
-            Some(c) => Ok(c),
-            None => Err(redis::RedisError::from(std::io::Error::other(
-                "no connection",
-            ))),
-        }
+        let conn = match self.conn.take() {
+            Some(c) => c,
+            None => crate::bus::redis::open(&self.client)?,
+        };
+        Ok(self.conn.insert(conn))
     }
 
     /// Write the heartbeat and return the live daemons, sorted (this one
@@ -301,18 +285,11 @@ fn live(conn: &mut redis::Connection, prefix: &str) -> redis::RedisResult<Vec<Da
 
 /// The live daemons under `prefix` at `url`, for `garden status`.
 pub fn status(url: &str, prefix: &str) -> Result<Vec<DaemonStatus>, RedisBusError> {
-    let client = redis::Client::open(url).map_err(|source| RedisBusError::Url {
+    let (_, mut conn) = crate::bus::redis::connect(url)?;
+    live(&mut conn, prefix).map_err(|source| RedisBusError::Connect {
         url: crate::bus::redis::redacted(url),
         source,
-    })?;
-    let connect = |source| RedisBusError::Connect {
-        url: crate::bus::redis::redacted(url),
-        source,
-    };
-    let mut conn = client
-        .get_connection_with_timeout(Duration::from_secs(2))
-        .map_err(connect)?;
-    live(&mut conn, prefix).map_err(connect)
+    })
 }
 
 #[cfg(test)]

@@ -99,12 +99,16 @@ impl RedisOptions {
 
 /// `hostname-pid`: unique per process on one machine.
 fn default_consumer() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
+    format!("{}-{}", hostname(), std::process::id())
+}
+
+/// This machine's name (`garden` if it has none).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_string())
         .ok()
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "garden".into());
-    format!("{host}-{}", std::process::id())
+        .unwrap_or_else(|| "garden".into())
 }
 
 /// Why the Redis bus could not start.
@@ -215,15 +219,7 @@ impl RedisBus {
     /// Connect (checking the server answers) and start with no
     /// subscriptions.
     pub fn connect(options: RedisOptions) -> Result<Self, RedisBusError> {
-        let client =
-            redis::Client::open(options.url.as_str()).map_err(|source| RedisBusError::Url {
-                url: redacted(&options.url),
-                source,
-            })?;
-        let conn = open(&client).map_err(|source| RedisBusError::Connect {
-            url: redacted(&options.url),
-            source,
-        })?;
+        let (client, conn) = connect(&options.url)?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -995,7 +991,22 @@ fn xgroup_create(pipe: &mut redis::Pipeline, route: &Route) {
         .arg("MKSTREAM");
 }
 
-fn open(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+/// A client for `url` and a first connection to it, or the error that
+/// says which of the two failed.
+pub(crate) fn connect(url: &str) -> Result<(redis::Client, redis::Connection), RedisBusError> {
+    let client = redis::Client::open(url).map_err(|source| RedisBusError::Url {
+        url: redacted(url),
+        source,
+    })?;
+    let conn = open(&client).map_err(|source| RedisBusError::Connect {
+        url: redacted(url),
+        source,
+    })?;
+    Ok((client, conn))
+}
+
+/// A connection with timeouts, so a stalled server cannot hang the host.
+pub(crate) fn open(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
     let conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     conn.set_write_timeout(Some(Duration::from_secs(10)))?;

@@ -146,9 +146,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     );
     let mut status = DaemonStatus {
         name: name.clone(),
-        host: std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default(),
+        host: garden_host::bus::redis::hostname(),
         pid: std::process::id(),
         started: integrity::now_rfc3339(),
         ..DaemonStatus::default()
