@@ -26,8 +26,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bindings::types::Snapshot;
 use crate::bus::fnv1a;
-use crate::bus::redis::RedisBusError;
+use crate::bus::redis::{Fields, RedisBusError};
+
+mod decisions;
+mod leader;
+
+pub use decisions::{Decision, Follower, variant_of};
+pub use leader::{Leader, LeaderTopics};
 
 /// What a daemon says about itself in its heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -134,9 +141,10 @@ impl Membership {
         Ok(self.conn.insert(conn))
     }
 
-    /// Write the heartbeat and return the live daemons, sorted (this one
-    /// included). On a Redis error the caller keeps its last view.
-    pub fn beat(&mut self, status: &DaemonStatus) -> redis::RedisResult<Vec<String>> {
+    /// Write the heartbeat and return the live daemons' statuses, sorted by
+    /// name (this one included). On a Redis error the caller keeps its last
+    /// view.
+    pub fn beat(&mut self, status: &DaemonStatus) -> redis::RedisResult<Vec<DaemonStatus>> {
         let json = serde_json::to_string(status).unwrap_or_default();
         let ttl_ms = u64::try_from(self.ttl.as_millis())
             .unwrap_or(u64::MAX)
@@ -161,7 +169,7 @@ impl Membership {
         if result.is_err() {
             self.conn = None;
         }
-        result.map(|s| s.into_iter().map(|d| d.name).collect())
+        result
     }
 
     /// Take or renew the leader lease: `Some(term)` while this daemon
@@ -202,6 +210,120 @@ impl Membership {
         }
         let written: i64 = invocation.invoke(conn)?;
         Ok(written == 1)
+    }
+
+    /// Log `decision` under `term` ([`Membership::decide`]): false if a
+    /// newer leader exists.
+    pub fn log(&mut self, term: u64, decision: &Decision) -> redis::RedisResult<bool> {
+        let fields = decision.fields();
+        let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.decide(term, &pairs)
+    }
+
+    /// Up to `max` decisions logged after entry id `after` (`0` for the
+    /// first), oldest first, as (entry id, fields).
+    pub fn decisions(
+        &mut self,
+        after: &str,
+        max: usize,
+    ) -> redis::RedisResult<Vec<(String, Fields)>> {
+        let key = format!("{}:decisions", self.prefix);
+        self.read(&key, after, max)
+    }
+
+    /// Up to `max` entries of `stream` after entry id `after`, oldest first.
+    pub(crate) fn read(
+        &mut self,
+        stream: &str,
+        after: &str,
+        max: usize,
+    ) -> redis::RedisResult<Vec<(String, Fields)>> {
+        let result = (|| {
+            let conn = self.conn()?;
+            redis::cmd("XRANGE")
+                .arg(stream)
+                .arg(format!("({after}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(max)
+                .query::<Vec<(String, Fields)>>(conn)
+        })();
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    /// How many entries were ever added to `stream`, and how many it holds
+    /// now: the first entry held is number `added - held` (counting from 0),
+    /// however the stream was trimmed. (0, 0) for a stream not yet made.
+    pub(crate) fn stream_counts(&mut self, stream: &str) -> redis::RedisResult<(u64, u64)> {
+        let conn = self.conn()?;
+        let info: redis::RedisResult<std::collections::HashMap<String, redis::Value>> =
+            redis::cmd("XINFO").arg("STREAM").arg(stream).query(conn);
+        let Ok(info) = info else {
+            // No such stream yet.
+            return Ok((0, 0));
+        };
+        let number = |k: &str| match info.get(k) {
+            Some(redis::Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+            _ => 0,
+        };
+        Ok((number("entries-added"), number("length")))
+    }
+
+    /// The stream of `topic` under this garden's prefix.
+    pub(crate) fn stream(&self, topic: &str) -> String {
+        format!("{}:{topic}", self.prefix)
+    }
+
+    fn snapshot_key(&self, id: &str) -> String {
+        format!("{}:snapshot:{id}", self.prefix)
+    }
+
+    /// Keep the latest snapshots of instances (id, snapshot), so that an
+    /// instance started elsewhere, or a child, starts from them.
+    pub fn save_snapshots(&mut self, snapshots: &[(String, Snapshot)]) -> redis::RedisResult<()> {
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (id, s) in snapshots {
+            let mut bytes = Vec::with_capacity(4 + s.data.len());
+            bytes.extend_from_slice(&s.version.to_le_bytes());
+            bytes.extend_from_slice(&s.data);
+            pipe.cmd("SET")
+                .arg(self.snapshot_key(id))
+                .arg(bytes)
+                .ignore();
+        }
+        let conn = self.conn()?;
+        let result = pipe.exec(conn);
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    /// The latest snapshot kept for instance `id`, if any.
+    pub fn snapshot(&mut self, id: &str) -> redis::RedisResult<Option<Snapshot>> {
+        let key = self.snapshot_key(id);
+        let conn = self.conn()?;
+        let bytes: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(conn)?;
+        Ok(bytes.and_then(|b| {
+            let version = u32::from_le_bytes(b.get(..4)?.try_into().ok()?);
+            Some(Snapshot {
+                version,
+                data: b[4..].to_vec(),
+            })
+        }))
+    }
+
+    /// Forget instance `id`'s snapshot (it was retired).
+    pub fn forget_snapshot(&mut self, id: &str) -> redis::RedisResult<()> {
+        let key = self.snapshot_key(id);
+        let conn = self.conn()?;
+        redis::cmd("DEL").arg(key).query(conn)
     }
 
     /// Leave: remove the heartbeat now instead of letting it expire.

@@ -78,11 +78,7 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 
 /// Instances per live daemon.
 fn layout(redis: &Redis) -> BTreeMap<String, Vec<String>> {
-    cluster::status(&redis.url(), PREFIX)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| (d.name, d.instances.into_iter().map(|i| i.id).collect()))
-        .collect()
+    layout_of(redis, PREFIX)
 }
 
 fn plan(n: u64) -> Envelope {
@@ -241,6 +237,10 @@ fn a_daemon_killed_mid_stream_loses_nothing() {
         }
         producer.pump();
         if in_flight.is_empty() && n >= total / 4 {
+            // On a busy machine a may start late: let it do a share first.
+            wait_for("a judging plans", Duration::from_secs(60), || {
+                evidence(&mut con).2 > 0
+            });
             signal("-STOP", &a);
             in_flight = pending_plans(&mut con, "a");
             if in_flight.is_empty() {
@@ -322,13 +322,7 @@ fn the_leader_lease_moves_to_a_survivor_and_fences_the_old_leader() {
         ("a", daemon_in(&redis, prefix, "a", &config, &cache, &[])),
         ("b", daemon_in(&redis, prefix, "b", &config, &cache, &[])),
     ];
-    let leader = |redis: &Redis| -> Vec<(String, u64)> {
-        cluster::status(&redis.url(), prefix)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|d| d.leader_term.map(|t| (d.name, t)))
-            .collect()
-    };
+    let leader = |redis: &Redis| leaders(redis, prefix);
     wait_for("a leader", Duration::from_secs(60), || {
         leader(&redis).len() == 1
     });
@@ -389,4 +383,259 @@ fn the_leader_lease_moves_to_a_survivor_and_fences_the_old_leader() {
         ]
     );
     assert!(log.iter().all(|(_, f)| field(f, "kind") != "stale"));
+}
+
+/// Decisions in the log of `prefix`: (term, kind, fields).
+fn decisions(
+    con: &mut redis::Connection,
+    prefix: &str,
+) -> Vec<(u64, String, garden_host::bus::redis::Fields)> {
+    let log: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("{prefix}:decisions"))
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .expect("decisions");
+    log.into_iter()
+        .map(|(_, f)| {
+            let get = |k: &str| {
+                f.iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            (get("term").parse().unwrap_or(0), get("kind"), f)
+        })
+        .collect()
+}
+
+fn field(f: &[(String, String)], k: &str) -> String {
+    f.iter()
+        .find(|(n, _)| n == k)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+/// Write bundled bars `rows` to the bar stream as a plain producer would.
+fn feed_bars(con: &mut redis::Connection, prefix: &str, rows: &[garden_host::feed::csv::Row]) {
+    let mut pipe = redis::pipe();
+    for r in rows {
+        pipe.cmd("XADD")
+            .arg(format!("{prefix}:bar"))
+            .arg("*")
+            .arg("symbol")
+            .arg("EURUSD")
+            .arg("time")
+            .arg(r.time)
+            .arg("open")
+            .arg(r.open)
+            .arg("high")
+            .arg(r.high)
+            .arg("low")
+            .arg(r.low)
+            .arg("close")
+            .arg(r.close)
+            .arg("volume")
+            .arg(r.volume)
+            .ignore();
+    }
+    pipe.exec(con).expect("bars written");
+}
+
+#[test]
+fn the_leader_breeds_one_population_across_daemons_and_a_new_leader_goes_on() {
+    let prefix = "breed";
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        r#"
+[evolution]
+generation_bars = 100
+min_age_bars = 60
+threshold = 1000.0
+children = 2
+cap = 8
+regime_children = 0
+
+[[module]]
+name = "alpha-ema"
+population = true
+instances = 4
+
+[[module]]
+name = "expert-anomaly"
+
+[[module]]
+name = "fusion"
+[module.settings]
+experts = "expert-anomaly"
+deadline-bars = "1"
+
+[[module]]
+name = "decision"
+
+[[module]]
+name = "trader"
+[module.settings]
+report-every = "20"
+"#,
+    )
+    .expect("config");
+    let cache = dir.path().join("cache");
+    let log = |n: &str| dir.path().join(format!("{n}.log"));
+    let mut daemons: Vec<(&str, Daemon)> = ["a", "b"]
+        .into_iter()
+        .map(|n| {
+            let file = std::fs::File::create(log(n)).expect("log file");
+            let child = Command::new(garden_tests::garden_bin())
+                .args(["daemon", "--bus", &redis.url(), "--prefix", prefix])
+                .args(["--name", n, "--heartbeat-ttl-ms", "900"])
+                .args(["--claim-idle-ms", "600"])
+                .arg("--config")
+                .arg(&config)
+                .arg("--cache-dir")
+                .arg(&cache)
+                .stdout(Stdio::null())
+                .stderr(file)
+                .spawn()
+                .expect("garden daemon starts");
+            (n, Daemon(child))
+        })
+        .collect();
+    let leader = || leaders(&redis, prefix);
+    wait_for("two daemons and a leader", Duration::from_secs(90), || {
+        cluster::status(&redis.url(), prefix)
+            .map(|d| d.len() == 2)
+            .unwrap_or(false)
+            && leader().len() == 1
+    });
+    let (first, first_term) = leader().remove(0);
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    let rows = garden_tests::bundled_rows();
+    assert!(rows.len() >= 1_400, "enough bundled bars");
+    let births = |con: &mut redis::Connection, term: u64| {
+        decisions(con, prefix)
+            .into_iter()
+            .filter(|(t, k, _)| *t == term && k == "birth")
+            .count()
+    };
+    // Feed at a pace the daemons keep up with, until the first leader has
+    // bred.
+    let mut fed = 0;
+    while births(&mut con, first_term) == 0 {
+        assert!(fed < 700, "no birth after {fed} bars");
+        feed_bars(&mut con, prefix, &rows[fed..fed + 20]);
+        fed += 20;
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    // Kill the leader; the survivor takes over and breeds on from where
+    // the log says the old leader stopped.
+    let at = daemons
+        .iter()
+        .position(|(n, _)| *n == first)
+        .expect("known");
+    let (_, mut old) = daemons.remove(at);
+    old.0.kill().expect("SIGKILL");
+    old.0.wait().expect("reaped");
+    wait_for("a new leader", Duration::from_secs(10), || {
+        leader().iter().any(|(n, _)| *n != first)
+    });
+    let (second, second_term) = leader().remove(0);
+    assert!(second_term > first_term);
+    let start = fed;
+    while births(&mut con, second_term) == 0 {
+        assert!(fed < start + 700, "no birth from the new leader");
+        feed_bars(&mut con, prefix, &rows[fed..fed + 20]);
+        fed += 20;
+        std::thread::sleep(Duration::from_millis(150));
+    }
+
+    let log_entries = decisions(&mut con, prefix);
+    // Fencing: every decision is in the term of the leader announced last
+    // before it, and terms never go back.
+    let mut current = 0;
+    let mut ids = std::collections::BTreeSet::new();
+    let mut last_stepped_first = None;
+    let mut first_birth_second = None;
+    for (term, kind, f) in &log_entries {
+        match kind.as_str() {
+            "leader" => {
+                assert!(*term > current, "terms only grow: {log_entries:?}");
+                current = *term;
+            }
+            other => {
+                assert_eq!(*term, current, "{other} decided outside its term");
+                if other == "birth" {
+                    assert!(ids.insert(field(f, "id")), "one birth per id");
+                    let record: serde_json::Value =
+                        serde_json::from_str(&field(f, "record")).expect("record");
+                    let bar = record["birth_bar"].as_u64().expect("birth bar");
+                    assert!(
+                        !record["parents"].as_array().expect("parents").is_empty()
+                            || record["birth_cause"] == "diversity",
+                        "a child has parents: {record}"
+                    );
+                    if *term == second_term && first_birth_second.is_none() {
+                        first_birth_second = Some(bar);
+                    }
+                }
+                if other == "stepped" && *term == first_term {
+                    last_stepped_first = field(f, "bar").parse::<u64>().ok();
+                }
+            }
+        }
+    }
+    // The new leader did not act again on bars the old one had.
+    let (Some(stepped), Some(born)) = (last_stepped_first, first_birth_second) else {
+        panic!("steps of the first leader and a birth by the second: {log_entries:?}");
+    };
+    assert!(
+        born > stepped,
+        "born at bar {born}, old leader had reached {stepped}"
+    );
+    // Every child lives on the survivor, which runs the whole garden now.
+    let retired: std::collections::BTreeSet<String> = log_entries
+        .iter()
+        .filter(|(_, k, _)| k == "retire")
+        .map(|(_, _, f)| field(f, "id"))
+        .collect();
+    let alive: Vec<String> = ids.difference(&retired).cloned().collect();
+    assert!(!alive.is_empty());
+    wait_for("the children running", Duration::from_secs(30), || {
+        let l = layout_of(&redis, prefix);
+        l.get(&second)
+            .is_some_and(|v| alive.iter().all(|c| v.contains(c)))
+    });
+    // Children start from their parent's state, and the dead daemon's
+    // instances from their own.
+    let text = std::fs::read_to_string(log(&second)).expect("log");
+    assert!(
+        text.contains("from its snapshot"),
+        "instances started from snapshots:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("leading, term {second_term}")),
+        "{text}"
+    );
+}
+
+fn layout_of(redis: &Redis, prefix: &str) -> BTreeMap<String, Vec<String>> {
+    cluster::status(&redis.url(), prefix)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| (d.name, d.instances.into_iter().map(|i| i.id).collect()))
+        .collect()
+}
+
+/// The daemons that say they lead, with their terms.
+fn leaders(redis: &Redis, prefix: &str) -> Vec<(String, u64)> {
+    cluster::status(&redis.url(), prefix)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|d| d.leader_term.map(|t| (d.name, t)))
+        .collect()
 }

@@ -134,6 +134,43 @@ impl BirthCause {
     }
 }
 
+/// Where the population lives, as the engine acts on it: a local
+/// [`Runtime`], or (in a garden of daemons) the leader's decision log that
+/// every daemon follows.
+pub trait Habitat {
+    /// Start `spec` as the variant `record` describes, from the snapshot of
+    /// its first parent if it has one; the reason if it cannot start.
+    fn birth(&mut self, spec: InstanceSpec, record: &LineageRecord) -> Result<(), String>;
+    /// Retire the variant `record` describes (its death already noted) at
+    /// event time `time`.
+    fn retire(&mut self, record: &LineageRecord, time: i64);
+    /// Why variant `id` is quarantined, if it is.
+    fn quarantined(&self, id: &str) -> Option<String>;
+}
+
+impl<B: Bus> Habitat for Runtime<B> {
+    fn birth(&mut self, mut spec: InstanceSpec, record: &LineageRecord) -> Result<(), String> {
+        spec.snapshot = record.parents.first().and_then(|p| self.snapshot_of(p));
+        let id = spec.id.clone();
+        self.spawn(spec).map_err(|e| e.to_string())?;
+        match self.quarantined(&id) {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+
+    fn retire(&mut self, record: &LineageRecord, time: i64) {
+        Runtime::retire(self, &record.id, time);
+    }
+
+    fn quarantined(&self, id: &str) -> Option<String> {
+        match self.state_of(id) {
+            Some((InstanceState::Quarantined { reason }, _)) => Some(reason),
+            _ => None,
+        }
+    }
+}
+
 /// One variant's life.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LineageRecord {
@@ -283,6 +320,36 @@ impl Evolver {
         );
     }
 
+    /// Take back a variant as another engine left it (a garden's new leader
+    /// rebuilding the population from the decision log): a known id gets
+    /// `record` as its life so far, an unknown one joins. Ids of new
+    /// children continue after the highest restored.
+    pub fn restore(&mut self, record: LineageRecord, module: Arc<Module>, params: Vec<Param>) {
+        if let Some(n) = record
+            .id
+            .rsplit_once('.')
+            .and_then(|(_, n)| n.parse::<u32>().ok())
+        {
+            self.next = self.next.max(n.saturating_add(1));
+        }
+        match self.variants.iter_mut().find(|v| v.record.id == record.id) {
+            Some(v) => v.record = record,
+            None => {
+                *self
+                    .counts
+                    .births
+                    .entry(record.birth_cause.as_str().to_string())
+                    .or_default() += 1;
+                self.variants.push(Variant {
+                    record,
+                    module,
+                    params,
+                    last_threshold_birth: None,
+                });
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn add(
         &mut self,
@@ -390,9 +457,9 @@ impl Evolver {
     /// is inherited) with `params`. A child whose init refuses its
     /// parameters or snapshot is a failed birth, recorded as such.
     #[allow(clippy::too_many_arguments)]
-    fn birth<B: Bus>(
+    fn birth<H: Habitat>(
         &mut self,
-        runtime: &mut Runtime<B>,
+        habitat: &mut H,
         module: Arc<Module>,
         params: Vec<Param>,
         parents: Vec<String>,
@@ -401,43 +468,27 @@ impl Evolver {
         cause: BirthCause,
     ) {
         let id = self.next_id();
-        let snapshot = parents.first().and_then(|p| runtime.snapshot_of(p));
-        let spawned = runtime.spawn(InstanceSpec {
+        let spec = InstanceSpec {
             id: id.clone(),
             module: module.clone(),
             params: params.clone(),
             settings: self.settings.clone(),
-            snapshot,
-        });
-        self.add(
-            id.clone(),
-            module,
-            params,
-            parents,
-            generation,
-            bar,
-            cause,
-            false,
-        );
-        let failed = match spawned {
-            Err(e) => Some(e.to_string()),
-            Ok(()) => match runtime.state_of(&id) {
-                Some((InstanceState::Quarantined { reason }, _)) => Some(reason),
-                _ => None,
-            },
+            snapshot: None,
         };
-        if let Some(reason) = failed {
+        self.add(id, module, params, parents, generation, bar, cause, false);
+        let Some(v) = self.variants.last_mut() else {
+            return;
+        };
+        if let Err(reason) = habitat.birth(spec, &v.record) {
             self.counts.failed_births += 1;
-            if let Some(v) = self.variants.last_mut() {
-                v.record.death_bar = Some(bar);
-                v.record.death_cause = Some(format!("failed birth: {reason}"));
-            }
+            v.record.death_bar = Some(bar);
+            v.record.death_cause = Some(format!("failed birth: {reason}"));
         }
     }
 
-    fn retire<B: Bus>(
+    fn retire<H: Habitat>(
         &mut self,
-        runtime: &mut Runtime<B>,
+        habitat: &mut H,
         i: usize,
         bar: usize,
         time: i64,
@@ -447,13 +498,13 @@ impl Evolver {
         v.record.death_bar = Some(bar);
         v.record.death_cause = Some(why);
         self.counts.retired += 1;
-        runtime.retire(&v.record.id, time);
+        habitat.retire(&v.record, time);
     }
 
     /// A mutated child of `parent`, inheriting its snapshot.
-    fn breed_mutant<B: Bus>(
+    fn breed_mutant<H: Habitat>(
         &mut self,
-        runtime: &mut Runtime<B>,
+        habitat: &mut H,
         parent: usize,
         bar: usize,
         cause: BirthCause,
@@ -462,7 +513,7 @@ impl Evolver {
         let module = self.variants[parent].module.clone();
         let generation = self.variants[parent].record.generation + 1;
         let parents = vec![self.variants[parent].record.id.clone()];
-        self.birth(runtime, module, params, parents, generation, bar, cause);
+        self.birth(habitat, module, params, parents, generation, bar, cause);
     }
 
     /// Mutated copy of `parent`'s genes.
@@ -512,13 +563,13 @@ impl Evolver {
             .then(|| fitness::fitness(&values, trades, self.steps_per_year, 0.0, &self.cfg.fitness))
     }
 
-    fn regime<B: Bus>(
+    fn regime<H: Habitat>(
         &mut self,
         label: &str,
         bar: usize,
         time: i64,
         board: &Scoreboard,
-        runtime: &mut Runtime<B>,
+        habitat: &mut H,
     ) {
         let earlier = self.periods(label, bar + 1);
         // The period that just began is not "earlier".
@@ -544,21 +595,15 @@ impl Evolver {
             .take(self.cfg.regime_children)
         {
             self.last_regime_birth = Some(bar);
-            if self.living() >= self.cfg.cap && !self.retire_weakest(&scores, bar, time, runtime) {
+            if self.living() >= self.cfg.cap && !self.retire_weakest(&scores, bar, time, habitat) {
                 return;
             }
-            self.breed_mutant(runtime, parent, bar, BirthCause::Regime);
+            self.breed_mutant(habitat, parent, bar, BirthCause::Regime);
         }
     }
 
     /// Run the triggers after bar `bar` (event time `time`).
-    pub fn step<B: Bus>(
-        &mut self,
-        bar: usize,
-        time: i64,
-        board: &Scoreboard,
-        runtime: &mut Runtime<B>,
-    ) {
+    pub fn step<H: Habitat>(&mut self, bar: usize, time: i64, board: &Scoreboard, habitat: &mut H) {
         if !self.cfg.enabled || self.variants.is_empty() {
             return;
         }
@@ -576,30 +621,28 @@ impl Evolver {
         if bar + 1 > self.cut {
             return;
         }
-        self.recover(bar, board, runtime);
+        self.recover(bar, board, habitat);
         if let Some(label) = self.pending_context.take() {
-            self.regime(&label, bar, time, board, runtime);
+            self.regime(&label, bar, time, board, habitat);
         }
         let generation =
             self.cfg.generation_bars > 0 && (bar + 1).is_multiple_of(self.cfg.generation_bars);
         if generation {
-            self.generation(bar, time, board, runtime);
+            self.generation(bar, time, board, habitat);
         } else if let Some(threshold) = self.cfg.threshold
             && self.cfg.threshold_every > 0
             && (bar + 1).is_multiple_of(self.cfg.threshold_every)
         {
-            self.threshold(bar, time, threshold, board, runtime);
+            self.threshold(bar, time, threshold, board, habitat);
         }
     }
 
-    fn recover<B: Bus>(&mut self, bar: usize, board: &Scoreboard, runtime: &mut Runtime<B>) {
+    fn recover<H: Habitat>(&mut self, bar: usize, board: &Scoreboard, habitat: &mut H) {
         for i in 0..self.variants.len() {
             if !self.variants[i].alive() {
                 continue;
             }
-            let Some((InstanceState::Quarantined { reason }, _)) =
-                runtime.state_of(&self.variants[i].record.id)
-            else {
+            let Some(reason) = habitat.quarantined(&self.variants[i].record.id) else {
                 continue;
             };
             self.variants[i].record.death_bar = Some(bar);
@@ -617,18 +660,18 @@ impl Evolver {
                 })
                 .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
             if let Some((parent, _)) = best {
-                self.breed_mutant(runtime, parent, bar, BirthCause::Recovery);
+                self.breed_mutant(habitat, parent, bar, BirthCause::Recovery);
             }
         }
     }
 
-    fn threshold<B: Bus>(
+    fn threshold<H: Habitat>(
         &mut self,
         bar: usize,
         time: i64,
         threshold: f64,
         board: &Scoreboard,
-        runtime: &mut Runtime<B>,
+        habitat: &mut H,
     ) {
         let scores = self.score(board, bar);
         let gap = self.cfg.generation_bars;
@@ -643,22 +686,22 @@ impl Evolver {
             .map(|(i, _)| *i)
             .collect();
         for parent in ready {
-            if self.living() >= self.cfg.cap && !self.retire_weakest(&scores, bar, time, runtime) {
+            if self.living() >= self.cfg.cap && !self.retire_weakest(&scores, bar, time, habitat) {
                 return;
             }
             self.variants[parent].last_threshold_birth = Some(bar);
-            self.breed_mutant(runtime, parent, bar, BirthCause::Threshold);
+            self.breed_mutant(habitat, parent, bar, BirthCause::Threshold);
         }
     }
 
     /// Retire the weakest eligible variant that is neither elite nor the
     /// control; false if there is none.
-    fn retire_weakest<B: Bus>(
+    fn retire_weakest<H: Habitat>(
         &mut self,
         scores: &[(usize, f64)],
         bar: usize,
         time: i64,
-        runtime: &mut Runtime<B>,
+        habitat: &mut H,
     ) -> bool {
         let elite: Vec<usize> = scores
             .iter()
@@ -670,19 +713,19 @@ impl Evolver {
         });
         match weakest {
             Some(&(i, f)) => {
-                self.retire(runtime, i, bar, time, format!("selection: fitness {f:.3}"));
+                self.retire(habitat, i, bar, time, format!("selection: fitness {f:.3}"));
                 true
             }
             None => false,
         }
     }
 
-    fn generation<B: Bus>(
+    fn generation<H: Habitat>(
         &mut self,
         bar: usize,
         time: i64,
         board: &Scoreboard,
-        runtime: &mut Runtime<B>,
+        habitat: &mut H,
     ) {
         let scores = self.score(board, bar);
         if scores.is_empty() {
@@ -690,7 +733,7 @@ impl Evolver {
         }
         self.counts.generations += 1;
         for _ in 0..self.cfg.children {
-            if self.living() >= self.cfg.cap && !self.retire_weakest(&scores, bar, time, runtime) {
+            if self.living() >= self.cfg.cap && !self.retire_weakest(&scores, bar, time, habitat) {
                 break;
             }
             let pool: Vec<(usize, f64)> = scores
@@ -738,7 +781,7 @@ impl Evolver {
                 .map(|&p| self.variants[p].record.id.clone())
                 .collect();
             self.birth(
-                runtime,
+                habitat,
                 module,
                 params,
                 ids,
@@ -754,14 +797,14 @@ impl Evolver {
                 .copied()
                 .filter(|(i, _)| self.variants[*i].alive())
                 .collect();
-            if !self.retire_weakest(&alive, bar, time, runtime) {
+            if !self.retire_weakest(&alive, bar, time, habitat) {
                 break;
             }
         }
-        self.diversity(bar, runtime);
+        self.diversity(bar, habitat);
     }
 
-    fn diversity<B: Bus>(&mut self, bar: usize, runtime: &mut Runtime<B>) {
+    fn diversity<H: Habitat>(&mut self, bar: usize, habitat: &mut H) {
         let Some(first) = self.variants.iter().find(|v| v.alive()) else {
             return;
         };
@@ -780,7 +823,7 @@ impl Evolver {
         for _ in 0..self.cfg.inject.min(room) {
             let params = crate::population::random(&genes, &mut self.rng);
             self.birth(
-                runtime,
+                habitat,
                 module.clone(),
                 params,
                 Vec::new(),

@@ -1,18 +1,22 @@
 //! `garden daemon`: run a share of the pipeline's instances on a Redis bus,
 //! until killed; and `garden status`: what the live daemons run.
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use garden_host::bus::{Bus, RedisBus};
-use garden_host::cluster::{self, DaemonStatus, InstanceStatus, Membership};
+use garden_host::cluster::{
+    self, DaemonStatus, Decision, Follower, InstanceStatus, Leader, LeaderTopics, Membership,
+};
 use garden_host::outbox::StoreOutbox;
 use garden_host::pipeline::PipelineConfig;
 use garden_host::records::{RECORDED_TOPICS, Recorder};
 use garden_host::runtime::InstanceState;
-use garden_host::{Engine, InstanceSpec, Runtime, integrity, population};
+use garden_host::types::Snapshot;
+use garden_host::{Engine, InstanceSpec, Module, Runtime, integrity, population};
 
 /// Options of `garden daemon`.
 #[derive(clap::Args)]
@@ -101,12 +105,26 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         .unwrap_or_else(integrity::default_trust_path);
     let trust = integrity::run_trust(&trust_path)?;
     let modules = config.load(&engine, &trust)?;
+    let loaded: Vec<Arc<Module>> = modules.iter().map(|(_, m)| m.clone()).collect();
     // Every daemon computes the same plan: same ids, and for the same seed
-    // the same genes.
-    let all: Vec<InstanceSpec> = population::plan(&modules, args.seed, None)?
-        .into_iter()
-        .map(|p| p.spec)
-        .collect();
+    // the same genes. Births and retirements come from the leader's log.
+    let plan = population::plan(&modules, args.seed, None)?;
+    let mut garden = Garden {
+        wanted: plan.iter().map(|p| (p.spec.clone(), None)).collect(),
+        retired: HashSet::new(),
+        settings: plan
+            .iter()
+            .find(|p| p.population)
+            .map(|p| p.spec.settings.clone())
+            .unwrap_or_default(),
+        modules: loaded.clone(),
+        follower: Follower::default(),
+    };
+    let topics = LeaderTopics {
+        bars: config.feed_topic.clone(),
+        fitness: config.fitness_topic.clone(),
+        context: config.context_topic.clone(),
+    };
     let store = args.store.clone().or_else(|| config.store.clone());
     let mut bus = RedisBus::connect(options)?;
     if let Some(url) = &store {
@@ -141,7 +159,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     )?;
     eprintln!(
         "garden daemon {name}: {} instances in the pipeline, prefix {}",
-        all.len(),
+        plan.len(),
         args.prefix
     );
     let mut status = DaemonStatus {
@@ -152,7 +170,10 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         ..DaemonStatus::default()
     };
     let mut live: Vec<String> = vec![name.clone()];
+    let mut quarantined: HashMap<String, String> = HashMap::new();
+    let mut leader: Option<Leader> = None;
     let mut next_beat = Instant::now();
+    let mut next_leader_poll = Instant::now();
     loop {
         if Instant::now() >= next_beat {
             next_beat = Instant::now() + membership.interval();
@@ -171,45 +192,94 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
                     last_error: i.last_error,
                 })
                 .collect();
+            // The population as decided so far, before leading: a new
+            // leader starts from all of it.
+            garden.follow(&mut membership, &mut runtime);
             // Leadership: take or keep the lease; a new term is announced
             // as the leader's first (fenced) decision.
             match membership.lead() {
-                Ok(term) => {
-                    if let Some(t) = term
-                        && term != status.leader_term
-                    {
+                Ok(Some(t)) => {
+                    if leader.as_ref().is_none_or(|l| l.term() != t) {
                         eprintln!("leading, term {t}");
-                        let _ = membership.decide(t, &[("kind", "leader"), ("daemon", &name)]);
+                        let _ = membership.log(
+                            t,
+                            &Decision::Leader {
+                                term: t,
+                                daemon: name.clone(),
+                            },
+                        );
+                        leader = Leader::new(
+                            t,
+                            config.evolution.clone(),
+                            args.seed,
+                            &plan,
+                            loaded.clone(),
+                            garden.follower.lineage(),
+                            garden.follower.stepped(),
+                            topics.clone(),
+                        );
                     }
-                    status.leader_term = term;
+                    status.leader_term = Some(t);
+                }
+                Ok(None) => {
+                    leader = None;
+                    status.leader_term = None;
                 }
                 Err(e) => {
                     eprintln!("leader lease check failed ({e}); not leading");
+                    leader = None;
                     status.leader_term = None;
                 }
             }
             match membership.beat(&status) {
                 Ok(now) => {
-                    if now != live {
-                        eprintln!("live daemons: {}", now.join(", "));
+                    let names: Vec<String> = now.iter().map(|d| d.name.clone()).collect();
+                    if names != live {
+                        eprintln!("live daemons: {}", names.join(", "));
                     }
-                    live = now;
+                    live = names;
+                    quarantined = now
+                        .iter()
+                        .flat_map(|d| &d.instances)
+                        .filter_map(|i| {
+                            i.state
+                                .strip_prefix("quarantined: ")
+                                .map(|why| (i.id.clone(), why.to_string()))
+                        })
+                        .collect();
                 }
                 Err(e) => eprintln!("heartbeat failed ({e}); keeping the last view"),
             }
-            let running: Vec<String> = runtime.instances().into_iter().map(|i| i.id).collect();
-            for spec in &all {
-                let mine = cluster::owner(&spec.id, &live) == Some(name.as_str());
-                let here = running.contains(&spec.id);
-                if mine && !here {
-                    eprintln!("starting {}", spec.id);
-                    if let Err(e) = runtime.spawn(spec.clone()) {
-                        eprintln!("could not start {}: {e}", spec.id);
-                    }
-                } else if !mine && here {
-                    eprintln!("handing {} over", spec.id);
-                    runtime.remove(&spec.id);
+            // Each instance's latest state goes with it, wherever it is
+            // started next (and to its children).
+            let snapshots: Vec<(String, Snapshot)> = runtime
+                .instances()
+                .into_iter()
+                .filter(|i| matches!(i.state, InstanceState::Running))
+                .filter_map(|i| runtime.snapshot_of(&i.id).map(|s| (i.id, s)))
+                .collect();
+            if let Err(e) = membership.save_snapshots(&snapshots) {
+                eprintln!("could not keep snapshots ({e})");
+            }
+            garden.place(&name, &live, &mut runtime, &mut membership);
+        }
+        if let Some(l) = leader.as_mut()
+            && Instant::now() >= next_leader_poll
+        {
+            next_leader_poll = Instant::now() + LEADER_POLL;
+            l.set_quarantined(quarantined.clone());
+            match l.poll(&mut membership) {
+                Ok(0) => {}
+                Ok(n) => {
+                    eprintln!("{n} population decisions at bar {}", l.bars());
+                    garden.follow(&mut membership, &mut runtime);
+                    garden.place(&name, &live, &mut runtime, &mut membership);
                 }
+                Err(e) => eprintln!("leader could not read or decide ({e})"),
+            }
+            if !l.leading() {
+                eprintln!("a newer leader exists; no longer leading");
+                leader = None;
             }
         }
         runtime.run_until_idle();
@@ -227,6 +297,125 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         }
         // Idle: wait a little before asking Redis again.
         std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// How often the leader reads the streams and acts.
+const LEADER_POLL: Duration = Duration::from_millis(100);
+
+/// What runs in the whole garden, as this daemon knows it: the plan, plus
+/// the variants born by decision, minus those retired.
+struct Garden {
+    /// Each instance, with the parent whose snapshot a child starts from.
+    wanted: Vec<(InstanceSpec, Option<String>)>,
+    retired: HashSet<String>,
+    /// The population's settings, for children.
+    settings: Vec<garden_host::types::Setting>,
+    /// The loaded modules, for children (found by digest).
+    modules: Vec<Arc<Module>>,
+    follower: Follower,
+}
+
+impl Garden {
+    /// Read the decision log and carry out what is new: births join the
+    /// garden, retirements leave it (closed by whichever daemon runs them).
+    fn follow(&mut self, m: &mut Membership, runtime: &mut Runtime<RedisBus>) {
+        let decisions = match self.follower.poll(m) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("could not read the decision log ({e})");
+                return;
+            }
+        };
+        let here: HashSet<String> = runtime.instances().into_iter().map(|i| i.id).collect();
+        for d in decisions {
+            match d {
+                Decision::Birth { record, term } => {
+                    if self.retired.contains(&record.id)
+                        || self.wanted.iter().any(|(s, _)| s.id == record.id)
+                    {
+                        continue;
+                    }
+                    match cluster::variant_of(&record, &self.modules) {
+                        Ok((module, params)) => {
+                            eprintln!(
+                                "born in term {term}: {} (parents {})",
+                                record.id,
+                                record.parents.join(", ")
+                            );
+                            self.wanted.push((
+                                InstanceSpec {
+                                    id: record.id.clone(),
+                                    module,
+                                    params,
+                                    settings: self.settings.clone(),
+                                    snapshot: None,
+                                },
+                                record.parents.first().cloned(),
+                            ));
+                        }
+                        Err(e) => eprintln!("cannot start a born variant: {e}"),
+                    }
+                }
+                Decision::Retire { record, time, term } => {
+                    self.retired.insert(record.id.clone());
+                    self.wanted.retain(|(s, _)| s.id != record.id);
+                    if here.contains(&record.id) {
+                        eprintln!(
+                            "retiring {} (term {term}): {}",
+                            record.id,
+                            record.death_cause.as_deref().unwrap_or("")
+                        );
+                        runtime.retire(&record.id, time);
+                        let _ = m.forget_snapshot(&record.id);
+                    }
+                }
+                Decision::Leader { .. } | Decision::Stepped { .. } => {}
+            }
+        }
+    }
+
+    /// Start what belongs here and is not running; hand over what runs here
+    /// and now belongs elsewhere (with its latest snapshot).
+    fn place(
+        &self,
+        name: &str,
+        live: &[String],
+        runtime: &mut Runtime<RedisBus>,
+        m: &mut Membership,
+    ) {
+        let running: Vec<String> = runtime.instances().into_iter().map(|i| i.id).collect();
+        for (spec, parent) in &self.wanted {
+            let mine = cluster::owner(&spec.id, live) == Some(name);
+            let here = running.contains(&spec.id);
+            if mine && !here {
+                let mut spec = spec.clone();
+                // Its own latest state if it ran elsewhere before, else
+                // its parent's.
+                let from = |id: &str, m: &mut Membership| m.snapshot(id).ok().flatten();
+                spec.snapshot =
+                    from(&spec.id, m).or_else(|| parent.as_deref().and_then(|p| from(p, m)));
+                eprintln!(
+                    "starting {}{}",
+                    spec.id,
+                    if spec.snapshot.is_some() {
+                        " from its snapshot"
+                    } else {
+                        ""
+                    }
+                );
+                let id = spec.id.clone();
+                if let Err(e) = runtime.spawn(spec) {
+                    eprintln!("could not start {id}: {e}");
+                }
+            } else if !mine && here {
+                eprintln!("handing {} over", spec.id);
+                if let Some(s) = runtime.snapshot_of(&spec.id) {
+                    let _ = m.save_snapshots(&[(spec.id.clone(), s)]);
+                }
+                runtime.remove(&spec.id);
+            }
+        }
     }
 }
 

@@ -1,0 +1,294 @@
+//! The leader's decisions, as written to `{prefix}:decisions` and read back
+//! by every daemon (the leader included): one log, one way to change the
+//! population.
+
+use std::sync::Arc;
+
+use crate::bindings::types::Param;
+use crate::bus::redis::Fields;
+use crate::engine::Module;
+use crate::population::typed;
+use crate::replication::LineageRecord;
+
+use super::Membership;
+
+/// One entry of the decision log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// A daemon took the lease for a new term.
+    Leader {
+        /// The term.
+        term: u64,
+        /// The new leader.
+        daemon: String,
+    },
+    /// A variant is born: start it (on the daemon it belongs on).
+    Birth {
+        /// The term it was decided in.
+        term: u64,
+        /// Who it is: id, code, genes, parents.
+        record: LineageRecord,
+    },
+    /// A variant is retired: close what it holds and stop it.
+    Retire {
+        /// The term it was decided in.
+        term: u64,
+        /// Its life, death included.
+        record: LineageRecord,
+        /// Event time of the retirement.
+        time: i64,
+    },
+    /// The leader has run selection after every bar up to `bar`: a new
+    /// leader goes on from the next.
+    Stepped {
+        /// The term it was decided in.
+        term: u64,
+        /// The last bar (index in the bar stream) acted on.
+        bar: usize,
+    },
+}
+
+impl Decision {
+    /// The fields to log (the fencing script adds the term).
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let json = |r: &LineageRecord| serde_json::to_string(r).unwrap_or_default();
+        match self {
+            Decision::Leader { daemon, .. } => {
+                vec![("kind", "leader".into()), ("daemon", daemon.clone())]
+            }
+            Decision::Birth { record, .. } => vec![
+                ("kind", "birth".into()),
+                ("id", record.id.clone()),
+                ("record", json(record)),
+            ],
+            Decision::Retire { record, time, .. } => vec![
+                ("kind", "retire".into()),
+                ("id", record.id.clone()),
+                ("time", time.to_string()),
+                ("record", json(record)),
+            ],
+            Decision::Stepped { bar, .. } => {
+                vec![("kind", "stepped".into()), ("bar", bar.to_string())]
+            }
+        }
+    }
+
+    /// Read a logged entry back, or say what is wrong with it.
+    pub fn parse(fields: &Fields) -> Result<Decision, String> {
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .ok_or_else(|| format!("decision without `{name}`"))
+        };
+        let term = get("term")?
+            .parse::<u64>()
+            .map_err(|e| format!("decision term is not a number: {e}"))?;
+        let record = || -> Result<LineageRecord, String> {
+            serde_json::from_str(get("record")?)
+                .map_err(|e| format!("decision record does not decode: {e}"))
+        };
+        match get("kind")? {
+            "leader" => Ok(Decision::Leader {
+                term,
+                daemon: get("daemon")?.to_string(),
+            }),
+            "birth" => Ok(Decision::Birth {
+                term,
+                record: record()?,
+            }),
+            "retire" => Ok(Decision::Retire {
+                term,
+                record: record()?,
+                time: get("time")?
+                    .parse()
+                    .map_err(|e| format!("retirement time is not a number: {e}"))?,
+            }),
+            "stepped" => Ok(Decision::Stepped {
+                term,
+                bar: get("bar")?
+                    .parse()
+                    .map_err(|e| format!("stepped bar is not a number: {e}"))?,
+            }),
+            other => Err(format!("unknown decision kind `{other}`")),
+        }
+    }
+}
+
+/// The code and parameters of the variant `record` describes, from the
+/// loaded `modules` (found by digest); genes the record lacks take their
+/// defaults.
+pub fn variant_of(
+    record: &LineageRecord,
+    modules: &[Arc<Module>],
+) -> Result<(Arc<Module>, Vec<Param>), String> {
+    let module = modules
+        .iter()
+        .find(|m| m.digest() == record.component)
+        .ok_or_else(|| {
+            format!(
+                "variant {} runs code {} that this daemon has not loaded; give every daemon the same pipeline",
+                record.id, record.component
+            )
+        })?;
+    let params = module
+        .info()
+        .genes
+        .iter()
+        .map(|g| Param {
+            name: g.name.clone(),
+            value: typed(
+                g,
+                record
+                    .genes
+                    .iter()
+                    .find(|(n, _)| *n == g.name)
+                    .map_or(g.default, |(_, v)| *v),
+            ),
+        })
+        .collect();
+    Ok((module.clone(), params))
+}
+
+/// A daemon's reading of the decision log: where it is, and every variant
+/// born or retired by a decision so far.
+#[derive(Debug, Default)]
+pub struct Follower {
+    after: Option<String>,
+    lineage: Vec<LineageRecord>,
+    stepped: Option<usize>,
+}
+
+impl Follower {
+    /// The decisions logged since the last call, oldest first. Entries that
+    /// do not parse are skipped with a warning.
+    pub fn poll(&mut self, m: &mut Membership) -> redis::RedisResult<Vec<Decision>> {
+        let mut out = Vec::new();
+        loop {
+            let after = self.after.as_deref().unwrap_or("0-0");
+            let batch = m.decisions(after, 1000)?;
+            let Some((last, _)) = batch.last() else {
+                return Ok(out);
+            };
+            self.after = Some(last.clone());
+            for (id, fields) in &batch {
+                match Decision::parse(fields) {
+                    Ok(d) => {
+                        self.note(&d);
+                        out.push(d);
+                    }
+                    Err(e) => tracing::warn!(entry = %id, "skipping a decision: {e}"),
+                }
+            }
+        }
+    }
+
+    fn note(&mut self, d: &Decision) {
+        if let Decision::Stepped { bar, .. } = d {
+            self.stepped = self.stepped.max(Some(*bar));
+        }
+        let (Decision::Birth { record, .. } | Decision::Retire { record, .. }) = d else {
+            return;
+        };
+        match self.lineage.iter_mut().find(|r| r.id == record.id) {
+            Some(r) => *r = record.clone(),
+            None => self.lineage.push(record.clone()),
+        }
+    }
+
+    /// Every variant a decision touched, in the order first touched, as
+    /// last decided.
+    pub fn lineage(&self) -> &[LineageRecord] {
+        &self.lineage
+    }
+
+    /// The last bar a leader has acted on, if any has.
+    pub fn stepped(&self) -> Option<usize> {
+        self.stepped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::BirthCause;
+
+    fn record() -> LineageRecord {
+        LineageRecord {
+            id: "alpha.9".into(),
+            parents: vec!["alpha.2".into()],
+            component: "abc".into(),
+            blob: "def".into(),
+            genes: vec![("fast".into(), 7.0)],
+            generation: 2,
+            birth_bar: 500,
+            death_bar: None,
+            birth_cause: BirthCause::Generation,
+            death_cause: None,
+            fitness: Vec::new(),
+            in_sample: None,
+            out_of_sample: None,
+            control: false,
+            fitness_by_label: Vec::new(),
+        }
+    }
+
+    fn logged(d: &Decision, term: u64) -> Fields {
+        let mut f = vec![("term".to_string(), term.to_string())];
+        f.extend(d.fields().into_iter().map(|(k, v)| (k.to_string(), v)));
+        f
+    }
+
+    #[test]
+    fn decisions_read_back_as_written() {
+        let birth = Decision::Birth {
+            term: 3,
+            record: record(),
+        };
+        assert_eq!(Decision::parse(&logged(&birth, 3)), Ok(birth));
+        let mut dead = record();
+        dead.death_bar = Some(900);
+        dead.death_cause = Some("selection".into());
+        let retire = Decision::Retire {
+            term: 4,
+            record: dead,
+            time: 12,
+        };
+        assert_eq!(Decision::parse(&logged(&retire, 4)), Ok(retire));
+    }
+
+    #[test]
+    fn broken_decisions_say_what_is_wrong() {
+        let mut f = logged(
+            &Decision::Birth {
+                term: 1,
+                record: record(),
+            },
+            1,
+        );
+        f.retain(|(k, _)| k != "record");
+        assert_eq!(
+            Decision::parse(&f).unwrap_err(),
+            "decision without `record`"
+        );
+        let garbage = vec![
+            ("term".to_string(), "1".to_string()),
+            ("kind".to_string(), "birth".to_string()),
+            ("record".to_string(), "{".to_string()),
+        ];
+        assert!(
+            Decision::parse(&garbage)
+                .unwrap_err()
+                .starts_with("decision record does not decode")
+        );
+        let unknown = vec![
+            ("term".to_string(), "1".to_string()),
+            ("kind".to_string(), "coup".to_string()),
+        ];
+        assert_eq!(
+            Decision::parse(&unknown).unwrap_err(),
+            "unknown decision kind `coup`"
+        );
+    }
+}
