@@ -462,3 +462,59 @@ fn publishes_made_while_redis_is_down_wait_in_the_outbox_and_survive_a_crash() {
     });
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Entries pending in `group` of `stream`.
+fn pending(con: &mut redis::Connection, stream: &str, group: &str) -> redis::Value {
+    let summary: Vec<redis::Value> = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query(con)
+        .expect("XPENDING");
+    summary.into_iter().next().unwrap_or(redis::Value::Nil)
+}
+
+#[test]
+fn held_acknowledgements_wait_for_the_checkpoint_and_only_later_work_is_handled_again() {
+    let redis = Redis::start();
+    let bus = |consumer: &str| {
+        let mut o = options(&redis, "held", consumer);
+        o.claim_idle = Duration::from_millis(300);
+        RedisBus::connect(o).expect("connects")
+    };
+    let mut con = raw(&redis);
+    let mut a = bus("a");
+    a.hold_acks();
+    a.subscribe(&sub("w", "workers", "job", Delivery::Shared));
+    a.pump();
+    for n in 0..3 {
+        a.publish(msg("job", "k", n)).expect("publishes");
+    }
+    assert_eq!(drain(&mut a, "w").len(), 3);
+    a.ack("w", 3);
+    a.pump();
+    // Handled, but not acknowledged until the checkpoint.
+    assert_eq!(
+        pending(&mut con, "held:job", "s:workers"),
+        redis::Value::Int(3)
+    );
+    a.release_acks();
+    for n in 3..5 {
+        a.publish(msg("job", "k", n)).expect("publishes");
+    }
+    assert_eq!(drain(&mut a, "w").len(), 2);
+    a.ack("w", 2);
+    a.pump();
+    assert_eq!(
+        pending(&mut con, "held:job", "s:workers"),
+        redis::Value::Int(2)
+    );
+    // a dies after handling 3 and 4 but before its next checkpoint: whoever
+    // takes over handles exactly those again.
+    drop(a);
+    let mut b = bus("b");
+    b.subscribe(&sub("w", "workers", "job", Delivery::Shared));
+    assert!(drain(&mut b, "w").is_empty());
+    std::thread::sleep(Duration::from_millis(400));
+    let again = drain(&mut b, "w");
+    assert_eq!(again.iter().map(|m| m.time).collect::<Vec<_>>(), [3, 4]);
+}

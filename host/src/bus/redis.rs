@@ -202,6 +202,9 @@ pub struct RedisBus {
     outgoing: Vec<(String, Vec<(&'static str, String)>)>,
     /// (stream, group) -> ids to XACK.
     acks: HashMap<(String, String), Vec<String>>,
+    /// Acknowledgements kept back until [`RedisBus::release_acks`], when
+    /// acknowledging waits for a checkpoint.
+    held: Option<HashMap<(String, String), Vec<String>>>,
     /// Dead letters not yet written to the dead-letter stream.
     dead_out: Vec<Vec<(&'static str, String)>>,
     dead: RecentDeadLetters,
@@ -234,6 +237,7 @@ impl RedisBus {
             inflight: HashMap::default(),
             outgoing: Vec::new(),
             acks: HashMap::default(),
+            held: None,
             dead_out: Vec::new(),
             dead: RecentDeadLetters::default(),
             stats: BusStats::default(),
@@ -251,6 +255,25 @@ impl RedisBus {
     pub fn set_outbox(&mut self, outbox: Box<dyn Outbox>) {
         self.outbox = Some(outbox);
         self.outbox_waiting = true;
+    }
+
+    /// Acknowledge handled messages only at checkpoints: from now on each
+    /// acknowledgement waits for the next [`RedisBus::release_acks`]. A
+    /// daemon that saves its instances' snapshots and then releases leaves
+    /// pending exactly the messages handled since the last snapshot saved,
+    /// so an instance restarted elsewhere from it handles them again and
+    /// its state comes out as if it had never moved.
+    pub fn hold_acks(&mut self) {
+        self.held.get_or_insert_with(HashMap::default);
+    }
+
+    /// Send the acknowledgements held so far with the next exchange.
+    pub fn release_acks(&mut self) {
+        if let Some(held) = self.held.as_mut() {
+            for (k, ids) in held.drain() {
+                self.acks.entry(k).or_default().extend(ids);
+            }
+        }
     }
 
     /// Publishes parked in the outbox so far.
@@ -908,9 +931,10 @@ impl Bus for RedisBus {
         let Some(q) = self.inflight.get_mut(instance) else {
             return;
         };
+        let to = self.held.as_mut().unwrap_or(&mut self.acks);
         for _ in 0..count {
             let Some(r) = q.pop_front() else { break };
-            self.acks.entry((r.stream, r.group)).or_default().push(r.id);
+            to.entry((r.stream, r.group)).or_default().push(r.id);
         }
     }
 

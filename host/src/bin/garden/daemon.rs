@@ -127,6 +127,8 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     };
     let store = args.store.clone().or_else(|| config.store.clone());
     let mut bus = RedisBus::connect(options)?;
+    // Acknowledged at each heartbeat, once the snapshots are saved.
+    bus.hold_acks();
     if let Some(url) = &store {
         // Publishes made while Redis is down wait in the store, and survive
         // this process.
@@ -258,8 +260,12 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
                 .filter(|i| matches!(i.state, InstanceState::Running))
                 .filter_map(|i| runtime.snapshot_of(&i.id).map(|s| (i.id, s)))
                 .collect();
-            if let Err(e) = membership.save_snapshots(&snapshots) {
-                eprintln!("could not keep snapshots ({e})");
+            // Acknowledge what those snapshots include, and no more: what
+            // is handled after them is handled again wherever the instance
+            // restarts from them.
+            match membership.save_snapshots(&snapshots) {
+                Ok(()) => runtime.bus_mut().release_acks(),
+                Err(e) => eprintln!("could not keep snapshots ({e}); acknowledgements wait"),
             }
             garden.place(&name, &live, &mut runtime, &mut membership);
         }
