@@ -188,6 +188,7 @@ pub struct Redis {
     child: Option<Child>,
     /// (user, password) of an ACL user the server requires, if any.
     auth: Option<(String, String)>,
+    relaunches: u32,
 }
 
 impl Redis {
@@ -211,6 +212,7 @@ impl Redis {
             port: free_port(),
             child: None,
             auth,
+            relaunches: 0,
         };
         redis.launch();
         redis
@@ -235,17 +237,45 @@ impl Redis {
             ]);
         }
         let child = cmd.spawn().expect("redis-server starts");
+        let pid = child.id();
         self.child = Some(child);
-        // Ready when it accepts a connection.
+        // Ready when it answers, as itself: a server another test started
+        // on the same port meanwhile does not count.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            match self.server_pid() {
+                Some(p) if p == pid => return,
+                _ => {}
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
             assert!(
-                Instant::now() < deadline,
+                Instant::now() < deadline && !(exited && self.relaunches > 4),
                 "redis-server did not start on port {}",
                 self.port
             );
+            if exited {
+                // The port was taken after we chose it: another one.
+                self.relaunches += 1;
+                self.port = free_port();
+                return self.launch();
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The process id of the server answering on the port, if one does.
+    fn server_pid(&self) -> Option<u32> {
+        let mut con = redis::Client::open(self.url())
+            .ok()?
+            .get_connection()
+            .ok()?;
+        let info: String = redis::cmd("INFO").arg("server").query(&mut con).ok()?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|p| p.trim().parse().ok())
     }
 
     /// The URL to reach it (with the credentials, if it needs them).

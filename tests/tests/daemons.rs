@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use garden_host::Envelope;
+use garden_host::bus::redis::decode_entry;
 use garden_host::bus::{Bus, RedisBus, RedisOptions};
 use garden_host::cluster;
 use garden_host::types::{Body, Plan, Side};
@@ -126,8 +127,8 @@ fn pending_plans(con: &mut redis::Connection, who: &str) -> Vec<String> {
             .query(con)
             .expect("XRANGE");
         for (_, fields) in entries {
-            if let Some((_, body)) = fields.iter().find(|(k, _)| k == "body")
-                && let Ok(Body::Plan(p)) = serde_json::from_str::<Body>(body)
+            if let Ok((e, _, _)) = decode_entry("plan", &fields, false)
+                && let Body::Plan(p) = e.body
             {
                 out.push(p.id);
             }
@@ -146,13 +147,15 @@ fn judged_plans(con: &mut redis::Connection) -> std::collections::BTreeSet<Strin
         .unwrap_or_default();
     entries
         .iter()
-        .filter_map(|(_, fields)| {
-            let (_, body) = fields.iter().find(|(k, _)| k == "body")?;
-            match serde_json::from_str::<Body>(body) {
-                Ok(Body::Evidence(e)) => Some(e.plan_id),
-                _ => None,
-            }
-        })
+        .filter_map(
+            |(_, fields)| match decode_entry("evidence", fields, false) {
+                Ok((e, _, _)) => match e.body {
+                    Body::Evidence(e) => Some(e.plan_id),
+                    _ => None,
+                },
+                Err(_) => None,
+            },
+        )
         .collect()
 }
 
@@ -168,15 +171,11 @@ fn evidence(con: &mut redis::Connection) -> (usize, usize, usize) {
     let mut ids = std::collections::BTreeSet::new();
     let mut by_a = 0;
     for (_, fields) in &entries {
-        by_a += usize::from(
-            fields
-                .iter()
-                .any(|(k, v)| k == "from" && v.starts_with("a@")),
-        );
-        if let Some((_, body)) = fields.iter().find(|(k, _)| k == "body")
-            && let Ok(Body::Evidence(e)) = serde_json::from_str::<Body>(body)
-        {
-            ids.insert(e.plan_id);
+        if let Ok((e, from, _)) = decode_entry("evidence", fields, false) {
+            by_a += usize::from(from.starts_with("a@"));
+            if let Body::Evidence(e) = e.body {
+                ids.insert(e.plan_id);
+            }
         }
     }
     (ids.len(), entries.len(), by_a)

@@ -214,6 +214,7 @@ fn malformed_entries_are_dead_lettered_with_a_reason_and_the_consumer_goes_on() 
         ],
     );
     add(&mut con, &[("v", "9"), ("body", "{}")]);
+    add(&mut con, &[("m", "{\"v\":2,\"key\":")]);
     bus.publish(msg("t", "k", 7))
         .expect("a good one after them");
     let got = drain(&mut bus, "x");
@@ -233,11 +234,12 @@ fn malformed_entries_are_dead_lettered_with_a_reason_and_the_consumer_goes_on() 
                 .map(|(_, v)| v.clone())
         })
         .collect();
-    assert_eq!(reasons.len(), 3, "{reasons:?}");
-    assert!(reasons[0].contains("missing field `v`"), "{reasons:?}");
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert!(reasons[0].contains("missing field `m`"), "{reasons:?}");
     assert!(reasons[1].contains("`body` does not decode"), "{reasons:?}");
     assert!(reasons[2].contains("format `9`"), "{reasons:?}");
-    assert_eq!(bus.stats().dead_letters, 3);
+    assert!(reasons[3].contains("`m` does not decode"), "{reasons:?}");
+    assert_eq!(bus.stats().dead_letters, 4);
     // An oversized message is refused at publish, with the reason.
     let mut small = options(&redis, "bad", "p");
     small.max_entry_bytes = 64;

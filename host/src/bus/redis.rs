@@ -1,11 +1,12 @@
 //! The Redis Streams bus: daemons on many machines share one Redis.
 //!
 //! **Streams.** Every topic is one stream, `{prefix}:{topic}`, written with
-//! `XADD ... MAXLEN ~ {maxlen}`. An entry is a flat field list (layout in
-//! `docs/redis.md`): `v` (format, `1`), `key`, `source`, `time`, `from` (the
-//! publishing daemon's incarnation), `n` (its publish counter) and `body`,
-//! the message body as JSON. Entries on the `bar_topic` may instead carry
-//! plain bar fields, so any producer can feed bars with `redis-cli XADD`.
+//! `XADD ... MAXLEN ~ {maxlen}`. An entry has one field, `m` (layout in
+//! `docs/redis.md`): the message as JSON with `v` (format, `2`), `key`,
+//! `source`, `time`, `from` (the publishing daemon's incarnation), `n` (its
+//! publish counter) and `body`. Format 1 (the same values as separate
+//! fields) is still read. Entries on the `bar_topic` may instead carry plain
+//! bar fields, so any producer can feed bars with `redis-cli XADD`.
 //!
 //! **Groups.** Each local subscription reads through a consumer group:
 //! shared delivery through the group `s:{group}` (one per subscribing
@@ -48,8 +49,35 @@ use super::{Bus, BusError, BusStats, DeadLetter, Delivery, RecentDeadLetters, Su
 use crate::Envelope;
 use crate::types::{Bar, Body};
 
-/// The entry format this host writes and reads.
-pub const ENTRY_VERSION: &str = "1";
+/// The entry format this host writes: one field `m`, the whole message as
+/// JSON.
+pub const ENTRY_FORMAT: u32 = 2;
+/// The earlier format, one field per header value, still read.
+const ENTRY_FORMAT_1: &str = "1";
+
+/// A message as written (format 2).
+#[derive(serde::Serialize)]
+struct WireOut<'a> {
+    v: u32,
+    key: &'a str,
+    source: &'a str,
+    time: i64,
+    from: &'a str,
+    n: u64,
+    body: &'a Body,
+}
+
+/// A message as read (format 2).
+#[derive(serde::Deserialize)]
+struct WireIn {
+    v: u32,
+    key: String,
+    source: String,
+    time: i64,
+    from: String,
+    n: u64,
+    body: Body,
+}
 /// Longest wait between reconnection attempts.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// Recently handled (publisher, counter) pairs remembered per group, to
@@ -172,8 +200,8 @@ pub type Fields = Vec<(String, String)>;
 /// Where a delivered message came from, to acknowledge it.
 #[derive(Debug, Clone)]
 struct Receipt {
-    stream: String,
-    group: String,
+    /// Index of the route (stream, group) it was read through.
+    route: usize,
     id: String,
 }
 
@@ -200,11 +228,12 @@ pub struct RedisBus {
     inflight: HashMap<String, VecDeque<Receipt>>,
     /// Encoded XADDs not yet sent.
     outgoing: Vec<(String, Vec<(&'static str, String)>)>,
-    /// (stream, group) -> ids to XACK.
-    acks: HashMap<(String, String), Vec<String>>,
+    /// Route (stream, group) -> ids to XACK. Routes are never removed, so
+    /// an index stays valid.
+    acks: HashMap<usize, Vec<String>>,
     /// Acknowledgements kept back until [`RedisBus::release_acks`], when
     /// acknowledging waits for a checkpoint.
-    held: Option<HashMap<(String, String), Vec<String>>>,
+    held: Option<HashMap<usize, Vec<String>>>,
     /// Dead letters not yet written to the dead-letter stream.
     dead_out: Vec<Vec<(&'static str, String)>>,
     dead: RecentDeadLetters,
@@ -321,32 +350,34 @@ impl RedisBus {
         }
     }
 
-    /// Encode `message` as XADD fields, or say why it cannot be sent.
+    /// Encode `message` as XADD fields (format 2: the one field `m`), or
+    /// say why it cannot be sent.
     fn encode(&mut self, message: &Envelope) -> Result<Vec<(&'static str, String)>, BusError> {
-        let body = serde_json::to_string(&message.body).map_err(|e| BusError::Refused {
+        let m = serde_json::to_string(&WireOut {
+            v: ENTRY_FORMAT,
+            key: &message.key,
+            source: &message.source,
+            time: message.time,
+            from: &self.incarnation,
+            n: self.counter + 1,
+            body: &message.body,
+        })
+        .map_err(|e| BusError::Refused {
             topic: message.topic.clone(),
             reason: format!("its body does not encode: {e}"),
         })?;
-        let bytes = body.len() + message.key.len() + message.source.len();
-        if bytes > self.options.max_entry_bytes {
+        if m.len() > self.options.max_entry_bytes {
             return Err(BusError::Refused {
                 topic: message.topic.clone(),
                 reason: format!(
-                    "the entry is {bytes} bytes, over the {} byte limit (max_entry_bytes)",
+                    "the entry is {} bytes, over the {} byte limit (max_entry_bytes)",
+                    m.len(),
                     self.options.max_entry_bytes
                 ),
             });
         }
         self.counter += 1;
-        Ok(vec![
-            ("v", ENTRY_VERSION.to_string()),
-            ("key", message.key.clone()),
-            ("source", message.source.clone()),
-            ("time", message.time.to_string()),
-            ("from", self.incarnation.clone()),
-            ("n", self.counter.to_string()),
-            ("body", body),
-        ])
+        Ok(vec![("m", m)])
     }
 
     /// Move the unsent publishes into the outbox, if there is one: from
@@ -495,12 +526,13 @@ impl RedisBus {
             );
         }
         let mut acked = Vec::new();
-        for ((stream, group), ids) in &self.acks {
+        for (&route, ids) in &self.acks {
             if ids.is_empty() {
                 continue;
             }
-            pipe.cmd("XACK").arg(stream).arg(group).arg(ids);
-            acked.push((stream.clone(), group.clone()));
+            let r = &self.routes[route];
+            pipe.cmd("XACK").arg(&r.stream).arg(&r.group).arg(ids);
+            acked.push(route);
         }
         // One XREADGROUP per group, over all the streams it reads (a
         // broadcast subscriber's group spans its topics).
@@ -687,12 +719,11 @@ impl RedisBus {
             let deliveries = pending_count(count).unwrap_or(1);
             tracing::info!(group = %self.routes[i].group, %id, deliveries, "reclaimed an entry left pending");
             if deliveries > self.options.max_deliveries {
-                let r = &self.routes[i];
                 let reason = format!(
                     "delivered {deliveries} times without being handled (max_deliveries {})",
                     self.options.max_deliveries
                 );
-                self.dead_entry(&r.stream.clone(), &r.group.clone(), &id, &fields, &reason);
+                self.dead_entry(i, &id, &fields, &reason);
                 continue;
             }
             fetched.push(self.decode(i, id, fields));
@@ -732,14 +763,8 @@ impl RedisBus {
 
     /// Record an entry that cannot be delivered: to the dead-letter stream,
     /// then acknowledged so it is not delivered again.
-    fn dead_entry(
-        &mut self,
-        stream: &str,
-        group: &str,
-        id: &str,
-        fields: &[(String, String)],
-        reason: &str,
-    ) {
+    fn dead_entry(&mut self, route: usize, id: &str, fields: &[(String, String)], reason: &str) {
+        let (stream, group) = (&self.routes[route].stream, &self.routes[route].group);
         tracing::warn!(%stream, %group, %id, "dead letter: {reason}");
         let raw = serde_json::to_string(fields).unwrap_or_default();
         self.dead_out.push(vec![
@@ -750,10 +775,7 @@ impl RedisBus {
             ("fields", raw),
         ]);
         self.stats.dead_letters += 1;
-        self.acks
-            .entry((stream.to_string(), group.to_string()))
-            .or_default()
-            .push(id.to_string());
+        self.acks.entry(route).or_default().push(id.to_string());
     }
 
     /// Deliver what was read, in publish order (each group's entries keep
@@ -790,41 +812,33 @@ impl RedisBus {
     }
 
     fn deliver(&mut self, f: Fetched) {
-        let (stream, group) = {
-            let r = &self.routes[f.route];
-            (r.stream.clone(), r.group.clone())
-        };
         let (envelope, from, n) = match f.result {
             Ok(x) => x,
             Err(reason) => {
-                self.dead_entry(&stream, &group, &f.id, &f.fields, &reason);
+                self.dead_entry(f.route, &f.id, &f.fields, &reason);
                 return;
             }
         };
         let receipt = Receipt {
-            stream,
-            group,
+            route: f.route,
             id: f.id,
         };
         let r = &mut self.routes[f.route];
         // A redelivery of something handled here already: acknowledge only.
         let mark = (from, n);
         if from != 0 && r.seen.contains(&mark) {
-            self.acks
-                .entry((receipt.stream, receipt.group))
-                .or_default()
-                .push(receipt.id);
+            self.acks.entry(receipt.route).or_default().push(receipt.id);
             return;
         }
         let target = if r.addressed {
-            r.members.iter().find(|m| **m == envelope.key).cloned()
+            r.members.iter().position(|m| *m == envelope.key)
         } else {
             match r.delivery {
-                Delivery::Broadcast => r.members.first().cloned(),
+                Delivery::Broadcast if r.members.is_empty() => None,
+                Delivery::Broadcast => Some(0),
                 Delivery::Shared if r.members.is_empty() => None,
                 Delivery::Shared => {
-                    let pick = (fnv1a(envelope.key.as_bytes()) % r.members.len() as u64) as usize;
-                    r.members.get(pick).cloned()
+                    Some((fnv1a(envelope.key.as_bytes()) % r.members.len() as u64) as usize)
                 }
             }
         };
@@ -838,18 +852,20 @@ impl RedisBus {
             r.seen_order.push_back(mark);
         }
         match target {
-            Some(instance) => {
+            Some(k) => {
                 self.stats.delivered += 1;
-                self.inboxes
-                    .entry(instance)
-                    .or_default()
-                    .push_back((Arc::new(envelope), receipt));
+                let instance = &self.routes[receipt.route].members[k];
+                let item = (Arc::new(envelope), receipt);
+                match self.inboxes.get_mut(instance.as_str()) {
+                    Some(q) => q.push_back(item),
+                    None => {
+                        self.inboxes
+                            .insert(instance.clone(), VecDeque::from([item]));
+                    }
+                }
             }
             None => {
-                self.acks
-                    .entry((receipt.stream, receipt.group))
-                    .or_default()
-                    .push(receipt.id);
+                self.acks.entry(receipt.route).or_default().push(receipt.id);
             }
         }
     }
@@ -934,7 +950,7 @@ impl Bus for RedisBus {
         let to = self.held.as_mut().unwrap_or(&mut self.acks);
         for _ in 0..count {
             let Some(r) = q.pop_front() else { break };
-            to.entry((r.stream, r.group)).or_default().push(r.id);
+            to.entry(r.route).or_default().push(r.id);
         }
     }
 
@@ -1068,6 +1084,16 @@ fn text(v: Value) -> Option<String> {
     }
 }
 
+/// A value as text; binary junk as lossy text (moved, not copied, when it
+/// is valid UTF-8, as it almost always is).
+fn lossy(v: Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        other => text(other).unwrap_or_default(),
+    }
+}
+
 /// Entries of an XREADGROUP reply, per stream name.
 fn stream_entries_by_name(v: Value) -> Vec<(String, Vec<(String, Fields)>)> {
     let streams = match v {
@@ -1109,14 +1135,7 @@ fn entry_list(v: Value) -> Vec<(String, Fields)> {
         while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
             // Binary junk is kept as lossy text: it still reaches the dead
             // letter stream, with a reason.
-            let k = match k {
-                Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
-                other => text(other).unwrap_or_default(),
-            };
-            let v = match v {
-                Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
-                other => text(other).unwrap_or_default(),
-            };
+            let (k, v) = (lossy(k), lossy(v));
             fields.push((k, v));
         }
         out.push((id, fields));
@@ -1149,17 +1168,20 @@ pub fn decode_entry(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
+    if let Some(m) = get("m") {
+        return decode_message(topic, m);
+    }
     if get("body").is_none() && plain_bars {
         return decode_bar(topic, &get);
     }
     match get("v") {
-        Some(ENTRY_VERSION) => {}
+        Some(ENTRY_FORMAT_1) => {}
         Some(other) => {
             return Err(format!(
-                "entry format `{other}` is not supported (this host reads format {ENTRY_VERSION})"
+                "entry format `{other}` is not supported (this host reads formats 1 and {ENTRY_FORMAT})"
             ));
         }
-        None => return Err("missing field `v` (entry format)".into()),
+        None => return Err("missing field `m` (the message) or `v` (entry format 1)".into()),
     }
     let need = |name: &str| get(name).ok_or_else(|| format!("missing field `{name}`"));
     let time = need("time")?
@@ -1181,6 +1203,43 @@ pub fn decode_entry(
         },
         need("from")?.to_string(),
         n,
+    ))
+}
+
+/// A format 2 entry: the field `m`.
+fn decode_message(topic: &str, m: &str) -> Result<(Envelope, String, u64), String> {
+    let w: WireIn = match serde_json::from_str(m) {
+        Ok(w) => w,
+        Err(e) => {
+            // Say so if it is another format rather than a broken one.
+            let v = serde_json::from_str::<serde_json::Value>(m)
+                .ok()
+                .and_then(|x| x.get("v")?.as_u64());
+            return Err(match v {
+                Some(v) if v != u64::from(ENTRY_FORMAT) => format!(
+                    "entry format `{v}` is not supported (this host reads formats 1 and {ENTRY_FORMAT})"
+                ),
+                _ => format!("field `m` does not decode: {e}"),
+            });
+        }
+    };
+    if w.v != ENTRY_FORMAT {
+        return Err(format!(
+            "entry format `{}` is not supported (this host reads formats 1 and {ENTRY_FORMAT})",
+            w.v
+        ));
+    }
+    Ok((
+        Envelope {
+            topic: topic.to_string(),
+            key: w.key,
+            seq: 0,
+            time: w.time,
+            source: w.source,
+            body: w.body,
+        },
+        w.from,
+        w.n,
     ))
 }
 
@@ -1303,6 +1362,49 @@ mod tests {
     }
 
     #[test]
+    fn format_2_entries_decode_and_broken_ones_say_why() {
+        let body = Body::Retired("x".into());
+        let m = serde_json::to_string(&WireOut {
+            v: ENTRY_FORMAT,
+            key: "k",
+            source: "s",
+            time: 5,
+            from: "d@1",
+            n: 3,
+            body: &body,
+        })
+        .unwrap();
+        let (e, from, n) = decode_entry("t", &fields(&[("m", &m)]), true).unwrap();
+        assert_eq!(
+            (e.topic.as_str(), e.key.as_str(), e.source.as_str(), e.time),
+            ("t", "k", "s", 5)
+        );
+        assert_eq!((from.as_str(), n, e.body), ("d@1", 3, body));
+        let later = m.replace("\"v\":2", "\"v\":3");
+        assert!(
+            decode_entry("t", &fields(&[("m", &later)]), false)
+                .unwrap_err()
+                .contains("format `3` is not supported")
+        );
+        let broken = m.replace("\"key\":\"k\",", "");
+        assert!(
+            decode_entry("t", &fields(&[("m", &broken)]), false)
+                .unwrap_err()
+                .contains("field `m` does not decode: missing field `key`")
+        );
+        assert!(
+            decode_entry("t", &fields(&[("m", "\u{1}garbage")]), false)
+                .unwrap_err()
+                .starts_with("field `m` does not decode")
+        );
+        assert!(
+            decode_entry("t", &fields(&[("other", "1")]), false)
+                .unwrap_err()
+                .contains("missing field `m`")
+        );
+    }
+
+    #[test]
     fn envelopes_need_every_field_and_a_known_format() {
         let body = serde_json::to_string(&Body::Retired("x".into())).unwrap();
         let good = fields(&[
@@ -1320,12 +1422,12 @@ mod tests {
             ("k", 5, "d@1", 3)
         );
         assert_eq!(e.body, Body::Retired("x".into()));
-        let mut v2 = good.clone();
-        v2[0].1 = "2".into();
+        let mut v9 = good.clone();
+        v9[0].1 = "9".into();
         assert!(
-            decode_entry("t", &v2, false)
+            decode_entry("t", &v9, false)
                 .unwrap_err()
-                .contains("format `2`")
+                .contains("format `9`")
         );
         let no_key: Vec<_> = good.iter().filter(|(k, _)| k != "key").cloned().collect();
         assert!(
