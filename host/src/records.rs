@@ -42,6 +42,10 @@ pub struct RecorderReport {
 
 enum Command {
     Rows(Vec<RecordRow>),
+    /// Open the run if it does not exist: (start time, seed, data name).
+    Open(String, u64, String),
+    /// Lineage rows: (variant id, seq, record JSON).
+    Lineage(Vec<(String, i64, String)>),
     /// Answer once everything sent before is written.
     Flush(Sender<()>),
     Finish(Duration),
@@ -112,6 +116,23 @@ impl Recorder {
         rx.recv_timeout(timeout).is_ok()
     }
 
+    /// Open the run in the store unless it exists (for a garden of daemons,
+    /// which records into one run as long as it lives).
+    pub fn open_run(&self, started_at: &str, seed: u64, data: &str) {
+        let _ = self
+            .tx
+            .send(Command::Open(started_at.into(), seed, data.into()));
+    }
+
+    /// Write lineage records as (variant id, seq, record JSON), written in
+    /// order and retried like the records; a record only replaces a stored
+    /// one with a lower `seq`.
+    pub fn lineage(&self, rows: Vec<(String, i64, String)>) {
+        if !rows.is_empty() {
+            let _ = self.tx.send(Command::Lineage(rows));
+        }
+    }
+
     fn send(&mut self, rows: Vec<RecordRow>) {
         if rows.is_empty() {
             return;
@@ -156,33 +177,39 @@ fn write_loop(url: &str, run: &str, rx: Receiver<Command>) -> RecorderReport {
     };
     let mut store: Option<Store> = None;
     let mut pending: VecDeque<RecordRow> = VecDeque::new();
+    let mut lineage: Vec<(String, i64, String)> = Vec::new();
+    let mut open: Option<(String, u64, String)> = None;
     let mut finish_by: Option<Instant> = None;
     let mut backoff = Duration::from_millis(50);
     let mut waiters: Vec<Sender<()>> = Vec::new();
     loop {
+        let idle = pending.is_empty() && lineage.is_empty() && open.is_none();
         // Take what has arrived; wait a little only when idle.
-        let wait = if pending.is_empty() {
+        let wait = if idle {
             Duration::from_millis(100)
         } else {
             Duration::ZERO
         };
+        let mut take = |cmd: Command| match cmd {
+            Command::Rows(rows) => pending.extend(rows),
+            Command::Open(at, seed, data) => open = Some((at, seed, data)),
+            Command::Lineage(rows) => lineage.extend(rows),
+            Command::Flush(w) => waiters.push(w),
+            Command::Finish(d) => finish_by = Some(Instant::now() + d),
+        };
+        let mut gone = false;
         match rx.recv_timeout(wait) {
-            Ok(Command::Rows(rows)) => pending.extend(rows),
-            Ok(Command::Flush(w)) => waiters.push(w),
-            Ok(Command::Finish(d)) => finish_by = Some(Instant::now() + d),
+            Ok(cmd) => take(cmd),
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                finish_by.get_or_insert_with(Instant::now);
-            }
+            Err(RecvTimeoutError::Disconnected) => gone = true,
         }
         while let Ok(cmd) = rx.try_recv() {
-            match cmd {
-                Command::Rows(rows) => pending.extend(rows),
-                Command::Flush(w) => waiters.push(w),
-                Command::Finish(d) => finish_by = Some(Instant::now() + d),
-            }
+            take(cmd);
         }
-        if pending.is_empty() {
+        if gone {
+            finish_by.get_or_insert_with(Instant::now);
+        }
+        if pending.is_empty() && lineage.is_empty() && open.is_none() {
             for w in waiters.drain(..) {
                 let _ = w.send(());
             }
@@ -192,7 +219,7 @@ fn write_loop(url: &str, run: &str, rx: Receiver<Command>) -> RecorderReport {
             continue;
         }
         if finish_by.is_some_and(|t| Instant::now() > t) {
-            report.lost = pending.len() as u64;
+            report.lost = (pending.len() + lineage.len()) as u64;
             return report;
         }
         let n = pending.len().min(BATCH);
@@ -201,13 +228,24 @@ fn write_loop(url: &str, run: &str, rx: Receiver<Command>) -> RecorderReport {
             if store.is_none() {
                 store = Some(Store::connect(url).await?);
             }
-            match &store {
-                Some(s) => s.save_records(run, &batch).await,
-                None => Ok(()),
+            let Some(s) = &store else {
+                return Ok(());
+            };
+            if let Some((at, seed, data)) = &open {
+                s.open_run(run, at, *seed, data).await?;
             }
+            if !lineage.is_empty() {
+                s.save_lineage(run, &lineage).await?;
+            }
+            if !batch.is_empty() {
+                s.save_records(run, &batch).await?;
+            }
+            Ok::<(), garden_registry::StoreError>(())
         });
         match result {
             Ok(()) => {
+                open = None;
+                lineage.clear();
                 pending.drain(..n);
                 report.written += n as u64;
                 backoff = Duration::from_millis(50);

@@ -508,6 +508,55 @@ impl Store {
         tx.commit().await.map_err(self.db())
     }
 
+    /// Open run `run` unless it exists (a garden of daemons records into
+    /// one run for as long as it lives): its start time, seed and data name.
+    pub async fn open_run(
+        &self,
+        run: &str,
+        started_at: &str,
+        seed: u64,
+        data: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(&self.sql(
+            "INSERT INTO runs (run, started_at, seed, data, summary) VALUES (?, ?, ?, ?, '{}') \
+             ON CONFLICT (run) DO NOTHING",
+        ))
+        .bind(run)
+        .bind(started_at)
+        .bind(seed.to_string())
+        .bind(data)
+        .execute(&self.pool)
+        .await
+        .map_err(self.db())?;
+        Ok(())
+    }
+
+    /// Write lineage records of `run` as (id, seq, record JSON): a record
+    /// replaces the stored one only if its `seq` is higher, so writers that
+    /// lag behind cannot put an older state back.
+    pub async fn save_lineage(
+        &self,
+        run: &str,
+        rows: &[(String, i64, String)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(self.db())?;
+        for (id, seq, record) in rows {
+            sqlx::query(&self.sql(
+                "INSERT INTO lineage (run, id, record, seq) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (run, id) DO UPDATE SET record = excluded.record, seq = excluded.seq \
+                 WHERE lineage.seq < excluded.seq",
+            ))
+            .bind(run)
+            .bind(id)
+            .bind(record)
+            .bind(*seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.db())?;
+        }
+        tx.commit().await.map_err(self.db())
+    }
+
     /// Write recorded messages of `run`: (n, topic, key, source, time,
     /// body JSON). Rows already stored (same run, topic and n) are left as
     /// they are, so writing a batch again after an unanswered commit, or a
@@ -697,6 +746,24 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("garden.db").display());
         let store = Store::connect(&url).await.unwrap();
         (dir, store)
+    }
+
+    #[tokio::test]
+    async fn lineage_rows_are_replaced_only_by_newer_ones() {
+        let (_dir, s) = store().await;
+        s.open_run("g", "2026-11-25T00:00:00Z", 1, "redis")
+            .await
+            .unwrap();
+        s.open_run("g", "2027-01-01T00:00:00Z", 2, "other")
+            .await
+            .unwrap();
+        assert_eq!(s.latest_run().await.unwrap().as_deref(), Some("g"));
+        let row = |seq: i64, what: &str| ("a.1".to_string(), seq, format!("{{\"{what}\":1}}"));
+        s.save_lineage("g", &[row(5, "born")]).await.unwrap();
+        s.save_lineage("g", &[row(9, "retired")]).await.unwrap();
+        // A lagging writer's older state does not come back.
+        s.save_lineage("g", &[row(5, "born")]).await.unwrap();
+        assert_eq!(s.lineage("g").await.unwrap(), ["{\"retired\":1}"]);
     }
 
     #[tokio::test]

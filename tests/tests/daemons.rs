@@ -483,6 +483,7 @@ report-every = "20"
     )
     .expect("config");
     let cache = dir.path().join("cache");
+    let pg = Postgres::start();
     let log = |n: &str| dir.path().join(format!("{n}.log"));
     let mut daemons: Vec<(&str, Daemon)> = ["a", "b"]
         .into_iter()
@@ -492,6 +493,7 @@ report-every = "20"
                 .args(["daemon", "--bus", &redis.url(), "--prefix", prefix])
                 .args(["--name", n, "--heartbeat-ttl-ms", "900"])
                 .args(["--claim-idle-ms", "600"])
+                .args(["--store", &pg.url()])
                 .arg("--config")
                 .arg(&config)
                 .arg("--cache-dir")
@@ -516,10 +518,13 @@ report-every = "20"
         .expect("raw connection");
     let rows = garden_tests::bundled_rows();
     assert!(rows.len() >= 1_400, "enough bundled bars");
+    // Children born in `term` (the starting population is logged too).
     let births = |con: &mut redis::Connection, term: u64| {
         decisions(con, prefix)
             .into_iter()
-            .filter(|(t, k, _)| *t == term && k == "birth")
+            .filter(|(t, k, f)| {
+                *t == term && k == "birth" && !field(f, "record").contains("\"initial\"")
+            })
             .count()
     };
     // Feed at a pace the daemons keep up with, until the first leader has
@@ -573,11 +578,17 @@ report-every = "20"
                     let record: serde_json::Value =
                         serde_json::from_str(&field(f, "record")).expect("record");
                     let bar = record["birth_bar"].as_u64().expect("birth bar");
+                    let cause = record["birth_cause"].as_str().unwrap_or_default();
                     assert!(
                         !record["parents"].as_array().expect("parents").is_empty()
-                            || record["birth_cause"] == "diversity",
+                            || cause == "diversity"
+                            || cause == "initial",
                         "a child has parents: {record}"
                     );
+                    if cause == "initial" {
+                        assert_eq!(*term, first_term, "the first leader logs the start");
+                        continue;
+                    }
                     if *term == second_term && first_birth_second.is_none() {
                         first_birth_second = Some(bar);
                     }
@@ -619,6 +630,34 @@ report-every = "20"
     assert!(
         text.contains(&format!("leading, term {second_term}")),
         "{text}"
+    );
+    // The garden's lineage is in the store, for `garden lineage`: every
+    // variant the log names, as last decided.
+    let lineage = || {
+        let out = Command::new(garden_tests::garden_bin())
+            .args(["lineage", "--store", &pg.url(), "--run", prefix, "--json"])
+            .output()
+            .expect("garden lineage");
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap_or_default()
+    };
+    // The four starting variants are among the births logged.
+    assert!((0..4).all(|n| ids.contains(&format!("alpha-ema.{n}"))));
+    wait_for("the lineage stored", Duration::from_secs(30), || {
+        lineage().len() == ids.len()
+    });
+    let records = lineage();
+    for r in &records {
+        let id = r["id"].as_str().unwrap_or_default();
+        assert_eq!(
+            r["death_cause"].is_string(),
+            retired.contains(id),
+            "{id} dead exactly when retired: {r}"
+        );
+    }
+    assert!(
+        records
+            .iter()
+            .any(|r| r["id"] == "alpha-ema.0" && r["control"] == true)
     );
 }
 

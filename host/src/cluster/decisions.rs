@@ -151,6 +151,14 @@ pub fn variant_of(
     Ok((module.clone(), params))
 }
 
+/// A log entry id (`ms-seq`) as one increasing number.
+fn position(id: &str) -> i64 {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    let ms: i64 = ms.parse().unwrap_or(0);
+    let seq: i64 = seq.parse().unwrap_or(0);
+    (ms << 20) | seq.min((1 << 20) - 1)
+}
+
 /// A daemon's reading of the decision log: where it is, and every variant
 /// born or retired by a decision so far.
 #[derive(Debug, Default)]
@@ -158,6 +166,9 @@ pub struct Follower {
     after: Option<String>,
     lineage: Vec<LineageRecord>,
     stepped: Option<usize>,
+    /// Records a decision touched since the last `take_changed`, with the
+    /// decision's position in the log.
+    changed: Vec<(i64, LineageRecord)>,
 }
 
 impl Follower {
@@ -175,7 +186,7 @@ impl Follower {
             for (id, fields) in &batch {
                 match Decision::parse(fields) {
                     Ok(d) => {
-                        self.note(&d);
+                        self.note(position(id), &d);
                         out.push(d);
                     }
                     Err(e) => tracing::warn!(entry = %id, "skipping a decision: {e}"),
@@ -184,7 +195,7 @@ impl Follower {
         }
     }
 
-    fn note(&mut self, d: &Decision) {
+    fn note(&mut self, at: i64, d: &Decision) {
         if let Decision::Stepped { bar, .. } = d {
             self.stepped = self.stepped.max(Some(*bar));
         }
@@ -195,6 +206,13 @@ impl Follower {
             Some(r) => *r = record.clone(),
             None => self.lineage.push(record.clone()),
         }
+        self.changed.push((at, record.clone()));
+    }
+
+    /// The lineage records decisions touched since the last call, each with
+    /// its decision's position in the log (higher is newer), to persist.
+    pub fn take_changed(&mut self) -> Vec<(i64, LineageRecord)> {
+        std::mem::take(&mut self.changed)
     }
 
     /// Every variant a decision touched, in the order first touched, as

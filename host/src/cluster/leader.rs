@@ -23,7 +23,7 @@ use crate::bindings::types::{Body, Setting};
 use crate::bus::redis::{Fields, decode_entry};
 use crate::engine::Module;
 use crate::population::Planned;
-use crate::replication::{EvolutionConfig, Evolver, Habitat, LineageRecord};
+use crate::replication::{BirthCause, EvolutionConfig, Evolver, Habitat, LineageRecord};
 use crate::report::{self, Scoreboard};
 use crate::runtime::InstanceSpec;
 
@@ -146,16 +146,43 @@ impl Leader {
     /// has been reported. Returns how many decisions were written.
     pub fn poll(&mut self, m: &mut Membership) -> redis::RedisResult<usize> {
         self.read(m)?;
-        self.ensure_evolver();
+        let mut written = 0;
+        if self.evolver.is_none() {
+            self.ensure_evolver();
+            // The log holds the whole lineage: the starting population too,
+            // once, logged by the first leader that sees it missing.
+            let starting: Vec<LineageRecord> = self
+                .evolver
+                .as_ref()
+                .map(|ev| ev.lineage())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| {
+                    r.birth_cause == BirthCause::Initial
+                        && !self.restored.iter().any(|k| k.id == r.id)
+                })
+                .collect();
+            for record in starting {
+                let birth = Decision::Birth {
+                    term: self.term,
+                    record,
+                };
+                if !m.log(self.term, &birth)? {
+                    self.lost = true;
+                    return Ok(written);
+                }
+                written += 1;
+            }
+        }
         let Some(upto) = self.reported_upto else {
-            return Ok(0);
+            return Ok(written);
         };
         if self.next_step < self.base.unwrap_or(0) {
             // Trimmed away before this leader could read it.
             self.next_step = self.base.unwrap_or(0);
         }
         let Some(ev) = self.evolver.as_mut() else {
-            return Ok(0);
+            return Ok(written);
         };
         let mut decider = Decider {
             m,
@@ -182,7 +209,7 @@ impl Leader {
             }
         }
         self.lost = decider.lost;
-        Ok(decider.written)
+        Ok(written + decider.written)
     }
 
     fn read(&mut self, m: &mut Membership) -> redis::RedisResult<()> {

@@ -151,7 +151,10 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
             garden_host::bus::redis::redacted(&url),
             args.prefix
         );
-        Recorder::start(&url, &args.prefix)
+        let recorder = Recorder::start(&url, &args.prefix);
+        // The garden is one run, for `garden lineage --run PREFIX`.
+        recorder.open_run(&integrity::now_rfc3339(), args.seed, "redis");
+        recorder
     });
     let mut membership = Membership::connect(
         &url,
@@ -197,6 +200,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
             // The population as decided so far, before leading: a new
             // leader starts from all of it.
             garden.follow(&mut membership, &mut runtime);
+            persist_lineage(&mut garden.follower, recorder.as_ref());
             // Leadership: take or keep the lease; a new term is announced
             // as the leader's first (fenced) decision.
             match membership.lead() {
@@ -279,6 +283,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
                 Ok(n) => {
                     eprintln!("{n} population decisions at bar {}", l.bars());
                     garden.follow(&mut membership, &mut runtime);
+                    persist_lineage(&mut garden.follower, recorder.as_ref());
                     garden.place(&name, &live, &mut runtime, &mut membership);
                 }
                 Err(e) => eprintln!("leader could not read or decide ({e})"),
@@ -303,6 +308,23 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         }
         // Idle: wait a little before asking Redis again.
         std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Hand the lineage records decisions changed to the recorder, if there is
+/// one (every daemon with a store writes them; newer ones win).
+fn persist_lineage(follower: &mut Follower, recorder: Option<&Recorder>) {
+    let changed = follower.take_changed();
+    if let Some(r) = recorder {
+        r.lineage(
+            changed
+                .into_iter()
+                .map(|(at, rec)| {
+                    let json = serde_json::to_string(&rec).unwrap_or_default();
+                    (rec.id, at, json)
+                })
+                .collect(),
+        );
     }
 }
 
