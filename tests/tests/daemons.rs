@@ -27,6 +27,30 @@ fn record_counts(url: &str) -> BTreeMap<String, i64> {
     })
 }
 
+/// (kind, module) of every audit record in the store at `url`, and whether
+/// the chain is intact.
+fn audit_log(url: &str) -> (Vec<(String, String)>, bool) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = garden_registry::Store::connect(url).await.expect("store");
+        let records = store
+            .audit_records(&garden_registry::AuditFilter::default())
+            .await
+            .expect("audit records");
+        let intact = matches!(
+            store.audit_verify().await,
+            Ok(garden_registry::AuditCheck::Intact { .. })
+        );
+        (
+            records.into_iter().map(|r| (r.kind, r.module)).collect(),
+            intact,
+        )
+    })
+}
+
 const PREFIX: &str = "twin";
 
 /// A daemon process, killed and reaped when dropped (also when a test
@@ -292,6 +316,15 @@ fn a_daemon_killed_mid_stream_loses_nothing() {
         entries - distinct < 2_000,
         "{entries} entries for {distinct} plans"
     );
+    // Both daemons audited their module loads into the shared store, in
+    // one intact chain.
+    let (audit, intact) = audit_log(&pg.url());
+    let loads = audit
+        .iter()
+        .filter(|(k, m)| k == "load" && m.contains("expert-anomaly"))
+        .count();
+    assert!(loads >= 2, "a load per daemon: {audit:?}");
+    assert!(intact, "the audit chain is intact");
     // The survivor runs all four instances now.
     wait_for("b running everything", Duration::from_secs(30), || {
         let l = layout(&redis);

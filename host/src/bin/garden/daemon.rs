@@ -104,7 +104,15 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(integrity::default_trust_path);
     let trust = integrity::run_trust(&trust_path)?;
-    let modules = config.load(&engine, &trust)?;
+    let store = args.store.clone().or_else(|| config.store.clone());
+    // Loads, refusals, quarantines and refused publishes go to the audit
+    // log, in the shared store if there is one, as `garden run` does.
+    let audit = garden_host::audit::Audit::open(
+        &store
+            .clone()
+            .unwrap_or_else(garden_host::audit::default_store_url),
+    )?;
+    let modules = config.load_audited(&engine, &trust, Some(&audit))?;
     let loaded: Vec<Arc<Module>> = modules.iter().map(|(_, m)| m.clone()).collect();
     // Every daemon computes the same plan: same ids, and for the same seed
     // the same genes. Births and retirements come from the leader's log.
@@ -125,7 +133,6 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         fitness: config.fitness_topic.clone(),
         context: config.context_topic.clone(),
     };
-    let store = args.store.clone().or_else(|| config.store.clone());
     let mut bus = RedisBus::connect(options)?;
     // Acknowledged at each heartbeat, once the snapshots are saved.
     bus.hold_acks();
@@ -177,6 +184,8 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     let mut live: Vec<String> = vec![name.clone()];
     let mut quarantined: HashMap<String, String> = HashMap::new();
     let mut leader: Option<Leader> = None;
+    let mut audited_quarantines: HashSet<String> = HashSet::new();
+    let mut refusals: HashMap<String, u64> = HashMap::new();
     let mut next_beat = Instant::now();
     let mut next_leader_poll = Instant::now();
     loop {
@@ -184,8 +193,29 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
             next_beat = Instant::now() + membership.interval();
             status.beats += 1;
             status.bus_error = runtime.bus().last_error().map(str::to_string);
-            status.instances = runtime
-                .instances()
+            let reports = runtime.instances();
+            for i in &reports {
+                if let InstanceState::Quarantined { reason } = &i.state
+                    && audited_quarantines.insert(i.id.clone())
+                {
+                    audit.record("quarantine", &i.id, &name, reason);
+                }
+                let before = refusals
+                    .insert(i.id.clone(), i.refused_publishes)
+                    .unwrap_or(0);
+                if i.refused_publishes > before {
+                    audit.record(
+                        "publish-refused",
+                        &i.id,
+                        &name,
+                        &format!(
+                            "{} publishes refused (undeclared topic or too large)",
+                            i.refused_publishes - before
+                        ),
+                    );
+                }
+            }
+            status.instances = reports
                 .into_iter()
                 .map(|i| InstanceStatus {
                     depth: runtime.bus().depth(&i.id),
