@@ -130,18 +130,23 @@ fn plan(n: u64) -> Envelope {
     }
 }
 
-/// Plan ids of the entries consumer `who` holds unacknowledged.
+/// Plan ids of the entries consumer `who` holds unacknowledged, in the
+/// groups of the four expert instances.
 fn pending_plans(con: &mut redis::Connection, who: &str) -> Vec<String> {
     let stream = format!("{PREFIX}:plan");
-    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-        .arg(&stream)
-        .arg("s:expert-anomaly")
-        .arg("-")
-        .arg("+")
-        .arg(100_000)
-        .arg(who)
-        .query(con)
-        .expect("XPENDING");
+    let mut rows: Vec<(String, String, u64, u64)> = Vec::new();
+    for n in 0..4 {
+        let group: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg(format!("k:expert-anomaly.{n}"))
+            .arg("-")
+            .arg("+")
+            .arg(100_000)
+            .arg(who)
+            .query(con)
+            .unwrap_or_default();
+        rows.extend(group);
+    }
     let mut out = Vec::new();
     for (id, ..) in rows {
         let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use garden_host::Envelope;
-use garden_host::bus::{Bus, BusError, Delivery, MemoryBus, RedisBus, RedisOptions, Subscriber};
+use garden_host::bus::{
+    Bus, BusError, Delivery, MemoryBus, RedisBus, RedisOptions, Subscriber, fnv1a,
+};
 use garden_host::pipeline::PipelineConfig;
 use garden_host::run::{Replay, ReplayOptions};
 use garden_host::types::Body;
@@ -286,7 +288,7 @@ fn entries_a_dead_consumer_left_pending_are_reclaimed_and_poison_is_dead_lettere
     let mut con = raw(&redis);
     let pending: Vec<redis::Value> = redis::cmd("XPENDING")
         .arg("claim:job")
-        .arg("s:workers")
+        .arg("k:w")
         .query(&mut con)
         .expect("XPENDING");
     assert_eq!(pending.first(), Some(&redis::Value::Int(0)), "{pending:?}");
@@ -496,7 +498,7 @@ fn held_acknowledgements_wait_for_the_checkpoint_and_only_later_work_is_handled_
     a.pump();
     // Handled, but not acknowledged until the checkpoint.
     assert_eq!(
-        pending(&mut con, "held:job", "s:workers"),
+        pending(&mut con, "held:job", "k:w"),
         redis::Value::Int(3)
     );
     a.release_acks();
@@ -507,7 +509,7 @@ fn held_acknowledgements_wait_for_the_checkpoint_and_only_later_work_is_handled_
     a.ack("w", 2);
     a.pump();
     assert_eq!(
-        pending(&mut con, "held:job", "s:workers"),
+        pending(&mut con, "held:job", "k:w"),
         redis::Value::Int(2)
     );
     // a dies after handling 3 and 4 but before its next checkpoint: whoever
@@ -519,4 +521,70 @@ fn held_acknowledgements_wait_for_the_checkpoint_and_only_later_work_is_handled_
     std::thread::sleep(Duration::from_millis(400));
     let again = drain(&mut b, "w");
     assert_eq!(again.iter().map(|m| m.time).collect::<Vec<_>>(), [3, 4]);
+}
+
+#[test]
+fn shared_delivery_keeps_per_key_order_across_daemons() {
+    let redis = Redis::start();
+    // One subscribing group of three members on two daemons, a and b.
+    let roster: Vec<String> = ["w.0", "w.1", "w.2"].map(String::from).to_vec();
+    let mut a = RedisBus::connect(options(&redis, "spread", "a")).expect("connects");
+    let mut b = RedisBus::connect(options(&redis, "spread", "b")).expect("connects");
+    a.set_roster("workers", roster.clone());
+    b.set_roster("workers", roster.clone());
+    a.subscribe(&sub("w.0", "workers", "job", Delivery::Shared));
+    a.subscribe(&sub("w.2", "workers", "job", Delivery::Shared));
+    b.subscribe(&sub("w.1", "workers", "job", Delivery::Shared));
+    a.pump();
+    b.pump();
+    let mut producer = RedisBus::connect(options(&redis, "spread", "p")).expect("connects");
+    let total = 600;
+    for n in 0..total {
+        producer
+            .publish(msg("job", &format!("key{}", n % 23), n))
+            .expect("publishes");
+        if n % 50 == 49 {
+            producer.pump();
+        }
+    }
+    producer.pump();
+    // (member, key, time) as each member handles them.
+    let mut got: Vec<(String, String, i64)> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < total as usize {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} arrived",
+            got.len()
+        );
+        for (bus, members) in [(&mut a, &["w.0", "w.2"][..]), (&mut b, &["w.1"][..])] {
+            bus.pump();
+            for m in members {
+                let mut n = 0;
+                while let Some(e) = bus.poll(m) {
+                    got.push((m.to_string(), e.key.clone(), e.time));
+                    n += 1;
+                }
+                bus.ack(m, n);
+            }
+        }
+    }
+    assert_eq!(got.len(), total as usize, "each entry to one member");
+    for k in 0..23 {
+        let key = format!("key{k}");
+        let mine: Vec<&(String, String, i64)> = got.iter().filter(|g| g.1 == key).collect();
+        let want = &roster[(fnv1a(key.as_bytes()) % 3) as usize];
+        assert!(
+            mine.iter().all(|g| &g.0 == want),
+            "{key} always to {want}: {mine:?}"
+        );
+        let times: Vec<i64> = mine.iter().map(|g| g.2).collect();
+        assert!(
+            times.windows(2).all(|w| w[0] < w[1]),
+            "{key} in order: {times:?}"
+        );
+    }
+    for m in &roster {
+        assert!(got.iter().any(|g| &g.0 == m), "{m} had a share");
+    }
 }

@@ -8,14 +8,19 @@
 //! fields) is still read. Entries on the `bar_topic` may instead carry plain
 //! bar fields, so any producer can feed bars with `redis-cli XADD`.
 //!
-//! **Groups.** Each local subscription reads through a consumer group:
-//! shared delivery through the group `s:{group}` (one per subscribing
-//! group, so every group sees every entry once, whichever daemon reads it),
-//! broadcast through `i:{instance}` (one per subscriber: each sees all),
-//! addressed through `a:{instance}` (entries keyed to another instance are
-//! acknowledged and skipped). The consumer name is the daemon's name. A
-//! daemon spreads a shared group's entries over its local members by key,
-//! exactly as the memory bus does, so per-key order holds within a daemon.
+//! **Groups.** Each local subscription reads through a consumer group of
+//! its own: `i:{instance}` for broadcast (it sees every entry), `a:{instance}`
+//! for addressed (entries keyed to another instance are acknowledged and
+//! skipped) and `k:{instance}` for shared delivery: every member of a
+//! subscribing group reads the stream and keeps the entries whose key
+//! hashes to it over the group's *roster*, the group's members in the whole
+//! garden, and acknowledges and skips the rest. So each entry goes to one
+//! member, every entry of a key to the same one, in stream order, however
+//! the members are spread over daemons, and a member that moves takes its
+//! group, and so its unfinished entries, with it. The roster is the local
+//! members in subscription order (what the memory bus uses) unless the
+//! daemon sets it ([`RedisBus::set_roster`]). The consumer name is the
+//! daemon's name.
 //!
 //! **Exchange.** Nothing touches the network until [`Bus::pump`]: it sends
 //! the buffered publishes and acknowledgements and reads every group, all
@@ -178,6 +183,9 @@ const FORWARD_BATCH: usize = 5_000;
 
 /// One (stream, group) this daemon reads, with its local members.
 struct Route {
+    /// For shared delivery: the subscribing group whose roster decides
+    /// which keys are this route's.
+    shared: Option<String>,
     topic: String,
     stream: String,
     group: String,
@@ -192,6 +200,14 @@ struct Route {
     /// (hash of the publisher, its counter) of recent deliveries.
     seen: HashSet<(u64, u64)>,
     seen_order: VecDeque<(u64, u64)>,
+}
+
+/// The members of a subscribing group that share its entries by key.
+struct Roster {
+    members: Vec<String>,
+    /// Set by the daemon for the whole garden, not kept from local
+    /// subscriptions.
+    fixed: bool,
 }
 
 /// An entry's fields, in order.
@@ -234,6 +250,8 @@ pub struct RedisBus {
     /// Acknowledgements kept back until [`RedisBus::release_acks`], when
     /// acknowledging waits for a checkpoint.
     held: Option<HashMap<usize, Vec<String>>>,
+    /// Subscribing group -> its roster, for shared delivery.
+    rosters: HashMap<String, Roster>,
     /// Dead letters not yet written to the dead-letter stream.
     dead_out: Vec<Vec<(&'static str, String)>>,
     dead: RecentDeadLetters,
@@ -267,6 +285,7 @@ impl RedisBus {
             outgoing: Vec::new(),
             acks: HashMap::default(),
             held: None,
+            rosters: HashMap::default(),
             dead_out: Vec::new(),
             dead: RecentDeadLetters::default(),
             stats: BusStats::default(),
@@ -346,8 +365,22 @@ impl RedisBus {
         match (s.addressed, s.delivery) {
             (true, _) => format!("a:{}", s.instance),
             (false, Delivery::Broadcast) => format!("i:{}", s.instance),
-            (false, Delivery::Shared) => format!("s:{}", s.group),
+            (false, Delivery::Shared) => format!("k:{}", s.instance),
         }
+    }
+
+    /// Make `members` the roster of subscribing group `group`: its members
+    /// in the whole garden, in an order every daemon agrees on. A key goes
+    /// to `members[fnv1a(key) % len]`, wherever that member runs. Without
+    /// this, the roster is the local members in subscription order.
+    pub fn set_roster(&mut self, group: &str, members: Vec<String>) {
+        self.rosters.insert(
+            group.to_string(),
+            Roster {
+                members,
+                fixed: true,
+            },
+        );
     }
 
     /// Encode `message` as XADD fields (format 2: the one field `m`), or
@@ -836,9 +869,19 @@ impl RedisBus {
             match r.delivery {
                 Delivery::Broadcast if r.members.is_empty() => None,
                 Delivery::Broadcast => Some(0),
-                Delivery::Shared if r.members.is_empty() => None,
                 Delivery::Shared => {
-                    Some((fnv1a(envelope.key.as_bytes()) % r.members.len() as u64) as usize)
+                    // Ours if the key's member is this route's one.
+                    let roster = r
+                        .shared
+                        .as_ref()
+                        .and_then(|g| self.rosters.get(g))
+                        .map_or(&[][..], |x| x.members.as_slice());
+                    let mine = !roster.is_empty()
+                        && r.members.first().is_some_and(|m| {
+                            let pick = fnv1a(envelope.key.as_bytes()) % roster.len() as u64;
+                            roster.get(pick as usize) == Some(m)
+                        });
+                    mine.then_some(0)
                 }
             }
         };
@@ -886,6 +929,7 @@ impl Bus for RedisBus {
                 }
             }
             None => self.routes.push(Route {
+                shared: (s.delivery == Delivery::Shared && !s.addressed).then(|| s.group.clone()),
                 topic: s.topic.clone(),
                 stream,
                 group,
@@ -898,6 +942,15 @@ impl Bus for RedisBus {
                 seen_order: VecDeque::new(),
             }),
         }
+        if s.delivery == Delivery::Shared && !s.addressed {
+            let roster = self.rosters.entry(s.group.clone()).or_insert(Roster {
+                members: Vec::new(),
+                fixed: false,
+            });
+            if !roster.fixed && !roster.members.contains(&s.instance) {
+                roster.members.push(s.instance.clone());
+            }
+        }
         self.inboxes.entry(s.instance.clone()).or_default();
         self.create_groups_now();
     }
@@ -905,6 +958,9 @@ impl Bus for RedisBus {
     fn unsubscribe(&mut self, instance: &str) {
         for r in &mut self.routes {
             r.members.retain(|m| m != instance);
+        }
+        for roster in self.rosters.values_mut().filter(|r| !r.fixed) {
+            roster.members.retain(|m| m != instance);
         }
     }
 

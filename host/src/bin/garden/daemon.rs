@@ -434,7 +434,9 @@ impl Garden {
     }
 
     /// Start what belongs here and is not running; hand over what runs here
-    /// and now belongs elsewhere (with its latest snapshot).
+    /// and now belongs elsewhere (with its latest snapshot). Every shared
+    /// subscribing group's roster is the garden's members of it, in plan
+    /// order, so each key goes to the same member on every daemon.
     fn place(
         &self,
         name: &str,
@@ -442,6 +444,24 @@ impl Garden {
         runtime: &mut Runtime<RedisBus>,
         m: &mut Membership,
     ) {
+        let mut rosters: Vec<(String, Vec<String>)> = Vec::new();
+        for (spec, _) in &self.wanted {
+            let info = spec.module.info();
+            let shares = info
+                .subscribes
+                .iter()
+                .any(|s| s.delivery == garden_host::types::Delivery::Shared && !s.addressed);
+            if !shares {
+                continue;
+            }
+            match rosters.iter_mut().find(|(g, _)| *g == info.name) {
+                Some((_, ids)) => ids.push(spec.id.clone()),
+                None => rosters.push((info.name.clone(), vec![spec.id.clone()])),
+            }
+        }
+        for (group, ids) in rosters {
+            runtime.bus_mut().set_roster(&group, ids);
+        }
         let running: Vec<String> = runtime.instances().into_iter().map(|i| i.id).collect();
         for (spec, parent) in &self.wanted {
             let mine = cluster::owner(&spec.id, live) == Some(name);
