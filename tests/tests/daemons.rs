@@ -168,8 +168,16 @@ fn pending_plans(con: &mut redis::Connection, who: &str) -> Vec<String> {
 
 /// Plan ids that have evidence.
 fn judged_plans(con: &mut redis::Connection) -> std::collections::BTreeSet<String> {
+    judged_plans_in(con, PREFIX)
+}
+
+/// Plan ids that have evidence, under `prefix`.
+fn judged_plans_in(
+    con: &mut redis::Connection,
+    prefix: &str,
+) -> std::collections::BTreeSet<String> {
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(format!("{PREFIX}:evidence"))
+        .arg(format!("{prefix}:evidence"))
         .arg("-")
         .arg("+")
         .query(con)
@@ -714,4 +722,69 @@ fn leaders(redis: &Redis, prefix: &str) -> Vec<(String, u64)> {
         .into_iter()
         .filter_map(|d| d.leader_term.map(|t| (d.name, t)))
         .collect()
+}
+
+#[test]
+fn daemons_reconnect_after_a_redis_restart_and_go_on() {
+    let prefix = "phoenix";
+    let mut redis = Redis::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        "[[module]]\nname = \"expert-anomaly\"\ninstances = 2\n",
+    )
+    .expect("config");
+    let cache = dir.path().join("cache");
+    let _a = daemon_in(&redis, prefix, "a", &config, &cache, &[]);
+    let _b = daemon_in(&redis, prefix, "b", &config, &cache, &[]);
+    let groups_ready = |redis: &Redis| {
+        let Ok(mut con) = redis::Client::open(redis.url()).and_then(|c| c.get_connection()) else {
+            return false;
+        };
+        let groups: Vec<redis::Value> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(format!("{prefix}:plan"))
+            .query(&mut con)
+            .unwrap_or_default();
+        groups.len() == 2 && layout_of(redis, prefix).len() == 2
+    };
+    wait_for("two daemons reading plans", Duration::from_secs(60), || {
+        groups_ready(&redis)
+    });
+    let mut o = RedisOptions::new(&redis.url());
+    o.prefix = prefix.into();
+    o.consumer = "producer".into();
+    let mut producer = RedisBus::connect(o).expect("connects");
+    let publish = |producer: &mut RedisBus, range: std::ops::Range<u64>| {
+        for n in range {
+            producer.publish(plan(n)).expect("publishes");
+        }
+        while producer.unsent() > 0 {
+            producer.pump();
+        }
+    };
+    let judged = |redis: &Redis| {
+        redis::Client::open(redis.url())
+            .and_then(|c| c.get_connection())
+            .map(|mut con| judged_plans_in(&mut con, prefix))
+            .unwrap_or_default()
+    };
+    publish(&mut producer, 0..200);
+    wait_for("the first plans judged", Duration::from_secs(30), || {
+        judged(&redis).len() == 200
+    });
+    // Redis dies and comes back empty (no persistence in the test server):
+    // the daemons reconnect with backoff, beat again and make their groups
+    // again, without being restarted.
+    redis.restart();
+    wait_for("both daemons back", Duration::from_secs(30), || {
+        groups_ready(&redis)
+    });
+    publish(&mut producer, 1_000..1_200);
+    wait_for("the later plans judged", Duration::from_secs(30), || {
+        judged(&redis).len() == 200
+    });
+    let ids = judged(&redis);
+    assert!(ids.contains("p1000") && ids.contains("p1199"), "{ids:?}");
 }

@@ -497,10 +497,7 @@ fn held_acknowledgements_wait_for_the_checkpoint_and_only_later_work_is_handled_
     a.ack("w", 3);
     a.pump();
     // Handled, but not acknowledged until the checkpoint.
-    assert_eq!(
-        pending(&mut con, "held:job", "k:w"),
-        redis::Value::Int(3)
-    );
+    assert_eq!(pending(&mut con, "held:job", "k:w"), redis::Value::Int(3));
     a.release_acks();
     for n in 3..5 {
         a.publish(msg("job", "k", n)).expect("publishes");
@@ -508,10 +505,7 @@ fn held_acknowledgements_wait_for_the_checkpoint_and_only_later_work_is_handled_
     assert_eq!(drain(&mut a, "w").len(), 2);
     a.ack("w", 2);
     a.pump();
-    assert_eq!(
-        pending(&mut con, "held:job", "k:w"),
-        redis::Value::Int(2)
-    );
+    assert_eq!(pending(&mut con, "held:job", "k:w"), redis::Value::Int(2));
     // a dies after handling 3 and 4 but before its next checkpoint: whoever
     // takes over handles exactly those again.
     drop(a);
