@@ -100,23 +100,31 @@ fn ceiling(redis: &Redis) -> Option<f64> {
     Some(rate)
 }
 
-fn throughput(redis: &Redis) -> f64 {
-    let mut reader = consumer(redis, "tput");
+/// Messages per second from the first publish to the last acknowledgement,
+/// with `publishers` publishing daemons (threads, each with its own bus and
+/// connection, as daemons on several machines would) and one reader.
+fn throughput(redis: &Redis, publishers: u64) -> f64 {
+    let prefix = format!("tput{publishers}");
+    let mut reader = consumer(redis, &prefix);
     let started = Instant::now();
-    let producer = {
-        let opts = options(redis, "tput", "alpha-daemon");
-        std::thread::spawn(move || {
-            let mut bus = RedisBus::connect(opts).expect("connects");
-            for n in 0..MESSAGES {
-                bus.publish(plan(n, 0)).expect("publishes");
-                if n % 256 == 255 {
+    let producers: Vec<_> = (0..publishers)
+        .map(|p| {
+            let opts = options(redis, &prefix, &format!("alpha-daemon-{p}"));
+            std::thread::spawn(move || {
+                let mut bus = RedisBus::connect(opts).expect("connects");
+                for n in (p..MESSAGES).step_by(publishers as usize) {
+                    bus.publish(plan(n, 0)).expect("publishes");
+                    if n % 256 == 255 {
+                        bus.pump();
+                    }
+                }
+                while bus.unsent() > 0 {
                     bus.pump();
                 }
-            }
-            bus.pump();
-            started.elapsed()
+                started.elapsed()
+            })
         })
-    };
+        .collect();
     let mut got = 0u64;
     while got < MESSAGES {
         if !reader.pump() {
@@ -131,9 +139,13 @@ fn throughput(redis: &Redis) -> f64 {
     }
     reader.pump(); // the last acknowledgements
     let elapsed = started.elapsed();
-    let published_in = producer.join().expect("producer");
+    let published_in = producers
+        .into_iter()
+        .map(|p| p.join().expect("producer"))
+        .max()
+        .unwrap_or_default();
     println!(
-        "  (the publisher was done after {:.2} s, the reader after {:.2} s)",
+        "  ({publishers} publisher(s) done after {:.2} s, the reader after {:.2} s)",
         published_in.as_secs_f64(),
         elapsed.as_secs_f64()
     );
@@ -193,21 +205,32 @@ fn latency(redis: &Redis) -> (f64, f64, f64) {
 fn main() {
     let redis = Redis::start();
     let ceiling = ceiling(&redis);
-    let ours = throughput(&redis);
+    let one = throughput(&redis, 1);
+    let four = throughput(&redis, 4);
     let (p50, p99, max) = latency(&redis);
     println!(
         "Redis Streams bus, redis-server on 127.0.0.1:{}",
         redis.port()
     );
+    let share = |x: f64| {
+        ceiling.map_or(String::new(), |c| {
+            format!(" = {:.0}% of the ceiling", 100.0 * x / c)
+        })
+    };
     match ceiling {
-        Some(c) => println!(
-            "  ceiling: redis-benchmark XADD (200 B, -P 16): {c:.0} msgs/s\n  garden bus end to end (publish, read, hand over, ack): {ours:.0} msgs/s = {:.0}% of the ceiling",
-            100.0 * ours / c
-        ),
-        None => println!(
-            "  ceiling: redis-benchmark did not run (install redis-tools)\n  garden bus end to end: {ours:.0} msgs/s"
-        ),
+        Some(c) => {
+            println!("  ceiling: redis-benchmark XADD (200 B, -P 16, 50 clients): {c:.0} msgs/s")
+        }
+        None => println!("  ceiling: redis-benchmark did not run (install redis-tools)"),
     }
+    println!(
+        "  garden bus end to end (publish, read, hand over, ack), 1 publisher: {one:.0} msgs/s{}",
+        share(one)
+    );
+    println!(
+        "  garden bus end to end, 4 publishers: {four:.0} msgs/s{}",
+        share(four)
+    );
     println!(
         "  plan latency, alpha to decision, 10,000 plans/s: p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms"
     );
