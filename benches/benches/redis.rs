@@ -3,11 +3,12 @@
 //!
 //! * the ceiling: `redis-benchmark` pipelining 200-byte XADDs (`-P 16`) on
 //!   the same machine, in the same run;
-//! * end to end through the bus: one thread publishes plans (about 250 bytes
-//!   encoded) through a `RedisBus`, pipelined (one pump per 256 publishes);
-//!   another reads them through a consumer group in batches, hands each to
-//!   its subscriber and acknowledges it. Messages per second from the first
-//!   publish to the last acknowledgement;
+//! * end to end through the bus: one thread (then four, each a daemon with
+//!   its own bus) publishes plans (about 250 bytes encoded) through a
+//!   `RedisBus`, pipelined (one pump per 256 publishes); another reads them
+//!   through a consumer group in batches, hands each to its subscriber and
+//!   acknowledges it. Messages per second from the first publish to the last
+//!   acknowledgement;
 //! * latency of a plan from an alpha to a decision module: plans published
 //!   at a steady 10,000 per second, each timed from its publish until the
 //!   consumer holds it; p50 and p99.
