@@ -235,7 +235,9 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
             // as the leader's first (fenced) decision.
             match membership.lead() {
                 Ok(Some(t)) => {
-                    if leader.as_ref().is_none_or(|l| l.term() != t) {
+                    // A new term (whether or not the pipeline has a
+                    // population to breed) is announced once.
+                    if status.leader_term != Some(t) {
                         eprintln!("leading, term {t}");
                         let _ = membership.log(
                             t,
