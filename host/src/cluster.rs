@@ -55,6 +55,41 @@ pub struct DaemonStatus {
     pub bus_error: Option<String>,
     /// The leadership term it holds, if it leads.
     pub leader_term: Option<u64>,
+    /// A fingerprint of the instance plan it runs (ids, code, genes): every
+    /// daemon of a garden must show the same.
+    #[serde(default)]
+    pub plan: String,
+}
+
+/// A fingerprint of an instance plan: `(id, code digest, params)` of every
+/// instance, in order, hashed. Daemons started with different pipeline files
+/// or seeds show different fingerprints.
+pub fn plan_fingerprint<'a>(
+    instances: impl IntoIterator<Item = (&'a str, &'a str, String)>,
+) -> String {
+    let mut text = String::new();
+    for (id, digest, params) in instances {
+        text.push_str(id);
+        text.push('\0');
+        text.push_str(digest);
+        text.push('\0');
+        text.push_str(&params);
+        text.push('\n');
+    }
+    format!("{:016x}", fnv1a(text.as_bytes()))
+}
+
+/// The distinct plan fingerprints among `daemons`, if there is more than
+/// one: (fingerprint, daemon names), for a warning.
+pub fn plan_mismatch(daemons: &[DaemonStatus]) -> Option<Vec<(String, Vec<String>)>> {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for d in daemons {
+        match groups.iter_mut().find(|(p, _)| *p == d.plan) {
+            Some((_, names)) => names.push(d.name.clone()),
+            None => groups.push((d.plan.clone(), vec![d.name.clone()])),
+        }
+    }
+    (groups.len() > 1).then_some(groups)
 }
 
 /// One instance in a heartbeat.

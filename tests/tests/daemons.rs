@@ -790,3 +790,43 @@ fn daemons_reconnect_after_a_redis_restart_and_go_on() {
     let ids = judged(&redis);
     assert!(ids.contains("p1000") && ids.contains("p1199"), "{ids:?}");
 }
+
+#[test]
+fn daemons_started_with_different_plans_are_told_so() {
+    let prefix = "mixed";
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let one = dir.path().join("one.toml");
+    let two = dir.path().join("two.toml");
+    std::fs::write(&one, "[[module]]\nname = \"expert-anomaly\"\n").expect("config");
+    std::fs::write(
+        &two,
+        "[[module]]\nname = \"expert-anomaly\"\ninstances = 2\n",
+    )
+    .expect("config");
+    let _a = daemon_in(&redis, prefix, "a", &one, &cache, &[]);
+    let _b = daemon_in(&redis, prefix, "b", &two, &cache, &[]);
+    wait_for("two daemons", Duration::from_secs(60), || {
+        layout_of(&redis, prefix).len() == 2
+    });
+    let out = Command::new(garden_tests::garden_bin())
+        .args(["status", "--bus", &redis.url(), "--prefix", prefix])
+        .output()
+        .expect("garden status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.starts_with("warning: the daemons run different plans"),
+        "{text}"
+    );
+    assert!(text.contains("same --config and --seed"), "{text}");
+    let plans: Vec<String> = cluster::status(&redis.url(), prefix)
+        .expect("status")
+        .into_iter()
+        .map(|d| d.plan)
+        .collect();
+    assert_eq!(plans.len(), 2);
+    assert_ne!(plans[0], plans[1]);
+    assert!(plans.iter().all(|p| p.len() == 16), "{plans:?}");
+}

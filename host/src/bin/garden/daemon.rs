@@ -179,8 +179,16 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         host: garden_host::bus::redis::hostname(),
         pid: std::process::id(),
         started: integrity::now_rfc3339(),
+        plan: cluster::plan_fingerprint(plan.iter().map(|p| {
+            (
+                p.spec.id.as_str(),
+                p.spec.module.digest(),
+                format!("{:?}", p.spec.params),
+            )
+        })),
         ..DaemonStatus::default()
     };
+    let mut warned_plans = false;
     let mut live: Vec<String> = vec![name.clone()];
     let mut quarantined: HashMap<String, String> = HashMap::new();
     let mut leader: Option<Leader> = None;
@@ -276,6 +284,17 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
                         eprintln!("live daemons: {}", names.join(", "));
                     }
                     live = names;
+                    match cluster::plan_mismatch(&now) {
+                        Some(groups) if !warned_plans => {
+                            warned_plans = true;
+                            eprintln!(
+                                "warning: the live daemons run different plans ({}); give every daemon the same --config and --seed",
+                                describe_plans(&groups)
+                            );
+                        }
+                        None => warned_plans = false,
+                        Some(_) => {}
+                    }
                     quarantined = now
                         .iter()
                         .flat_map(|d| &d.instances)
@@ -513,6 +532,15 @@ pub struct StatusArgs {
     json: bool,
 }
 
+/// `plan abc… on a, b; plan def… on c`
+fn describe_plans(groups: &[(String, Vec<String>)]) -> String {
+    groups
+        .iter()
+        .map(|(p, names)| format!("plan {p} on {}", names.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Run `garden status`.
 pub fn status(args: StatusArgs) -> Result<()> {
     let daemons = cluster::status(&args.bus, &args.prefix)?;
@@ -524,15 +552,22 @@ pub fn status(args: StatusArgs) -> Result<()> {
         println!("no live daemons under prefix {}", args.prefix);
         return Ok(());
     }
+    if let Some(groups) = cluster::plan_mismatch(&daemons) {
+        println!(
+            "warning: the daemons run different plans ({}); give every daemon the same --config and --seed\n",
+            describe_plans(&groups)
+        );
+    }
     for d in &daemons {
         println!(
-            "{}{} (pid {} on {}, up since {}, {} heartbeats){}",
+            "{}{} (pid {} on {}, plan {}, up since {}, {} heartbeats){}",
             d.name,
             d.leader_term
                 .map(|t| format!(" [leader, term {t}]"))
                 .unwrap_or_default(),
             d.pid,
             d.host,
+            d.plan,
             d.started,
             d.beats,
             d.bus_error
