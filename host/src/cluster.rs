@@ -449,6 +449,32 @@ pub fn status(url: &str, prefix: &str) -> Result<Vec<DaemonStatus>, RedisBusErro
     })
 }
 
+/// The population of a garden as its decision log tells it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PopulationView {
+    /// The latest leadership term announced.
+    pub term: Option<u64>,
+    /// The last bar a leader has acted on.
+    pub stepped: Option<usize>,
+    /// Every variant a decision named, as last decided.
+    pub lineage: Vec<crate::replication::LineageRecord>,
+}
+
+/// Read the decision log of the garden under `prefix` at `url`.
+pub fn population(url: &str, prefix: &str) -> Result<PopulationView, RedisBusError> {
+    let mut m = Membership::connect(url, prefix, "$status", Duration::from_secs(1))?;
+    let mut f = Follower::default();
+    f.poll(&mut m).map_err(|source| RedisBusError::Connect {
+        url: crate::bus::redis::redacted(url),
+        source,
+    })?;
+    Ok(PopulationView {
+        term: f.term(),
+        stepped: f.stepped(),
+        lineage: f.lineage().to_vec(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

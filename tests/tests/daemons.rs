@@ -606,6 +606,17 @@ report-every = "20"
         std::thread::sleep(Duration::from_millis(150));
     }
 
+    // Let the leader finish acting on the bars fed so far: the log stops
+    // growing.
+    let mut settled = decisions(&mut con, prefix).len();
+    loop {
+        std::thread::sleep(Duration::from_millis(1_500));
+        let now = decisions(&mut con, prefix).len();
+        if now == settled {
+            break;
+        }
+        settled = now;
+    }
     let log_entries = decisions(&mut con, prefix);
     // Fencing: every decision is in the term of the leader announced last
     // before it, and terms never go back.
@@ -678,6 +689,24 @@ report-every = "20"
     assert!(
         text.contains(&format!("leading, term {second_term}")),
         "{text}"
+    );
+    // `garden status` shows the population as the log tells it.
+    let out = Command::new(garden_tests::garden_bin())
+        .args(["status", "--bus", &redis.url(), "--prefix", prefix])
+        .output()
+        .expect("garden status");
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.starts_with(&format!(
+            "population: {} living of {} in the decision log, leader term {second_term}",
+            alive.len(),
+            ids.len()
+        )),
+        "{status}"
+    );
+    assert!(
+        alive.iter().all(|id| status.contains(id.as_str())),
+        "{status}"
     );
     // The garden's lineage is in the store, for `garden lineage`: every
     // variant the log names, as last decided.

@@ -166,6 +166,7 @@ pub struct Follower {
     after: Option<String>,
     lineage: Vec<LineageRecord>,
     stepped: Option<usize>,
+    term: Option<u64>,
     /// Records a decision touched since the last `take_changed`, with the
     /// decision's position in the log.
     changed: Vec<(i64, LineageRecord)>,
@@ -199,6 +200,9 @@ impl Follower {
         if let Decision::Stepped { bar, .. } = d {
             self.stepped = self.stepped.max(Some(*bar));
         }
+        if let Decision::Leader { term, .. } = d {
+            self.term = self.term.max(Some(*term));
+        }
         let (Decision::Birth { record, .. } | Decision::Retire { record, .. }) = d else {
             return;
         };
@@ -224,6 +228,11 @@ impl Follower {
     /// The last bar a leader has acted on, if any has.
     pub fn stepped(&self) -> Option<usize> {
         self.stepped
+    }
+
+    /// The latest leadership term announced.
+    pub fn term(&self) -> Option<u64> {
+        self.term
     }
 }
 

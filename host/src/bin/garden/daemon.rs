@@ -532,6 +532,45 @@ pub struct StatusArgs {
     json: bool,
 }
 
+/// The population section of `garden status`: living variants first.
+fn print_population(p: &cluster::PopulationView) {
+    if p.lineage.is_empty() {
+        return;
+    }
+    let living: Vec<_> = p.lineage.iter().filter(|r| r.death_bar.is_none()).collect();
+    println!(
+        "population: {} living of {} in the decision log{}{}",
+        living.len(),
+        p.lineage.len(),
+        p.term
+            .map(|t| format!(", leader term {t}"))
+            .unwrap_or_default(),
+        p.stepped
+            .map(|b| format!(", selection run up to bar {b}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  {:<18} {:>4} {:>8}  {:<11} parents",
+        "variant", "gen", "born", "cause"
+    );
+    for r in living {
+        println!(
+            "  {:<18} {:>4} {:>8}  {:<11} {}{}",
+            r.id,
+            r.generation,
+            r.birth_bar,
+            r.birth_cause.as_str(),
+            if r.parents.is_empty() {
+                "-".to_string()
+            } else {
+                r.parents.join(", ")
+            },
+            if r.control { " (control)" } else { "" }
+        );
+    }
+    println!();
+}
+
 /// `plan abc… on a, b; plan def… on c`
 fn describe_plans(groups: &[(String, Vec<String>)]) -> String {
     groups
@@ -544,8 +583,15 @@ fn describe_plans(groups: &[(String, Vec<String>)]) -> String {
 /// Run `garden status`.
 pub fn status(args: StatusArgs) -> Result<()> {
     let daemons = cluster::status(&args.bus, &args.prefix)?;
+    let population = cluster::population(&args.bus, &args.prefix)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&daemons)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "daemons": daemons,
+                "population": population,
+            }))?
+        );
         return Ok(());
     }
     if daemons.is_empty() {
@@ -558,6 +604,7 @@ pub fn status(args: StatusArgs) -> Result<()> {
             describe_plans(&groups)
         );
     }
+    print_population(&population);
     for d in &daemons {
         println!(
             "{}{} (pid {} on {}, plan {}, up since {}, {} heartbeats){}",
