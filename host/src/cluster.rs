@@ -79,17 +79,26 @@ pub fn plan_fingerprint<'a>(
     format!("{:016x}", fnv1a(text.as_bytes()))
 }
 
-/// The distinct plan fingerprints among `daemons`, if there is more than
-/// one: (fingerprint, daemon names), for a warning.
-pub fn plan_mismatch(daemons: &[DaemonStatus]) -> Option<Vec<(String, Vec<String>)>> {
-    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+/// A warning naming which daemons run which plan, if the live `daemons` do
+/// not all run the same one.
+pub fn plan_warning(daemons: &[DaemonStatus]) -> Option<String> {
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
     for d in daemons {
         match groups.iter_mut().find(|(p, _)| *p == d.plan) {
-            Some((_, names)) => names.push(d.name.clone()),
-            None => groups.push((d.plan.clone(), vec![d.name.clone()])),
+            Some((_, names)) => names.push(&d.name),
+            None => groups.push((&d.plan, vec![&d.name])),
         }
     }
-    (groups.len() > 1).then_some(groups)
+    (groups.len() > 1).then(|| {
+        let which: Vec<String> = groups
+            .iter()
+            .map(|(p, names)| format!("plan {p} on {}", names.join(", ")))
+            .collect();
+        format!(
+            "warning: the daemons run different plans ({}); give every daemon the same --config and --seed",
+            which.join("; ")
+        )
+    })
 }
 
 /// One instance in a heartbeat.
@@ -478,6 +487,21 @@ pub fn population(url: &str, prefix: &str) -> Result<PopulationView, RedisBusErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn different_plans_are_named_in_a_warning() {
+        let d = |name: &str, plan: &str| DaemonStatus {
+            name: name.into(),
+            plan: plan.into(),
+            ..DaemonStatus::default()
+        };
+        assert_eq!(plan_warning(&[d("a", "p1"), d("b", "p1")]), None);
+        let w = plan_warning(&[d("a", "p1"), d("b", "p2"), d("c", "p1")]).unwrap();
+        assert!(w.contains("plan p1 on a, c; plan p2 on b"), "{w}");
+        let fp = |params: &str| plan_fingerprint([("x.0", "abc", params.to_string())]);
+        assert_eq!(fp("w=1"), fp("w=1"));
+        assert_ne!(fp("w=1"), fp("w=2"));
+    }
 
     #[test]
     fn rendezvous_moves_only_the_dead_daemons_instances() {

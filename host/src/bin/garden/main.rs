@@ -4,6 +4,7 @@ mod daemon;
 mod integrity_cmd;
 mod registry_cmd;
 mod run;
+mod status;
 
 use clap::{Parser, Subcommand};
 
@@ -31,7 +32,7 @@ enum Command {
     Daemon(daemon::DaemonArgs),
     /// The live daemons under a Redis prefix: their instances, inbox
     /// depths, unacknowledged messages and last errors.
-    Status(daemon::StatusArgs),
+    Status(status::StatusArgs),
     /// Publisher keys.
     #[command(subcommand)]
     Key(integrity_cmd::KeyCommand),
@@ -73,7 +74,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Daemon(args) => daemon::daemon(args),
-        Command::Status(args) => daemon::status(args),
+        Command::Status(args) => status::status(args),
         Command::Key(cmd) => integrity_cmd::key(cmd),
         Command::Trust(cmd) => integrity_cmd::trust(cmd),
         Command::Sign(args) => integrity_cmd::sign(args),

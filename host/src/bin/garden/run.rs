@@ -73,6 +73,40 @@ pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("garden"))
 }
 
+/// What a pipeline runs on: the engine, the audit log and the pipeline's
+/// modules.
+pub(crate) struct Loaded {
+    pub engine: Arc<Engine>,
+    pub audit: garden_host::audit::Audit,
+    pub modules: Vec<(
+        garden_host::pipeline::ModuleConfig,
+        Arc<garden_host::Module>,
+    )>,
+}
+
+/// Start the engine, open the audit log in the store at `store_url`, and
+/// load the pipeline's modules, each checked against the trust store
+/// (default: $GARDEN_TRUST or ~/.config/garden/trust.toml) and its load
+/// audited. Shared by `garden run` and `garden daemon`.
+pub(crate) fn load(
+    config: &PipelineConfig,
+    cache: Option<PathBuf>,
+    trust: Option<&PathBuf>,
+    store_url: &str,
+) -> Result<Loaded> {
+    let engine =
+        Arc::new(Engine::new(config.limits.clone(), cache).context("starting the wasm engine")?);
+    let trust_path = trust.cloned().unwrap_or_else(integrity::default_trust_path);
+    let trust = integrity::run_trust(&trust_path)?;
+    let audit = garden_host::audit::Audit::open(store_url)?;
+    let modules = config.load_audited(&engine, &trust, Some(&audit))?;
+    Ok(Loaded {
+        engine,
+        audit,
+        modules,
+    })
+}
+
 /// Run `garden run`.
 pub fn run(args: RunArgs) -> Result<()> {
     let seed = args.seed.unwrap_or_else(|| {
@@ -113,20 +147,16 @@ pub fn run(args: RunArgs) -> Result<()> {
     } else {
         args.cache_dir.clone().or_else(default_cache_dir)
     };
-    let engine =
-        Arc::new(Engine::new(config.limits.clone(), cache).context("starting the wasm engine")?);
-    let trust_path = args
-        .trust
-        .clone()
-        .unwrap_or_else(integrity::default_trust_path);
-    let trust = integrity::run_trust(&trust_path)?;
     let store_url = args
         .store
         .clone()
         .or_else(|| config.store.clone())
         .unwrap_or_else(garden_host::audit::default_store_url);
-    let audit = garden_host::audit::Audit::open(&store_url)?;
-    let modules = config.load_audited(&engine, &trust, Some(&audit))?;
+    let Loaded {
+        engine,
+        audit,
+        modules,
+    } = load(&config, cache, args.trust.as_ref(), &store_url)?;
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(rows.len() as u64);
         bar.set_style(

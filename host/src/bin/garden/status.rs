@@ -1,0 +1,116 @@
+//! `garden status`: what the live daemons of a garden run, and its
+//! population as the decision log tells it.
+
+use anyhow::Result;
+use garden_host::cluster;
+
+/// Options of `garden status`.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// The shared Redis: redis://[user:password@]host:port.
+    #[arg(long, value_name = "URL")]
+    bus: String,
+    /// Prefix of the garden's Redis keys.
+    #[arg(long, default_value = "garden")]
+    prefix: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The population section of `garden status`: living variants first.
+fn print_population(p: &cluster::PopulationView) {
+    if p.lineage.is_empty() {
+        return;
+    }
+    let living: Vec<_> = p.lineage.iter().filter(|r| r.death_bar.is_none()).collect();
+    println!(
+        "population: {} living of {} in the decision log{}{}",
+        living.len(),
+        p.lineage.len(),
+        p.term
+            .map(|t| format!(", leader term {t}"))
+            .unwrap_or_default(),
+        p.stepped
+            .map(|b| format!(", selection run up to bar {b}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  {:<18} {:>4} {:>8}  {:<11} parents",
+        "variant", "gen", "born", "cause"
+    );
+    for r in living {
+        println!(
+            "  {:<18} {:>4} {:>8}  {:<11} {}{}",
+            r.id,
+            r.generation,
+            r.birth_bar,
+            r.birth_cause.as_str(),
+            if r.parents.is_empty() {
+                "-".to_string()
+            } else {
+                r.parents.join(", ")
+            },
+            if r.control { " (control)" } else { "" }
+        );
+    }
+    println!();
+}
+
+/// Run `garden status`.
+pub fn status(args: StatusArgs) -> Result<()> {
+    let daemons = cluster::status(&args.bus, &args.prefix)?;
+    let population = cluster::population(&args.bus, &args.prefix)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "daemons": daemons,
+                "population": population,
+            }))?
+        );
+        return Ok(());
+    }
+    if daemons.is_empty() {
+        println!("no live daemons under prefix {}", args.prefix);
+        return Ok(());
+    }
+    if let Some(warning) = cluster::plan_warning(&daemons) {
+        println!("{warning}\n");
+    }
+    print_population(&population);
+    for d in &daemons {
+        println!(
+            "{}{} (pid {} on {}, plan {}, up since {}, {} heartbeats){}",
+            d.name,
+            d.leader_term
+                .map(|t| format!(" [leader, term {t}]"))
+                .unwrap_or_default(),
+            d.pid,
+            d.host,
+            d.plan,
+            d.started,
+            d.beats,
+            d.bus_error
+                .as_deref()
+                .map(|e| format!("; bus error: {e}"))
+                .unwrap_or_default()
+        );
+        println!(
+            "  {:<22} {:<12} {:>9} {:>6} {:>6}  last error",
+            "instance", "state", "handled", "depth", "lag"
+        );
+        for i in &d.instances {
+            println!(
+                "  {:<22} {:<12} {:>9} {:>6} {:>6}  {}",
+                i.id,
+                i.state,
+                i.received,
+                i.depth,
+                i.lag,
+                i.last_error.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    Ok(())
+}
