@@ -859,3 +859,49 @@ fn daemons_started_with_different_plans_are_told_so() {
     assert_ne!(plans[0], plans[1]);
     assert!(plans.iter().all(|p| p.len() == 16), "{plans:?}");
 }
+
+#[test]
+fn a_damaged_snapshot_in_redis_does_not_cost_the_instance() {
+    let prefix = "damaged";
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(&config, "[[module]]\nname = \"alpha-ema\"\n").expect("config");
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    // A kept snapshot that is not what the module wrote: version 1, junk.
+    let mut junk = 1u32.to_le_bytes().to_vec();
+    junk.extend_from_slice(b"junk");
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}:snapshot:alpha-ema"))
+        .arg(junk)
+        .query(&mut con)
+        .expect("SET");
+    let log = dir.path().join("a.log");
+    let _a = Daemon(
+        Command::new(garden_tests::garden_bin())
+            .args(["daemon", "--bus", &redis.url(), "--prefix", prefix])
+            .args(["--name", "a", "--heartbeat-ttl-ms", "900"])
+            .arg("--config")
+            .arg(&config)
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("garden daemon starts"),
+    );
+    wait_for("alpha-ema running", Duration::from_secs(60), || {
+        cluster::status(&redis.url(), prefix)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|d| &d.instances)
+            .any(|i| i.id == "alpha-ema" && i.state == "ok")
+    });
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        text.contains("alpha-ema refused its snapshot") && text.contains("starting it fresh"),
+        "{text}"
+    );
+}

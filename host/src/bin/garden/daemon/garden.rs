@@ -7,6 +7,7 @@ use std::sync::Arc;
 use garden_host::bus::RedisBus;
 use garden_host::cluster::{self, Decision, Follower, Membership};
 use garden_host::records::Recorder;
+use garden_host::runtime::InstanceState;
 use garden_host::{InstanceSpec, Module, Runtime};
 
 /// What runs in the whole garden, as this daemon knows it: the plan, plus
@@ -131,8 +132,30 @@ impl Garden {
                     }
                 );
                 let id = spec.id.clone();
+                let fresh = InstanceSpec {
+                    snapshot: None,
+                    ..spec.clone()
+                };
+                let from_snapshot = spec.snapshot.is_some();
                 if let Err(e) = runtime.spawn(spec) {
                     eprintln!("could not start {id}: {e}");
+                    continue;
+                }
+                // A kept snapshot the module refuses (damaged, or from a
+                // version it does not read) must not cost the instance:
+                // it starts fresh instead.
+                if from_snapshot
+                    && let Some((state, error)) = runtime.state_of(&id)
+                    && !matches!(state, InstanceState::Running)
+                {
+                    eprintln!(
+                        "{id} refused its snapshot ({}); starting it fresh",
+                        error.as_deref().unwrap_or("no reason given")
+                    );
+                    runtime.remove(&id);
+                    if let Err(e) = runtime.spawn(fresh) {
+                        eprintln!("could not start {id}: {e}");
+                    }
                 }
             } else if !mine && here {
                 eprintln!("handing {} over", spec.id);
