@@ -303,12 +303,17 @@ impl Membership {
     /// however the stream was trimmed. (0, 0) for a stream not yet made.
     pub(crate) fn stream_counts(&mut self, stream: &str) -> redis::RedisResult<(u64, u64)> {
         let conn = self.conn()?;
-        let info: redis::RedisResult<std::collections::HashMap<String, redis::Value>> =
-            redis::cmd("XINFO").arg("STREAM").arg(stream).query(conn);
-        let Ok(info) = info else {
-            // No such stream yet.
-            return Ok((0, 0));
-        };
+        let info: std::collections::HashMap<String, redis::Value> =
+            match redis::cmd("XINFO").arg("STREAM").arg(stream).query(conn) {
+                Ok(info) => info,
+                // The connection failed: say so, rather than count from 0.
+                Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+                    self.conn = None;
+                    return Err(e);
+                }
+                // Redis answered with an error: no such stream yet.
+                Err(_) => return Ok((0, 0)),
+            };
         let number = |k: &str| match info.get(k) {
             Some(redis::Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
             _ => 0,

@@ -312,11 +312,21 @@ fn a_daemon_killed_mid_stream_loses_nothing() {
     assert!(entries > by_a, "b judged the rest");
     // The daemons recorded every plan exactly once, though some were
     // delivered twice and the daemons split the recording between them.
-    wait_for("every plan recorded", Duration::from_secs(30), || {
-        record_counts(&pg.url()).get("plan") == Some(&(total as i64))
-    });
+    // Entries a left unacknowledged may be judged again a little later, so
+    // the evidence stream can still grow: wait until the records catch up
+    // with it.
+    wait_for(
+        "every plan and evidence recorded",
+        Duration::from_secs(30),
+        || {
+            let recorded = record_counts(&pg.url());
+            recorded.get("plan") == Some(&(total as i64))
+                && recorded.get("evidence") == Some(&(evidence(&mut con).1 as i64))
+        },
+    );
     std::thread::sleep(Duration::from_millis(300));
     let recorded = record_counts(&pg.url());
+    let (_, entries, _) = evidence(&mut con);
     assert_eq!(recorded.get("plan"), Some(&(total as i64)), "{recorded:?}");
     assert_eq!(
         recorded.get("evidence"),
