@@ -87,10 +87,15 @@ fn daemon_in(
             .arg("--cache-dir")
             .arg(cache)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(daemon_log(cache, name)).expect("log file"))
             .spawn()
             .expect("garden daemon starts"),
     )
+}
+
+/// Where `daemon_in` keeps daemon `name`'s standard error: beside `cache`.
+fn daemon_log(cache: &Path, name: &str) -> std::path::PathBuf {
+    cache.with_file_name(format!("{name}.log"))
 }
 
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
@@ -542,25 +547,12 @@ report-every = "20"
     .expect("config");
     let cache = dir.path().join("cache");
     let pg = Postgres::start();
-    let log = |n: &str| dir.path().join(format!("{n}.log"));
+    let log = |n: &str| daemon_log(&cache, n);
     let mut daemons: Vec<(&str, Daemon)> = ["a", "b"]
         .into_iter()
         .map(|n| {
-            let file = std::fs::File::create(log(n)).expect("log file");
-            let child = Command::new(garden_tests::garden_bin())
-                .args(["daemon", "--bus", &redis.url(), "--prefix", prefix])
-                .args(["--name", n, "--heartbeat-ttl-ms", "900"])
-                .args(["--claim-idle-ms", "600"])
-                .args(["--store", &pg.url()])
-                .arg("--config")
-                .arg(&config)
-                .arg("--cache-dir")
-                .arg(&cache)
-                .stdout(Stdio::null())
-                .stderr(file)
-                .spawn()
-                .expect("garden daemon starts");
-            (n, Daemon(child))
+            let d = daemon_in(&redis, prefix, n, &config, &cache, &["--store", &pg.url()]);
+            (n, d)
         })
         .collect();
     let leader = || leaders(&redis, prefix);
@@ -888,20 +880,9 @@ fn a_damaged_snapshot_in_redis_does_not_cost_the_instance() {
         .arg(junk)
         .query(&mut con)
         .expect("SET");
-    let log = dir.path().join("a.log");
-    let _a = Daemon(
-        Command::new(garden_tests::garden_bin())
-            .args(["daemon", "--bus", &redis.url(), "--prefix", prefix])
-            .args(["--name", "a", "--heartbeat-ttl-ms", "900"])
-            .arg("--config")
-            .arg(&config)
-            .arg("--cache-dir")
-            .arg(dir.path().join("cache"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("garden daemon starts"),
-    );
+    let cache = dir.path().join("cache");
+    let _a = daemon_in(&redis, prefix, "a", &config, &cache, &[]);
+    let log = daemon_log(&cache, "a");
     wait_for("alpha-ema running", Duration::from_secs(60), || {
         cluster::status(&redis.url(), prefix)
             .unwrap_or_default()

@@ -766,6 +766,7 @@ impl RedisBus {
 
     fn decode(&self, route: usize, id: String, fields: Fields) -> Fetched {
         let (ms, seq) = parse_id(&id);
+        let position = entry_position(&id);
         let r = &self.routes[route];
         let is_bar_topic = self.options.bar_topic.as_deref() == Some(r.topic.as_str());
         let result = decode_entry(&r.topic, &fields, is_bar_topic);
@@ -787,7 +788,7 @@ impl RedisBus {
             id,
             order,
             result: result.map(|(mut e, from, n)| {
-                e.seq = (ms << 16) | seq.min(0xffff);
+                e.seq = position;
                 (e, from, n)
             }),
             fields,
@@ -1124,6 +1125,13 @@ pub fn redacted(url: &str) -> String {
 }
 
 /// `ms-seq` of a stream id.
+/// A stream entry id (`ms-seq`) as one number that grows with the id:
+/// the milliseconds shifted past a 16-bit sequence.
+pub(crate) fn entry_position(id: &str) -> u64 {
+    let (ms, seq) = parse_id(id);
+    (ms << 16) | seq.min(0xffff)
+}
+
 fn parse_id(id: &str) -> (u64, u64) {
     let mut parts = id.splitn(2, '-');
     let ms = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::bindings::types::Param;
-use crate::bus::redis::Fields;
+use crate::bus::redis::{Fields, entry_position};
 use crate::engine::Module;
 use crate::population::typed;
 use crate::replication::LineageRecord;
@@ -151,14 +151,6 @@ pub fn variant_of(
     Ok((module.clone(), params))
 }
 
-/// A log entry id (`ms-seq`) as one increasing number.
-fn position(id: &str) -> i64 {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    let ms: i64 = ms.parse().unwrap_or(0);
-    let seq: i64 = seq.parse().unwrap_or(0);
-    (ms << 20) | seq.min((1 << 20) - 1)
-}
-
 /// A daemon's reading of the decision log: where it is, and every variant
 /// born or retired by a decision so far.
 #[derive(Debug, Default)]
@@ -187,7 +179,7 @@ impl Follower {
             for (id, fields) in &batch {
                 match Decision::parse(fields) {
                     Ok(d) => {
-                        self.note(position(id), &d);
+                        self.note(i64::try_from(entry_position(id)).unwrap_or(i64::MAX), &d);
                         out.push(d);
                     }
                     Err(e) => tracing::warn!(entry = %id, "skipping a decision: {e}"),
