@@ -16,7 +16,7 @@ use garden_host::bus::MemoryBus;
 use garden_host::feed::{self, csv::Row};
 use garden_host::pipeline::PipelineConfig;
 use garden_host::types::{Body, Plan, Setting, Side};
-use garden_host::{Engine, Envelope, InstanceSpec, Runtime, population};
+use garden_host::{Engine, Envelope, InstanceSpec, Runtime, genes};
 
 const EXPERTS: [&str; 4] = [
     "expert-anomaly",
@@ -79,7 +79,7 @@ fn main() {
         rt.spawn(InstanceSpec {
             id: (*name).into(),
             module: module.clone(),
-            params: population::defaults(&module.info().genes),
+            params: genes::defaults(&module.info().genes),
             settings,
             snapshot: None,
         })

@@ -18,7 +18,7 @@ use garden_host::pipeline::PipelineConfig;
 use garden_host::replication::genome::{self, Mutation};
 use garden_host::run::{ReplayOptions, replay};
 use garden_host::types::InitContext;
-use garden_host::{Engine, InstanceSpec, Limits, Runtime, population};
+use garden_host::{Engine, InstanceSpec, Limits, Runtime, genes};
 use rand::SeedableRng;
 
 fn trust() -> garden_registry::TrustStore {
@@ -51,7 +51,7 @@ fn main() {
         .expect("loads");
     let genes = alpha.info().genes.clone();
     let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(1);
-    let parent = population::defaults(&genes);
+    let parent = genes::defaults(&genes);
 
     // Replications: mutate + instantiate + init.
     let n = 5_000;
@@ -98,7 +98,12 @@ fn main() {
     // 1,000 variants on the bundled data.
     let mut config = PipelineConfig::embedded().expect("embedded pipeline");
     config.evolution.enabled = false;
-    let modules = config.load(&engine, &trust()).expect("modules load");
+    let modules = config
+        .load(
+            &engine,
+            &garden_host::integrity::Trust::new(Default::default()).expect("dev key"),
+        )
+        .expect("modules load");
     let rows = feed::csv::read(feed::BUNDLED_CSV.as_bytes(), feed::BUNDLED_NAME).expect("data");
     let options = ReplayOptions {
         seed: 1,

@@ -183,14 +183,12 @@ pub mod __private {
 
     pub use super::bindings::exports::garden::pipeline::module::Guest;
 
-    /// Holds the one instance of a module inside its component.
+    /// Holds the one instance of a module inside its component. It lives in
+    /// a `thread_local!` (a component instance has one thread), so it needs
+    /// no `Sync` and no `unsafe`.
     pub struct Slot<M: Module> {
         inner: RefCell<Option<M>>,
     }
-
-    // A component instance is single-threaded: the host never calls it from
-    // two threads, so sharing the slot through a `static` is sound.
-    unsafe impl<M: Module> Sync for Slot<M> {}
 
     impl<M: Module> Slot<M> {
         /// An empty slot.
@@ -258,20 +256,23 @@ macro_rules! export_module {
     ($module:ty) => {
         const _: () = {
             struct GardenExport;
-            static SLOT: $crate::__private::Slot<$module> = $crate::__private::Slot::new();
+            ::std::thread_local! {
+                static SLOT: $crate::__private::Slot<$module> =
+                    const { $crate::__private::Slot::new() };
+            }
 
             impl $crate::__private::Guest for GardenExport {
                 fn describe() -> $crate::Info {
                     <$module as $crate::Module>::describe()
                 }
                 fn init(ctx: $crate::InitContext) -> Result<(), String> {
-                    SLOT.init(ctx)
+                    SLOT.with(|slot| slot.init(ctx))
                 }
                 fn on_message(msg: $crate::Envelope) -> Result<(), String> {
-                    SLOT.on_message(msg)
+                    SLOT.with(|slot| slot.on_message(msg))
                 }
                 fn save() -> Option<$crate::Snapshot> {
-                    SLOT.snapshot()
+                    SLOT.with(|slot| slot.snapshot())
                 }
             }
 

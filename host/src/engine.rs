@@ -3,13 +3,12 @@
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -34,14 +33,9 @@ pub enum EngineError {
     /// The WASI or host functions could not be linked.
     #[error("cannot link host functions: {0}")]
     Link(String),
-    /// The artifact cache directory cannot be created.
-    #[error("cannot use artifact cache directory {path}: {source}")]
-    Cache {
-        /// The directory.
-        path: PathBuf,
-        /// What went wrong.
-        source: std::io::Error,
-    },
+    /// The artifact cache directory cannot be used.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
 }
 
 /// Why a component could not be loaded. Nothing is loaded when any of these
@@ -85,6 +79,29 @@ pub enum LoadError {
         /// The host's ceiling.
         ceiling: u64,
     },
+    /// The component imports an interface the host does not grant.
+    #[error(
+        "the component imports `{import}`, which this host does not grant (modules get the garden host interface and a WASI that cannot wait, open files or reach the network); build the module without it"
+    )]
+    NotGranted {
+        /// The import's name, as the component gives it.
+        import: String,
+    },
+    /// The component would create more core instances, memories or tables
+    /// than one instance may hold.
+    #[error(
+        "the component defines {count} {what}, above this host's ceiling of {ceiling} per instance (limits.{limit}); build it with fewer, or raise the host's limit"
+    )]
+    TooManyParts {
+        /// Which part.
+        what: &'static str,
+        /// How many the component defines.
+        count: u32,
+        /// The host's ceiling.
+        ceiling: u32,
+        /// The limit's name in `[limits]`.
+        limit: &'static str,
+    },
     /// What the module declares does not match what was signed.
     #[error("the module's describe() does not match its signed manifest: {0}")]
     ManifestMismatch(String),
@@ -104,8 +121,9 @@ pub struct Module {
     publishes: Arc<HashSet<String>>,
     manifest: Option<garden_registry::Manifest>,
     signer: Option<(garden_registry::KeyId, String)>,
-    memory_bytes: usize,
-    fuel_per_call: u64,
+    /// The host's limits, lowered where the manifest asks for less: every
+    /// instance and every call of this module runs under these.
+    limits: Limits,
 }
 
 impl Module {
@@ -128,6 +146,12 @@ impl Module {
     pub fn digest(&self) -> &str {
         &self.digest
     }
+
+    /// The limits its instances run under: the host's, lowered where the
+    /// signed manifest asks for less.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
 }
 
 impl std::fmt::Debug for Module {
@@ -137,15 +161,6 @@ impl std::fmt::Debug for Module {
             .field("digest", &self.digest)
             .finish()
     }
-}
-
-/// What a component imports and exports, by name.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Interface {
-    /// Imported interfaces (e.g. `garden:pipeline/host@0.2.0`, WASI).
-    pub imports: Vec<String>,
-    /// Exported interfaces.
-    pub exports: Vec<String>,
 }
 
 /// Ticks the engine's epoch from one background thread (not one per call).
@@ -186,7 +201,7 @@ pub struct Engine {
     engine: wasmtime::Engine,
     linker: Linker<HostState>,
     limits: Limits,
-    cache: Option<PathBuf>,
+    cache: Option<crate::cache::ArtifactCache>,
     deadline_ticks: u64,
     _ticker: EpochTicker,
 }
@@ -197,12 +212,16 @@ impl Engine {
     pub fn new(limits: Limits, cache: Option<PathBuf>) -> Result<Self, EngineError> {
         let mut pool = PoolingAllocationConfig::default();
         let instances = limits.max_instances.max(1);
+        // Every instance may hold up to the per-component ceilings; the pool
+        // has room for that many of each, so what is loaded (a Python
+        // component holds about 14 core instances) fits without a guess.
         pool.total_component_instances(instances)
-            // A Rust wasip2 component holds a few core instances (the
-            // program and its adapter shims) and one or two memories.
-            .total_core_instances(instances.saturating_mul(4))
-            .total_memories(instances.saturating_mul(2))
-            .total_tables(instances.saturating_mul(4))
+            .max_core_instances_per_component(limits.max_core_instances)
+            .max_memories_per_component(limits.max_memories)
+            .max_tables_per_component(limits.max_tables)
+            .total_core_instances(instances.saturating_mul(limits.max_core_instances))
+            .total_memories(instances.saturating_mul(limits.max_memories))
+            .total_tables(instances.saturating_mul(limits.max_tables))
             .max_memory_size(limits.memory_bytes);
         let mut config = Config::new();
         config
@@ -216,16 +235,13 @@ impl Engine {
         let engine =
             wasmtime::Engine::new(&config).map_err(|e| EngineError::Config(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| EngineError::Link(format!("{e:#}")))?;
+        crate::wasi::add_to_linker(&mut linker).map_err(|e| EngineError::Link(format!("{e:#}")))?;
         GardenModule::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| EngineError::Link(format!("{e:#}")))?;
-        if let Some(dir) = &cache {
-            std::fs::create_dir_all(dir).map_err(|source| EngineError::Cache {
-                path: dir.clone(),
-                source,
-            })?;
-        }
+        let cache = match cache {
+            Some(dir) => Some(crate::cache::ArtifactCache::open(&dir)?),
+            None => None,
+        };
         let tick = EPOCH_TICK.as_millis().max(1);
         let deadline_ticks = u64::try_from(limits.deadline.as_millis().div_ceil(tick))
             .unwrap_or(u64::MAX)
@@ -290,35 +306,54 @@ impl Engine {
         check_against_manifest(&module.info, &manifest).map_err(LoadError::ManifestMismatch)?;
         // At run time the host enforces what was signed, not what the code says.
         module.publishes = Arc::new(manifest.capabilities.publish.iter().cloned().collect());
-        module.memory_bytes = usize::try_from(memory).unwrap_or(usize::MAX);
-        module.fuel_per_call = fuel;
+        module.limits.memory_bytes = usize::try_from(memory).unwrap_or(usize::MAX);
+        module.limits.fuel_per_call = fuel;
         module.manifest = Some(manifest);
         module.signer = Some(signer);
         Ok(Arc::new(module))
     }
 
-    /// The import and export names of a component's code (compiled, not
-    /// run), for `garden inspect`.
-    pub fn interface(&self, code: &[u8]) -> Result<Interface, LoadError> {
-        check_header(code)?;
-        let digest = garden_registry::Digest::of(code).to_hex();
-        let component = self.compile(code, &digest)?;
-        let ty = component.component_type();
-        Ok(Interface {
-            imports: ty
-                .imports(&self.engine)
-                .map(|(name, _)| name.to_string())
-                .collect(),
-            exports: ty
-                .exports(&self.engine)
-                .map(|(name, _)| name.to_string())
-                .collect(),
-        })
+    /// Refuse, before compiling, a component that imports what the host
+    /// does not grant or would create more than the host's ceilings.
+    fn check_shape(&self, bytes: &[u8]) -> Result<(), LoadError> {
+        let shape = crate::shape::of(bytes).map_err(|e| LoadError::Invalid(e.to_string()))?;
+        if let Some(import) = crate::wasi::ungranted(shape.imports.iter().map(String::as_str)) {
+            return Err(LoadError::NotGranted {
+                import: import.to_string(),
+            });
+        }
+        let parts = [
+            (
+                "core instances",
+                shape.core_instances,
+                self.limits.max_core_instances,
+                "max_core_instances",
+            ),
+            (
+                "memories",
+                shape.memories,
+                self.limits.max_memories,
+                "max_memories",
+            ),
+            ("tables", shape.tables, self.limits.max_tables, "max_tables"),
+        ];
+        for (what, count, ceiling, limit) in parts {
+            if count > ceiling {
+                return Err(LoadError::TooManyParts {
+                    what,
+                    count,
+                    ceiling,
+                    limit,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Compile, link and describe code whose integrity was checked.
     fn load_code(&self, bytes: &[u8]) -> Result<Module, LoadError> {
         check_header(bytes)?;
+        self.check_shape(bytes)?;
         let digest = garden_registry::Digest::of(bytes).to_hex();
         let component = self.compile(bytes, &digest)?;
         let instance_pre = self
@@ -341,8 +376,7 @@ impl Engine {
             publishes: Arc::new(HashSet::new()),
             manifest: None,
             signer: None,
-            memory_bytes: self.limits.memory_bytes,
-            fuel_per_call: self.limits.fuel_per_call,
+            limits: self.limits.clone(),
         };
         let mut sandbox = self
             .instantiate(&module, "describe", 0)
@@ -360,15 +394,10 @@ impl Engine {
         instance: &str,
         random_seed: u64,
     ) -> Result<Sandbox, CallError> {
-        let limits = Limits {
-            memory_bytes: module.memory_bytes,
-            fuel_per_call: module.fuel_per_call,
-            ..self.limits.clone()
-        };
         let spec = SandboxSpec {
             instance,
             publishes: module.publishes.clone(),
-            limits: &limits,
+            limits: &module.limits,
             deadline_ticks: self.deadline_ticks,
             random_seed,
         };
@@ -379,7 +408,7 @@ impl Engine {
             Ok(bindings) => Ok(Sandbox::new(
                 store,
                 bindings,
-                &self.limits,
+                &module.limits,
                 self.deadline_ticks,
             )),
             Err(e) => Err(CallError::Trap {
@@ -389,58 +418,35 @@ impl Engine {
     }
 
     fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component, LoadError> {
-        let Some(dir) = &self.cache else {
-            return Component::new(&self.engine, bytes)
-                .map_err(|e| LoadError::Invalid(format!("{e:#}")));
+        let invalid = |e: wasmtime::Error| LoadError::Invalid(format!("{e:#}"));
+        let Some(cache) = &self.cache else {
+            return Component::new(&self.engine, bytes).map_err(invalid);
         };
         let mut h = std::hash::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
-        let key = format!("{digest}-{:016x}", h.finish());
-        let artifact = dir.join(format!("{key}.cwasm"));
-        let check = dir.join(format!("{key}.sha256"));
-        if let Some(component) = self.load_cached(&artifact, &check) {
-            return Ok(component);
+        let name = format!("{digest}-{:016x}", h.finish());
+        if let Some(artifact) = cache.get(&name) {
+            // SAFETY: `ArtifactCache::get` returns only bytes carrying this
+            // cache's HMAC over this name, so this host wrote them from
+            // `precompile_component` output for this component on an engine
+            // with this compatibility hash (part of the name).
+            match unsafe { Component::deserialize(&self.engine, &artifact) } {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::warn!("cached artifact {name} does not load ({e:#}); recompiling")
+                }
+            }
         }
-        let compiled = self
-            .engine
-            .precompile_component(bytes)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let compiled = self.engine.precompile_component(bytes).map_err(invalid)?;
         // SAFETY: the bytes were produced by `precompile_component` on this
         // very engine a moment ago.
-        let component = unsafe { Component::deserialize(&self.engine, &compiled) }
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        if let Err(e) = store_artifact(&artifact, &check, &compiled) {
-            tracing::warn!(path = %artifact.display(), "could not cache compiled component: {e}");
+        let component =
+            unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(invalid)?;
+        if let Err(e) = cache.put(&name, &compiled) {
+            tracing::warn!("could not cache compiled component {name}: {e}");
         }
         Ok(component)
     }
-
-    /// A cached artifact, if present and its checksum matches; otherwise
-    /// `None` and the component is compiled again.
-    fn load_cached(&self, artifact: &Path, check: &Path) -> Option<Component> {
-        let bytes = std::fs::read(artifact).ok()?;
-        let expected = std::fs::read_to_string(check).ok()?;
-        if hex::encode(Sha256::digest(&bytes)) != expected.trim() {
-            tracing::warn!(path = %artifact.display(), "cached artifact does not match its checksum; recompiling");
-            return None;
-        }
-        // SAFETY: the artifact was written by `store_artifact` from
-        // `precompile_component` output for an engine with the same
-        // compatibility hash (part of the file name), and its checksum
-        // matches. The cache directory must be writable only by this user.
-        unsafe { Component::deserialize(&self.engine, &bytes) }.ok()
-    }
-}
-
-fn store_artifact(artifact: &Path, check: &Path, compiled: &[u8]) -> std::io::Result<()> {
-    // Write to temporary names and rename, so a concurrent reader never sees
-    // half a file.
-    let tmp = artifact.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, compiled)?;
-    std::fs::rename(&tmp, artifact)?;
-    let tmp = check.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, hex::encode(Sha256::digest(compiled)))?;
-    std::fs::rename(&tmp, check)
 }
 
 /// Tell a component from a core module or from something else entirely
@@ -557,6 +563,7 @@ fn validate_info(info: &Info) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::HostTrap;
 
     #[test]
     fn header_check_tells_core_modules_components_and_junk_apart() {
@@ -574,5 +581,107 @@ mod tests {
             check_header(b"\0asm\x09\x09\x09\x09"),
             Err(LoadError::Invalid(_))
         ));
+    }
+
+    /// `n` core modules of `pages` 64 KiB pages of memory each, each
+    /// instantiated once: no garden exports, just memory.
+    fn memories(n: usize, pages: u32) -> Vec<u8> {
+        let mut wat = String::from("(component\n");
+        for i in 0..n {
+            wat.push_str(&format!(
+                "  (core module $m{i} (memory {pages}))\n  (core instance (instantiate $m{i}))\n"
+            ));
+        }
+        wat.push(')');
+        wat::parse_str(&wat).expect("valid WAT")
+    }
+
+    /// Instantiates `bytes` under `engine`'s limits as a sandbox would.
+    fn instantiate_raw(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<()> {
+        let component = Component::new(&engine.engine, bytes)?;
+        let spec = SandboxSpec {
+            instance: "hostile",
+            publishes: Arc::new(HashSet::new()),
+            limits: &engine.limits,
+            deadline_ticks: engine.deadline_ticks,
+            random_seed: 0,
+        };
+        let mut store = Sandbox::store(&engine.engine, &spec)?;
+        engine
+            .linker
+            .instantiate(&mut store, &component)
+            .map(|_| ())
+    }
+
+    #[test]
+    fn the_memory_cap_counts_every_memory_of_an_instance() {
+        let limits = Limits {
+            memory_bytes: 64 << 20,
+            max_instances: 4,
+            ..Limits::default()
+        };
+        let engine = Engine::new(limits, None).expect("engine");
+        // 30 MiB each: one memory alone is well under the 64 MiB cap, three
+        // together are not.
+        let error = instantiate_raw(&engine, &memories(3, 480)).expect_err("90 MiB > 64 MiB");
+        match error.downcast_ref::<HostTrap>() {
+            Some(HostTrap::Memory { requested, cap }) => {
+                assert_eq!(*cap, 64 << 20);
+                assert_eq!(*requested, 90 << 20);
+            }
+            _ => panic!("expected the memory cap, got {error:#}"),
+        }
+        instantiate_raw(&engine, &memories(2, 480)).expect("60 MiB fits");
+    }
+
+    #[test]
+    fn a_component_of_many_memories_is_refused_at_load_with_the_numbers() {
+        let engine = Engine::new(
+            Limits {
+                max_instances: 4,
+                ..Limits::default()
+            },
+            None,
+        )
+        .expect("engine");
+        // A dozen core instances, each with its own 1-page memory.
+        match engine.load_code(&memories(12, 1)) {
+            Err(LoadError::TooManyParts {
+                what,
+                count,
+                ceiling,
+                ..
+            }) => {
+                assert_eq!((what, count, ceiling), ("memories", 12, 4));
+            }
+            other => panic!("expected TooManyParts, got {other:?}"),
+        }
+        // The pool refuses them too, should a component hide its parts.
+        assert!(instantiate_raw(&engine, &memories(12, 1)).is_err());
+    }
+
+    #[test]
+    fn an_import_the_host_does_not_grant_is_refused_at_load_by_name() {
+        let engine = Engine::new(
+            Limits {
+                max_instances: 4,
+                ..Limits::default()
+            },
+            None,
+        )
+        .expect("engine");
+        let bytes = wat::parse_str(
+            r#"(component
+                (import "wasi:sockets/tcp-create-socket@0.2.0" (instance))
+                (import "wasi:io/poll@0.2.0" (instance))
+            )"#,
+        )
+        .expect("valid WAT");
+        match engine.load_code(&bytes) {
+            Err(LoadError::NotGranted { import }) => {
+                assert_eq!(import, "wasi:sockets/tcp-create-socket@0.2.0");
+            }
+            other => panic!("expected NotGranted, got {other:?}"),
+        }
     }
 }

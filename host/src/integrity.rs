@@ -1,9 +1,15 @@
 //! Where the host's trust comes from: the operator's trust store, plus the
 //! development key for the modules built into the binary.
+//!
+//! Invariant: the development key's private half is public, so it vouches
+//! only for the exact bytes compiled into this binary (by sha256). A
+//! component from a file signed with it is trusted only if the operator put
+//! the key in the trust store on purpose.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use garden_registry::{PublicKey, TrustError, TrustStore};
+use garden_registry::{Digest, PublicKey, TrustError, TrustStore};
 
 /// Name under which the development key appears in a trust store.
 pub const DEV_KEY_NAME: &str = "development key (built-in modules; never trust in production)";
@@ -38,15 +44,61 @@ pub fn dev_trust() -> Result<TrustStore, TrustError> {
     Ok(store)
 }
 
-/// The trust for `garden run`: the store at `path`, plus the development
-/// key unless that store revoked it.
-pub fn run_trust(path: &Path) -> Result<TrustStore, TrustError> {
-    let mut store = TrustStore::read(path)?;
-    let dev = dev_key()?;
-    if !store.revoked.iter().any(|r| r.id == dev.id()) {
-        store.add(&dev, DEV_KEY_NAME, "built-in")?;
+/// What `garden run` and `garden daemon` trust: the operator's store for
+/// every component, and the development key for the built-in modules only.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    operator: TrustStore,
+    /// The operator's store plus the development key, unless revoked there.
+    builtin: Option<TrustStore>,
+    /// sha256 of every module built into this binary.
+    builtin_digests: HashSet<Digest>,
+}
+
+impl Trust {
+    /// Trust the operator's `store`, and the development key for exactly
+    /// the modules built into this binary unless `store` revokes it.
+    pub fn new(store: TrustStore) -> Result<Self, TrustError> {
+        let dev = dev_key()?;
+        let builtin = if store.revoked.iter().any(|r| r.id == dev.id()) {
+            None
+        } else {
+            let mut with_dev = store.clone();
+            if !with_dev.keys.iter().any(|k| k.id == dev.id()) {
+                with_dev.add(&dev, DEV_KEY_NAME, "built-in")?;
+            }
+            Some(with_dev)
+        };
+        let builtin_digests = garden_modules::MODULES
+            .iter()
+            .map(|(_, bytes)| Digest::of(bytes))
+            .collect();
+        Ok(Trust {
+            operator: store,
+            builtin,
+            builtin_digests,
+        })
     }
-    Ok(store)
+
+    /// The store at `path`: `named` says the user gave the path, and then a
+    /// missing file is an error; the default path may be absent.
+    pub fn read(path: &Path, named: bool) -> Result<Self, TrustError> {
+        let store = if named {
+            TrustStore::read_named(path)?
+        } else {
+            TrustStore::read(path)?
+        };
+        Self::new(store)
+    }
+
+    /// The store to verify `bytes` against: with the development key only
+    /// when `bytes` are one of the built-in modules, byte for byte.
+    pub fn store_for(&self, bytes: &[u8]) -> &TrustStore {
+        match &self.builtin {
+            Some(with_dev) if self.builtin_digests.contains(&Digest::of(bytes)) => with_dev,
+            _ => &self.operator,
+        }
+    }
 }
 
 /// The current time, RFC 3339 UTC, for trust changes and signatures.
@@ -59,16 +111,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn run_trust_adds_the_dev_key_unless_revoked() {
+    fn the_dev_key_is_trusted_for_built_in_bytes_only_unless_revoked() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("trust.toml");
-        let store = run_trust(&path).expect("empty store");
-        assert!(
-            store
-                .keys
-                .iter()
-                .any(|k| k.id == dev_key().expect("dev key").id())
-        );
+        let dev = dev_key().expect("dev key").id();
+        let trust = Trust::read(&path, false).expect("empty store");
+        let (_, builtin) = garden_modules::MODULES[0];
+        assert!(trust.store_for(builtin).keys.iter().any(|k| k.id == dev));
+        // One byte more and it is a file from elsewhere: the operator's
+        // (empty) store decides.
+        let mut other = builtin.to_vec();
+        other.push(0);
+        assert!(trust.store_for(&other).keys.is_empty());
+        // A store named on the command line must exist.
+        assert!(Trust::read(&path, true).is_err());
         let mut revoked = TrustStore::default();
         revoked.revoke(
             dev_key().expect("dev key").id(),
@@ -76,7 +132,7 @@ mod tests {
             "2026-01-02T00:00:00Z",
         );
         revoked.write(&path).expect("write");
-        let store = run_trust(&path).expect("store");
-        assert!(store.keys.is_empty());
+        let trust = Trust::read(&path, true).expect("store");
+        assert!(trust.store_for(builtin).keys.is_empty());
     }
 }

@@ -12,19 +12,22 @@
 //! * [`limits`]: every limit in one place.
 //! * [`bus`]: the bus trait and the in-process backend.
 //! * [`runtime`]: the scheduler and supervisor (restarts, quarantine).
-//! * [`pipeline`], [`population`], [`feed`], [`run`], [`report`]: a replay run.
+//! * [`genes`]: parameters from a module's genes.
+//! * [`pipeline`], [`plan`], [`feed`], [`run`], [`report`]: a replay run.
 
 pub mod audit;
 mod bindings;
 pub mod bus;
+pub mod cache;
 pub mod cluster;
 pub mod engine;
 pub mod feed;
+pub mod genes;
 pub mod integrity;
 pub mod limits;
 pub mod outbox;
 pub mod pipeline;
-pub mod population;
+pub mod plan;
 pub mod records;
 pub mod render;
 pub mod replication;
@@ -32,6 +35,8 @@ pub mod report;
 pub mod run;
 pub mod runtime;
 pub mod sandbox;
+pub mod shape;
+mod wasi;
 
 /// The WIT types, as the host sees them.
 pub mod types {

@@ -12,8 +12,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Largest linear memory one instance may grow to, in bytes.
+    /// Most bytes of linear memory one instance may hold, summed over every
+    /// memory of every core instance inside its component.
     pub memory_bytes: usize,
+    /// Most core instances one component may create (a Rust component has
+    /// a few, a Python one about 14). Components above it are refused at load.
+    pub max_core_instances: u32,
+    /// Most linear memories one component may define. Refused at load above it.
+    pub max_memories: u32,
+    /// Most tables one component may define. Refused at load above it.
+    pub max_tables: u32,
+    /// Most elements one table may grow to.
+    pub max_table_elements: usize,
     /// Fuel (roughly, Wasm instructions) one call may burn: a deterministic
     /// CPU bound.
     pub fuel_per_call: u64,
@@ -53,6 +63,10 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             memory_bytes: 64 << 20,
+            max_core_instances: 20,
+            max_memories: 4,
+            max_tables: 20,
+            max_table_elements: 20_000,
             fuel_per_call: 200_000_000,
             deadline: Duration::from_millis(1_000),
             max_publishes_per_call: 1_024,

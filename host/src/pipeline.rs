@@ -191,7 +191,7 @@ impl PipelineConfig {
     pub fn load(
         &self,
         engine: &Engine,
-        trust: &garden_registry::TrustStore,
+        trust: &crate::integrity::Trust,
     ) -> Result<Vec<(ModuleConfig, Arc<Module>)>, PipelineError> {
         self.load_audited(engine, trust, None)
     }
@@ -200,7 +200,7 @@ impl PipelineConfig {
     pub fn load_audited(
         &self,
         engine: &Engine,
-        trust: &garden_registry::TrustStore,
+        trust: &crate::integrity::Trust,
         audit: Option<&crate::audit::Audit>,
     ) -> Result<Vec<(ModuleConfig, Arc<Module>)>, PipelineError> {
         let mut loaded = Vec::new();
@@ -224,7 +224,7 @@ impl PipelineConfig {
                     })?
                     .into(),
             };
-            let module = match engine.load(&bytes, trust) {
+            let module = match engine.load(&bytes, trust.store_for(&bytes)) {
                 Ok(module) => module,
                 Err(source) => {
                     if let Some(a) = audit {

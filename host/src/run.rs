@@ -10,8 +10,8 @@ use crate::bindings::types::Body;
 use crate::bus::{Bus, BusStats, MemoryBus};
 use crate::engine::{Engine, Module};
 use crate::feed::{self, csv::Row};
+use crate::genes::ParamError;
 use crate::pipeline::{ModuleConfig, PipelineConfig, PipelineError};
-use crate::population::{self, ParamError};
 use crate::replication::{Evolver, LineageRecord};
 use crate::report::{self, Score, Scoreboard};
 use crate::runtime::{InstanceReport, Runtime, RuntimeStats, SpawnError};
@@ -197,7 +197,7 @@ impl<B: Bus> Replay<B> {
         }
         let mut population = Vec::new();
         let mut evolver = None;
-        for p in population::plan(modules, options.seed, options.variants)? {
+        for p in crate::plan::plan(modules, options.seed, options.variants)? {
             if p.population {
                 let id = p.spec.id.clone();
                 population.push(id.clone());

@@ -692,7 +692,7 @@ impl<B: Bus> Runtime<B> {
                     .ctx
                     .params
                     .iter()
-                    .map(|p| (p.name.clone(), crate::population::value_f64(&p.value)))
+                    .map(|p| (p.name.clone(), crate::genes::value_f64(&p.value)))
                     .collect(),
                 state: s.state.clone(),
                 received: s.received,

@@ -34,7 +34,7 @@ pub enum CallError {
     },
     /// The module tried to grow its memory past the cap.
     #[error(
-        "memory limit: tried to grow linear memory to {requested} bytes, the cap is {cap} bytes"
+        "memory limit: tried to hold {requested} bytes of linear memory (all its memories together), the cap is {cap} bytes"
     )]
     MemoryLimit {
         /// Bytes the module asked for.
@@ -63,6 +63,15 @@ pub enum CallError {
         /// The trap and its backtrace, as wasmtime reported it.
         detail: String,
     },
+    /// The module called a WASI function that would wait (sleep or poll);
+    /// the host grants no waiting, so the call was stopped.
+    #[error(
+        "called {function}, which would wait: the host grants no waiting (a wait inside the host cannot be interrupted); remove the sleep or poll from the module"
+    )]
+    Wait {
+        /// The WASI function.
+        function: String,
+    },
     /// The module returned an error for this message.
     #[error("module returned an error: {0}")]
     Module(String),
@@ -85,6 +94,7 @@ impl CallError {
             CallError::PublishLimit { .. } => "publish-flood",
             CallError::Panic { .. } => "panic",
             CallError::Trap { .. } => "trap",
+            CallError::Wait { .. } => "wait",
             CallError::Module(_) => "module-error",
         }
     }
@@ -92,7 +102,7 @@ impl CallError {
 
 /// Errors the host raises inside a call to stop it; turned into [`CallError`].
 #[derive(Debug, thiserror::Error)]
-enum HostTrap {
+pub(crate) enum HostTrap {
     #[error("memory limit: {requested} > {cap}")]
     Memory { requested: usize, cap: usize },
     #[error("publish limit {cap}")]
@@ -111,24 +121,37 @@ pub struct Staged {
     pub body: Body,
 }
 
-/// Caps linear memory per instance and reports the attempt that broke it.
+/// Caps an instance's resources as a whole: the bytes of all its linear
+/// memories together (a component may hold many core instances, each with
+/// memories of its own), and how many instances, memories and tables its
+/// store may create. Reports the attempt that broke the memory cap.
 struct MemoryCap {
     cap: usize,
+    /// Bytes of every memory of this store so far. wasmtime calls
+    /// `memory_growing` when a memory is created (from 0) and when it grows,
+    /// so the sum of `desired - current` is the instance's total.
+    used: usize,
+    instances: usize,
+    memories: usize,
+    tables: usize,
+    table_elements: usize,
 }
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.cap {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.cap {
             return Err(wasmtime::Error::new(HostTrap::Memory {
-                requested: desired,
+                requested: total,
                 cap: self.cap,
             }));
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -138,9 +161,19 @@ impl ResourceLimiter for MemoryCap {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // Tables hold function references; a module needing more than this
-        // is broken or hostile.
-        Ok(desired <= 100_000)
+        Ok(desired <= self.table_elements)
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+
+    fn memories(&self) -> usize {
+        self.memories
+    }
+
+    fn tables(&self) -> usize {
+        self.tables
     }
 }
 
@@ -325,6 +358,11 @@ impl Sandbox {
             table: ResourceTable::new(),
             memory: MemoryCap {
                 cap: spec.limits.memory_bytes,
+                used: 0,
+                instances: as_count(spec.limits.max_core_instances),
+                memories: as_count(spec.limits.max_memories),
+                tables: as_count(spec.limits.max_tables),
+                table_elements: spec.limits.max_table_elements,
             },
             instance: Arc::from(spec.instance),
             publishes: spec.publishes.clone(),
@@ -437,6 +475,11 @@ impl Sandbox {
     }
 
     fn classify(&mut self, error: wasmtime::Error) -> CallError {
+        if let Some(wait) = error.downcast_ref::<crate::wasi::WaitRefused>() {
+            return CallError::Wait {
+                function: wait.function.to_string(),
+            };
+        }
         if let Some(trap) = error.downcast_ref::<HostTrap>() {
             return match *trap {
                 HostTrap::Memory { requested, cap } => CallError::MemoryLimit { requested, cap },
@@ -457,6 +500,10 @@ impl Sandbox {
             },
         }
     }
+}
+
+fn as_count(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// A clock that always reads zero: modules get time only from `host.now`.

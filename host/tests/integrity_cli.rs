@@ -83,10 +83,18 @@ fn publisher_and_operator_round_trip() {
         d,
     ));
 
-    // An operator who has not trusted alice refuses it, with exit code 1.
-    let refused = garden(&["verify", &s("loop.wasm"), "--trust", &s("trust.toml")], d);
+    // An operator who has not trusted alice (an empty default store)
+    // refuses it, with exit code 1.
+    let refused = garden(&["verify", &s("loop.wasm")], d);
     assert_eq!(refused.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("does not trust"));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    // The reason is said once: the error chain does not repeat its source.
+    assert_eq!(said.matches("does not trust").count(), 1, "{said}");
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(
+        said.starts_with("error: ") && said.contains("is not accepted: "),
+        "{said}"
+    );
 
     // Trusting the key makes it valid.
     ok(&garden(
@@ -268,4 +276,107 @@ fn garden_run_is_audited_and_the_chain_verifies() {
     let json = ok(&garden(&["lineage", "--store", &store, "--json"], d));
     let records: serde_json::Value = serde_json::from_str(&json).expect("JSON lineage");
     assert!(records.as_array().is_some_and(|a| a.len() >= 2));
+}
+
+#[test]
+fn the_development_key_does_not_vouch_for_a_component_from_a_file() {
+    // The development key's private half is in the repository: anyone can
+    // sign with it. A component from a path signed with it is refused by
+    // `garden run` unless the operator trusts the key on purpose.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let s = |p: &str| d.join(p).to_string_lossy().into_owned();
+    let dev_key = concat!(env!("CARGO_MANIFEST_DIR"), "/../keys/dev.key.pem");
+    std::fs::write(d.join("garden.toml"), MANIFEST).expect("manifest");
+    let fixture = garden_modules::fixture("loop").expect("fixture built");
+    ok(&garden(
+        &[
+            "sign",
+            fixture,
+            "--manifest",
+            &s("garden.toml"),
+            "--key",
+            dev_key,
+            "-o",
+            &s("evil.wasm"),
+        ],
+        d,
+    ));
+    let pipeline = format!(
+        "[[module]]\nname = \"fixture-loop\"\npath = {:?}\n",
+        s("evil.wasm")
+    );
+    std::fs::write(d.join("pipeline.toml"), pipeline).expect("pipeline");
+    let store = format!("sqlite://{}", s("garden.db"));
+    let config = s("pipeline.toml");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--config", &config, "--store", &store];
+        args.extend_from_slice(extra);
+        garden(&args, d)
+    };
+    let refused = run(&[]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(said.contains("does not trust"), "{said}");
+
+    // A trust file named on the command line must exist.
+    let missing = run(&["--trust", &s("no-such-trust.toml")]);
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(1), "{said}");
+    assert!(said.contains("no-such-trust.toml"), "{said}");
+    let verify = garden(&["verify", fixture, "--trust", &s("no-such-trust.toml")], d);
+    assert!(String::from_utf8_lossy(&verify.stderr).contains("no-such-trust.toml"));
+
+    // Trusting the development key on purpose lets it load.
+    ok(&garden(
+        &[
+            "trust",
+            "add",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../keys/dev.pub.pem"),
+            "--name",
+            "dev on purpose",
+            "--trust",
+            &s("trust.toml"),
+        ],
+        d,
+    ));
+    let verified = ok(&garden(
+        &["verify", &s("evil.wasm"), "--trust", &s("trust.toml")],
+        d,
+    ));
+    assert!(verified.contains("valid: fixture-loop@1.2.3"), "{verified}");
+}
+
+#[test]
+fn inspect_does_not_compile_code_from_an_untrusted_signer() {
+    // An empty cache directory stays empty: nothing was compiled.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let s = |p: &str| d.join(p).to_string_lossy().into_owned();
+    ok(&garden(
+        &["key", "generate", "--name", "mallory", "--dir", &s("keys")],
+        d,
+    ));
+    std::fs::write(d.join("garden.toml"), MANIFEST).expect("manifest");
+    let fixture = garden_modules::fixture("loop").expect("fixture built");
+    ok(&garden(
+        &[
+            "sign",
+            fixture,
+            "--manifest",
+            &s("garden.toml"),
+            "--key",
+            &s("keys/mallory.key.pem"),
+            "-o",
+            &s("m.wasm"),
+        ],
+        d,
+    ));
+    let shown = ok(&garden(&["inspect", &s("m.wasm")], d));
+    assert!(shown.contains("NOT trusted"), "{shown}");
+    assert!(shown.contains("garden:pipeline/host@0.2.0"), "{shown}");
+    let cached = std::fs::read_dir(d.join("cache"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(cached, 0, "inspect compiled an untrusted component");
 }

@@ -33,6 +33,7 @@ const FIXTURES: &[&str] = &[
     "panic-message",
     "undeclared-topic",
     "fragile",
+    "sleep",
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -122,6 +122,26 @@ impl Verified<'_> {
 }
 
 impl TrustStore {
+    /// Read a trust file the user named: a missing or unreadable file is an
+    /// error (an empty store would refuse everything for a reason nobody
+    /// sees, or trust less than the operator meant).
+    pub fn read_named(path: &Path) -> Result<Self, TrustError> {
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => Self::read(path),
+            Ok(_) => Err(TrustError::Store {
+                path: path.to_path_buf(),
+                message: "not a file; give the path of a trust store (TOML)".into(),
+            }),
+            Err(e) => Err(TrustError::Store {
+                path: path.to_path_buf(),
+                message: format!(
+                    "{e}; check the path, or create the store with `garden trust add KEY.pub.pem --trust {}`",
+                    path.display()
+                ),
+            }),
+        }
+    }
+
     /// Read a trust file; a missing file is an empty store.
     pub fn read(path: &Path) -> Result<Self, TrustError> {
         match std::fs::read_to_string(path) {

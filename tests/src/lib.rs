@@ -36,6 +36,16 @@ pub fn test_key() -> &'static SigningKey {
     KEY.get_or_init(SigningKey::generate)
 }
 
+/// What a pipeline of built-in modules trusts, as `garden run` does: the
+/// test key, and the development key for the built-in modules only.
+pub fn pipeline_trust() -> garden_host::integrity::Trust {
+    let mut store = TrustStore::default();
+    store
+        .add(&test_key().public(), "tests", "2026-01-01T00:00:00Z")
+        .expect("trust test key");
+    garden_host::integrity::Trust::new(store).expect("dev key")
+}
+
 /// A trust store with the test key and the development key.
 pub fn trust() -> TrustStore {
     let mut store = TrustStore::default();
@@ -110,7 +120,9 @@ pub fn replay_embedded(
     use garden_host::run::{Replay, ReplayOptions};
     let config = PipelineConfig::embedded().expect("embedded pipeline");
     let engine = engine(config.limits.clone());
-    let modules = config.load(&engine, &trust()).expect("modules load");
+    let modules = config
+        .load(&engine, &pipeline_trust())
+        .expect("modules load");
     let (first, last) = (rows[0].time, rows[rows.len() - 1].time);
     let options = ReplayOptions {
         seed,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use garden_host::bus::{Bus, MemoryBus};
 use garden_host::feed;
 use garden_host::runtime::{InstanceReport, InstanceState};
-use garden_host::{InstanceSpec, Limits, Runtime, population};
+use garden_host::{InstanceSpec, Limits, Runtime, genes};
 use garden_tests::{
     bundled_rows, engine, fixture_bytes, fixture_manifest, module, signed, test_limits, trust,
 };
@@ -41,7 +41,7 @@ fn contain_with(name: &str, limits: Limits, manifest: garden_registry::Manifest)
         snapshot: None,
     })
     .expect("spawn bad");
-    let params = population::defaults(&good.info().genes);
+    let params = genes::defaults(&good.info().genes);
     rt.spawn(InstanceSpec {
         id: "good".into(),
         module: good,
@@ -191,4 +191,28 @@ fn publishing_outside_the_manifest_is_refused_and_counted() {
     let o = contain("undeclared-topic", test_limits());
     check(&o, "module-error", "TopicNotDeclared(\"secret\")");
     assert!(o.bad.refused_publishes >= 1);
+}
+
+#[test]
+fn sleeping_inside_wasi_is_refused_not_waited_for() {
+    // The fixture asks to sleep 5 s on every bar inside a WASI call, where
+    // neither fuel nor the deadline fires. The host traps the wait at once.
+    let started = std::time::Instant::now();
+    let o = contain("sleep", test_limits());
+    check(&o, "wait", "subscribe-duration, which would wait");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no call slept: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_manifest_s_lower_fuel_applies_to_every_call_not_only_the_first() {
+    // The loop fixture burns fuel without end; its manifest asks for a
+    // million units per call, well under the host's 50 million.
+    let mut manifest = fixture_manifest("loop");
+    manifest.limits.fuel_per_call = Some(1_000_000);
+    let o = contain_with("loop", test_limits(), manifest);
+    check(&o, "fuel", "ran out of fuel (1000000 units per call)");
 }

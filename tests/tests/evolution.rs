@@ -9,14 +9,16 @@ use garden_host::replication::{BirthCause, EvolutionConfig};
 use garden_host::run::{ReplayOptions, RunSummary, replay};
 use garden_host::runtime::InstanceState;
 use garden_host::types::{Body, Envelope, Feedback, FillKind, Snapshot};
-use garden_host::{InstanceSpec, Runtime, population};
-use garden_tests::{bundled_rows, engine, module, trust};
+use garden_host::{InstanceSpec, Runtime, genes};
+use garden_tests::{bundled_rows, engine, module};
 
 fn run(evolution: EvolutionConfig, variants: u32, seed: u64) -> RunSummary {
     let mut config = PipelineConfig::embedded().expect("embedded pipeline");
     config.evolution = evolution;
     let engine = engine(config.limits.clone());
-    let modules = config.load(&engine, &trust()).expect("modules load");
+    let modules = config
+        .load(&engine, &garden_tests::pipeline_trust())
+        .expect("modules load");
     let options = ReplayOptions {
         seed,
         variants: Some(variants),
@@ -202,7 +204,7 @@ fn a_child_inherits_its_parents_snapshot_and_a_refused_one_is_a_failed_birth() {
     );
     let alpha = module(&engine, "alpha-ema");
     let mut rt = Runtime::new(engine.clone(), MemoryBus::new(64), 1);
-    let params = population::defaults(&alpha.info().genes);
+    let params = genes::defaults(&alpha.info().genes);
     let spec = |id: &str, snapshot: Option<Snapshot>| InstanceSpec {
         id: id.into(),
         module: alpha.clone(),
@@ -259,7 +261,7 @@ fn retiring_an_instance_drains_it_and_stops_it() {
     rt.spawn(InstanceSpec {
         id: "a".into(),
         module: alpha.clone(),
-        params: population::defaults(&alpha.info().genes),
+        params: genes::defaults(&alpha.info().genes),
         settings: vec![],
         snapshot: None,
     })
@@ -321,7 +323,9 @@ fn a_quarantined_variant_is_replaced_by_a_mutant_of_a_healthy_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (config, _) = fragile_config(dir.path(), 8);
     let engine = engine(config.limits.clone());
-    let modules = config.load(&engine, &trust()).expect("loads");
+    let modules = config
+        .load(&engine, &garden_tests::pipeline_trust())
+        .expect("loads");
     let options = ReplayOptions {
         seed: 11,
         variants: Some(8),
@@ -384,9 +388,11 @@ fn an_instance_restarted_after_a_trap_resumes_from_its_last_good_snapshot() {
     config.limits.snapshot_every = 1;
     config.limits.max_failures = 10;
     let engine = engine(config.limits.clone());
-    let modules = config.load(&engine, &trust()).expect("loads");
+    let modules = config
+        .load(&engine, &garden_tests::pipeline_trust())
+        .expect("loads");
     let module = modules[0].1.clone();
-    let mut params = population::defaults(&module.info().genes);
+    let mut params = genes::defaults(&module.info().genes);
     params[1].value = garden_host::types::GeneValue::Int(5);
     let mut rt = Runtime::new(engine.clone(), MemoryBus::new(64), 1);
     rt.host_subscribe("noise");

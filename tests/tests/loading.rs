@@ -234,3 +234,49 @@ fn every_built_in_module_loads_and_matches_its_manifest() {
     }
     assert!(garden_modules::MODULES.len() >= 9);
 }
+
+#[test]
+fn a_swapped_artifact_is_recompiled_not_run() {
+    // Whoever can write the cache directory swaps the trader's compiled
+    // artifact for the decision module's, with a fresh unkeyed checksum
+    // beside it. The host must compile the trader again, not run the
+    // decision module's code as the trader.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine =
+        garden_host::Engine::new(test_limits(), Some(dir.path().to_path_buf())).expect("engine");
+    let artifact_of = |name: &str| {
+        let digest = engine
+            .load(garden_modules::module(name).expect("built in"), &trust())
+            .expect("loads")
+            .digest()
+            .to_string();
+        std::fs::read_dir(dir.path())
+            .expect("cache dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.extension().is_some_and(|x| x == "cwasm")
+                    && p.file_name()
+                        .is_some_and(|f| f.to_string_lossy().starts_with(&digest))
+            })
+            .expect("artifact cached")
+    };
+    let trader = artifact_of("trader");
+    let decision = artifact_of("decision");
+    std::fs::copy(&decision, &trader).expect("swap");
+    let bytes = std::fs::read(&trader).expect("read");
+    let check = trader.with_extension("sha256");
+    std::fs::write(&check, {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    })
+    .expect("forge checksum");
+    let fresh =
+        garden_host::Engine::new(test_limits(), Some(dir.path().to_path_buf())).expect("engine");
+    let loaded = fresh
+        .load(
+            garden_modules::module("trader").expect("built in"),
+            &trust(),
+        )
+        .expect("the trader loads (recompiled)");
+    assert_eq!(loaded.info().name, "trader");
+}

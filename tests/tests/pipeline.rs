@@ -184,7 +184,7 @@ fn limits_from_test_config_still_run_the_real_pipeline() {
     let config = PipelineConfig::embedded().expect("embedded pipeline");
     let engine = engine(test_limits());
     let modules = config
-        .load(&engine, &garden_tests::trust())
+        .load(&engine, &garden_tests::pipeline_trust())
         .expect("modules load");
     let options = ReplayOptions {
         seed: 1,
@@ -207,7 +207,7 @@ fn limits_from_test_config_still_run_the_real_pipeline() {
 #[test]
 fn the_tape_module_writes_one_token_per_bar_after_warmup() {
     use garden_host::bus::MemoryBus;
-    use garden_host::{InstanceSpec, Runtime, population};
+    use garden_host::{InstanceSpec, Runtime, genes};
     let engine = engine(
         PipelineConfig::embedded()
             .expect("embedded pipeline")
@@ -219,7 +219,7 @@ fn the_tape_module_writes_one_token_per_bar_after_warmup() {
     rt.spawn(InstanceSpec {
         id: "tape".into(),
         module: tape.clone(),
-        params: population::defaults(&tape.info().genes),
+        params: genes::defaults(&tape.info().genes),
         settings: vec![],
         snapshot: None,
     })

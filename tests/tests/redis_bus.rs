@@ -77,7 +77,7 @@ fn run_on<B: Bus>(
     let config = PipelineConfig::embedded().expect("embedded pipeline");
     let engine = engine(config.limits.clone());
     let modules = config
-        .load(&engine, &garden_tests::trust())
+        .load(&engine, &garden_tests::pipeline_trust())
         .expect("modules load");
     let options = ReplayOptions {
         seed: 3,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::bindings::types::Param;
 use crate::bus::redis::{Fields, entry_position};
 use crate::engine::Module;
-use crate::population::typed;
+use crate::genes::typed;
 use crate::replication::LineageRecord;
 
 use super::Membership;

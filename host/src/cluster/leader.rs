@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crate::bindings::types::{Body, Setting};
 use crate::bus::redis::{Fields, decode_entry};
 use crate::engine::Module;
-use crate::population::Planned;
+use crate::plan::Planned;
 use crate::replication::{BirthCause, EvolutionConfig, Evolver, Habitat, LineageRecord};
 use crate::report::{self, Scoreboard};
 use crate::runtime::InstanceSpec;

@@ -27,11 +27,19 @@
 //! with a hint on how to fix the file. Nothing here panics on bad input.
 
 use std::collections::VecDeque;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use ::csv::{ByteRecord, ReaderBuilder};
 use chrono::{DateTime, NaiveDate, SecondsFormat};
+
+/// At most this many characters of text taken from the file are shown in an
+/// error message; the rest is replaced by `…`.
+pub const ECHO_MAX_CHARS: usize = 60;
+
+/// How much of the file is looked at to choose the delimiter: the header line,
+/// or as much of it as fits here.
+const SNIFF_BYTES: usize = 64 * 1024;
 
 /// One parsed row, prices as given; time in milliseconds since the Unix epoch, UTC.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -280,9 +288,20 @@ pub fn read_path(path: &Path) -> Result<Vec<Row>, CsvError> {
 pub fn read<R: Read>(input: R, source: &str) -> Result<Vec<Row>, CsvError> {
     // Flexible so that a short or long row becomes our own error with both
     // counts in it, instead of the parser's less helpful one.
+    let mut input = BufReader::with_capacity(SNIFF_BYTES, input);
+    let delimiter = match input.fill_buf() {
+        Ok(start) => sniff_delimiter(start),
+        Err(error) => {
+            return Err(CsvError::Io {
+                path: source.to_owned(),
+                error,
+            });
+        }
+    };
     let mut reader = ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
+        .delimiter(delimiter)
         .from_reader(LineTracker::new(input));
 
     let header = match reader.byte_headers() {
@@ -334,6 +353,7 @@ pub fn read<R: Read>(input: R, source: &str) -> Result<Vec<Row>, CsvError> {
             header: &header,
             source,
             line,
+            decimal_comma: delimiter == b';',
         };
 
         let time = cells.time(columns.time)?;
@@ -509,11 +529,13 @@ impl Columns {
             return Err(CsvError::NoTimeColumn {
                 path: source.to_owned(),
                 line,
-                header: header
-                    .iter()
-                    .map(String::from_utf8_lossy)
-                    .collect::<Vec<_>>()
-                    .join(","),
+                header: shown(
+                    &header
+                        .iter()
+                        .map(String::from_utf8_lossy)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
             });
         };
         let required = |wanted: &str, column: &'static str| {
@@ -540,6 +562,8 @@ struct Cells<'a> {
     header: &'a ByteRecord,
     source: &'a str,
     line: u64,
+    /// Whether `1,5` means one and a half (the file is `;`-separated).
+    decimal_comma: bool,
 }
 
 impl Cells<'_> {
@@ -557,15 +581,14 @@ impl Cells<'_> {
         if name.is_empty() {
             "(unnamed first column)".to_owned()
         } else {
-            name.to_owned()
+            shown(name)
         }
     }
 
-    /// The cell as found, for messages; lossy so bad bytes still show.
+    /// The cell as found, for messages: lossy so bad bytes still show, and
+    /// cut so a huge cell does not flood the terminal.
     fn raw(&self, index: usize) -> String {
-        String::from_utf8_lossy(self.record.get(index).unwrap_or_default())
-            .trim()
-            .to_owned()
+        cut(String::from_utf8_lossy(self.record.get(index).unwrap_or_default()).trim())
     }
 
     fn time(&self, index: usize) -> Result<i64, CsvError> {
@@ -578,7 +601,16 @@ impl Cells<'_> {
     }
 
     fn number(&self, index: usize) -> Result<f64, CsvError> {
-        match self.text(index).parse::<f64>() {
+        let text = self.text(index);
+        let parsed = match text.parse::<f64>() {
+            Err(_)
+                if self.decimal_comma && text.matches(',').count() == 1 && !text.contains('.') =>
+            {
+                text.replacen(',', ".", 1).parse::<f64>()
+            }
+            parsed => parsed,
+        };
+        match parsed {
             Ok(value) if value.is_finite() => Ok(value),
             _ => Err(CsvError::BadNumber {
                 path: self.source.to_owned(),
@@ -615,6 +647,47 @@ impl Cells<'_> {
                 value,
             })
         }
+    }
+}
+
+/// Picks the delimiter the header line uses most among `,`, `;` and tab,
+/// counting only outside double quotes; `,` on a tie or when there is none.
+fn sniff_delimiter(start: &[u8]) -> u8 {
+    let line = start
+        .split(|&byte| byte == b'\n' || byte == b'\r')
+        .find(|line| line.iter().any(|byte| !byte.is_ascii_whitespace()))
+        .unwrap_or_default();
+    let mut counts = [(b',', 0usize), (b';', 0), (b'\t', 0)];
+    let mut quoted = false;
+    for &byte in line {
+        if byte == b'"' {
+            quoted = !quoted;
+        } else if !quoted {
+            for (delimiter, count) in &mut counts {
+                if byte == *delimiter {
+                    *count += 1;
+                }
+            }
+        }
+    }
+    // The first of the most used wins, so a tie keeps the comma.
+    let best = counts
+        .iter()
+        .fold(counts[0], |best, &c| if c.1 > best.1 { c } else { best });
+    best.0
+}
+
+/// Text from the file made safe to print: control and other invisible
+/// characters escaped (as Rust's `escape_debug` does), then cut.
+fn shown(text: &str) -> String {
+    cut(&text.escape_debug().to_string())
+}
+
+/// At most [`ECHO_MAX_CHARS`] characters of `text`, with `…` if cut.
+fn cut(text: &str) -> String {
+    match text.char_indices().nth(ECHO_MAX_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
     }
 }
 
@@ -1553,5 +1626,48 @@ mod tests {
         assert_eq!(first.close, 1.07219);
         assert_eq!(first.volume, 1413.0);
         assert!(rows.windows(2).all(|pair| pair[0].time < pair[1].time));
+    }
+
+    #[test]
+    fn semicolon_separated_with_decimal_commas() {
+        let text = "Date;Open;High;Low;Close;Volume\n\
+                    2024-01-31;1,0850;1,0862;1,0841;1,0857;1520\n\
+                    2024-02-01;1.0857;1.0870;1.0850;1.0866;900\n";
+        let rows = parse(text).expect("a ;-separated file reads");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].open, 1.085);
+        assert_eq!(rows[0].close, 1.0857);
+        assert_eq!(rows[1].high, 1.087);
+        // Tab-separated too; and a comma file keeps its meaning.
+        let tabs = "Date\tOpen\tHigh\tLow\tClose\n2024-01-31\t1\t2\t1\t1.5\n";
+        assert_eq!(parse(tabs).expect("tabs read")[0].close, 1.5);
+        let quoted = "Date,Open,High,Low,Close,\"a;b;c;d;e;f;g\"\n2024-01-31,1,2,1,1.5,x\n";
+        assert_eq!(parse(quoted).expect("quoted ; ignored")[0].close, 1.5);
+        // A decimal comma is not accepted in a comma-separated file's cells.
+        let error = parse("Date,Open,High,Low,Close\n2024-01-31,1,2,1,\"1,5\"\n")
+            .expect_err("1,5 is not a number in a comma file");
+        assert_eq!(kind(&error), "BadNumber");
+    }
+
+    #[test]
+    fn text_from_the_file_is_escaped_and_cut() {
+        // A header of random bytes, escape sequences and a bell among them.
+        let mut junk: Vec<u8> = (0u8..=255).cycle().skip(1).take(3000).collect();
+        junk.retain(|&b| b != b'\n' && b != b'\r' && b != b',' && b != b'"');
+        junk.extend_from_slice(b"\n1,2\n");
+        let error = read(junk.as_slice(), SOURCE).expect_err("junk is refused");
+        let message = error.to_string();
+        assert_eq!(kind(&error), "NoTimeColumn", "{message}");
+        assert!(!message.chars().any(|c| c.is_control()), "{message:?}");
+        assert!(message.contains('…'), "{message}");
+        assert!(message.len() < 600, "message of {} bytes", message.len());
+        // A huge cell is cut too.
+        let long = "9".repeat(10_000) + "x";
+        let error = parse(&format!(
+            "Date,Open,High,Low,Close\n2024-01-31,{long},2,1,1\n"
+        ))
+        .expect_err("not a number");
+        assert!(error.to_string().len() < 600, "{error}");
+        assert!(error.to_string().contains('…'));
     }
 }

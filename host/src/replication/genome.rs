@@ -6,7 +6,7 @@ use rand::RngExt;
 use sha2::{Digest, Sha256};
 
 use crate::bindings::types::{Gene, GeneKind, GeneValue, Param};
-use crate::population::{typed, value_f64};
+use crate::genes::{typed, value_f64};
 
 /// Mutation settings.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -204,7 +204,7 @@ mod tests {
         fn mutation_stays_within_bounds_and_kinds(seed in any::<u64>(), rounds in 1usize..20) {
             let g = genes();
             let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(seed);
-            let mut p = crate::population::random(&g, &mut rng);
+            let mut p = crate::genes::random(&g, &mut rng);
             let m = Mutation { rate: 1.0, flip: 0.5, scale: 1.0 };
             for _ in 0..rounds {
                 mutate(&g, &mut p, &m, &mut rng);
@@ -218,8 +218,8 @@ mod tests {
         fn crossover_takes_every_gene_from_a_parent(seed in any::<u64>()) {
             let g = genes();
             let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(seed);
-            let a = crate::population::random(&g, &mut rng);
-            let b = crate::population::random(&g, &mut rng);
+            let a = crate::genes::random(&g, &mut rng);
+            let b = crate::genes::random(&g, &mut rng);
             let c = crossover("x", &a, "x", &b, &mut rng).unwrap();
             for i in 0..3 {
                 prop_assert!(c[i] == a[i] || c[i] == b[i]);
@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn crossover_refuses_parents_of_different_code() {
         let g = genes();
-        let p = crate::population::defaults(&g);
+        let p = crate::genes::defaults(&g);
         let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(1);
         assert!(matches!(
             crossover("a", &p, "b", &p, &mut rng),
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn blob_is_canonical_and_hash_tells_params_apart() {
         let g = genes();
-        let p = crate::population::defaults(&g);
+        let p = crate::genes::defaults(&g);
         assert_eq!(blob(&p), blob(&p.clone()));
         let mut q = p.clone();
         q[1].value = GeneValue::Float(2.5);
@@ -252,11 +252,11 @@ mod tests {
     #[test]
     fn diversity_is_zero_for_clones_and_positive_for_a_spread() {
         let g = genes();
-        let p = crate::population::defaults(&g);
+        let p = crate::genes::defaults(&g);
         assert_eq!(diversity(&g, &[&p, &p, &p]), 0.0);
         let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(3);
         let pop: Vec<Vec<Param>> = (0..50)
-            .map(|_| crate::population::random(&g, &mut rng))
+            .map(|_| crate::genes::random(&g, &mut rng))
             .collect();
         let refs: Vec<&[Param]> = pop.iter().map(|v| v.as_slice()).collect();
         let d = diversity(&g, &refs);

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::bindings::types::{Param, Setting};
 use crate::bus::Bus;
 use crate::engine::Module;
-use crate::population::value_f64;
+use crate::genes::value_f64;
 use crate::report::Scoreboard;
 use crate::runtime::{InstanceSpec, InstanceState, Runtime};
 use fitness::FitnessConfig;
@@ -821,7 +821,7 @@ impl Evolver {
         }
         let room = self.cfg.cap.saturating_sub(self.living());
         for _ in 0..self.cfg.inject.min(room) {
-            let params = crate::population::random(&genes, &mut self.rng);
+            let params = crate::genes::random(&genes, &mut self.rng);
             self.birth(
                 habitat,
                 module.clone(),

@@ -100,6 +100,15 @@ fn trust_path(p: Option<PathBuf>) -> PathBuf {
     p.unwrap_or_else(integrity::default_trust_path)
 }
 
+/// The trust store to check components against: a path the user named must
+/// exist; the default one may be absent (then nothing is trusted).
+pub(crate) fn named_trust(p: Option<PathBuf>) -> Result<TrustStore> {
+    Ok(match p {
+        Some(path) => TrustStore::read_named(&path)?,
+        None => TrustStore::read(&integrity::default_trust_path())?,
+    })
+}
+
 /// Record a trust change in the default audit store (a failure to open it
 /// is reported, not fatal: the trust file already changed).
 fn audit_trust(kind: &str, key: &str, detail: &str) {
@@ -213,7 +222,7 @@ fn engine() -> Result<Engine> {
 pub fn verify(args: VerifyArgs) -> Result<()> {
     let bytes = std::fs::read(&args.component)
         .with_context(|| format!("reading {}", args.component.display()))?;
-    let store = TrustStore::read(&trust_path(args.trust))?;
+    let store = named_trust(args.trust)?;
     let module = engine()?
         .load(&bytes, &store)
         .with_context(|| format!("{} is not accepted", args.component.display()))?;
@@ -237,12 +246,13 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
     let bytes = std::fs::read(&args.component)
         .with_context(|| format!("reading {}", args.component.display()))?;
     let parsed = signature::parse(&bytes)?;
-    let store = TrustStore::read(&trust_path(args.trust))?;
+    let store = named_trust(args.trust)?;
     let status = match store.verify(&bytes) {
         Ok(v) => format!("trusted (signed by {})", v.signer_name),
         Err(e) => format!("NOT trusted: {e}"),
     };
-    let interface = engine()?.interface(parsed.code)?;
+    // Read, never compiled: the signer may not be trusted.
+    let interface = garden_host::shape::of(parsed.code)?;
     if args.json {
         let v = serde_json::json!({
             "sha256": parsed.digest.to_hex(),

@@ -90,8 +90,29 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, `: `-separated, each said once.
+///
+/// Some errors put their source's text into their own message as well as
+/// returning it as `source()`; printing every link (anyhow's `{:#}`) then
+/// repeats it. A cause whose text already ends the line so far is skipped,
+/// so every command prints each reason once whatever its error types do.
+fn chain(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

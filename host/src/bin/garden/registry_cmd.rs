@@ -157,7 +157,7 @@ pub fn publish(args: PublishArgs) -> Result<()> {
 pub fn pull(args: PullArgs) -> Result<()> {
     let reference: Reference = args.reference.parse().map_err(anyhow::Error::msg)?;
     let bytes = Client::new(&args.registry).pull(&reference)?;
-    let trust = TrustStore::read(&args.trust.unwrap_or_else(integrity::default_trust_path))?;
+    let trust = crate::integrity_cmd::named_trust(args.trust)?;
     let verified = trust
         .verify(&bytes)
         .with_context(|| format!("the registry's copy of {} is not accepted", args.reference))?;

@@ -96,8 +96,10 @@ pub(crate) fn load(
 ) -> Result<Loaded> {
     let engine =
         Arc::new(Engine::new(config.limits.clone(), cache).context("starting the wasm engine")?);
-    let trust_path = trust.cloned().unwrap_or_else(integrity::default_trust_path);
-    let trust = integrity::run_trust(&trust_path)?;
+    let trust = match trust {
+        Some(path) => integrity::Trust::read(path, true)?,
+        None => integrity::Trust::read(&integrity::default_trust_path(), false)?,
+    };
     let audit = garden_host::audit::Audit::open(store_url)?;
     let modules = config.load_audited(&engine, &trust, Some(&audit))?;
     Ok(Loaded {

@@ -17,7 +17,7 @@ use garden_host::pipeline::PipelineConfig;
 use garden_host::records::{RECORDED_TOPICS, Recorder};
 use garden_host::runtime::InstanceState;
 use garden_host::types::Snapshot;
-use garden_host::{Module, Runtime, integrity, population};
+use garden_host::{Module, Runtime, integrity};
 
 mod garden;
 
@@ -123,7 +123,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     let loaded: Vec<Arc<Module>> = modules.iter().map(|(_, m)| m.clone()).collect();
     // Every daemon computes the same plan: same ids, and for the same seed
     // the same genes. Births and retirements come from the leader's log.
-    let plan = population::plan(&modules, args.seed, None)?;
+    let plan = garden_host::plan::plan(&modules, args.seed, None)?;
     let mut garden = Garden {
         wanted: plan.iter().map(|p| (p.spec.clone(), None)).collect(),
         retired: HashSet::new(),
