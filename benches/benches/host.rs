@@ -127,5 +127,11 @@ fn pipeline(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, instantiate_and_call, pipeline);
+// The macro defines a public function it cannot document.
+#[allow(missing_docs)]
+mod group {
+    use super::*;
+    criterion_group!(benches, instantiate_and_call, pipeline);
+}
+use group::benches;
 criterion_main!(benches);

@@ -165,7 +165,7 @@ pub fn without_timings(s: &garden_host::run::RunSummary) -> serde_json::Value {
     v
 }
 
-/// The `garden` binary of this build (target/<profile>/garden), which
+/// The `garden` binary of this build (`target/<profile>/garden`), which
 /// `cargo test --workspace` builds before running the tests.
 pub fn garden_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("the test's own path");

@@ -51,7 +51,7 @@ pub struct PublishArgs {
 /// `garden pull`
 #[derive(Args)]
 pub struct PullArgs {
-    /// name@version or sha256:<hex>.
+    /// `name@version` or `sha256:<hex>`.
     reference: String,
     /// Output file.
     #[arg(long, short)]

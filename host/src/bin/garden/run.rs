@@ -46,7 +46,7 @@ pub struct RunArgs {
     /// postgres://... also works).
     #[arg(long, value_name = "URL")]
     store: Option<String>,
-    /// The bus: `memory` (default) or redis://[user:password@]host:port
+    /// The bus: `memory` (default) or `redis://[user:password@]host:port`
     /// (overrides `[bus] url` in the pipeline file).
     #[arg(long, value_name = "URL")]
     bus: Option<String>,

@@ -7,7 +7,7 @@ use garden_host::cluster;
 /// Options of `garden status`.
 #[derive(clap::Args)]
 pub struct StatusArgs {
-    /// The shared Redis: redis://[user:password@]host:port.
+    /// The shared Redis: `redis://[user:password@]host:port`.
     #[arg(long, value_name = "URL")]
     bus: String,
     /// Prefix of the garden's Redis keys.

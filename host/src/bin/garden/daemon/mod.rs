@@ -29,7 +29,7 @@ const LEADER_POLL: Duration = Duration::from_millis(100);
 /// Options of `garden daemon`.
 #[derive(clap::Args)]
 pub struct DaemonArgs {
-    /// The shared Redis: redis://[user:password@]host:port (or `[bus] url`
+    /// The shared Redis: `redis://[user:password@]host:port` (or `[bus] url`
     /// in the pipeline file).
     #[arg(long, value_name = "URL")]
     bus: Option<String>,
