@@ -1,10 +1,50 @@
 //! The host's side of the audit log: loads, refusals, quarantines and
 //! refused publishes, appended to the hash-chained audit table of the store
 //! (SQLite by default, PostgreSQL by URL).
+//!
+//! Invariants: after every append the host signs the chain's head with its
+//! own key (`host.key.pem` in the data directory, created 0600 on first
+//! use) and keeps that head in the store and in a file of its own, so a log
+//! cut short is detected ([`garden_registry::anchor`]). A write that fails
+//! is never silent: it is counted ([`Audit::failures`]), logged as an error
+//! and appended to `audit-failures.log` in the data directory, which
+//! `garden audit verify` reports.
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use garden_registry::{Store, StoreError};
+use garden_registry::{SigningKey, Store, StoreError};
+
+/// The host's own key for signing audit heads: `host.key.pem` in the data
+/// directory, made on first use.
+pub fn host_key(data_dir: &Path) -> Result<SigningKey, garden_registry::KeyError> {
+    let path = data_dir.join("host.key.pem");
+    if path.symlink_metadata().is_err() {
+        let key = SigningKey::generate();
+        match key.write_pair(data_dir, "host") {
+            Ok(_) => return Ok(key),
+            // Another process made it first: use theirs.
+            Err(garden_registry::KeyError::Exists(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    SigningKey::read(&path)
+}
+
+/// Where this host keeps its signed head of the audit log at `url`: one
+/// file per store, named by a hash of its URL.
+fn head_file(data_dir: &Path, url: &str) -> PathBuf {
+    let name = garden_registry::Digest::of(url.as_bytes()).to_hex();
+    data_dir
+        .join("audit-heads")
+        .join(format!("{}.toml", &name[..16]))
+}
+
+/// The file where this host notes audit records it failed to write.
+pub fn failures_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("audit-failures.log")
+}
 
 /// The default data directory: `$GARDEN_DATA`, else
 /// `$XDG_DATA_HOME/garden`, else `~/.local/share/garden`.
@@ -31,12 +71,20 @@ pub fn default_store_url() -> String {
 pub struct Audit {
     runtime: tokio::runtime::Runtime,
     store: Store,
+    data_dir: PathBuf,
+    failures: AtomicU64,
 }
 
 impl Audit {
     /// Open (and migrate) the store at `url`; creates a SQLite file's
-    /// directory if needed.
+    /// directory if needed. The host's key and notes live in the default
+    /// data directory.
     pub fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_in(url, default_data_dir())
+    }
+
+    /// [`Audit::open`] with the host's key and notes in `data_dir`.
+    pub fn open_in(url: &str, data_dir: PathBuf) -> Result<Self, StoreError> {
         if let Some(path) = url.strip_prefix("sqlite://")
             && let Some(dir) = std::path::Path::new(path.split('?').next().unwrap_or(path)).parent()
         {
@@ -46,20 +94,54 @@ impl Audit {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Url(format!("{url} (cannot start an async runtime: {e})")))?;
-        let store = runtime.block_on(Store::connect(url))?;
-        Ok(Audit { runtime, store })
+        let key = host_key(&data_dir).map_err(|e| {
+            StoreError::Url(format!("{url} (cannot make the host's audit key: {e})"))
+        })?;
+        let store = runtime
+            .block_on(Store::connect(url))?
+            .with_audit_signer(key, Some(head_file(&data_dir, url)));
+        Ok(Audit {
+            runtime,
+            store,
+            data_dir,
+            failures: AtomicU64::new(0),
+        })
     }
 
-    /// Append a record. A failure to write is logged, not fatal: the run
-    /// goes on, and the gap shows as a missing record, not a broken chain.
+    /// Append a record. A failure to write does not stop the run, but it is
+    /// loud: counted, logged as an error, and noted in the data directory's
+    /// `audit-failures.log`, which `garden audit verify` reports.
     pub fn record(&self, kind: &str, module: &str, actor: &str, detail: &str) {
         let at = crate::integrity::now_rfc3339();
         if let Err(e) = self
             .runtime
             .block_on(self.store.audit(&at, kind, module, actor, detail))
         {
+            self.failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!("could not write to the audit log: {e}");
+            let line = format!(
+                "{at}\t{kind}\t{module}\t{actor}\t{}\t{e}\n",
+                detail.replace(['\t', '\n'], " ")
+            );
+            let noted = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(failures_file(&self.data_dir))
+                .and_then(|mut f| f.write_all(line.as_bytes()));
+            if let Err(e) = noted {
+                tracing::error!("could not note the failed audit write either: {e}");
+            }
         }
+    }
+
+    /// Records this handle failed to write.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// The data directory whose key signs this log's heads.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// The store, for queries.
@@ -70,5 +152,30 @@ impl Audit {
     /// Run a store query to completion.
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.runtime.block_on(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_is_counted_and_noted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let audit = Audit::open_in(&url, dir.path().join("data")).expect("opens");
+        audit.record("load", "m@1.0.0", "k", "fine");
+        assert_eq!(audit.failures(), 0);
+        audit
+            .block_on(audit.store().execute_raw("DROP TABLE audit"))
+            .expect("drop");
+        audit.record("load", "m@1.0.0", "k", "lost");
+        assert_eq!(audit.failures(), 1);
+        let noted = std::fs::read_to_string(failures_file(audit.data_dir())).expect("noted");
+        assert!(
+            noted.contains("m@1.0.0") && noted.contains("lost"),
+            "{noted}"
+        );
+        assert!(audit.data_dir().join("host.key.pem").exists());
     }
 }

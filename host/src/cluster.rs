@@ -323,7 +323,7 @@ impl Membership {
 
     /// The stream of `topic` under this garden's prefix.
     pub(crate) fn stream(&self, topic: &str) -> String {
-        format!("{}:{topic}", self.prefix)
+        crate::bus::redis::topic_stream(&self.prefix, topic)
     }
 
     fn snapshot_key(&self, id: &str) -> String {

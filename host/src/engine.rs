@@ -526,19 +526,10 @@ fn validate_info(info: &Info) -> Result<(), String> {
         return Err("the module name is empty".into());
     }
     for s in &info.subscribes {
-        if s.topic.is_empty() || s.topic.starts_with('$') {
-            return Err(format!(
-                "subscription to `{}`: topics must be non-empty and not start with `$`",
-                s.topic
-            ));
-        }
+        garden_registry::topic::check(&s.topic).map_err(|e| format!("subscription: {e}"))?;
     }
     for t in &info.publishes {
-        if t.is_empty() || t.starts_with('$') {
-            return Err(format!(
-                "publishes `{t}`: topics must be non-empty and not start with `$`"
-            ));
-        }
+        garden_registry::topic::check(t).map_err(|e| format!("publishes: {e}"))?;
     }
     let mut names = HashSet::new();
     for g in &info.genes {

@@ -183,6 +183,17 @@ impl PipelineConfig {
                 "at most one module may be the population".into(),
             ));
         }
+        let topics = [
+            ("feed_topic", Some(&self.feed_topic)),
+            ("fitness_topic", Some(&self.fitness_topic)),
+            ("context_topic", self.context_topic.as_ref()),
+        ];
+        for (field, topic) in topics {
+            if let Some(topic) = topic {
+                garden_registry::topic::check(topic)
+                    .map_err(|e| PipelineError::Invalid(format!("`{field}`: {e}")))?;
+            }
+        }
         Ok(())
     }
 
@@ -285,6 +296,14 @@ mod tests {
         );
         let err = PipelineConfig::parse("feed_topic = 'bar'\n", "t.toml").unwrap_err();
         assert!(err.to_string().contains("module"), "{err}");
+        let err = PipelineError::to_string(
+            &PipelineConfig::parse("feed_topic = 'leader'\n[[module]]\nname = 'x'\n", "t")
+                .expect_err("a reserved feed topic"),
+        );
+        assert!(
+            err.contains("`feed_topic`") && err.contains("reserved"),
+            "{err}"
+        );
         let two = "[[module]]\nname='a'\npopulation=true\n[[module]]\nname='b'\npopulation=true\n";
         assert!(matches!(
             PipelineConfig::parse(two, "t"),

@@ -380,3 +380,50 @@ fn inspect_does_not_compile_code_from_an_untrusted_signer() {
         .unwrap_or(0);
     assert_eq!(cached, 0, "inspect compiled an untrusted component");
 }
+
+#[test]
+fn a_truncated_audit_log_is_told_from_an_intact_one() {
+    // Whoever can write the database deletes the newest records, then the
+    // signed heads in it too. The records left still link up; the heads,
+    // and the host's own copy of its head, show what is missing.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let store = format!("sqlite://{}", d.join("audit.db").display());
+    ok(&garden(
+        &["run", "--seed", "1", "--variants", "2", "--store", &store],
+        d,
+    ));
+    let intact = ok(&garden(&["audit", "verify", "--store", &store], d));
+    assert!(intact.contains("intact: 10 records"), "{intact}");
+    let tamper = |sql: &str| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let s = garden_registry::Store::connect(&store)
+                .await
+                .expect("store");
+            s.execute_raw(sql).await.expect("tamper");
+        });
+    };
+    tamper("DELETE FROM audit WHERE seq > 4");
+    let cut = garden(&["audit", "verify", "--store", &store], d);
+    let said = String::from_utf8_lossy(&cut.stderr);
+    assert_eq!(cut.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("truncated")
+            && said.contains("ends at record 4")
+            && said.contains("signed record 10"),
+        "{said}"
+    );
+    tamper("DELETE FROM audit_heads");
+    let cut = garden(&["audit", "verify", "--store", &store], d);
+    let said = String::from_utf8_lossy(&cut.stderr);
+    assert_eq!(
+        cut.status.code(),
+        Some(1),
+        "the host's own head remembers: {said}"
+    );
+    assert!(said.contains("signed record 10"), "{said}");
+}

@@ -217,7 +217,7 @@ impl SigningKey {
         let private = dir.join(format!("{name}.key.pem"));
         let public = dir.join(format!("{name}.pub.pem"));
         for p in [&private, &public] {
-            if p.exists() {
+            if p.symlink_metadata().is_ok() {
                 return Err(KeyError::Exists(p.clone()));
             }
         }
@@ -226,29 +226,36 @@ impl SigningKey {
             move |source| KeyError::Io { path, source }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        write_private(&private, self.to_pem().as_bytes()).map_err(io(&private))?;
-        std::fs::write(&public, self.public().to_pem()).map_err(io(&public))?;
+        write_new(&private, self.to_pem().as_bytes(), 0o600).map_err(io(&private))?;
+        write_new(&public, self.public().to_pem().as_bytes(), 0o644).map_err(io(&public))?;
         Ok((private, public))
     }
 }
 
+/// Create `path` with `mode` and write `bytes`. `create_new` fails on
+/// anything already there, a symlink included (dangling or not), so a key
+/// is never written through a link someone placed, and the private key is
+/// never readable by others, not even for a moment.
 #[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    // Created with mode 0600 so the key is never readable by others, not
-    // even for a moment.
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(path)?;
     f.write_all(bytes)
 }
 
 #[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
+fn write_new(path: &Path, bytes: &[u8], _mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    f.write_all(bytes)
 }
 
 #[cfg(test)]
@@ -301,5 +308,16 @@ mod tests {
             .is_err()
         );
         assert!("zz".parse::<KeyId>().is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_are_never_written_through_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere.txt");
+        std::os::unix::fs::symlink(&target, dir.path().join("alice.pub.pem")).unwrap();
+        let result = SigningKey::generate().write_pair(dir.path(), "alice");
+        assert!(matches!(result, Err(KeyError::Exists(_))), "{result:?}");
+        assert!(!target.exists(), "nothing written through the link");
     }
 }

@@ -9,6 +9,7 @@
 //! revoked. The exact bytes that are signed are documented in
 //! `docs/signing.md`.
 
+pub mod anchor;
 pub mod blob;
 pub mod client;
 pub mod keys;
@@ -16,6 +17,7 @@ pub mod manifest;
 pub mod server;
 pub mod signature;
 pub mod store;
+pub mod topic;
 pub mod trust;
 
 pub use blob::{BlobError, BlobStore, Digest, ParseDigestError};
@@ -23,4 +25,5 @@ pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
 pub use manifest::{Manifest, ManifestError};
 pub use signature::{SignatureError, SignedComponent};
 pub use store::{AuditCheck, AuditFilter, AuditRecord, ComponentRow, RecordRow, Store, StoreError};
+pub use topic::TopicError;
 pub use trust::{TrustError, TrustStore, Verified};

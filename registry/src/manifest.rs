@@ -113,7 +113,8 @@ impl Manifest {
         Ok(m)
     }
 
-    fn check(&self, origin: &str) -> Result<(), ManifestError> {
+    /// Check the fields [`Manifest::parse`] checks; `origin` names it in errors.
+    pub fn check(&self, origin: &str) -> Result<(), ManifestError> {
         let invalid = |message: String| ManifestError::Invalid {
             origin: origin.to_string(),
             message,
@@ -130,6 +131,16 @@ impl Manifest {
         if let Some(c) = &self.component {
             c.parse::<Digest>()
                 .map_err(|e| invalid(format!("`component`: {e}")))?;
+        }
+        let topics = self
+            .capabilities
+            .subscribe
+            .iter()
+            .map(|t| ("subscribe", t))
+            .chain(self.capabilities.publish.iter().map(|t| ("publish", t)));
+        for (list, topic) in topics {
+            crate::topic::check(topic)
+                .map_err(|e| invalid(format!("`capabilities.{list}`: {e}")))?;
         }
         for g in &self.genes {
             if !["float", "int", "boolean"].contains(&g.kind.as_str()) {

@@ -239,6 +239,9 @@ pub fn sign(
     {
         return Err(SignatureError::Misplaced);
     }
+    // A manifest built in code has not been through `Manifest::parse`:
+    // check it the same way, so nothing unloadable is ever signed.
+    manifest.check("the manifest to sign")?;
     let digest = Digest::of(code);
     let mut manifest = manifest.clone();
     manifest.component = Some(digest.to_hex());

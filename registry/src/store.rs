@@ -72,6 +72,15 @@ pub struct Store {
     pool: AnyPool,
     kind: Kind,
     url: String,
+    anchor: Option<std::sync::Arc<Anchor>>,
+}
+
+/// Who signs the audit chain's head after every append, and the file where
+/// that writer keeps its own copy (see [`crate::anchor`]).
+#[derive(Debug)]
+struct Anchor {
+    key: crate::SigningKey,
+    file: Option<std::path::PathBuf>,
 }
 
 /// One audit record.
@@ -113,6 +122,16 @@ pub enum AuditCheck {
     Intact {
         /// Records checked.
         records: usize,
+    },
+    /// The log ends before a record a writer signed as appended: records
+    /// after `last` were deleted.
+    Truncated {
+        /// The newest record left.
+        last: i64,
+        /// The newest record a signed head names.
+        signed: i64,
+        /// The key that signed it.
+        signer: String,
     },
     /// The first record where the chain breaks, and how.
     Broken {
@@ -160,6 +179,44 @@ fn record_hash(
         h.update(part.as_bytes());
     }
     hex::encode(h.finalize())
+}
+
+/// What the signed heads say of `records` (the whole chain, oldest first,
+/// already found to link up): `None` when every head names a record that is
+/// there with its hash.
+fn check_heads(records: &[AuditRecord], heads: &[crate::anchor::SignedHead]) -> Option<AuditCheck> {
+    let last = records.last().map_or(0, |r| r.seq);
+    for head in heads {
+        if !head.verifies() {
+            return Some(AuditCheck::Broken {
+                seq: head.seq,
+                reason: format!(
+                    "the signed head of key {} does not verify (it was edited)",
+                    head.signer
+                ),
+            });
+        }
+        if head.seq > last {
+            return Some(AuditCheck::Truncated {
+                last,
+                signed: head.seq,
+                signer: head.signer.to_string(),
+            });
+        }
+        let found = usize::try_from(head.seq - 1)
+            .ok()
+            .and_then(|i| records.get(i));
+        if found.is_none_or(|r| r.seq != head.seq || r.hash != head.hash) {
+            return Some(AuditCheck::Broken {
+                seq: head.seq,
+                reason: format!(
+                    "key {} signed record {} with another hash (the log was rolled back or rewritten)",
+                    head.signer, head.seq
+                ),
+            });
+        }
+    }
+    None
 }
 
 fn redact(url: &str) -> String {
@@ -213,7 +270,19 @@ impl Store {
             pool,
             kind,
             url: shown,
+            anchor: None,
         })
+    }
+
+    /// Sign the audit chain's head with `key` after every append, keeping
+    /// the signed head in the store and, when given, in `file` too.
+    pub fn with_audit_signer(
+        mut self,
+        key: crate::SigningKey,
+        file: Option<std::path::PathBuf>,
+    ) -> Self {
+        self.anchor = Some(std::sync::Arc::new(Anchor { key, file }));
+        self
     }
 
     fn sql(&self, text: &str) -> String {
@@ -285,6 +354,7 @@ impl Store {
             .await;
             match inserted {
                 Ok(_) => {
+                    self.sign_head(seq, &hash).await?;
                     return Ok(AuditRecord {
                         seq,
                         at: at.into(),
@@ -300,6 +370,63 @@ impl Store {
                 Err(e) => return Err(self.db()(e)),
             }
         }
+    }
+
+    /// Sign record `seq` as the newest this writer appended, in the store
+    /// (only ever forward) and in the writer's own file.
+    async fn sign_head(&self, seq: i64, hash: &str) -> Result<(), StoreError> {
+        let Some(anchor) = &self.anchor else {
+            return Ok(());
+        };
+        let head = crate::anchor::SignedHead::sign(&anchor.key, seq, hash);
+        sqlx::query(&self.sql(
+            "INSERT INTO audit_heads (signer, public_key, seq, hash, signature) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (signer) DO UPDATE SET public_key = excluded.public_key, seq = excluded.seq, \
+             hash = excluded.hash, signature = excluded.signature WHERE audit_heads.seq < excluded.seq",
+        ))
+        .bind(head.signer.to_string())
+        .bind(&head.public_key)
+        .bind(head.seq)
+        .bind(&head.hash)
+        .bind(&head.signature)
+        .execute(&self.pool)
+        .await
+        .map_err(self.db())?;
+        if let Some(file) = &anchor.file {
+            let newer = match crate::anchor::SignedHead::read(file) {
+                Ok(Some(kept)) => kept.seq < head.seq,
+                _ => true,
+            };
+            if newer && let Err(e) = head.write(file) {
+                tracing::error!(file = %file.display(), "could not keep the audit head: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The signed heads kept in the store, one per signer.
+    pub async fn audit_heads(&self) -> Result<Vec<crate::anchor::SignedHead>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT signer, public_key, seq, hash, signature FROM audit_heads ORDER BY signer",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.db())?;
+        let head = |r: &AnyRow| -> Result<crate::anchor::SignedHead, sqlx::Error> {
+            let signer: String = r.try_get(0)?;
+            Ok(crate::anchor::SignedHead {
+                // An unreadable id is kept as zeros: the head then fails to
+                // verify and is reported, not skipped.
+                signer: signer
+                    .parse()
+                    .unwrap_or_else(|_| crate::KeyId::of(&[0; 32])),
+                public_key: r.try_get(1)?,
+                seq: r.try_get(2)?,
+                hash: r.try_get(3)?,
+                signature: r.try_get(4)?,
+            })
+        };
+        rows.iter().map(|r| head(r).map_err(self.db())).collect()
     }
 
     /// Audit records matching `filter`, oldest first.
@@ -367,6 +494,15 @@ impl Store {
                 });
             }
             prev = r.hash.clone();
+        }
+        let mut heads = self.audit_heads().await?;
+        if let Some(file) = self.anchor.as_ref().and_then(|a| a.file.as_ref())
+            && let Ok(Some(kept)) = crate::anchor::SignedHead::read(file)
+        {
+            heads.push(kept);
+        }
+        if let Some(problem) = check_heads(&all, &heads) {
+            return Ok(problem);
         }
         Ok(AuditCheck::Intact { records: all.len() })
     }
@@ -860,5 +996,53 @@ mod tests {
             "postgres://u@127.0.0.1:5/db"
         );
         assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[tokio::test]
+    async fn a_log_cut_short_is_told_by_its_signed_heads() {
+        let (dir, s) = store().await;
+        let file = dir.path().join("head.toml");
+        let s = s.with_audit_signer(crate::SigningKey::generate(), Some(file.clone()));
+        for i in 0..307 {
+            s.audit(
+                "2026-01-01T00:00:00Z",
+                "load",
+                &format!("m{i}"),
+                "host",
+                "ok",
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(
+            s.audit_verify().await.unwrap(),
+            AuditCheck::Intact { records: 307 }
+        );
+        // The newest 250 go: what is left still links up.
+        s.execute_raw("DELETE FROM audit WHERE seq > 57")
+            .await
+            .unwrap();
+        match s.audit_verify().await.unwrap() {
+            AuditCheck::Truncated { last, signed, .. } => assert_eq!((last, signed), (57, 307)),
+            other => panic!("expected Truncated, got {other:?}"),
+        }
+        // Without the heads in the store, the writer's own file still knows.
+        s.execute_raw("DELETE FROM audit_heads").await.unwrap();
+        assert!(matches!(
+            s.audit_verify().await.unwrap(),
+            AuditCheck::Truncated { signed: 307, .. }
+        ));
+        // Appending after the cut does not hide it.
+        s.audit("2026-01-02T00:00:00Z", "load", "again", "host", "ok")
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.audit_verify().await.unwrap(),
+            AuditCheck::Truncated {
+                last: 58,
+                signed: 307,
+                ..
+            }
+        ));
     }
 }

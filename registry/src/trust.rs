@@ -67,6 +67,13 @@ pub enum TrustError {
     Key(#[from] KeyError),
 }
 
+/// The directory holding a trust file (`.` for a bare file name).
+fn store_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// A trusted key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,17 +164,54 @@ impl TrustStore {
         }
     }
 
-    /// Write the trust file (creating its directory).
+    /// Write the trust file (creating its directory): to a temporary file
+    /// (0600) in the same directory, then renamed over `path`, so a reader
+    /// sees the old store or the new one, never half of one, and a symlink
+    /// at `path` is replaced, not written through.
     pub fn write(&self, path: &Path) -> Result<(), TrustError> {
+        use std::io::Write as _;
         let err = |message: String| TrustError::Store {
             path: path.to_path_buf(),
             message,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        }
+        let dir = store_dir(path);
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         let text = toml::to_string(self).map_err(|e| err(e.to_string()))?;
-        std::fs::write(path, text).map_err(|e| err(e.to_string()))
+        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.as_file().sync_all())
+            .map_err(|e| err(e.to_string()))?;
+        file.persist(path).map_err(|e| err(e.error.to_string()))?;
+        Ok(())
+    }
+
+    /// Read the store at `path`, apply `change`, and write it back, holding
+    /// an exclusive lock (`<path>.lock`) throughout, so two `garden trust`
+    /// commands at once cannot lose each other's change.
+    pub fn update<R>(
+        path: &Path,
+        change: impl FnOnce(&mut TrustStore) -> Result<R, TrustError>,
+    ) -> Result<R, TrustError> {
+        let err = |message: String| TrustError::Store {
+            path: path.to_path_buf(),
+            message,
+        };
+        std::fs::create_dir_all(store_dir(path)).map_err(|e| err(e.to_string()))?;
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| err(format!("cannot open the lock file: {e}")))?;
+        lock.lock()
+            .map_err(|e| err(format!("cannot lock the store: {e}")))?;
+        let mut store = TrustStore::read(path)?;
+        let result = change(&mut store)?;
+        store.write(path)?;
+        // The lock is released when `lock` is dropped.
+        Ok(result)
     }
 
     /// Trust `key` under `name`; trusting a revoked key is refused.
@@ -309,5 +353,51 @@ mod tests {
             TrustStore::read(&path),
             Err(TrustError::Store { .. })
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_store_is_written_atomically_privately_and_never_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = dir.path().join("trust.toml");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let key = SigningKey::generate();
+        let mut store = TrustStore::default();
+        store
+            .add(&key.public(), "k", "2026-01-01T00:00:00Z")
+            .unwrap();
+        store.write(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(
+            meta.file_type().is_file(),
+            "the link was replaced by the store"
+        );
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(TrustStore::read(&path).unwrap().keys.len(), 1);
+    }
+
+    #[test]
+    fn concurrent_updates_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.toml");
+        let keys: Vec<SigningKey> = (0..24).map(|_| SigningKey::generate()).collect();
+        std::thread::scope(|scope| {
+            for chunk in keys.chunks(6) {
+                let path = &path;
+                scope.spawn(move || {
+                    for key in chunk {
+                        TrustStore::update(path, |s| {
+                            s.add(&key.public(), "k", "2026-01-01T00:00:00Z")
+                        })
+                        .unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(TrustStore::read(&path).unwrap().keys.len(), 24);
     }
 }

@@ -138,7 +138,7 @@ fn plan(n: u64) -> Envelope {
 /// Plan ids of the entries consumer `who` holds unacknowledged, in the
 /// groups of the four expert instances.
 fn pending_plans(con: &mut redis::Connection, who: &str) -> Vec<String> {
-    let stream = format!("{PREFIX}:plan");
+    let stream = format!("{PREFIX}:t:plan");
     let mut rows: Vec<(String, String, u64, u64)> = Vec::new();
     for n in 0..4 {
         let group: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
@@ -182,7 +182,7 @@ fn judged_plans_in(
     prefix: &str,
 ) -> std::collections::BTreeSet<String> {
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(format!("{prefix}:evidence"))
+        .arg(format!("{prefix}:t:evidence"))
         .arg("-")
         .arg("+")
         .query(con)
@@ -205,7 +205,7 @@ fn judged_plans_in(
 /// daemon a) on the stream.
 fn evidence(con: &mut redis::Connection) -> (usize, usize, usize) {
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(format!("{PREFIX}:evidence"))
+        .arg(format!("{PREFIX}:t:evidence"))
         .arg("-")
         .arg("+")
         .query(con)
@@ -483,7 +483,7 @@ fn feed_bars(con: &mut redis::Connection, prefix: &str, rows: &[garden_host::fee
     let mut pipe = redis::pipe();
     for r in rows {
         pipe.cmd("XADD")
-            .arg(format!("{prefix}:bar"))
+            .arg(format!("{prefix}:t:bar"))
             .arg("*")
             .arg("symbol")
             .arg("EURUSD")
@@ -777,7 +777,7 @@ fn daemons_reconnect_after_a_redis_restart_and_go_on() {
         };
         let groups: Vec<redis::Value> = redis::cmd("XINFO")
             .arg("GROUPS")
-            .arg(format!("{prefix}:plan"))
+            .arg(format!("{prefix}:t:plan"))
             .query(&mut con)
             .unwrap_or_default();
         groups.len() == 2 && layout_of(redis, prefix).len() == 2

@@ -132,7 +132,12 @@ fn the_pipeline_over_redis_gives_what_it_gives_over_the_memory_bus() {
     assert_eq!(memory, over_redis);
     // Every entry was acknowledged: nothing is left pending in any group.
     let mut con = raw(&redis);
-    for stream in ["same:bar", "same:plan", "same:evidence", "same:scored"] {
+    for stream in [
+        "same:t:bar",
+        "same:t:plan",
+        "same:t:evidence",
+        "same:t:scored",
+    ] {
         let groups: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
             .arg("GROUPS")
             .arg(stream)
@@ -196,7 +201,7 @@ fn malformed_entries_are_dead_lettered_with_a_reason_and_the_consumer_goes_on() 
     let mut con = raw(&redis);
     let add = |con: &mut redis::Connection, fields: &[(&str, &str)]| {
         let mut cmd = redis::cmd("XADD");
-        cmd.arg("bad:t").arg("*");
+        cmd.arg("bad:t:t").arg("*");
         for (k, v) in fields {
             cmd.arg(*k).arg(*v);
         }
@@ -287,7 +292,7 @@ fn entries_a_dead_consumer_left_pending_are_reclaimed_and_poison_is_dead_lettere
     b.pump();
     let mut con = raw(&redis);
     let pending: Vec<redis::Value> = redis::cmd("XPENDING")
-        .arg("claim:job")
+        .arg("claim:t:job")
         .arg("k:w")
         .query(&mut con)
         .expect("XPENDING");
@@ -377,7 +382,7 @@ fn bars_written_by_any_producer_arrive_and_bad_ones_are_dead_lettered() {
     bus.pump();
     let mut con = raw(&redis);
     let _: String = redis::cmd("XADD")
-        .arg("feed:bar")
+        .arg("feed:t:bar")
         .arg("*")
         .arg(&[
             ("symbol", "EURUSD"),
@@ -391,7 +396,7 @@ fn bars_written_by_any_producer_arrive_and_bad_ones_are_dead_lettered() {
         .query(&mut con)
         .expect("XADD");
     let _: String = redis::cmd("XADD")
-        .arg("feed:bar")
+        .arg("feed:t:bar")
         .arg("*")
         .arg(&[("symbol", "EURUSD"), ("time", "soon")])
         .query(&mut con)
@@ -497,7 +502,7 @@ fn held_acknowledgements_wait_for_the_checkpoint_and_only_later_work_is_handled_
     a.ack("w", 3);
     a.pump();
     // Handled, but not acknowledged until the checkpoint.
-    assert_eq!(pending(&mut con, "held:job", "k:w"), redis::Value::Int(3));
+    assert_eq!(pending(&mut con, "held:t:job", "k:w"), redis::Value::Int(3));
     a.release_acks();
     for n in 3..5 {
         a.publish(msg("job", "k", n)).expect("publishes");
@@ -505,7 +510,7 @@ fn held_acknowledgements_wait_for_the_checkpoint_and_only_later_work_is_handled_
     assert_eq!(drain(&mut a, "w").len(), 2);
     a.ack("w", 2);
     a.pump();
-    assert_eq!(pending(&mut con, "held:job", "k:w"), redis::Value::Int(2));
+    assert_eq!(pending(&mut con, "held:t:job", "k:w"), redis::Value::Int(2));
     // a dies after handling 3 and 4 but before its next checkpoint: whoever
     // takes over handles exactly those again.
     drop(a);
@@ -581,4 +586,43 @@ fn shared_delivery_keeps_per_key_order_across_daemons() {
     for m in &roster {
         assert!(got.iter().any(|g| &g.0 == m), "{m} had a share");
     }
+}
+
+#[test]
+fn a_topic_never_lands_on_a_control_key() {
+    // Once, a module publishing on `leader` turned the lease key into a
+    // stream and no daemon could lead again. Manifests now refuse such
+    // names, and topics live under `{prefix}:t:` whatever they are called.
+    let redis = Redis::start();
+    let mut bus = RedisBus::connect(options(&redis, "ns", "d")).expect("connects");
+    bus.subscribe(&sub("x", "x", "leader", Delivery::Broadcast));
+    bus.pump();
+    for topic in ["leader", "decisions", "daemons"] {
+        bus.publish(msg(topic, "k", 1)).expect("publishes");
+    }
+    assert_eq!(drain(&mut bus, "x").len(), 1);
+    let mut con = raw(&redis);
+    for topic in ["leader", "decisions", "daemons"] {
+        let control: String = redis::cmd("TYPE")
+            .arg(format!("ns:{topic}"))
+            .query(&mut con)
+            .expect("TYPE");
+        assert_eq!(control, "none", "ns:{topic} untouched");
+        let stream: String = redis::cmd("TYPE")
+            .arg(format!("ns:t:{topic}"))
+            .query(&mut con)
+            .expect("TYPE");
+        assert_eq!(stream, "stream", "ns:t:{topic} holds the topic");
+    }
+    // And a manifest naming a host key is refused when it is signed.
+    let mut manifest = garden_tests::fixture_manifest("loop");
+    manifest.capabilities.publish.push("leader".into());
+    let refused = garden_registry::signature::sign(
+        &garden_tests::fixture_bytes("loop"),
+        &manifest,
+        garden_tests::test_key(),
+        "2026-01-01T00:00:00Z",
+    )
+    .expect_err("a reserved topic is not signed");
+    assert!(refused.to_string().contains("reserved"), "{refused}");
 }

@@ -1,6 +1,6 @@
 //! The Redis Streams bus: daemons on many machines share one Redis.
 //!
-//! **Streams.** Every topic is one stream, `{prefix}:{topic}`, written with
+//! **Streams.** Every topic is one stream, `{prefix}:t:{topic}`, written with
 //! `XADD ... MAXLEN ~ {maxlen}`. An entry has one field, `m` (layout in
 //! `docs/redis.md`): the message as JSON with `v` (format, `2`), `key`,
 //! `source`, `time`, `from` (the publishing daemon's incarnation), `n` (its
@@ -336,7 +336,7 @@ impl RedisBus {
 
     /// The stream that holds `topic`.
     pub fn stream(&self, topic: &str) -> String {
-        format!("{}:{topic}", self.options.prefix)
+        topic_stream(&self.options.prefix, topic)
     }
 
     /// The dead-letter stream.
@@ -1122,6 +1122,13 @@ pub fn redacted(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// The stream of `topic` under `prefix`: `{prefix}:t:{topic}`. Topics live
+/// in a namespace of their own, so no topic (whatever its name) is a
+/// control key such as `{prefix}:leader` or `{prefix}:decisions`.
+pub fn topic_stream(prefix: &str, topic: &str) -> String {
+    format!("{prefix}:t:{topic}")
 }
 
 /// `ms-seq` of a stream id.

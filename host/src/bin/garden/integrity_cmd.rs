@@ -137,7 +137,6 @@ pub fn trust(cmd: TrustCommand) -> Result<()> {
     match cmd {
         TrustCommand::Add { key, name, trust } => {
             let path = trust_path(trust);
-            let mut store = TrustStore::read(&path)?;
             let public = PublicKey::read(&key)?;
             let name = name.unwrap_or_else(|| {
                 key.file_stem()
@@ -145,8 +144,7 @@ pub fn trust(cmd: TrustCommand) -> Result<()> {
                     .unwrap_or("key")
                     .to_string()
             });
-            let id = store.add(&public, &name, &now_rfc3339())?;
-            store.write(&path)?;
+            let id = TrustStore::update(&path, |store| store.add(&public, &name, &now_rfc3339()))?;
             audit_trust(
                 "trust-add",
                 &id.to_string(),
@@ -177,9 +175,10 @@ pub fn trust(cmd: TrustCommand) -> Result<()> {
         } => {
             let path = trust_path(trust);
             let id: KeyId = key_id.parse()?;
-            let mut store = TrustStore::read(&path)?;
-            store.revoke(id, &reason, &now_rfc3339());
-            store.write(&path)?;
+            TrustStore::update(&path, |store| {
+                store.revoke(id, &reason, &now_rfc3339());
+                Ok(())
+            })?;
             audit_trust(
                 "trust-revoke",
                 &id.to_string(),

@@ -195,15 +195,30 @@ pub fn yank(args: YankArgs) -> Result<()> {
 pub fn audit(args: AuditArgs) -> Result<()> {
     let audit = Audit::open(&args.store.unwrap_or_else(default_store_url))?;
     match args.action.as_deref() {
-        Some("verify") => match audit.block_on(audit.store().audit_verify())? {
-            AuditCheck::Intact { records } => {
-                println!("audit log intact: {records} records");
-                Ok(())
+        Some("verify") => {
+            let failed = failed_writes(audit.data_dir());
+            match audit.block_on(audit.store().audit_verify())? {
+                AuditCheck::Intact { records } if failed == 0 => {
+                    println!("audit log intact: {records} records");
+                    Ok(())
+                }
+                AuditCheck::Intact { records } => bail!(
+                    "audit log: the {records} records link up, but records are missing: this host failed to write {failed} (listed in {})",
+                    garden_host::audit::failures_file(audit.data_dir()).display()
+                ),
+                AuditCheck::Truncated {
+                    last,
+                    signed,
+                    signer,
+                } => bail!(
+                    "audit log truncated: it ends at record {last}, but key {signer} signed record {signed} as written; records {}..={signed} were deleted",
+                    last + 1
+                ),
+                AuditCheck::Broken { seq, reason } => {
+                    bail!("audit log broken at record {seq}: {reason}")
+                }
             }
-            AuditCheck::Broken { seq, reason } => {
-                bail!("audit log broken at record {seq}: {reason}")
-            }
-        },
+        }
         Some(other) => {
             bail!("unknown audit action `{other}`; use `garden audit` or `garden audit verify`")
         }
@@ -227,6 +242,13 @@ pub fn audit(args: AuditArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// How many audit writes this host noted as failed.
+fn failed_writes(data_dir: &std::path::Path) -> usize {
+    std::fs::read_to_string(garden_host::audit::failures_file(data_dir))
+        .map(|text| text.lines().count())
+        .unwrap_or(0)
 }
 
 /// `garden lineage`
