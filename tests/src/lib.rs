@@ -165,6 +165,22 @@ pub fn without_timings(s: &garden_host::run::RunSummary) -> serde_json::Value {
     v
 }
 
+/// The `garden` command of this build, with its data directory (audit key
+/// and heads, default store), trust store and cache in a directory of this
+/// test process, never the user's own.
+pub fn garden() -> std::process::Command {
+    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let home = HOME
+        .get_or_init(|| tempfile::tempdir().expect("a home for garden"))
+        .path();
+    let mut command = std::process::Command::new(garden_bin());
+    command
+        .env("GARDEN_DATA", home.join("data"))
+        .env("GARDEN_TRUST", home.join("trust.toml"))
+        .env("XDG_CACHE_HOME", home.join("cache"));
+    command
+}
+
 /// The `garden` binary of this build (`target/<profile>/garden`), which
 /// `cargo test --workspace` builds before running the tests.
 pub fn garden_bin() -> std::path::PathBuf {

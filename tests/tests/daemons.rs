@@ -77,7 +77,7 @@ fn daemon_in(
     extra: &[&str],
 ) -> Daemon {
     Daemon(
-        Command::new(garden_tests::garden_bin())
+        garden_tests::garden()
             .args(["daemon", "--bus", &redis.url(), "--prefix", prefix])
             .args(extra)
             .args(["--name", name, "--heartbeat-ttl-ms", "900"])
@@ -359,7 +359,7 @@ fn a_daemon_killed_mid_stream_loses_nothing() {
         l.len() == 1 && l.get("b").is_some_and(|v| v.len() == 4)
     });
     // And `garden status` says so.
-    let out = Command::new(garden_tests::garden_bin())
+    let out = garden_tests::garden()
         .args(["status", "--bus", &redis.url(), "--prefix", PREFIX])
         .output()
         .expect("garden status");
@@ -693,7 +693,7 @@ report-every = "20"
         "{text}"
     );
     // `garden status` shows the population as the log tells it.
-    let out = Command::new(garden_tests::garden_bin())
+    let out = garden_tests::garden()
         .args(["status", "--bus", &redis.url(), "--prefix", prefix])
         .output()
         .expect("garden status");
@@ -713,7 +713,7 @@ report-every = "20"
     // The garden's lineage is in the store, for `garden lineage`: every
     // variant the log names, as last decided.
     let lineage = || {
-        let out = Command::new(garden_tests::garden_bin())
+        let out = garden_tests::garden()
             .args(["lineage", "--store", &pg.url(), "--run", prefix, "--json"])
             .output()
             .expect("garden lineage");
@@ -841,7 +841,7 @@ fn daemons_started_with_different_plans_are_told_so() {
     wait_for("two daemons", Duration::from_secs(60), || {
         layout_of(&redis, prefix).len() == 2
     });
-    let out = Command::new(garden_tests::garden_bin())
+    let out = garden_tests::garden()
         .args(["status", "--bus", &redis.url(), "--prefix", prefix])
         .output()
         .expect("garden status");

@@ -3,7 +3,6 @@
 //! database restarting in the middle.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +28,7 @@ fn counts(url: &str, run: &str) -> BTreeMap<String, i64> {
 fn the_records_of_a_run_in_postgres_match_the_run() {
     let pg = Postgres::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(garden_tests::garden_bin())
+    let out = garden_tests::garden()
         .args([
             "run",
             "--seed",
