@@ -354,17 +354,39 @@ impl Membership {
         result
     }
 
-    /// The latest snapshot kept for instance `id`, if any.
-    pub fn snapshot(&mut self, id: &str) -> redis::RedisResult<Option<Snapshot>> {
+    /// The latest snapshot kept for instance `id`, if any and no larger
+    /// than `max_bytes` of data. Anyone who can write to Redis can put a
+    /// value of any size there, so at most `max_bytes` (and the version) is
+    /// ever read: a larger value is refused without being copied whole.
+    pub fn snapshot(&mut self, id: &str, max_bytes: usize) -> redis::RedisResult<Option<Snapshot>> {
         let key = self.snapshot_key(id);
         let conn = self.conn()?;
-        let bytes: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(conn)?;
-        Ok(bytes.and_then(|b| {
-            let version = u32::from_le_bytes(b.get(..4)?.try_into().ok()?);
-            Some(Snapshot {
-                version,
-                data: b[4..].to_vec(),
-            })
+        // GETRANGE's end is inclusive: one byte past the limit tells an
+        // oversized value from one exactly at it.
+        let end = max_bytes.saturating_add(4);
+        let b: Vec<u8> = redis::cmd("GETRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(end)
+            .query(conn)?;
+        if b.len() > end {
+            tracing::warn!(
+                instance = id,
+                cap = max_bytes,
+                "the snapshot kept in Redis is larger than max_snapshot_bytes; starting without it"
+            );
+            return Ok(None);
+        }
+        let Some(version) = b
+            .get(..4)
+            .and_then(|v| v.try_into().ok())
+            .map(u32::from_le_bytes)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
+            version,
+            data: b[4..].to_vec(),
         }))
     }
 

@@ -382,7 +382,7 @@ impl Engine {
             .instantiate(&module, "describe", 0)
             .map_err(LoadError::Describe)?;
         let info = sandbox.describe().map_err(LoadError::Describe)?;
-        validate_info(&info).map_err(LoadError::BadInfo)?;
+        validate_info(&info, &self.limits).map_err(LoadError::BadInfo)?;
         module.info = info;
         Ok(module)
     }
@@ -521,9 +521,34 @@ fn check_against_manifest(info: &Info, m: &garden_registry::Manifest) -> Result<
     Ok(())
 }
 
-fn validate_info(info: &Info) -> Result<(), String> {
+fn validate_info(info: &Info, limits: &Limits) -> Result<(), String> {
     if info.name.trim().is_empty() {
         return Err("the module name is empty".into());
+    }
+    let lists = [
+        ("genes", info.genes.len()),
+        ("subscriptions", info.subscribes.len()),
+        ("published topics", info.publishes.len()),
+    ];
+    for (what, count) in lists {
+        if count > limits.max_describe_items {
+            return Err(format!(
+                "it lists {count} {what}, above this host's ceiling of {} (limits.max_describe_items)",
+                limits.max_describe_items
+            ));
+        }
+    }
+    let names = [&info.name, &info.version, &info.role]
+        .into_iter()
+        .chain(info.genes.iter().map(|g| &g.name));
+    for name in names {
+        if name.len() > limits.max_name_bytes {
+            return Err(format!(
+                "a name of {} bytes, above this host's ceiling of {} (limits.max_name_bytes)",
+                name.len(),
+                limits.max_name_bytes
+            ));
+        }
     }
     for s in &info.subscribes {
         garden_registry::topic::check(&s.topic).map_err(|e| format!("subscription: {e}"))?;

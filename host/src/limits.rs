@@ -36,6 +36,13 @@ pub struct Limits {
     pub max_message_bytes: u32,
     /// Most `log` lines one call may write; later ones are counted, not written.
     pub max_logs_per_call: u32,
+    /// Longest log line kept, bytes; the rest is cut (a panic message is
+    /// kept to a quarter of this).
+    pub max_log_bytes: usize,
+    /// Most genes, subscriptions or published topics `describe()` may list.
+    pub max_describe_items: usize,
+    /// Longest name `describe()` may give (module, version, role, gene), bytes.
+    pub max_name_bytes: usize,
     /// Most messages waiting in one instance's inbox before its producers wait.
     pub inbox_capacity: usize,
     /// Most instances alive at once (sizes the pooling allocator).
@@ -72,6 +79,9 @@ impl Default for Limits {
             max_publishes_per_call: 1_024,
             max_message_bytes: 64 << 10,
             max_logs_per_call: 64,
+            max_log_bytes: 4_096,
+            max_describe_items: 256,
+            max_name_bytes: 256,
             inbox_capacity: 4_096,
             max_instances: 1_000,
             max_failures: 5,

@@ -200,6 +200,7 @@ pub(crate) struct HostState {
     max_publishes: u32,
     max_message_bytes: u32,
     max_logs: u32,
+    max_log_bytes: usize,
     now: i64,
     last_panic: Option<String>,
     counters: SandboxCounters,
@@ -244,14 +245,17 @@ impl crate::bindings::Host for HostState {
 
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         if matches!(level, Level::Error) && message.starts_with("panic: ") {
-            self.last_panic = Some(truncate(&message["panic: ".len()..], 1024));
+            self.last_panic = Some(truncate(
+                &message["panic: ".len()..],
+                self.max_log_bytes / 4,
+            ));
         }
         self.logs += 1;
         if self.logs > self.max_logs {
             self.counters.suppressed_logs += 1;
             return Ok(());
         }
-        let message = truncate(&message, 4096);
+        let message = truncate(&message, self.max_log_bytes);
         let instance = &*self.instance;
         match level {
             Level::Trace => tracing::trace!(instance, "{message}"),
@@ -372,6 +376,7 @@ impl Sandbox {
             max_publishes: spec.limits.max_publishes_per_call,
             max_message_bytes: spec.limits.max_message_bytes,
             max_logs: spec.limits.max_logs_per_call,
+            max_log_bytes: spec.limits.max_log_bytes,
             now: 0,
             last_panic: None,
             counters: SandboxCounters::default(),

@@ -34,6 +34,7 @@ const FIXTURES: &[&str] = &[
     "undeclared-topic",
     "fragile",
     "sleep",
+    "big-describe",
 ];
 
 const TARGET: &str = "wasm32-wasip2";

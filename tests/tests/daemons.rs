@@ -896,3 +896,35 @@ fn a_damaged_snapshot_in_redis_does_not_cost_the_instance() {
         "{text}"
     );
 }
+
+#[test]
+fn a_huge_value_planted_as_a_snapshot_is_refused_without_being_read_whole() {
+    // Anyone who can write to Redis can plant a 64 MiB "snapshot"; a daemon
+    // reads at most the limit's worth of it and starts the instance fresh.
+    let redis = Redis::start();
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    let mut huge = 1u32.to_le_bytes().to_vec();
+    huge.resize(64 << 20, 7);
+    let _: () = redis::cmd("SET")
+        .arg("big:snapshot:alpha-ema")
+        .arg(huge)
+        .query(&mut con)
+        .expect("SET");
+    let mut m = cluster::Membership::connect(&redis.url(), "big", "d", Duration::from_secs(3))
+        .expect("connects");
+    let cap = 1 << 20;
+    assert_eq!(m.snapshot("alpha-ema", cap).expect("reads"), None);
+    // One exactly at the limit is kept; nothing kept is no snapshot.
+    let mut fits = 1u32.to_le_bytes().to_vec();
+    fits.resize(4 + cap, 7);
+    let _: () = redis::cmd("SET")
+        .arg("big:snapshot:alpha-ema")
+        .arg(fits)
+        .query(&mut con)
+        .expect("SET");
+    let kept = m.snapshot("alpha-ema", cap).expect("reads").expect("kept");
+    assert_eq!((kept.version, kept.data.len()), (1, cap));
+    assert_eq!(m.snapshot("nobody", cap).expect("reads"), None);
+}

@@ -280,3 +280,20 @@ fn a_swapped_artifact_is_recompiled_not_run() {
         .expect("the trader loads (recompiled)");
     assert_eq!(loaded.info().name, "trader");
 }
+
+#[test]
+fn a_description_beyond_the_host_s_ceilings_is_refused_at_load() {
+    // The fixture's describe() lists 1,000 genes.
+    let engine = engine(test_limits());
+    let bytes = garden_tests::signed(
+        &garden_tests::fixture_bytes("big-describe"),
+        &garden_tests::fixture_manifest("big-describe"),
+    );
+    let error = engine.load(&bytes, &trust()).expect_err("refused at load");
+    let text = error.to_string();
+    assert!(matches!(error, LoadError::BadInfo(_)), "{text}");
+    assert!(
+        text.contains("1000 genes") && text.contains("ceiling of 256"),
+        "{text}"
+    );
+}

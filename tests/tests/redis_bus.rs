@@ -626,3 +626,42 @@ fn a_topic_never_lands_on_a_control_key() {
     .expect_err("a reserved topic is not signed");
     assert!(refused.to_string().contains("reserved"), "{refused}");
 }
+
+#[test]
+fn an_entry_above_the_size_limit_is_dead_lettered_unparsed() {
+    let redis = Redis::start();
+    let mut o = options(&redis, "huge", "d");
+    o.max_entry_bytes = 1 << 10;
+    let mut bus = RedisBus::connect(o).expect("connects");
+    bus.subscribe(&sub("x", "x", "t", Delivery::Shared));
+    bus.pump();
+    let mut con = raw(&redis);
+    let _: String = redis::cmd("XADD")
+        .arg("huge:t:t")
+        .arg("*")
+        .arg("m")
+        .arg("x".repeat(4 << 10))
+        .query(&mut con)
+        .expect("XADD");
+    assert!(drain(&mut bus, "x").is_empty());
+    bus.pump();
+    let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("huge:dead")
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .expect("XRANGE");
+    let reasons: Vec<&str> = dead
+        .iter()
+        .flat_map(|(_, f)| {
+            f.iter()
+                .filter(|(k, _)| k == "reason")
+                .map(|(_, v)| v.as_str())
+        })
+        .collect();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].contains("over the 1024 byte limit"),
+        "{reasons:?}"
+    );
+}

@@ -769,7 +769,17 @@ impl RedisBus {
         let position = entry_position(&id);
         let r = &self.routes[route];
         let is_bar_topic = self.options.bar_topic.as_deref() == Some(r.topic.as_str());
-        let result = decode_entry(&r.topic, &fields, is_bar_topic);
+        // Whoever can write to Redis can write an entry of any size: one
+        // above the limit is dead-lettered before it is parsed.
+        let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let result = if size > self.options.max_entry_bytes {
+            Err(format!(
+                "the entry is {size} bytes, over the {} byte limit (max_entry_bytes)",
+                self.options.max_entry_bytes
+            ))
+        } else {
+            decode_entry(&r.topic, &fields, is_bar_topic)
+        };
         // Plain entries (no publisher) hash to 0 and are never skipped.
         let result = result.map(|(e, from, n)| {
             let h = if from.is_empty() {

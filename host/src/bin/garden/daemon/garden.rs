@@ -119,7 +119,8 @@ impl Garden {
                 let mut spec = spec.clone();
                 // Its own latest state if it ran elsewhere before, else
                 // its parent's.
-                let from = |id: &str, m: &mut Membership| m.snapshot(id).ok().flatten();
+                let cap = spec.module.limits().max_snapshot_bytes;
+                let from = |id: &str, m: &mut Membership| m.snapshot(id, cap).ok().flatten();
                 spec.snapshot =
                     from(&spec.id, m).or_else(|| parent.as_deref().and_then(|p| from(p, m)));
                 eprintln!(
