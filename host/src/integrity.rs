@@ -60,11 +60,11 @@ impl Trust {
     /// the modules built into this binary unless `store` revokes it.
     pub fn new(store: TrustStore) -> Result<Self, TrustError> {
         let dev = dev_key()?;
-        let builtin = if store.revoked.iter().any(|r| r.id == dev.id()) {
+        let builtin = if store.revoked.iter().any(|r| r.id.matches(&dev.id())) {
             None
         } else {
             let mut with_dev = store.clone();
-            if !with_dev.keys.iter().any(|k| k.id == dev.id()) {
+            if !with_dev.keys.iter().any(|k| k.id.matches(&dev.id())) {
                 with_dev.add(&dev, DEV_KEY_NAME, "built-in")?;
             }
             Some(with_dev)
@@ -101,6 +101,103 @@ impl Trust {
     }
 }
 
+/// Why a module is refused as a downgrade.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    /// An older version than one this host already ran.
+    #[error(
+        "{name}@{version} is older than {name}@{newest}, which this host ran before: a downgrade can bring back what a newer version fixed. Run it on purpose with --allow-downgrade"
+    )]
+    Downgrade {
+        /// The module.
+        name: String,
+        /// The version offered.
+        version: String,
+        /// The newest version run before.
+        newest: String,
+    },
+    /// The record of versions cannot be read or written.
+    #[error("the record of module versions {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The newest version of every module this host has run
+/// (`versions.toml` in the data directory), so that a module is never
+/// replaced by an older one without the operator asking for it.
+#[derive(Debug, Clone, Default)]
+pub struct Versions {
+    path: PathBuf,
+    newest: std::collections::BTreeMap<String, String>,
+}
+
+impl Versions {
+    /// The record in `data_dir` (empty if there is none yet).
+    pub fn read(data_dir: &Path) -> Result<Self, VersionError> {
+        let path = data_dir.join("versions.toml");
+        let err = |message: String| VersionError::File {
+            path: path.clone(),
+            message,
+        };
+        let newest = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| err(e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        Ok(Versions { path, newest })
+    }
+
+    /// Refuse `name@version` if this host ran a newer version of `name`,
+    /// unless `allow_downgrade`; otherwise remember it as the newest.
+    pub fn admit(
+        &mut self,
+        name: &str,
+        version: &str,
+        allow_downgrade: bool,
+    ) -> Result<(), VersionError> {
+        let parse = |v: &str| semver::Version::parse(v).ok();
+        let offered = parse(version);
+        if let Some(newest) = self.newest.get(name)
+            && let (Some(offered), Some(known)) = (&offered, parse(newest))
+        {
+            if *offered < known && !allow_downgrade {
+                return Err(VersionError::Downgrade {
+                    name: name.to_string(),
+                    version: version.to_string(),
+                    newest: newest.clone(),
+                });
+            }
+            if *offered <= known {
+                return Ok(());
+            }
+        }
+        self.newest.insert(name.to_string(), version.to_string());
+        Ok(())
+    }
+
+    /// Keep the record (written whole, then renamed into place).
+    pub fn write(&self) -> Result<(), VersionError> {
+        use std::io::Write as _;
+        let err = |message: String| VersionError::File {
+            path: self.path.clone(),
+            message,
+        };
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        let text = toml::to_string(&self.newest).map_err(|e| err(e.to_string()))?;
+        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
+        file.write_all(text.as_bytes())
+            .map_err(|e| err(e.to_string()))?;
+        file.persist(&self.path)
+            .map_err(|e| err(e.error.to_string()))?;
+        Ok(())
+    }
+}
+
 /// The current time, RFC 3339 UTC, for trust changes and signatures.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -134,5 +231,25 @@ mod tests {
         revoked.write(&path).expect("write");
         let trust = Trust::read(&path, true).expect("store");
         assert!(trust.store_for(builtin).keys.is_empty());
+    }
+
+    #[test]
+    fn an_older_version_is_refused_unless_asked_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut v = Versions::read(dir.path()).expect("empty");
+        v.admit("m", "1.2.0", false).expect("first");
+        v.write().expect("kept");
+        let mut again = Versions::read(dir.path()).expect("read");
+        again.admit("m", "1.2.0", false).expect("same version");
+        again.admit("m", "1.3.0", false).expect("newer");
+        let refused = again.admit("m", "1.1.9", false).expect_err("older");
+        assert!(
+            refused.to_string().contains("--allow-downgrade"),
+            "{refused}"
+        );
+        again.admit("m", "1.1.9", true).expect("on purpose");
+        again
+            .admit("other", "0.1.0", false)
+            .expect("another module");
     }
 }

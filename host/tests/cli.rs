@@ -191,3 +191,26 @@ fn bad_csv_files_stop_the_run_with_one_line_naming_line_and_column() {
         assert!(!err.contains("panicked"), "{name}: {err}");
     }
 }
+
+#[test]
+fn a_module_older_than_one_this_host_ran_is_refused_unless_asked_for() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let data = cache.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    // This host once ran alpha-ema 9.0.0; the built-in one is 0.1.0.
+    std::fs::write(data.join("versions.toml"), "alpha-ema = \"9.0.0\"\n").expect("record");
+    let o = garden(&["run", "--seed", "1", "--variants", "2"], cache.path());
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("alpha-ema@0.1.0 is older than alpha-ema@9.0.0")
+            && err.contains("--allow-downgrade"),
+        "{err}"
+    );
+    let o = garden(
+        &["run", "--seed", "1", "--variants", "2", "--allow-downgrade"],
+        cache.path(),
+    );
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+}

@@ -228,7 +228,10 @@ fn the_python_check_in_docs_verifies_a_garden_signature() {
         "the Python check needs the cryptography package: `pip install cryptography`"
     );
     assert!(out.status.success(), "{err}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("valid signature by 65f8f5b00ac11713"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("valid signature by 65f8f5b00ac1171328e65afe5ef92aa7")
+    );
     // One flipped byte in the code and the same script refuses it.
     let mut bytes = std::fs::read(&signed).expect("read");
     bytes[500] ^= 1;
@@ -253,7 +256,9 @@ fn garden_run_is_audited_and_the_chain_verifies() {
     ));
     let loads = ok(&garden(&["audit", "--store", &store, "--kind", "load"], d));
     assert_eq!(loads.lines().count(), 10, "one load per module:\n{loads}");
-    assert!(loads.contains("alpha-ema@0.1.0") && loads.contains("65f8f5b00ac11713"));
+    assert!(
+        loads.contains("alpha-ema@0.1.0") && loads.contains("65f8f5b00ac1171328e65afe5ef92aa7")
+    );
     let only = ok(&garden(
         &["audit", "--store", &store, "--module", "trader@0.1.0"],
         d,

@@ -1,8 +1,11 @@
 //! A blocking client for the registry server (`garden publish`, `pull`,
 //! `yank`). Whatever it pulls must be verified again before use.
 
-use crate::server::{Receipt, YankRequest, yank_message};
-use crate::{ComponentRow, Digest, SigningKey};
+use crate::server::{
+    DelegateRequest, Receipt, RegistryInfo, YANKED_HEADER, YankRequest, delegate_message,
+    yank_message,
+};
+use crate::{ComponentRow, Digest, KeyId, SigningKey};
 
 /// Why a registry request failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +26,11 @@ pub enum ClientError {
         /// Its one-line reason.
         message: String,
     },
+    /// The component was yanked by its publisher.
+    #[error(
+        "{0} was yanked by its publisher; pull it by digest with --allow-yanked only if you must run it"
+    )]
+    Yanked(String),
     /// The answer is not what was asked for.
     #[error("the registry's answer is unusable: {0}")]
     BadAnswer(String),
@@ -105,8 +113,10 @@ impl Client {
         serde_json::from_str(&text).map_err(|e| ClientError::BadAnswer(e.to_string()))
     }
 
-    /// Pull bytes (not yet verified: verify before use).
-    pub fn pull(&self, reference: &Reference) -> Result<Vec<u8>, ClientError> {
+    /// Pull bytes (not yet verified: verify before use). A yanked version
+    /// is refused, by name (the registry answers 410) or by digest, unless
+    /// `allow_yanked` and the reference is a digest: a pin.
+    pub fn pull(&self, reference: &Reference, allow_yanked: bool) -> Result<Vec<u8>, ClientError> {
         let url = match reference {
             Reference::Version { name, version } => {
                 format!("{}/v1/components/{name}/{version}", self.base)
@@ -114,6 +124,13 @@ impl Client {
             Reference::Digest(d) => format!("{}/v1/blobs/{}", self.base, d.to_hex()),
         };
         let resp = self.send(self.http.get(&url), &url)?;
+        let yanked = resp
+            .headers()
+            .get(YANKED_HEADER)
+            .is_some_and(|v| v.as_bytes() == b"true");
+        if yanked && !allow_yanked {
+            return Err(ClientError::Yanked(url));
+        }
         let bytes = resp
             .bytes()
             .map_err(|source| ClientError::Http { url, source })?
@@ -143,7 +160,20 @@ impl Client {
         serde_json::from_str(&text).map_err(|e| ClientError::BadAnswer(e.to_string()))
     }
 
-    /// Yank name@version, signed by `key` (must be its publisher).
+    /// The registry's id, which signed statements name.
+    pub fn registry_id(&self) -> Result<String, ClientError> {
+        let url = format!("{}/v1/registry", self.base);
+        let resp = self.send(self.http.get(&url), &url)?;
+        let text = resp
+            .text()
+            .map_err(|source| ClientError::Http { url, source })?;
+        serde_json::from_str::<RegistryInfo>(&text)
+            .map(|i| i.id)
+            .map_err(|e| ClientError::BadAnswer(e.to_string()))
+    }
+
+    /// Yank name@version, signed by `key` (must be its publisher) at `at`
+    /// (RFC 3339, close to now: the registry refuses stale statements).
     pub fn yank(
         &self,
         name: &str,
@@ -151,21 +181,56 @@ impl Client {
         key: &SigningKey,
         at: &str,
     ) -> Result<(), ClientError> {
+        let registry = self.registry_id()?;
+        let digest = self
+            .list(Some(name))?
+            .into_iter()
+            .find(|r| r.version == version)
+            .map(|r| r.digest)
+            .ok_or_else(|| ClientError::BadAnswer(format!("{name}@{version} is not listed")))?;
         let url = format!("{}/v1/yank", self.base);
         let req = YankRequest {
             name: name.into(),
             version: version.into(),
+            signature: hex::encode(key.sign(&yank_message(&registry, name, version, &digest, at))),
+            digest,
+            registry,
             at: at.into(),
             key_id: key.public().id(),
-            signature: hex::encode(key.sign(&yank_message(name, version, at))),
         };
-        let body = serde_json::to_vec(&req).map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+        self.post_json(&url, &req)
+    }
+
+    /// Let `delegate` publish under `name`, signed by `key` (the name's
+    /// owner) at `at`.
+    pub fn delegate(
+        &self,
+        name: &str,
+        delegate: KeyId,
+        key: &SigningKey,
+        at: &str,
+    ) -> Result<(), ClientError> {
+        let registry = self.registry_id()?;
+        let url = format!("{}/v1/delegate", self.base);
+        let req = DelegateRequest {
+            name: name.into(),
+            signature: hex::encode(key.sign(&delegate_message(&registry, name, &delegate, at))),
+            delegate,
+            registry,
+            at: at.into(),
+            key_id: key.public().id(),
+        };
+        self.post_json(&url, &req)
+    }
+
+    fn post_json(&self, url: &str, body: &impl serde::Serialize) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::BadAnswer(e.to_string()))?;
         self.send(
             self.http
-                .post(&url)
+                .post(url)
                 .header("content-type", "application/json")
                 .body(body),
-            &url,
+            url,
         )?;
         Ok(())
     }

@@ -39,24 +39,55 @@ pub enum KeyError {
     Exists(PathBuf),
 }
 
-/// A short, stable name for a public key: the first 8 bytes of the sha256
-/// of its 32 raw bytes, in hex (16 characters).
+/// Bytes of the sha256 in a key id: 16, so that nobody can make two keys
+/// with one id.
+pub const KEY_ID_BYTES: usize = 16;
+
+/// Bytes of the shorter ids earlier versions wrote; still read.
+pub const LEGACY_KEY_ID_BYTES: usize = 8;
+
+/// A stable name for a public key: the first [`KEY_ID_BYTES`] bytes of the
+/// sha256 of its 32 raw bytes, in hex (32 characters). Ids of the older,
+/// 8-byte form (16 characters) are still read, and [`KeyId::matches`] a key
+/// whose id begins with them.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId([u8; 8]);
+pub struct KeyId {
+    bytes: [u8; KEY_ID_BYTES],
+    len: u8,
+}
 
 impl KeyId {
     /// The id of a raw ed25519 public key.
     pub fn of(public: &[u8; 32]) -> Self {
         let h = Sha256::digest(public);
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&h[..8]);
-        KeyId(id)
+        let mut bytes = [0u8; KEY_ID_BYTES];
+        bytes.copy_from_slice(&h[..KEY_ID_BYTES]);
+        KeyId {
+            bytes,
+            len: KEY_ID_BYTES as u8,
+        }
+    }
+
+    /// Whether the two ids name the same key: equal over the bytes both
+    /// have, so an older 8-byte id matches the full id it begins.
+    pub fn matches(&self, other: &KeyId) -> bool {
+        let n = usize::from(self.len.min(other.len));
+        self.bytes[..n] == other.bytes[..n]
+    }
+
+    /// Whether this is an id of the older, 8-byte form.
+    pub fn is_legacy(&self) -> bool {
+        usize::from(self.len) < KEY_ID_BYTES
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
     }
 }
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        f.write_str(&hex::encode(self.as_bytes()))
     }
 }
 
@@ -68,16 +99,26 @@ impl fmt::Debug for KeyId {
 
 /// Why text is not a key id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a key id: expected 16 hex characters")]
+#[error("`{0}` is not a key id: expected 32 hex characters (or 16, the older form)")]
 pub struct ParseKeyIdError(String);
 
 impl FromStr for KeyId {
     type Err = ParseKeyIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut id = [0u8; 8];
-        hex::decode_to_slice(s.trim(), &mut id).map_err(|_| ParseKeyIdError(s.to_string()))?;
-        Ok(KeyId(id))
+        let text = s.trim();
+        let len = match text.len() {
+            n if n == 2 * KEY_ID_BYTES => KEY_ID_BYTES,
+            n if n == 2 * LEGACY_KEY_ID_BYTES => LEGACY_KEY_ID_BYTES,
+            _ => return Err(ParseKeyIdError(s.chars().take(80).collect())),
+        };
+        let mut bytes = [0u8; KEY_ID_BYTES];
+        hex::decode_to_slice(text, &mut bytes[..len])
+            .map_err(|_| ParseKeyIdError(s.chars().take(80).collect()))?;
+        Ok(KeyId {
+            bytes,
+            len: len as u8,
+        })
     }
 }
 
@@ -283,7 +324,7 @@ mod tests {
         let again = SigningKey::read(&private).unwrap();
         let pubkey = PublicKey::read(&public).unwrap();
         assert_eq!(again.public(), pubkey);
-        assert_eq!(pubkey.id().to_string().len(), 16);
+        assert_eq!(pubkey.id().to_string().len(), 32);
         let sig = again.sign(b"hello");
         assert!(pubkey.verify(b"hello", &sig));
         assert!(!pubkey.verify(b"hellO", &sig));
@@ -319,5 +360,24 @@ mod tests {
         let result = SigningKey::generate().write_pair(dir.path(), "alice");
         assert!(matches!(result, Err(KeyError::Exists(_))), "{result:?}");
         assert!(!target.exists(), "nothing written through the link");
+    }
+
+    #[test]
+    fn key_ids_are_16_bytes_and_the_older_8_byte_form_still_matches() {
+        let key = SigningKey::generate().public();
+        let id = key.id();
+        assert!(!id.is_legacy());
+        let text = id.to_string();
+        assert_eq!(text.len(), 32);
+        assert_eq!(text.parse::<KeyId>().unwrap(), id);
+        let old: KeyId = text[..16].parse().unwrap();
+        assert!(old.is_legacy());
+        assert_eq!(old.to_string(), &text[..16]);
+        assert!(old.matches(&id) && id.matches(&old));
+        let other = SigningKey::generate().public().id();
+        assert!(!other.matches(&id));
+        for bad in ["", "abc", &"g".repeat(32), &"a".repeat(24)] {
+            assert!(bad.parse::<KeyId>().is_err(), "{bad}");
+        }
     }
 }

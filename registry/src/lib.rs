@@ -14,6 +14,7 @@ pub mod blob;
 pub mod client;
 pub mod keys;
 pub mod manifest;
+mod names;
 pub mod server;
 pub mod signature;
 pub mod store;

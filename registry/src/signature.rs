@@ -209,6 +209,15 @@ pub fn parse(bytes: &[u8]) -> Result<SignedComponent<'_>, SignatureError> {
         .ok()
         .filter(|s| s.len() == 64)
         .ok_or_else(|| SignatureError::BadSection("the signature is not 64 bytes of hex".into()))?;
+    check_time(&section.signed_at)?;
+    // The same signature in another encoding (a wider LEB128 size, keys in
+    // another order, a comment) would give a second file, and a second
+    // sha256, for one signed component: refuse all but the one encoding.
+    if encode(&section)? != bytes[start..] {
+        return Err(SignatureError::BadSection(
+            "the signature section is not in its canonical encoding (it was re-encoded after signing); use the file `garden sign` wrote".into(),
+        ));
+    }
     let manifest = Manifest::parse(&section.manifest, "embedded in the component")?;
     let code = &bytes[..start];
     Ok(SignedComponent {
@@ -247,6 +256,7 @@ pub fn sign(
     manifest.component = Some(digest.to_hex());
     manifest.publisher = Some(key.public().id());
     let manifest_text = manifest.to_canonical();
+    check_time(signed_at)?;
     let signature = key.sign(&message(&digest, signed_at, &manifest_text));
     let section = Section {
         format: FORMAT.into(),
@@ -255,18 +265,38 @@ pub fn sign(
         signature: hex::encode(signature),
         manifest: manifest_text,
     };
-    let text = toml::to_string(&section).map_err(|e| SignatureError::BadSection(e.to_string()))?;
+    let mut out = code.to_vec();
+    out.extend_from_slice(&encode(&section)?);
+    Ok(out)
+}
+
+/// The one encoding of a signature section: id 0, the shortest LEB128
+/// sizes, the name, and the TOML `toml::to_string` writes. [`parse`]
+/// accepts no other, so a signature has exactly one file around it.
+fn encode(section: &Section) -> Result<Vec<u8>, SignatureError> {
+    let text = toml::to_string(section).map_err(|e| SignatureError::BadSection(e.to_string()))?;
     let mut payload = Vec::new();
     write_leb_u32(&mut payload, SECTION.len() as u32);
     payload.extend_from_slice(SECTION.as_bytes());
     payload.extend_from_slice(text.as_bytes());
-    let mut out = code.to_vec();
-    out.push(0);
+    let mut out = vec![0];
     let size = u32::try_from(payload.len())
         .map_err(|_| SignatureError::BadSection("manifest too large".into()))?;
     write_leb_u32(&mut out, size);
     out.extend_from_slice(&payload);
     Ok(out)
+}
+
+/// `signed_at` must be an RFC 3339 time.
+fn check_time(signed_at: &str) -> Result<(), SignatureError> {
+    chrono::DateTime::parse_from_rfc3339(signed_at)
+        .map(|_| ())
+        .map_err(|e| {
+            SignatureError::BadSection(format!(
+                "signed_at {:?} is not an RFC 3339 time ({e})",
+                signed_at.chars().take(64).collect::<String>()
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -308,7 +338,7 @@ mod tests {
     #[test]
     fn structural_problems_have_their_own_errors() {
         let key = SigningKey::generate();
-        let signed = sign(EMPTY, &manifest(), &key, "t").unwrap();
+        let signed = sign(EMPTY, &manifest(), &key, "2026-01-01T00:00:00Z").unwrap();
         assert!(matches!(parse(EMPTY), Err(SignatureError::Unsigned)));
         assert!(matches!(parse(b"nope"), Err(SignatureError::NotWasm)));
         assert!(matches!(
@@ -323,5 +353,76 @@ mod tests {
         let mut moved = signed.clone();
         moved.extend_from_slice(&[0, 2, 1, b'x']);
         assert!(matches!(parse(&moved), Err(SignatureError::Misplaced)));
+    }
+
+    /// The signed component with its signature section's payload rebuilt
+    /// by `edit` (the TOML text) and its size written `width` bytes wide.
+    fn reencoded(signed: &[u8], width: usize, edit: impl Fn(&str) -> String) -> Vec<u8> {
+        let parsed = parse(signed).unwrap();
+        let start = parsed.code.len();
+        let all = sections(signed).unwrap();
+        let (_, _, range) = all.last().unwrap().clone();
+        let (_, data) = custom(&signed[range]).unwrap();
+        let text = edit(std::str::from_utf8(data).unwrap());
+        let mut payload = Vec::new();
+        write_leb_u32(&mut payload, SECTION.len() as u32);
+        payload.extend_from_slice(SECTION.as_bytes());
+        payload.extend_from_slice(text.as_bytes());
+        let mut out = signed[..start].to_vec();
+        out.push(0);
+        // LEB128 padded to `width` bytes: same value, other bytes.
+        let mut v = payload.len() as u32;
+        for i in 0..width {
+            let more = i + 1 < width;
+            out.push((v & 0x7f) as u8 | if more { 0x80 } else { 0 });
+            v >>= 7;
+        }
+        out.extend_from_slice(&payload);
+        out
+    }
+
+    #[test]
+    fn a_re_encoded_signature_section_is_refused() {
+        let key = SigningKey::generate();
+        let signed = sign(EMPTY, &manifest(), &key, "2026-11-25T00:00:00Z").unwrap();
+        assert!(
+            parse(&reencoded(&signed, 2, str::to_string)).is_ok(),
+            "the canonical width"
+        );
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("a wider LEB128 size", reencoded(&signed, 5, str::to_string)),
+            (
+                "a comment",
+                reencoded(&signed, 2, |t| format!("# hello\n{t}")),
+            ),
+            (
+                "keys reordered",
+                reencoded(&signed, 2, |t| {
+                    let mut lines: Vec<&str> = t.lines().collect();
+                    let at = lines.iter().position(|l| l.starts_with("format")).unwrap();
+                    let first = lines.remove(at);
+                    lines.insert(1, first);
+                    lines.join("\n") + "\n"
+                }),
+            ),
+        ];
+        for (what, bytes) in cases {
+            assert_ne!(bytes, signed, "{what}: other bytes");
+            match parse(&bytes) {
+                Err(SignatureError::BadSection(m)) => {
+                    assert!(m.contains("canonical"), "{what}: {m}")
+                }
+                other => panic!("{what}: expected a refusal, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn signed_at_must_be_rfc_3339() {
+        let key = SigningKey::generate();
+        assert!(matches!(
+            sign(EMPTY, &manifest(), &key, "yesterday"),
+            Err(SignatureError::BadSection(_))
+        ));
     }
 }

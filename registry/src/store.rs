@@ -29,6 +29,16 @@ pub enum StoreError {
         /// What went wrong.
         source: sqlx::migrate::MigrateError,
     },
+    /// The name belongs to another publisher.
+    #[error(
+        "the name `{name}` belongs to key {owner}; publish under another name, or ask its owner for a delegation (`garden delegate {name} --to YOUR-KEY-ID`)"
+    )]
+    NotOwner {
+        /// The name.
+        name: String,
+        /// Its owner's key id.
+        owner: String,
+    },
     /// name@version already exists with other bytes.
     #[error(
         "{name}@{version} is already published with sha256 {existing}; a version's bytes never change: publish a new version"
@@ -69,7 +79,7 @@ pub struct RecordRow {
 /// The store.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     kind: Kind,
     url: String,
     anchor: Option<std::sync::Arc<Anchor>>,
@@ -285,7 +295,7 @@ impl Store {
         self
     }
 
-    fn sql(&self, text: &str) -> String {
+    pub(crate) fn sql(&self, text: &str) -> String {
         if self.kind == Kind::Sqlite {
             return text.to_string();
         }
@@ -304,7 +314,7 @@ impl Store {
         out
     }
 
-    fn db(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    pub(crate) fn db(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
         |source| StoreError::Db {
             url: self.url.clone(),
             source,

@@ -217,7 +217,7 @@ impl TrustStore {
     /// Trust `key` under `name`; trusting a revoked key is refused.
     pub fn add(&mut self, key: &PublicKey, name: &str, now: &str) -> Result<KeyId, TrustError> {
         let id = key.id();
-        if let Some(r) = self.revoked.iter().find(|r| r.id == id) {
+        if let Some(r) = self.revoked.iter().find(|r| r.id.matches(&id)) {
             return Err(TrustError::Revoked {
                 key: id,
                 reason: r.reason.clone(),
@@ -225,7 +225,7 @@ impl TrustStore {
                 signed_at: "-".into(),
             });
         }
-        if !self.keys.iter().any(|k| k.id == id) {
+        if !self.keys.iter().any(|k| k.id.matches(&id)) {
             self.keys.push(TrustedKey {
                 id,
                 name: name.into(),
@@ -238,8 +238,8 @@ impl TrustStore {
 
     /// Revoke `id` with a reason; it stays listed as revoked forever.
     pub fn revoke(&mut self, id: KeyId, reason: &str, now: &str) {
-        self.keys.retain(|k| k.id != id);
-        if !self.revoked.iter().any(|r| r.id == id) {
+        self.keys.retain(|k| !k.id.matches(&id));
+        if !self.revoked.iter().any(|r| r.id.matches(&id)) {
             self.revoked.push(RevokedKey {
                 id,
                 reason: reason.into(),
@@ -268,7 +268,11 @@ impl TrustStore {
                 signer: component.key_id,
             });
         }
-        if let Some(r) = self.revoked.iter().find(|r| r.id == component.key_id) {
+        if let Some(r) = self
+            .revoked
+            .iter()
+            .find(|r| r.id.matches(&component.key_id))
+        {
             return Err(TrustError::Revoked {
                 key: r.id,
                 reason: r.reason.clone(),
@@ -276,11 +280,13 @@ impl TrustStore {
                 signed_at: component.signed_at.clone(),
             });
         }
-        let Some(trusted) = self.keys.iter().find(|k| k.id == component.key_id) else {
+        let Some(trusted) = self.keys.iter().find(|k| k.id.matches(&component.key_id)) else {
             return Err(TrustError::Untrusted(component.key_id));
         };
         let key = PublicKey::from_pem(&trusted.public_key, Path::new("trust store"))?;
-        if key.id() != component.key_id || !key.verify(&component.message(), &component.signature) {
+        if !key.id().matches(&component.key_id)
+            || !key.verify(&component.message(), &component.signature)
+        {
             return Err(TrustError::BadSignature(component.key_id));
         }
         Ok(Verified {
@@ -399,5 +405,27 @@ mod tests {
             }
         });
         assert_eq!(TrustStore::read(&path).unwrap().keys.len(), 24);
+    }
+
+    #[test]
+    fn a_store_written_with_the_older_8_byte_ids_still_trusts_and_revokes() {
+        let alice = SigningKey::generate();
+        let bob = SigningKey::generate();
+        let short = |k: &SigningKey| k.public().id().to_string()[..16].to_string();
+        let text = format!(
+            "[[key]]\nid = \"{}\"\nname = \"alice\"\npublic_key = \"\"\"{}\"\"\"\nadded_at = \"2025-01-01T00:00:00Z\"\n\n\
+             [[revoked]]\nid = \"{}\"\nreason = \"old laptop\"\nrevoked_at = \"2025-06-01T00:00:00Z\"\n",
+            short(&alice),
+            alice.public().to_pem(),
+            short(&bob),
+        );
+        let store: TrustStore = toml::from_str(&text).unwrap();
+        let by_alice = signature::sign(EMPTY, &manifest(), &alice, "2026-02-01T00:00:00Z").unwrap();
+        assert_eq!(store.verify(&by_alice).unwrap().signer_name, "alice");
+        let by_bob = signature::sign(EMPTY, &manifest(), &bob, "2026-02-01T00:00:00Z").unwrap();
+        assert!(matches!(
+            store.verify(&by_bob),
+            Err(TrustError::Revoked { .. })
+        ));
     }
 }

@@ -23,13 +23,17 @@ struct Registry {
 
 impl Registry {
     fn start(store_url: &str, blobs: &Path, max_upload: usize) -> Registry {
-        let config = ServerConfig {
-            addr: "127.0.0.1:0".parse().expect("addr"),
-            store_url: store_url.to_string(),
-            blobs: blobs.to_path_buf(),
-            trust: trust(),
-            max_upload,
-        };
+        let mut config = ServerConfig::new(
+            "127.0.0.1:0".parse().expect("addr"),
+            store_url.to_string(),
+            blobs.to_path_buf(),
+            trust(),
+        );
+        config.max_upload = max_upload;
+        Self::with(config)
+    }
+
+    fn with(config: ServerConfig) -> Registry {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -68,6 +72,19 @@ impl Drop for Registry {
     }
 }
 
+/// The development key, a second key the test registry trusts.
+fn dev_signing_key() -> SigningKey {
+    SigningKey::read(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../keys/dev.key.pem"
+    )))
+    .expect("the development key")
+}
+
+fn now() -> String {
+    garden_host::integrity::now_rfc3339()
+}
+
 fn refused(e: ClientError, status: u16, needle: &str) {
     match e {
         ClientError::Refused { status: s, message } => {
@@ -92,15 +109,18 @@ fn exercise(store_url: &str, dir: &Path) {
 
     // Pull by name@version and by hash; verify again before use.
     let by_name = client
-        .pull(&Reference::Version {
-            name: "fixture-loop".into(),
-            version: "0.1.0".into(),
-        })
+        .pull(
+            &Reference::Version {
+                name: "fixture-loop".into(),
+                version: "0.1.0".into(),
+            },
+            false,
+        )
         .expect("pulls");
     assert_eq!(by_name, loop_v1);
     trust().verify(&by_name).expect("pulled bytes verify");
     let by_hash = client
-        .pull(&Reference::Digest(Digest::of(&loop_v1)))
+        .pull(&Reference::Digest(Digest::of(&loop_v1)), false)
         .expect("pulls by hash");
     assert_eq!(by_hash, loop_v1);
 
@@ -150,31 +170,114 @@ fn exercise(store_url: &str, dir: &Path) {
         "",
     );
 
-    // Yank: only the publisher may; a yanked version is not pulled by name.
+    // Names are owned: another trusted key (the development key) may not
+    // publish under the name, until its owner delegates.
+    let dev = dev_signing_key();
+    let squatter = signature::sign(
+        &fixture_bytes("loop"),
+        &{
+            let mut m = fixture_manifest("loop");
+            m.version = "9.9.9".into();
+            m
+        },
+        &dev,
+        "2026-01-01T00:00:00Z",
+    )
+    .expect("signs");
+    refused(
+        client.publish(squatter.clone()).expect_err("not the owner"),
+        403,
+        "belongs to key",
+    );
     refused(
         client
-            .yank("fixture-loop", "0.1.0", &stranger, "2026-01-02T00:00:00Z")
+            .delegate("fixture-loop", dev.public().id(), &dev, &now())
+            .expect_err("only the owner delegates"),
+        403,
+        "owner",
+    );
+    client
+        .delegate("fixture-loop", dev.public().id(), test_key(), &now())
+        .expect("the owner delegates");
+    assert!(client.publish(squatter).expect("delegated").new);
+
+    // Yank: only the publisher may; a stale one is refused; a yanked
+    // version is not pulled by name, nor by digest without a pin.
+    refused(
+        client
+            .yank("fixture-loop", "0.1.0", &stranger, &now())
             .expect_err("not the publisher"),
         403,
         "publisher",
     );
+    refused(
+        client
+            .yank("fixture-loop", "0.1.0", test_key(), "2026-01-02T00:00:00Z")
+            .expect_err("stale"),
+        403,
+        "stale",
+    );
     client
-        .yank("fixture-loop", "0.1.0", test_key(), "2026-01-02T00:00:00Z")
+        .yank("fixture-loop", "0.1.0", test_key(), &now())
         .expect("publisher yanks");
     refused(
         client
-            .pull(&Reference::Version {
-                name: "fixture-loop".into(),
-                version: "0.1.0".into(),
-            })
+            .yank("fixture-loop", "0.1.0", test_key(), &now())
+            .expect_err("replayed"),
+        409,
+        "yanked already",
+    );
+    refused(
+        client
+            .pull(
+                &Reference::Version {
+                    name: "fixture-loop".into(),
+                    version: "0.1.0".into(),
+                },
+                false,
+            )
             .expect_err("yanked"),
         410,
         "yanked",
     );
-    assert!(
-        client.list(None).expect("lists").is_empty(),
-        "yanked versions are not listed"
+    match client.pull(&Reference::Digest(Digest::of(&loop_v1)), false) {
+        Err(ClientError::Yanked(_)) => {}
+        other => panic!("a yanked digest needs a pin: {other:?}"),
+    }
+    assert_eq!(
+        client
+            .pull(&Reference::Digest(Digest::of(&loop_v1)), true)
+            .expect("pinned"),
+        loop_v1
     );
+    assert_eq!(
+        client.list(None).expect("lists").len(),
+        1,
+        "yanked versions are not listed (9.9.9 is)"
+    );
+
+    // A failure inside the registry says so without its paths.
+    std::fs::remove_dir_all(dir.join("blobs")).expect("lose the blobs");
+    match client.pull(
+        &Reference::Version {
+            name: "fixture-loop".into(),
+            version: "9.9.9".into(),
+        },
+        false,
+    ) {
+        Err(ClientError::Refused {
+            status: 500,
+            message,
+        }) => {
+            assert!(message.contains("its log has the details"), "{message}");
+            let root = dir.to_string_lossy();
+            assert!(
+                !message.contains(root.as_ref()),
+                "a server path leaked: {message}"
+            );
+        }
+        other => panic!("expected a 500 without paths, got {other:?}"),
+    }
     drop(registry);
 
     // Every publish, pull, yank and refusal is in the audit log, and the
@@ -186,7 +289,7 @@ fn exercise(store_url: &str, dir: &Path) {
             .audit_records(&AuditFilter::default())
             .await
             .expect("records");
-        for kind in ["publish", "pull", "yank", "refusal"] {
+        for kind in ["publish", "yank", "refusal", "delegate"] {
             assert!(
                 all.iter().any(|r| r.kind == kind),
                 "no {kind} record in {all:?}"
@@ -199,7 +302,15 @@ fn exercise(store_url: &str, dir: &Path) {
             })
             .await
             .expect("filtered");
-        assert!(publishes.iter().all(|r| r.module == "fixture-loop@0.1.0"));
+        assert!(
+            publishes
+                .iter()
+                .all(|r| r.module.starts_with("fixture-loop@"))
+        );
+        // Anonymous work is counted, not audited one record each.
+        assert!(!all.iter().any(|r| r.kind == "pull"));
+        assert!(store.counter("pulls").await.expect("counter") >= 3);
+        assert!(store.counter("refused-uploads").await.expect("counter") >= 2);
         assert!(matches!(
             store.audit_verify().await.expect("verify"),
             AuditCheck::Intact { .. }
@@ -262,10 +373,13 @@ fn bytes_altered_by_a_registry_are_refused_after_pull() {
     let client = Client::new(&format!("http://{addr}"));
     // By name: the bytes arrive, and verification refuses them.
     let pulled = client
-        .pull(&Reference::Version {
-            name: "alpha-ema".into(),
-            version: "0.1.0".into(),
-        })
+        .pull(
+            &Reference::Version {
+                name: "alpha-ema".into(),
+                version: "0.1.0".into(),
+            },
+            false,
+        )
         .expect("transfer works");
     let err = trust()
         .verify(&pulled)
@@ -273,7 +387,35 @@ fn bytes_altered_by_a_registry_are_refused_after_pull() {
     assert!(matches!(err, TrustError::CodeMismatch { .. }), "{err}");
     // By hash: the client itself notices.
     let err = client
-        .pull(&Reference::Digest(Digest::of(&genuine)))
+        .pull(&Reference::Digest(Digest::of(&genuine)), false)
         .expect_err("hash mismatch");
     assert!(err.to_string().contains("asked for sha256:"), "{err}");
+}
+
+#[test]
+fn one_client_cannot_exhaust_the_registry() {
+    // A client that sends requests as fast as it can is slowed to its
+    // share (429), and the registry goes on answering.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = ServerConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        format!("sqlite://{}", dir.path().join("r.db").display()),
+        dir.path().join("blobs"),
+        trust(),
+    );
+    config.per_client_per_second = 5;
+    config.per_client_burst = 10;
+    let registry = Registry::with(config);
+    let client = registry.client();
+    let mut limited = 0;
+    for _ in 0..40 {
+        match client.list(None) {
+            Ok(_) => {}
+            Err(ClientError::Refused { status: 429, .. }) => limited += 1,
+            Err(other) => panic!("unexpected: {other}"),
+        }
+    }
+    assert!(limited >= 20, "only {limited} of 40 were limited");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    client.list(None).expect("answers again after a pause");
 }

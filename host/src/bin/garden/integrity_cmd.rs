@@ -46,7 +46,7 @@ pub enum TrustCommand {
     },
     /// Revoke a key: everything it signed is refused from now on.
     Revoke {
-        /// The key id (16 hex characters).
+        /// The key id (32 hex characters, or the older 16).
         key_id: String,
         /// Why (shown with every refusal).
         #[arg(long)]

@@ -56,6 +56,8 @@ enum Command {
     Pull(registry_cmd::PullArgs),
     /// Yank a published version (signed by its publisher).
     Yank(registry_cmd::YankArgs),
+    /// Let another key publish under a name you own (signed by you).
+    Delegate(registry_cmd::DelegateArgs),
     /// List the audit log (filter by module, kind, time) or `verify` its chain.
     Audit(registry_cmd::AuditArgs),
     /// The family tree of a run's best variant; or its whole lineage as JSON or CSV.
@@ -84,6 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::Publish(args) => registry_cmd::publish(args),
         Command::Pull(args) => registry_cmd::pull(args),
         Command::Yank(args) => registry_cmd::yank(args),
+        Command::Delegate(args) => registry_cmd::delegate(args),
         Command::Audit(args) => registry_cmd::audit(args),
         Command::Lineage(args) => registry_cmd::lineage(args),
     };

@@ -62,6 +62,25 @@ pub struct PullArgs {
     /// Trust store to verify against.
     #[arg(long, value_name = "FILE")]
     trust: Option<PathBuf>,
+    /// Pull a yanked component anyway (only by `sha256:<hex>`: a pin).
+    #[arg(long)]
+    allow_yanked: bool,
+}
+
+/// `garden delegate`
+#[derive(Args)]
+pub struct DelegateArgs {
+    /// The name (you must own it: its first publisher).
+    name: String,
+    /// Key id of the publisher who may publish under it.
+    #[arg(long = "to", value_name = "KEY-ID")]
+    delegate: String,
+    /// The owner's private key.
+    #[arg(long)]
+    key: PathBuf,
+    /// Registry URL.
+    #[arg(long, default_value = DEFAULT_REGISTRY)]
+    registry: String,
 }
 
 /// `garden yank`
@@ -109,13 +128,13 @@ pub fn registry(cmd: RegistryCommand) -> Result<()> {
         max_upload,
     } = cmd;
     let trust_path = trust.unwrap_or_else(integrity::default_trust_path);
-    let config = ServerConfig {
+    let mut config = ServerConfig::new(
         addr,
-        store_url: store.unwrap_or_else(default_store_url),
-        blobs: blobs.unwrap_or_else(|| default_data_dir().join("blobs")),
-        trust: TrustStore::read(&trust_path)?,
-        max_upload,
-    };
+        store.unwrap_or_else(default_store_url),
+        blobs.unwrap_or_else(|| default_data_dir().join("blobs")),
+        TrustStore::read(&trust_path)?,
+    );
+    config.max_upload = max_upload;
     if config.trust.keys.is_empty() {
         eprintln!(
             "warning: {} trusts no key: every publish will be refused",
@@ -156,7 +175,10 @@ pub fn publish(args: PublishArgs) -> Result<()> {
 /// Run `garden pull`: fetch, then verify again before writing anything.
 pub fn pull(args: PullArgs) -> Result<()> {
     let reference: Reference = args.reference.parse().map_err(anyhow::Error::msg)?;
-    let bytes = Client::new(&args.registry).pull(&reference)?;
+    if args.allow_yanked && !matches!(reference, Reference::Digest(_)) {
+        bail!("--allow-yanked pins a digest: pull sha256:<hex>, not a name");
+    }
+    let bytes = Client::new(&args.registry).pull(&reference, args.allow_yanked)?;
     let trust = crate::integrity_cmd::named_trust(args.trust)?;
     let verified = trust
         .verify(&bytes)
@@ -188,6 +210,15 @@ pub fn yank(args: YankArgs) -> Result<()> {
     let key = SigningKey::read(&args.key)?;
     Client::new(&args.registry).yank(&name, &version, &key, &now_rfc3339())?;
     println!("yanked {name}@{version}");
+    Ok(())
+}
+
+/// Run `garden delegate`.
+pub fn delegate(args: DelegateArgs) -> Result<()> {
+    let to: garden_registry::KeyId = args.delegate.parse()?;
+    let key = SigningKey::read(&args.key)?;
+    Client::new(&args.registry).delegate(&args.name, to, &key, &now_rfc3339())?;
+    println!("{to} may publish `{}`", args.name);
     Ok(())
 }
 

@@ -64,6 +64,9 @@ pub struct RunArgs {
     /// Compile modules every time instead of caching them.
     #[arg(long, conflicts_with = "cache_dir")]
     no_cache: bool,
+    /// Run a module older than one this host ran before, on purpose.
+    #[arg(long)]
+    allow_downgrade: bool,
 }
 
 pub(crate) fn default_cache_dir() -> Option<PathBuf> {
@@ -93,6 +96,7 @@ pub(crate) fn load(
     cache: Option<PathBuf>,
     trust: Option<&PathBuf>,
     store_url: &str,
+    allow_downgrade: bool,
 ) -> Result<Loaded> {
     let engine =
         Arc::new(Engine::new(config.limits.clone(), cache).context("starting the wasm engine")?);
@@ -102,6 +106,15 @@ pub(crate) fn load(
     };
     let audit = garden_host::audit::Audit::open(store_url)?;
     let modules = config.load_audited(&engine, &trust, Some(&audit))?;
+    let mut versions = integrity::Versions::read(audit.data_dir())?;
+    for (_, module) in &modules {
+        let Some(m) = module.manifest() else { continue };
+        if let Err(e) = versions.admit(&m.name, &m.version, allow_downgrade) {
+            audit.record("refusal", &m.reference(), "host", &e.to_string());
+            return Err(e.into());
+        }
+    }
+    versions.write()?;
     Ok(Loaded {
         engine,
         audit,
@@ -158,7 +171,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         engine,
         audit,
         modules,
-    } = load(&config, cache, args.trust.as_ref(), &store_url)?;
+    } = load(
+        &config,
+        cache,
+        args.trust.as_ref(),
+        &store_url,
+        args.allow_downgrade,
+    )?;
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(rows.len() as u64);
         bar.set_style(

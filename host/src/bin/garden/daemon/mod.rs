@@ -66,6 +66,9 @@ pub struct DaemonArgs {
     /// Publishes made while Redis is unreachable wait in its outbox table.
     #[arg(long, value_name = "URL")]
     store: Option<String>,
+    /// Run a module older than one this host ran before, on purpose.
+    #[arg(long)]
+    allow_downgrade: bool,
 }
 
 fn state_name(s: &InstanceState) -> String {
@@ -119,6 +122,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         &store
             .clone()
             .unwrap_or_else(garden_host::audit::default_store_url),
+        args.allow_downgrade,
     )?;
     let loaded: Vec<Arc<Module>> = modules.iter().map(|(_, m)| m.clone()).collect();
     // Every daemon computes the same plan: same ids, and for the same seed
