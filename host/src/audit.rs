@@ -17,29 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use garden_registry::{SigningKey, Store, StoreError};
 
 /// The host's own key for signing audit heads: `host.key.pem` in the data
-/// directory, made on first use.
+/// directory, made on first use (see [`garden_registry::anchor::host_key`]).
 pub fn host_key(data_dir: &Path) -> Result<SigningKey, garden_registry::KeyError> {
-    let path = data_dir.join("host.key.pem");
-    if path.symlink_metadata().is_err() {
-        let io = |source| garden_registry::KeyError::Io {
-            path: path.clone(),
-            source,
-        };
-        // Written whole under a temporary name (0600), then linked into
-        // place only if none is there: processes starting together agree on
-        // one key and none reads half of one.
-        std::fs::create_dir_all(data_dir).map_err(io)?;
-        let key = SigningKey::generate();
-        let mut file = tempfile::NamedTempFile::new_in(data_dir).map_err(io)?;
-        file.write_all(key.to_pem().as_bytes()).map_err(io)?;
-        file.as_file().sync_all().map_err(io)?;
-        match file.persist_noclobber(&path) {
-            Ok(_) => return Ok(key),
-            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io(e.error)),
-        }
-    }
-    SigningKey::read(&path)
+    garden_registry::anchor::host_key(data_dir)
 }
 
 /// Where this host keeps its signed head of the audit log at `url`: one

@@ -12,11 +12,46 @@
 //! `garden-audit-head\0`, the sequence number (8 bytes, big-endian) and the
 //! record's hash; a head from one store cannot be moved to another record.
 
-use std::path::Path;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{KeyId, PublicKey, SigningKey};
+use crate::{KeyError, KeyId, PublicKey, SigningKey};
+
+/// A writer's own key for signing audit heads: `host.key.pem` in its data
+/// directory, made on first use. Written whole under a temporary name
+/// (0600) and linked into place only if none is there, so processes
+/// starting together agree on one key and none reads half of one.
+pub fn host_key(data_dir: &Path) -> Result<SigningKey, KeyError> {
+    let path = data_dir.join("host.key.pem");
+    if path.symlink_metadata().is_err() {
+        let io = |source| KeyError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(data_dir).map_err(io)?;
+        let key = SigningKey::generate();
+        let mut file = tempfile::NamedTempFile::new_in(data_dir).map_err(io)?;
+        file.write_all(key.to_pem().as_bytes()).map_err(io)?;
+        file.as_file().sync_all().map_err(io)?;
+        match file.persist_noclobber(&path) {
+            Ok(_) => return Ok(key),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e.error)),
+        }
+    }
+    SigningKey::read(&path)
+}
+
+/// Where a writer keeps its signed head of the audit log at `url`: one file
+/// per store under `data_dir/audit-heads`, named by a hash of the URL.
+pub fn head_file(data_dir: &Path, url: &str) -> PathBuf {
+    let name = crate::Digest::of(url.as_bytes()).to_hex();
+    data_dir
+        .join("audit-heads")
+        .join(format!("{}.toml", &name[..16]))
+}
 
 /// A signer's statement: "the audit log held record `seq` with `hash`".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,7 +114,6 @@ impl SignedHead {
     /// Keep the head in a file: written whole under a temporary name, then
     /// renamed into place.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        use std::io::Write as _;
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())

@@ -42,6 +42,10 @@ pub struct ServerConfig {
     /// How far a signed yank's or delegation's time may lie from the
     /// registry's clock: older ones are stale, and are refused.
     pub statement_window: std::time::Duration,
+    /// The registry's data directory: its key signs the audit log's head
+    /// after every append, and its own copy of that head is kept there.
+    /// `None` leaves the head unsigned (tests of other things).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -57,6 +61,7 @@ impl ServerConfig {
             per_client_per_second: 50,
             per_client_burst: 200,
             statement_window: std::time::Duration::from_secs(300),
+            data_dir: None,
         }
     }
 }
@@ -70,6 +75,9 @@ pub enum ServerError {
     /// The blob directory is unusable.
     #[error(transparent)]
     Blob(#[from] crate::BlobError),
+    /// The registry's audit key cannot be made or read.
+    #[error(transparent)]
+    Key(#[from] crate::KeyError),
     /// The rate limits are unusable (zero).
     #[error("the per-client rate limit must be above zero")]
     Limits,
@@ -241,7 +249,12 @@ pub async fn bind(
     ),
     ServerError,
 > {
-    let store = Store::connect(&config.store_url).await?;
+    let mut store = Store::connect(&config.store_url).await?;
+    if let Some(dir) = &config.data_dir {
+        let key = crate::anchor::host_key(dir)?;
+        store =
+            store.with_audit_signer(key, Some(crate::anchor::head_file(dir, &config.store_url)));
+    }
     let blobs = BlobStore::open(&config.blobs)?;
     let id = store.registry_id().await?;
     let state = Arc::new(AppState {

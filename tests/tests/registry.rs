@@ -30,6 +30,7 @@ impl Registry {
             trust(),
         );
         config.max_upload = max_upload;
+        config.data_dir = blobs.parent().map(|d| d.join("registry-data"));
         Self::with(config)
     }
 
@@ -315,6 +316,8 @@ fn exercise(store_url: &str, dir: &Path) {
             store.audit_verify().await.expect("verify"),
             AuditCheck::Intact { .. }
         ));
+        // The registry signed its audit log's head.
+        assert_eq!(store.audit_heads().await.expect("heads").len(), 1);
         // Tampering with one record is detected.
         store
             .execute_raw("UPDATE audit SET detail = 'nothing happened' WHERE seq = 2")

@@ -135,6 +135,7 @@ pub fn registry(cmd: RegistryCommand) -> Result<()> {
         TrustStore::read(&trust_path)?,
     );
     config.max_upload = max_upload;
+    config.data_dir = Some(default_data_dir());
     if config.trust.keys.is_empty() {
         eprintln!(
             "warning: {} trusts no key: every publish will be refused",
