@@ -104,7 +104,7 @@ fn main() {
     // The real modules are signed with the development key (docs/signing.md)
     // at a fixed time, so the build is reproducible.
     let key_path = root.join("keys/dev.key.pem");
-    let key = garden_registry::SigningKey::read(&key_path).unwrap_or_else(|e| panic!("{e}"));
+    let key = garden_trust::SigningKey::read(&key_path).unwrap_or_else(|e| panic!("{e}"));
     let signed_dir = guest_dir.join("signed");
     std::fs::create_dir_all(&signed_dir).expect("create the signed-modules directory");
     let mut code = String::new();
@@ -115,12 +115,11 @@ fn main() {
         let manifest_path = root.join("modules").join(name).join("garden.toml");
         let text = std::fs::read_to_string(&manifest_path)
             .unwrap_or_else(|e| panic!("read {}: {e}", manifest_path.display()));
-        let manifest =
-            garden_registry::Manifest::parse(&text, &manifest_path.display().to_string())
-                .unwrap_or_else(|e| panic!("{e}"));
+        let manifest = garden_trust::Manifest::parse(&text, &manifest_path.display().to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
         let unsigned =
             std::fs::read(wasm(name)).unwrap_or_else(|e| panic!("read built module {name}: {e}"));
-        let signed = garden_registry::signature::sign(&unsigned, &manifest, &key, SIGNED_AT)
+        let signed = garden_trust::signature::sign(&unsigned, &manifest, &key, SIGNED_AT)
             .unwrap_or_else(|e| panic!("sign {name}: {e}"));
         let path = signed_dir.join(format!("{name}.wasm"));
         std::fs::write(&path, signed).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));

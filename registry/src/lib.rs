@@ -1,30 +1,24 @@
-//! Integrity for garden components: content addressing, publisher keys,
-//! manifests, signatures and the trust store.
+//! The component registry and the durable records around it: blobs
+//! content-addressed on disk, the registry server and client, and the
+//! store (SQLite or PostgreSQL) holding the component index, the audit log
+//! with its signed heads, lineage and records.
 //!
-//! A component is identified by the sha256 of its code ([`Digest`]). A
-//! publisher signs a [`Manifest`] together with that digest with an ed25519
-//! key ([`keys`]); the signature travels inside the component as its last
-//! custom section ([`signature`]), and a host loads the code only when the
-//! signature verifies against a key its [`TrustStore`] trusts and has not
-//! revoked. The exact bytes that are signed are documented in
-//! `docs/signing.md`.
+//! Trust itself (digests, keys, manifests, signatures, the trust store)
+//! lives in `garden-trust`, which needs no runtime or database; it is
+//! re-exported here so that one import path serves both.
 
 pub mod anchor;
 pub mod blob;
 pub mod client;
-pub mod keys;
-pub mod manifest;
 mod names;
 pub mod server;
-pub mod signature;
 pub mod store;
-pub mod topic;
-pub mod trust;
 
-pub use blob::{BlobError, BlobStore, Digest, ParseDigestError};
-pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
-pub use manifest::{Manifest, ManifestError};
-pub use signature::{SignatureError, SignedComponent};
+pub use garden_trust::{
+    Digest, KeyError, KeyId, Manifest, ManifestError, ParseDigestError, PublicKey, SignatureError,
+    SignedComponent, SigningKey, TopicError, TrustError, TrustStore, Verified,
+};
+pub use garden_trust::{keys, manifest, signature, topic, trust};
+
+pub use blob::{BlobError, BlobStore};
 pub use store::{AuditCheck, AuditFilter, AuditRecord, ComponentRow, RecordRow, Store, StoreError};
-pub use topic::TopicError;
-pub use trust::{TrustError, TrustStore, Verified};
