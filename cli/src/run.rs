@@ -70,10 +70,7 @@ pub struct RunArgs {
 }
 
 pub(crate) fn default_cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("garden"))
+    garden_host::paths::cache_dir()
 }
 
 /// What a pipeline runs on: the engine, the audit log and the pipeline's
@@ -214,7 +211,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     let started = garden_host::integrity::now_rfc3339();
     let run_id = format!("{started}-{seed}");
     let mut recorder = args.records.then(|| {
-        eprintln!("recording run {run_id} into {}", redact(&store_url));
+        eprintln!(
+            "recording run {run_id} into {}",
+            garden_host::bus::redis::redacted(&store_url)
+        );
         Recorder::start(&store_url, &run_id)
     });
     let taps: &[&str] = if recorder.is_some() {
@@ -232,7 +232,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             redis.bar_topic = Some(config.feed_topic.clone());
             eprintln!(
                 "bus: Redis at {} (prefix {})",
-                redact(&redis.url),
+                garden_host::bus::redis::redacted(&redis.url),
                 redis.prefix
             );
             let bus = RedisBus::connect(redis)?;
@@ -306,9 +306,4 @@ pub fn run(args: RunArgs) -> Result<()> {
         print!("{}", render::table(&summary));
     }
     Ok(())
-}
-
-/// A URL with its password hidden, for messages.
-fn redact(url: &str) -> String {
-    garden_host::bus::redis::redacted(url)
 }

@@ -37,16 +37,10 @@ pub fn failures_file(data_dir: &Path) -> PathBuf {
 }
 
 /// The default data directory: `$GARDEN_DATA`, else
-/// `$XDG_DATA_HOME/garden`, else `~/.local/share/garden`.
+/// `$XDG_DATA_HOME/garden`, else `~/.local/share/garden` (see
+/// [`crate::paths`]).
 pub fn default_data_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("GARDEN_DATA") {
-        return PathBuf::from(p);
-    }
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("garden")
+    crate::paths::data_dir()
 }
 
 /// The default store: a SQLite file in the data directory.

@@ -15,16 +15,10 @@ use garden_registry::{Digest, PublicKey, TrustError, TrustStore};
 pub const DEV_KEY_NAME: &str = "development key (built-in modules; never trust in production)";
 
 /// The default trust file: `$GARDEN_TRUST`, else
-/// `$XDG_CONFIG_HOME/garden/trust.toml`, else `~/.config/garden/trust.toml`.
+/// `$XDG_CONFIG_HOME/garden/trust.toml`, else `~/.config/garden/trust.toml`
+/// (see [`crate::paths`]).
 pub fn default_trust_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("GARDEN_TRUST") {
-        return PathBuf::from(p);
-    }
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("garden").join("trust.toml")
+    crate::paths::trust_file()
 }
 
 /// The development key that signs the built-in modules (compiled in from

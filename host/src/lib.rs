@@ -26,6 +26,7 @@ pub mod genes;
 pub mod integrity;
 pub mod limits;
 pub mod outbox;
+pub mod paths;
 pub mod pipeline;
 pub mod plan;
 pub mod records;

@@ -56,30 +56,63 @@ impl StoreOutbox {
 
 impl Outbox for StoreOutbox {
     fn park(&mut self, entries: &[(String, Fields)]) -> Result<(), String> {
-        let rows: Vec<(String, String)> = entries
+        let rows = entries
             .iter()
             .map(|(stream, fields)| {
-                (
-                    stream.clone(),
-                    serde_json::to_string(fields).unwrap_or_default(),
-                )
+                serde_json::to_string(fields)
+                    .map(|json| (stream.clone(), json))
+                    .map_err(|e| format!("cannot encode an entry for {stream} to park it: {e}"))
             })
-            .collect();
+            .collect::<Result<Vec<(String, String)>, String>>()?;
         self.with(async |s, owner| s.outbox_park(owner, &rows).await)
     }
 
     fn parked(&mut self, max: usize) -> Result<Vec<(i64, String, Fields)>, String> {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         let rows = self.with(async |s, owner| s.outbox_peek(owner, max).await)?;
-        Ok(rows
-            .into_iter()
-            .map(|(n, stream, fields)| {
-                (n, stream, serde_json::from_str(&fields).unwrap_or_default())
+        // A row that does not decode is an error that stops the forwarding,
+        // never an empty entry sent and then deleted: what it held would be
+        // lost without a trace.
+        rows.into_iter()
+            .map(|(n, stream, fields)| match serde_json::from_str(&fields) {
+                Ok(fields) => Ok((n, stream, fields)),
+                Err(e) => Err(format!(
+                    "parked outbox row {n} of daemon `{}` (for {stream}) is damaged ({e}); it stays in the table: repair or delete it by hand",
+                    self.owner
+                )),
             })
-            .collect())
+            .collect()
     }
 
     fn forwarded(&mut self, upto: i64) -> Result<(), String> {
         self.with(async |s, owner| s.outbox_remove(owner, upto).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_parked_row_is_an_error_and_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("o.db").display());
+        let mut outbox = StoreOutbox::new(&url, "d1").expect("outbox");
+        outbox
+            .park(&[("p:t:x".into(), vec![("m".into(), "1".into())])])
+            .expect("parks");
+        assert_eq!(outbox.parked(10).expect("reads").len(), 1);
+        outbox
+            .with(async |s, _| s.execute_raw("UPDATE outbox SET fields = 'not json'").await)
+            .expect("damage");
+        let error = outbox.parked(10).expect_err("damaged");
+        assert!(
+            error.contains("row 1") && error.contains("damaged"),
+            "{error}"
+        );
+        let left = outbox
+            .with(async |s, owner| s.outbox_peek(owner, 10).await)
+            .expect("peek");
+        assert_eq!(left.len(), 1, "the row is kept");
     }
 }

@@ -229,12 +229,17 @@ fn check_heads(records: &[AuditRecord], heads: &[crate::anchor::SignedHead]) -> 
     None
 }
 
-fn redact(url: &str) -> String {
+/// A URL fit to print: a password in it becomes `***` (the user stays, so
+/// the reader knows which account). The one redaction every store, bus and
+/// command uses.
+pub fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{}@{}", &url[..s + 3], user, &url[at + 1..])
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
         }
         _ => url.to_string(),
     }
@@ -249,7 +254,7 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Kind::Postgres
         } else {
-            return Err(StoreError::Url(redact(url)));
+            return Err(StoreError::Url(redacted(url)));
         };
         let connect_url =
             if kind == Kind::Sqlite && !url.contains("mode=") && !url.contains(":memory:") {
@@ -257,7 +262,7 @@ impl Store {
             } else {
                 url.to_string()
             };
-        let shown = redact(url);
+        let shown = redacted(url);
         // A short acquire timeout: a caller that retries (the recorder)
         // learns of an outage in seconds, not after sqlx's default 30 s.
         let pool = AnyPoolOptions::new()
@@ -1002,10 +1007,10 @@ mod tests {
     #[test]
     fn passwords_are_not_shown() {
         assert_eq!(
-            redact("postgres://u:secret@127.0.0.1:5/db"),
-            "postgres://u@127.0.0.1:5/db"
+            redacted("postgres://u:secret@127.0.0.1:5/db"),
+            "postgres://u:***@127.0.0.1:5/db"
         );
-        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(redacted("sqlite://x.db"), "sqlite://x.db");
     }
 
     #[tokio::test]

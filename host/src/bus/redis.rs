@@ -1120,19 +1120,9 @@ pub(crate) fn open(client: &redis::Client) -> redis::RedisResult<redis::Connecti
     Ok(conn)
 }
 
-/// The URL with any password replaced, for messages.
-pub fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
+/// A URL fit to print (the password hidden): one redaction for every
+/// store, bus and command.
+pub use garden_registry::store::redacted;
 
 /// The stream of `topic` under `prefix`: `{prefix}:t:{topic}`. Topics live
 /// in a namespace of their own, so no topic (whatever its name) is a
