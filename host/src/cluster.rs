@@ -259,7 +259,11 @@ impl Membership {
     /// Log `decision` under `term` ([`Membership::decide`]): false if a
     /// newer leader exists.
     pub fn log(&mut self, term: u64, decision: &Decision) -> redis::RedisResult<bool> {
-        let fields = decision.fields();
+        let fields = decision.fields().map_err(|e| {
+            redis::RedisError::from(std::io::Error::other(format!(
+                "a decision's lineage record does not encode, so it is not logged: {e}"
+            )))
+        })?;
         let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
         self.decide(term, &pairs)
     }

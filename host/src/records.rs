@@ -162,7 +162,10 @@ fn row(n: i64, m: &Envelope) -> RecordRow {
         key: m.key.clone(),
         source: m.source.clone(),
         time: m.time,
-        body: serde_json::to_string(&m.body).unwrap_or_default(),
+        // A body that does not encode is recorded as what went wrong, never
+        // as an empty string that reads like a message.
+        body: serde_json::to_string(&m.body)
+            .unwrap_or_else(|e| serde_json::json!({ "unencodable": e.to_string() }).to_string()),
     }
 }
 

@@ -174,12 +174,20 @@ impl Garden {
 pub(super) fn persist_lineage(follower: &mut Follower, recorder: Option<&Recorder>) {
     let changed = follower.take_changed();
     if let Some(r) = recorder {
+        // A record that does not encode is left out and said, never
+        // stored as an empty one.
         r.lineage(
             changed
                 .into_iter()
-                .map(|(at, rec)| {
-                    let json = serde_json::to_string(&rec).unwrap_or_default();
-                    (rec.id, at, json)
+                .filter_map(|(at, rec)| match serde_json::to_string(&rec) {
+                    Ok(json) => Some((rec.id, at, json)),
+                    Err(e) => {
+                        eprintln!(
+                            "lineage record {} not stored: it does not encode ({e})",
+                            rec.id
+                        );
+                        None
+                    }
                 })
                 .collect(),
         );

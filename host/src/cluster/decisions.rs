@@ -50,27 +50,29 @@ pub enum Decision {
 
 impl Decision {
     /// The fields to log (the fencing script adds the term).
-    pub fn fields(&self) -> Vec<(&'static str, String)> {
-        let json = |r: &LineageRecord| serde_json::to_string(r).unwrap_or_default();
-        match self {
+    /// A lineage record that cannot be encoded is an error: the log never
+    /// holds an empty record in its place.
+    pub fn fields(&self) -> Result<Vec<(&'static str, String)>, serde_json::Error> {
+        let json = |r: &LineageRecord| serde_json::to_string(r);
+        Ok(match self {
             Decision::Leader { daemon, .. } => {
                 vec![("kind", "leader".into()), ("daemon", daemon.clone())]
             }
             Decision::Birth { record, .. } => vec![
                 ("kind", "birth".into()),
                 ("id", record.id.clone()),
-                ("record", json(record)),
+                ("record", json(record)?),
             ],
             Decision::Retire { record, time, .. } => vec![
                 ("kind", "retire".into()),
                 ("id", record.id.clone()),
                 ("time", time.to_string()),
-                ("record", json(record)),
+                ("record", json(record)?),
             ],
             Decision::Stepped { bar, .. } => {
                 vec![("kind", "stepped".into()), ("bar", bar.to_string())]
             }
-        }
+        })
     }
 
     /// Read a logged entry back, or say what is wrong with it.
@@ -255,7 +257,12 @@ mod tests {
 
     fn logged(d: &Decision, term: u64) -> Fields {
         let mut f = vec![("term".to_string(), term.to_string())];
-        f.extend(d.fields().into_iter().map(|(k, v)| (k.to_string(), v)));
+        f.extend(
+            d.fields()
+                .expect("encodes")
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v)),
+        );
         f
     }
 

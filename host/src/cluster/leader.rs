@@ -362,15 +362,13 @@ impl Habitat for Decider<'_> {
         })
     }
 
-    fn retire(&mut self, record: &LineageRecord, time: i64) {
+    fn retire(&mut self, record: &LineageRecord, time: i64) -> Result<(), String> {
         let d = Decision::Retire {
             term: self.term,
             record: record.clone(),
             time,
         };
-        if let Err(e) = self.log(&d) {
-            tracing::warn!(variant = %record.id, "retirement not logged: {e}");
-        }
+        self.log(&d)
     }
 
     fn quarantined(&self, id: &str) -> Option<String> {

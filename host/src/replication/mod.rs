@@ -142,8 +142,9 @@ pub trait Habitat {
     /// its first parent if it has one; the reason if it cannot start.
     fn birth(&mut self, spec: InstanceSpec, record: &LineageRecord) -> Result<(), String>;
     /// Retire the variant `record` describes (its death already noted) at
-    /// event time `time`.
-    fn retire(&mut self, record: &LineageRecord, time: i64);
+    /// event time `time`; the reason if the retirement could not be carried
+    /// out (in a garden: the fenced write to the decision log failed).
+    fn retire(&mut self, record: &LineageRecord, time: i64) -> Result<(), String>;
     /// Why variant `id` is quarantined, if it is.
     fn quarantined(&self, id: &str) -> Option<String>;
 }
@@ -159,8 +160,9 @@ impl<B: Bus> Habitat for Runtime<B> {
         }
     }
 
-    fn retire(&mut self, record: &LineageRecord, time: i64) {
+    fn retire(&mut self, record: &LineageRecord, time: i64) -> Result<(), String> {
         Runtime::retire(self, &record.id, time);
+        Ok(())
     }
 
     fn quarantined(&self, id: &str) -> Option<String> {
@@ -232,6 +234,9 @@ pub struct EvolutionCounts {
     pub retired: u32,
     /// Variants lost to quarantine.
     pub quarantined: u32,
+    /// Retirements the habitat could not carry out (a garden's decision
+    /// log refused or could not take them).
+    pub failed_retirements: u32,
 }
 
 /// The replication engine for one population.
@@ -498,7 +503,10 @@ impl Evolver {
         v.record.death_bar = Some(bar);
         v.record.death_cause = Some(why);
         self.counts.retired += 1;
-        habitat.retire(&v.record, time);
+        if let Err(reason) = habitat.retire(&v.record, time) {
+            self.counts.failed_retirements += 1;
+            tracing::warn!(variant = %v.record.id, "retirement not carried out: {reason}");
+        }
     }
 
     /// A mutated child of `parent`, inheriting its snapshot.
