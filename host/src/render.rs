@@ -89,12 +89,10 @@ pub fn table(s: &RunSummary) -> String {
             f(v.out_of_sample),
             v.generation
         );
+        // Quarantine is shouted: it is the row a reader must not miss.
         let state = match &v.state {
-            InstanceState::Running => "ok",
-            InstanceState::Restarting => "restarting",
             InstanceState::Quarantined { .. } => "QUARANTINED",
-            InstanceState::Retiring => "retiring",
-            InstanceState::Retired => "retired",
+            other => other.label(),
         };
         let _ = writeln!(out, "{line}  {state}");
     }

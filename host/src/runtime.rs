@@ -76,6 +76,31 @@ pub enum InstanceState {
     Retired,
 }
 
+impl InstanceState {
+    /// A short name for tables and status lines: `ok`, `restarting`,
+    /// `quarantined`, `retiring`, `retired`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            InstanceState::Running => "ok",
+            InstanceState::Restarting => "restarting",
+            InstanceState::Quarantined { .. } => "quarantined",
+            InstanceState::Retiring => "retiring",
+            InstanceState::Retired => "retired",
+        }
+    }
+}
+
+/// The label, and for a quarantined instance the reason after it
+/// (`quarantined: ...`): the one text form every command prints.
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InstanceState::Quarantined { reason } => write!(f, "quarantined: {reason}"),
+            other => f.write_str(other.label()),
+        }
+    }
+}
+
 /// What the host knows about one instance.
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceReport {

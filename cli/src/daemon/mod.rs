@@ -71,16 +71,6 @@ pub struct DaemonArgs {
     allow_downgrade: bool,
 }
 
-fn state_name(s: &InstanceState) -> String {
-    match s {
-        InstanceState::Running => "ok".into(),
-        InstanceState::Restarting => "restarting".into(),
-        InstanceState::Quarantined { reason } => format!("quarantined: {reason}"),
-        InstanceState::Retiring => "retiring".into(),
-        InstanceState::Retired => "retired".into(),
-    }
-}
-
 /// Run `garden daemon`.
 pub fn daemon(args: DaemonArgs) -> Result<()> {
     let config = match &args.config {
@@ -223,7 +213,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
                 .map(|i| InstanceStatus {
                     depth: runtime.bus().depth(&i.id),
                     lag: runtime.bus().unacked(&i.id),
-                    state: state_name(&i.state),
+                    state: i.state.to_string(),
                     id: i.id,
                     module: i.module,
                     received: i.received,
