@@ -13,7 +13,6 @@
 //! * Entries are written to unpredictable temporary names and renamed into
 //!   place, so a reader never sees half a file and nobody can pre-place one.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -97,12 +96,7 @@ impl ArtifactCache {
     /// Store `bytes` as the entry `name`.
     pub(crate) fn put(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         let tag = self.mac(name, bytes).finalize().into_bytes();
-        let mut file = tempfile::NamedTempFile::new_in(&self.dir)?;
-        file.write_all(bytes)?;
-        file.write_all(&tag)?;
-        file.persist(self.path(name))
-            .map(|_| ())
-            .map_err(|e| e.error)
+        garden_registry::files::replace(&self.path(name), &[bytes, &tag])
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -160,20 +154,11 @@ fn read_or_make_secret(path: &Path) -> Result<[u8; SECRET_BYTES], CacheError> {
         source,
     };
     if !path.exists() {
-        // Written in full under a temporary name (0600, as tempfile makes
-        // them), then linked into place only if nothing is there yet: two
-        // hosts starting on one cache agree on one secret, a reader never
-        // sees half of it, and nothing is written through a symlink.
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        // Two hosts starting on one cache agree on the first one's secret.
         let mut secret = [0u8; SECRET_BYTES];
         rand::fill(&mut secret);
-        file.write_all(&secret).map_err(io)?;
-        file.as_file().sync_all().map_err(io)?;
-        match file.persist_noclobber(path) {
-            Ok(_) => return Ok(secret),
-            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io(e.error)),
+        if garden_registry::files::create(path, &[&secret]).map_err(io)? {
+            return Ok(secret);
         }
     }
     let bytes = std::fs::read(path).map_err(io)?;

@@ -612,6 +612,18 @@ mod tests {
         wat::parse_str(&wat).expect("valid WAT")
     }
 
+    /// An engine with the default limits and a small pool.
+    fn small_engine() -> Engine {
+        Engine::new(
+            Limits {
+                max_instances: 4,
+                ..Limits::default()
+            },
+            None,
+        )
+        .expect("engine")
+    }
+
     /// Instantiates `bytes` under `engine`'s limits as a sandbox would.
     fn instantiate_raw(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<()> {
         let component = Component::new(&engine.engine, bytes)?;
@@ -652,14 +664,7 @@ mod tests {
 
     #[test]
     fn a_component_of_many_memories_is_refused_at_load_with_the_numbers() {
-        let engine = Engine::new(
-            Limits {
-                max_instances: 4,
-                ..Limits::default()
-            },
-            None,
-        )
-        .expect("engine");
+        let engine = small_engine();
         // A dozen core instances, each with its own 1-page memory.
         match engine.load_code(&memories(12, 1)) {
             Err(LoadError::TooManyParts {
@@ -678,14 +683,7 @@ mod tests {
 
     #[test]
     fn an_import_the_host_does_not_grant_is_refused_at_load_by_name() {
-        let engine = Engine::new(
-            Limits {
-                max_instances: 4,
-                ..Limits::default()
-            },
-            None,
-        )
-        .expect("engine");
+        let engine = small_engine();
         let bytes = wat::parse_str(
             r#"(component
                 (import "wasi:sockets/tcp-create-socket@0.2.0" (instance))

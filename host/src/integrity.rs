@@ -175,20 +175,13 @@ impl Versions {
 
     /// Keep the record (written whole, then renamed into place).
     pub fn write(&self) -> Result<(), VersionError> {
-        use std::io::Write as _;
         let err = |message: String| VersionError::File {
             path: self.path.clone(),
             message,
         };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         let text = toml::to_string(&self.newest).map_err(|e| err(e.to_string()))?;
-        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
-        file.write_all(text.as_bytes())
-            .map_err(|e| err(e.to_string()))?;
-        file.persist(&self.path)
-            .map_err(|e| err(e.error.to_string()))?;
-        Ok(())
+        garden_registry::files::replace(&self.path, &[text.as_bytes()])
+            .map_err(|e| err(e.to_string()))
     }
 }
 

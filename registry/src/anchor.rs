@@ -12,7 +12,6 @@
 //! `garden-audit-head\0`, the sequence number (8 bytes, big-endian) and the
 //! record's hash; a head from one store cannot be moved to another record.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -26,19 +25,16 @@ use crate::{KeyError, KeyId, PublicKey, SigningKey};
 pub fn host_key(data_dir: &Path) -> Result<SigningKey, KeyError> {
     let path = data_dir.join("host.key.pem");
     if path.symlink_metadata().is_err() {
-        let io = |source| KeyError::Io {
-            path: path.clone(),
-            source,
-        };
-        std::fs::create_dir_all(data_dir).map_err(io)?;
         let key = SigningKey::generate();
-        let mut file = tempfile::NamedTempFile::new_in(data_dir).map_err(io)?;
-        file.write_all(key.to_pem().as_bytes()).map_err(io)?;
-        file.as_file().sync_all().map_err(io)?;
-        match file.persist_noclobber(&path) {
-            Ok(_) => return Ok(key),
-            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io(e.error)),
+        let made =
+            garden_trust::files::create(&path, &[key.to_pem().as_bytes()]).map_err(|source| {
+                KeyError::Io {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        if made {
+            return Ok(key);
         }
     }
     SigningKey::read(&path)
@@ -114,15 +110,8 @@ impl SignedHead {
     /// Keep the head in a file: written whole under a temporary name, then
     /// renamed into place.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
         let text = toml::to_string(self).map_err(std::io::Error::other)?;
-        let mut file = tempfile::NamedTempFile::new_in(dir)?;
-        file.write_all(text.as_bytes())?;
-        file.persist(path).map(|_| ()).map_err(|e| e.error)
+        garden_trust::files::replace(path, &[text.as_bytes()])
     }
 }
 

@@ -1,6 +1,5 @@
 //! A store of blobs on disk, keyed by their sha256 ([`Digest`]).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use garden_trust::Digest;
@@ -61,11 +60,7 @@ impl BlobStore {
             path: path.clone(),
             source,
         };
-        // Write under a temporary name and rename, so a reader never sees
-        // half a blob.
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
-        tmp.write_all(bytes).map_err(io)?;
-        tmp.persist(&path).map_err(|e| io(e.error))?;
+        garden_trust::files::replace(&path, &[bytes]).map_err(io)?;
         Ok(digest)
     }
 

@@ -18,7 +18,7 @@ pub use garden_trust::{
     Digest, KeyError, KeyId, Manifest, ManifestError, ParseDigestError, PublicKey, SignatureError,
     SignedComponent, SigningKey, TopicError, TrustError, TrustStore, Verified,
 };
-pub use garden_trust::{keys, manifest, signature, topic, trust};
+pub use garden_trust::{files, keys, manifest, signature, topic, trust};
 
 pub use blob::{BlobError, BlobStore};
 pub use store::{AuditCheck, AuditFilter, AuditRecord, ComponentRow, RecordRow, Store, StoreError};

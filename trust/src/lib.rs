@@ -13,6 +13,7 @@
 //! alone.
 
 pub mod digest;
+pub mod files;
 pub mod keys;
 pub mod manifest;
 pub mod signature;

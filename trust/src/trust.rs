@@ -169,20 +169,12 @@ impl TrustStore {
     /// sees the old store or the new one, never half of one, and a symlink
     /// at `path` is replaced, not written through.
     pub fn write(&self, path: &Path) -> Result<(), TrustError> {
-        use std::io::Write as _;
         let err = |message: String| TrustError::Store {
             path: path.to_path_buf(),
             message,
         };
-        let dir = store_dir(path);
-        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         let text = toml::to_string(self).map_err(|e| err(e.to_string()))?;
-        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.as_file().sync_all())
-            .map_err(|e| err(e.to_string()))?;
-        file.persist(path).map_err(|e| err(e.error.to_string()))?;
-        Ok(())
+        crate::files::replace(path, &[text.as_bytes()]).map_err(|e| err(e.to_string()))
     }
 
     /// Read the store at `path`, apply `change`, and write it back, holding
