@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fails when the host library's modules import each other in a circle.
 
-Each file under host/src belongs to a top-level module (src/bus/redis.rs to
+Each file under host/src belongs to a top-level module (src/bus/redis/mod.rs to
 `bus`, src/cluster.rs to `cluster`). An edge A -> B is any `crate::B` path
 written in A outside its tests. A cycle among those edges means no layer
 order exists; the script prints every cycle's members and the lines that

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use garden_host::config::PipelineConfig;
 use garden_host::feed::{self, csv::Row};
-use garden_host::pipeline::PipelineConfig;
-use garden_host::run::{ReplayOptions, replay};
+use garden_host::replay::{ReplayOptions, replay};
 use garden_host::types::{InitContext, Setting};
 use garden_host::{Engine, genes};
 

@@ -13,8 +13,8 @@
 use std::time::Instant;
 
 use garden_host::bus::MemoryBus;
+use garden_host::config::PipelineConfig;
 use garden_host::feed::{self, csv::Row};
-use garden_host::pipeline::PipelineConfig;
 use garden_host::types::{Body, Plan, Setting, Side};
 use garden_host::{Engine, Envelope, InstanceSpec, Runtime, genes};
 

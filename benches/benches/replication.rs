@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use garden_host::bus::MemoryBus;
+use garden_host::config::Mutation;
+use garden_host::config::PipelineConfig;
 use garden_host::feed;
-use garden_host::pipeline::PipelineConfig;
-use garden_host::replication::genome::{self, Mutation};
-use garden_host::run::{ReplayOptions, replay};
+use garden_host::replay::{ReplayOptions, replay};
+use garden_host::replication::genome;
 use garden_host::types::InitContext;
 use garden_host::{Engine, InstanceSpec, Limits, Runtime, genes};
 use rand::SeedableRng;

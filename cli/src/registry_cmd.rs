@@ -229,7 +229,7 @@ pub fn audit(args: AuditArgs) -> Result<()> {
     match args.action.as_deref() {
         Some("verify") => {
             let failed = failed_writes(audit.data_dir());
-            match audit.block_on(audit.store().audit_verify())? {
+            match audit.store().run(async |s| s.audit_verify().await)? {
                 AuditCheck::Intact { records } if failed == 0 => {
                     println!("audit log intact: {records} records");
                     Ok(())
@@ -260,7 +260,9 @@ pub fn audit(args: AuditArgs) -> Result<()> {
                 kind: args.kind,
                 since: args.since,
             };
-            let records = audit.block_on(audit.store().audit_records(&filter))?;
+            let records = audit
+                .store()
+                .run(async |s| s.audit_records(&filter).await)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&records)?);
             } else {
@@ -309,12 +311,12 @@ pub fn lineage(args: LineageArgs) -> Result<()> {
     let audit = Audit::open(&args.store.unwrap_or_else(default_store_url))?;
     let run = match args.run {
         Some(r) => r,
-        None => match audit.block_on(audit.store().latest_run())? {
+        None => match audit.store().run(async |s| s.latest_run().await)? {
             Some(r) => r,
             None => bail!("no run recorded in this store yet; run `garden run` first"),
         },
     };
-    let texts = audit.block_on(audit.store().lineage(&run))?;
+    let texts = audit.store().run(async |s| s.lineage(&run).await)?;
     let mut records: Vec<LineageRecord> = texts
         .iter()
         .map(|t| serde_json::from_str(t))

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use garden_host::bus::{MemoryBus, RedisBus};
+use garden_host::config::PipelineConfig;
 use garden_host::feed;
 use garden_host::integrity;
-use garden_host::pipeline::PipelineConfig;
 use garden_host::records::{RECORDED_TOPICS, Recorder};
-use garden_host::run::{ReplayOptions, replay_with};
+use garden_host::replay::{ReplayOptions, replay_with};
 use garden_host::{Engine, render};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -78,10 +78,7 @@ pub(crate) fn default_cache_dir() -> Option<PathBuf> {
 pub(crate) struct Loaded {
     pub engine: Arc<Engine>,
     pub audit: garden_host::audit::Audit,
-    pub modules: Vec<(
-        garden_host::pipeline::ModuleConfig,
-        Arc<garden_host::Module>,
-    )>,
+    pub modules: Vec<(garden_host::config::ModuleConfig, Arc<garden_host::Module>)>,
 }
 
 /// Start the engine, open the audit log in the store at `store_url`, and
@@ -290,14 +287,17 @@ pub fn run(args: RunArgs) -> Result<()> {
         .map(|r| Ok((r.id.clone(), serde_json::to_string(r)?)))
         .collect::<Result<_, serde_json::Error>>()?;
     let summary_json = serde_json::to_string(&summary)?;
-    if let Err(e) = audit.block_on(audit.store().save_run(
-        &run_id,
-        &started,
-        seed,
-        &summary.data,
-        &summary_json,
-        &lineage,
-    )) {
+    if let Err(e) = audit.store().run(async |s| {
+        s.save_run(
+            &run_id,
+            &started,
+            seed,
+            &summary.data,
+            &summary_json,
+            &lineage,
+        )
+        .await
+    }) {
         eprintln!("warning: the run's lineage was not stored: {e}");
     }
     if args.json {

@@ -5,7 +5,7 @@
 //! Invariants: after every append the host signs the chain's head with its
 //! own key (`host.key.pem` in the data directory, created 0600 on first
 //! use) and keeps that head in the store and in a file of its own, so a log
-//! cut short is detected ([`garden_registry::anchor`]). A write that fails
+//! cut short is detected ([`garden_store::anchor`]). A write that fails
 //! is never silent: it is counted ([`Audit::failures`]), logged as an error
 //! and appended to `audit-failures.log` in the data directory, which
 //! `garden audit verify` reports.
@@ -14,21 +14,13 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use garden_registry::{SigningKey, Store, StoreError};
+use garden_store::{Blocking, StoreError, anchor};
+use garden_trust::SigningKey;
 
 /// The host's own key for signing audit heads: `host.key.pem` in the data
-/// directory, made on first use (see [`garden_registry::anchor::host_key`]).
-pub fn host_key(data_dir: &Path) -> Result<SigningKey, garden_registry::KeyError> {
-    garden_registry::anchor::host_key(data_dir)
-}
-
-/// Where this host keeps its signed head of the audit log at `url`: one
-/// file per store, named by a hash of its URL.
-fn head_file(data_dir: &Path, url: &str) -> PathBuf {
-    let name = garden_registry::Digest::of(url.as_bytes()).to_hex();
-    data_dir
-        .join("audit-heads")
-        .join(format!("{}.toml", &name[..16]))
+/// directory, made on first use (see [`garden_store::anchor::host_key`]).
+pub fn host_key(data_dir: &Path) -> Result<SigningKey, garden_trust::KeyError> {
+    anchor::host_key(data_dir)
 }
 
 /// The file where this host notes audit records it failed to write.
@@ -53,8 +45,7 @@ pub fn default_store_url() -> String {
 
 /// A blocking handle on the audit log, for the synchronous host.
 pub struct Audit {
-    runtime: tokio::runtime::Runtime,
-    store: Store,
+    store: Blocking,
     data_dir: PathBuf,
     failures: AtomicU64,
 }
@@ -74,18 +65,12 @@ impl Audit {
         {
             let _ = std::fs::create_dir_all(dir);
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Url(format!("{url} (cannot start an async runtime: {e})")))?;
         let key = host_key(&data_dir).map_err(|e| {
             StoreError::Url(format!("{url} (cannot make the host's audit key: {e})"))
         })?;
-        let store = runtime
-            .block_on(Store::connect(url))?
-            .with_audit_signer(key, Some(head_file(&data_dir, url)));
+        let store =
+            Blocking::connect(url)?.with_audit_signer(key, Some(anchor::head_file(&data_dir, url)));
         Ok(Audit {
-            runtime,
             store,
             data_dir,
             failures: AtomicU64::new(0),
@@ -98,8 +83,8 @@ impl Audit {
     pub fn record(&self, kind: &str, module: &str, actor: &str, detail: &str) {
         let at = crate::integrity::now_rfc3339();
         if let Err(e) = self
-            .runtime
-            .block_on(self.store.audit(&at, kind, module, actor, detail))
+            .store
+            .run(async |s| s.audit(&at, kind, module, actor, detail).await)
         {
             self.failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!("could not write to the audit log: {e}");
@@ -129,13 +114,8 @@ impl Audit {
     }
 
     /// The store, for queries.
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &Blocking {
         &self.store
-    }
-
-    /// Run a store query to completion.
-    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.runtime.block_on(f)
     }
 }
 
@@ -151,7 +131,8 @@ mod tests {
         audit.record("load", "m@1.0.0", "k", "fine");
         assert_eq!(audit.failures(), 0);
         audit
-            .block_on(audit.store().execute_raw("DROP TABLE audit"))
+            .store()
+            .run(async |s| s.execute_raw("DROP TABLE audit").await)
             .expect("drop");
         audit.record("load", "m@1.0.0", "k", "lost");
         assert_eq!(audit.failures(), 1);

@@ -96,7 +96,7 @@ impl ArtifactCache {
     /// Store `bytes` as the entry `name`.
     pub(crate) fn put(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         let tag = self.mac(name, bytes).finalize().into_bytes();
-        garden_registry::files::replace(&self.path(name), &[bytes, &tag])
+        garden_trust::files::replace(&self.path(name), &[bytes, &tag])
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -157,7 +157,7 @@ fn read_or_make_secret(path: &Path) -> Result<[u8; SECRET_BYTES], CacheError> {
         // Two hosts starting on one cache agree on the first one's secret.
         let mut secret = [0u8; SECRET_BYTES];
         rand::fill(&mut secret);
-        if garden_registry::files::create(path, &[&secret]).map_err(io)? {
+        if garden_trust::files::create(path, &[&secret]).map_err(io)? {
             return Ok(secret);
         }
     }

@@ -66,7 +66,7 @@ pub enum LoadError {
     BadInfo(String),
     /// The signature, its key or the code's integrity is not accepted.
     #[error("refused: {0}")]
-    Refused(#[from] garden_registry::TrustError),
+    Refused(#[from] garden_trust::TrustError),
     /// The manifest asks for more than the host allows.
     #[error(
         "the manifest asks for {what} = {requested}, above this host's ceiling of {ceiling}; lower it in the manifest and sign again, or raise the host's limit"
@@ -119,8 +119,8 @@ pub struct Module {
     info: Info,
     pre: GardenModulePre<HostState>,
     publishes: Arc<HashSet<String>>,
-    manifest: Option<garden_registry::Manifest>,
-    signer: Option<(garden_registry::KeyId, String)>,
+    manifest: Option<garden_trust::Manifest>,
+    signer: Option<(garden_trust::KeyId, String)>,
     /// The host's limits, lowered where the manifest asks for less: every
     /// instance and every call of this module runs under these.
     limits: Limits,
@@ -128,12 +128,12 @@ pub struct Module {
 
 impl Module {
     /// The signed manifest.
-    pub fn manifest(&self) -> Option<&garden_registry::Manifest> {
+    pub fn manifest(&self) -> Option<&garden_trust::Manifest> {
         self.manifest.as_ref()
     }
 
     /// Who signed it: key id and the trust store's name for the key.
-    pub fn signer(&self) -> Option<&(garden_registry::KeyId, String)> {
+    pub fn signer(&self) -> Option<&(garden_trust::KeyId, String)> {
         self.signer.as_ref()
     }
 
@@ -270,7 +270,7 @@ impl Engine {
     pub fn load(
         &self,
         bytes: &[u8],
-        trust: &garden_registry::TrustStore,
+        trust: &garden_trust::TrustStore,
     ) -> Result<Arc<Module>, LoadError> {
         check_header(bytes)?;
         let verified = trust.verify(bytes)?;
@@ -354,7 +354,7 @@ impl Engine {
     fn load_code(&self, bytes: &[u8]) -> Result<Module, LoadError> {
         check_header(bytes)?;
         self.check_shape(bytes)?;
-        let digest = garden_registry::Digest::of(bytes).to_hex();
+        let digest = garden_trust::Digest::of(bytes).to_hex();
         let component = self.compile(bytes, &digest)?;
         let instance_pre = self
             .linker
@@ -467,7 +467,7 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
 }
 
 /// What the code declares must lie within what was signed.
-fn check_against_manifest(info: &Info, m: &garden_registry::Manifest) -> Result<(), String> {
+fn check_against_manifest(info: &Info, m: &garden_trust::Manifest) -> Result<(), String> {
     if info.name != m.name {
         return Err(format!(
             "it calls itself `{}`, the manifest `{}`",
@@ -551,10 +551,10 @@ fn validate_info(info: &Info, limits: &Limits) -> Result<(), String> {
         }
     }
     for s in &info.subscribes {
-        garden_registry::topic::check(&s.topic).map_err(|e| format!("subscription: {e}"))?;
+        garden_trust::topic::check(&s.topic).map_err(|e| format!("subscription: {e}"))?;
     }
     for t in &info.publishes {
-        garden_registry::topic::check(t).map_err(|e| format!("publishes: {e}"))?;
+        garden_trust::topic::check(t).map_err(|e| format!("publishes: {e}"))?;
     }
     let mut names = HashSet::new();
     for g in &info.genes {

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use garden_registry::{Digest, PublicKey, TrustError, TrustStore};
+use garden_trust::{Digest, PublicKey, TrustError, TrustStore};
 
 /// Name under which the development key appears in a trust store.
 pub const DEV_KEY_NAME: &str = "development key (built-in modules; never trust in production)";
@@ -23,7 +23,7 @@ pub fn default_trust_path() -> PathBuf {
 
 /// The development key that signs the built-in modules (compiled in from
 /// keys/dev.pub.pem).
-pub fn dev_key() -> Result<PublicKey, garden_registry::KeyError> {
+pub fn dev_key() -> Result<PublicKey, garden_trust::KeyError> {
     PublicKey::from_pem(
         garden_modules::DEV_PUBLIC_KEY_PEM,
         Path::new("keys/dev.pub.pem"),
@@ -180,8 +180,7 @@ impl Versions {
             message,
         };
         let text = toml::to_string(&self.newest).map_err(|e| err(e.to_string()))?;
-        garden_registry::files::replace(&self.path, &[text.as_bytes()])
-            .map_err(|e| err(e.to_string()))
+        garden_trust::files::replace(&self.path, &[text.as_bytes()]).map_err(|e| err(e.to_string()))
     }
 }
 

@@ -4,38 +4,47 @@
 //!
 //! The host is domain-agnostic: it routes [`Envelope`]s by topic and key,
 //! hands parameters to modules from their declared genes, and reads
-//! [`report`]s of fitness. What the messages mean lives in the WIT types and
+//! reports of fitness ([`scoring`]). What the messages mean lives in the WIT types and
 //! the modules.
 //!
-//! * [`engine`]: the wasmtime engine, artifact cache and loader.
-//! * [`sandbox`]: one instance, its host functions and per-call limits.
-//! * [`limits`]: every limit in one place.
-//! * [`bus`]: the bus trait and the in-process backend.
-//! * [`runtime`]: the scheduler and supervisor (restarts, quarantine).
-//! * [`genes`]: parameters from a module's genes.
-//! * [`pipeline`], [`plan`], [`feed`], [`run`], [`report`]: a replay run.
+//! Layers, bottom-up; a module imports only from layers below it (checked
+//! by `.ci/layers.py`):
+//!
+//! 1. the WIT bindings; [`config`] (what a pipeline file says, plain data),
+//!    [`limits`] and [`genes`] (parameters from a module's genes);
+//! 2. [`engine`] (wasmtime, the artifact [`cache`], [`shape`], [`integrity`])
+//!    and [`sandbox`] (one instance, its host functions, per-call limits);
+//! 3. [`bus`]: the bus trait, the in-process and the Redis backends;
+//! 4. [`runtime`]: the scheduler and supervisor (restarts, quarantine);
+//! 5. [`replication`]: the population breeds;
+//! 6. [`loader`], [`feed`], [`replay`], [`scoring`], [`render`]: a replay
+//!    run, its scores and its summary as text;
+//! 7. [`cluster`]: a garden of daemons over Redis;
+//!
+//! beside them [`audit`], [`records`] and [`parking`], the host's uses of
+//! the store (`garden-store`).
 
 pub mod audit;
 mod bindings;
 pub mod bus;
 pub mod cache;
 pub mod cluster;
+pub mod config;
 pub mod engine;
 pub mod feed;
 pub mod genes;
 pub mod integrity;
 pub mod limits;
-pub mod outbox;
+pub mod loader;
+pub mod parking;
 pub mod paths;
-pub mod pipeline;
-pub mod plan;
 pub mod records;
 pub mod render;
+pub mod replay;
 pub mod replication;
-pub mod report;
-pub mod run;
 pub mod runtime;
 pub mod sandbox;
+pub mod scoring;
 pub mod shape;
 mod wasi;
 

@@ -15,7 +15,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use garden_registry::{RecordRow, Store};
+use garden_store::{Blocking, RecordRow, StoreError};
 
 use crate::Envelope;
 
@@ -67,7 +67,7 @@ impl Recorder {
         let (url, run_id) = (url.to_string(), run.to_string());
         let handle = std::thread::Builder::new()
             .name("garden-recorder".into())
-            .spawn(move || write_loop(&url, &run_id, rx))
+            .spawn(move || write_loop(&Blocking::lazy(&url), &run_id, rx))
             .ok();
         Recorder {
             run: run.to_string(),
@@ -169,16 +169,8 @@ fn row(n: i64, m: &Envelope) -> RecordRow {
     }
 }
 
-fn write_loop(url: &str, run: &str, rx: Receiver<Command>) -> RecorderReport {
+fn write_loop(store: &Blocking, run: &str, rx: Receiver<Command>) -> RecorderReport {
     let mut report = RecorderReport::default();
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        report.last_error = Some("cannot start an async runtime".into());
-        return report;
-    };
-    let mut store: Option<Store> = None;
     let mut pending: VecDeque<RecordRow> = VecDeque::new();
     let mut lineage: Vec<(String, i64, String)> = Vec::new();
     let mut open: Option<(String, u64, String)> = None;
@@ -227,13 +219,7 @@ fn write_loop(url: &str, run: &str, rx: Receiver<Command>) -> RecorderReport {
         }
         let n = pending.len().min(BATCH);
         let batch: Vec<RecordRow> = pending.iter().take(n).cloned().collect();
-        let result = rt.block_on(async {
-            if store.is_none() {
-                store = Some(Store::connect(url).await?);
-            }
-            let Some(s) = &store else {
-                return Ok(());
-            };
+        let result = store.run(async |s| {
             if let Some((at, seed, data)) = &open {
                 s.open_run(run, at, *seed, data).await?;
             }
@@ -243,7 +229,7 @@ fn write_loop(url: &str, run: &str, rx: Receiver<Command>) -> RecorderReport {
             if !batch.is_empty() {
                 s.save_records(run, &batch).await?;
             }
-            Ok::<(), garden_registry::StoreError>(())
+            Ok::<(), StoreError>(())
         });
         match result {
             Ok(()) => {
@@ -257,7 +243,6 @@ fn write_loop(url: &str, run: &str, rx: Receiver<Command>) -> RecorderReport {
                 tracing::warn!("writing records failed ({e}); retrying in {backoff:?}");
                 report.retries += 1;
                 report.last_error = Some(e.to_string());
-                store = None;
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }

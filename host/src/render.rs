@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::run::RunSummary;
+use crate::replay::RunSummary;
 use crate::runtime::InstanceState;
 
 /// Most variants listed in the table; the rest are counted.

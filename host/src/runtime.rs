@@ -2,9 +2,9 @@
 //!
 //! Each instance owns its sandbox and an inbox on the bus. The scheduler
 //! visits instances in the order they were spawned and lets each handle what
-//! is waiting; what a call publishes goes to the instance's outbox and on to
+//! is waiting; what a call publishes goes to the instance's unsent queue and on to
 //! the bus when the receivers have room (backpressure: a producer whose
-//! outbox cannot drain is not run). With the memory bus the same inputs give
+//! unsent queue cannot drain is not run). With the memory bus the same inputs give
 //! the same deliveries in the same order, so a replay repeats exactly.
 //!
 //! A failed call fails that message only: it is dead-lettered with its
@@ -185,11 +185,13 @@ struct Slot {
     /// Consecutive failures, for the backoff.
     attempt: u32,
     not_before: Option<Instant>,
+    /// Sitting this round out while its backoff runs ([`Restarts::Aside`]).
+    resting: bool,
     recent_failures: VecDeque<Instant>,
     /// Messages taken from the inbox, not yet handled.
     pending: VecDeque<Arc<Envelope>>,
     outcomes: Vec<Outcome>,
-    outbox: VecDeque<Envelope>,
+    unsent: VecDeque<Envelope>,
     received: u64,
     /// Messages taken from `pending` and finished with (handled or
     /// dead-lettered), not yet acknowledged to the bus.
@@ -392,17 +394,45 @@ impl Slot {
     }
 }
 
-/// Fewest slots with work in a round for which spreading them over threads
-/// beats the cost of waking the pool.
-const PARALLEL_MIN: usize = 8;
+/// How a runtime schedules its instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeOptions {
+    /// Fewest slots with work in a round for which spreading them over
+    /// threads beats the cost of waking the pool. Default 8.
+    pub parallel_min: usize,
+    /// Most messages a slot takes from its inbox per round, so one busy
+    /// instance cannot hold up a round for long. Default 64.
+    pub batch: usize,
+    /// How an instance waits out its backoff before a restart.
+    pub restarts: Restarts,
+}
 
-/// Most messages a slot takes from its inbox per round, so one busy
-/// instance cannot hold up a round for long.
-const BATCH: usize = 64;
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            parallel_min: 8,
+            batch: 64,
+            restarts: Restarts::InTurn,
+        }
+    }
+}
+
+/// How an instance waits out its backoff before a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restarts {
+    /// In its turn: the round waits for it, so the order of work does not
+    /// depend on timing and a replay with failures repeats exactly. For
+    /// replays.
+    InTurn,
+    /// Aside: the instance sits rounds out until its backoff has passed
+    /// while the others go on (its messages wait in its inbox). For daemons,
+    /// where one failing instance must not stall the rest.
+    Aside,
+}
 
 /// The scheduler and supervisor of all instances on one bus.
 ///
-/// Work proceeds in rounds: (1) every instance whose outbox is clear takes
+/// Work proceeds in rounds: (1) every instance whose unsent queue is clear takes
 /// the messages waiting for it; (2) instances handle them, in parallel when
 /// there are many, each in its own sandbox; (3) what they published goes to
 /// the bus in spawn order. The result of a round therefore does not depend
@@ -417,6 +447,7 @@ pub struct Runtime<B: Bus = MemoryBus> {
     host_unacked: usize,
     manual_host_acks: bool,
     pool: Option<rayon::ThreadPool>,
+    options: RuntimeOptions,
 }
 
 impl<B: Bus> Runtime<B> {
@@ -433,7 +464,24 @@ impl<B: Bus> Runtime<B> {
             host_unacked: 0,
             manual_host_acks: false,
             pool: None,
+            options: RuntimeOptions::default(),
         }
+    }
+
+    /// When the earliest instance waiting out a backoff may restart, if
+    /// any does: a daemon that waits for work wakes by then.
+    pub fn next_restart(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .filter(|s| s.sandbox.is_none())
+            .filter_map(|s| s.not_before)
+            .min()
+    }
+
+    /// Schedule with `options` instead of the defaults.
+    pub fn with_options(mut self, options: RuntimeOptions) -> Self {
+        self.options = options;
+        self
     }
 
     /// Run instances on `threads` threads (1: all on the caller's thread).
@@ -515,10 +563,11 @@ impl<B: Bus> Runtime<B> {
             quarantine_applied: false,
             attempt: 0,
             not_before: None,
+            resting: false,
             recent_failures: VecDeque::new(),
             pending: VecDeque::new(),
             outcomes: Vec::new(),
-            outbox: VecDeque::new(),
+            unsent: VecDeque::new(),
             received: 0,
             unacked: 0,
             calls: 0,
@@ -574,17 +623,17 @@ impl<B: Bus> Runtime<B> {
         });
     }
 
-    /// Run instances until every inbox and outbox is empty.
+    /// Run instances until every inbox and unsent queue is empty.
     pub fn run_until_idle(&mut self) {
         loop {
             if self.round() {
                 continue;
             }
-            // Nothing could run but some outbox is blocked: a cycle of full
+            // Nothing could run but some unsent queue is blocked: a cycle of full
             // inboxes. Break it by delivering one message over capacity.
-            match self.slots.iter().position(|s| !s.outbox.is_empty()) {
+            match self.slots.iter().position(|s| !s.unsent.is_empty()) {
                 Some(i) => {
-                    if let Some(m) = self.slots[i].outbox.pop_front() {
+                    if let Some(m) = self.slots[i].unsent.pop_front() {
                         self.slots[i].published += 1;
                         self.bus.publish_overflowing(m);
                     }
@@ -772,7 +821,13 @@ impl<B: Bus> Runtime<B> {
                 progressed = true;
                 continue;
             }
-            while slot.pending.len() < BATCH {
+            slot.resting = self.options.restarts == Restarts::Aside
+                && slot.sandbox.is_none()
+                && slot.not_before.is_some_and(|at| at > Instant::now());
+            if slot.resting {
+                continue;
+            }
+            while slot.pending.len() < self.options.batch {
                 match self.bus.poll(&slot.id) {
                     Some(m) => slot.pending.push_back(m),
                     None => break,
@@ -789,7 +844,7 @@ impl<B: Bus> Runtime<B> {
         // 2. Handle it, each slot in its own sandbox.
         let engine = &*self.engine;
         match &self.pool {
-            Some(pool) if ready.len() >= PARALLEL_MIN => {
+            Some(pool) if ready.len() >= self.options.parallel_min => {
                 work_in_parallel(&mut self.slots, engine, pool)
             }
             _ => {
@@ -806,7 +861,7 @@ impl<B: Bus> Runtime<B> {
         true
     }
 
-    /// Turn slot `i`'s outcomes into outbox messages, dead letters and log
+    /// Turn slot `i`'s outcomes into unsent messages, dead letters and log
     /// lines; tell the bus about a quarantine; flush.
     fn apply(&mut self, i: usize) {
         let outcomes = std::mem::take(&mut self.slots[i].outcomes);
@@ -815,7 +870,7 @@ impl<B: Bus> Runtime<B> {
                 Outcome::Handled { time, staged } => {
                     let slot = &mut self.slots[i];
                     for s in staged {
-                        slot.outbox.push_back(Envelope {
+                        slot.unsent.push_back(Envelope {
                             topic: s.topic,
                             key: s.key,
                             seq: 0,
@@ -872,18 +927,18 @@ impl<B: Bus> Runtime<B> {
         }
     }
 
-    /// Move the outbox to the bus while receivers have room. Returns
-    /// (moved anything, outbox now empty).
+    /// Move the unsent queue to the bus while receivers have room. Returns
+    /// (moved anything, unsent queue now empty).
     fn flush(&mut self, i: usize) -> (bool, bool) {
         let mut moved = false;
-        while let Some(m) = self.slots[i].outbox.pop_front() {
+        while let Some(m) = self.slots[i].unsent.pop_front() {
             match self.bus.publish(m) {
                 Ok(()) => {
                     self.slots[i].published += 1;
                     moved = true;
                 }
                 Err(BusError::Full { message, .. }) => {
-                    self.slots[i].outbox.push_front(*message);
+                    self.slots[i].unsent.push_front(*message);
                     return (moved, false);
                 }
                 Err(e @ BusError::Refused { .. }) => {
@@ -926,7 +981,7 @@ impl<B: Bus> Runtime<B> {
 
 /// Whether a slot has work this round (see `Runtime::round`).
 fn is_ready(slot: &Slot) -> bool {
-    !slot.pending.is_empty() && slot.outbox.is_empty()
+    !slot.pending.is_empty() && slot.unsent.is_empty() && !slot.resting
 }
 
 /// Let the ready slots work, split into contiguous chunks of about equal

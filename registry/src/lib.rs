@@ -1,18 +1,12 @@
-//! The component registry and the durable records around it: blobs
-//! content-addressed on disk, the registry server and client, and the
-//! store (SQLite or PostgreSQL) holding the component index, the audit log
-//! with its signed heads, lineage and records.
-//!
-//! Trust itself (digests, keys, manifests, signatures, the trust store)
-//! lives in `garden-trust`, which needs no runtime or database; it is
-//! re-exported here so that one import path serves both.
+//! The component registry: blobs content-addressed on disk, the registry
+//! server and its client. The index, the audit log and the names live in
+//! `garden-store`; trust itself (digests, keys, manifests, signatures, the
+//! trust store) in `garden-trust`, which needs no runtime or database.
+//! Both are re-exported here, so one import path serves a registry user.
 
-pub mod anchor;
 pub mod blob;
 pub mod client;
-mod names;
 pub mod server;
-pub mod store;
 
 pub use garden_trust::{
     Digest, KeyError, KeyId, Manifest, ManifestError, ParseDigestError, PublicKey, SignatureError,
@@ -21,4 +15,6 @@ pub use garden_trust::{
 pub use garden_trust::{files, keys, manifest, signature, topic, trust};
 
 pub use blob::{BlobError, BlobStore};
-pub use store::{AuditCheck, AuditFilter, AuditRecord, ComponentRow, RecordRow, Store, StoreError};
+pub use garden_store::{
+    AuditCheck, AuditFilter, AuditRecord, ComponentRow, RecordRow, Store, StoreError, anchor,
+};

@@ -113,11 +113,11 @@ pub fn replay_embedded(
     rows: &[Row],
     topics: &[&str],
 ) -> (
-    garden_host::run::RunSummary,
+    garden_host::replay::RunSummary,
     Vec<Arc<garden_host::Envelope>>,
 ) {
-    use garden_host::pipeline::PipelineConfig;
-    use garden_host::run::{Replay, ReplayOptions};
+    use garden_host::config::PipelineConfig;
+    use garden_host::replay::{Replay, ReplayOptions};
     let config = PipelineConfig::embedded().expect("embedded pipeline");
     let engine = engine(config.limits.clone());
     let modules = config
@@ -131,7 +131,7 @@ pub fn replay_embedded(
         data_name: "bundled".into(),
         threads,
         total_bars: rows.len(),
-        steps_per_year: garden_host::report::steps_per_year(rows.len(), first, last),
+        steps_per_year: garden_host::scoring::steps_per_year(rows.len(), first, last),
     };
     let mut replay = Replay::start(engine, &config, &modules, options).expect("starts");
     for t in topics {
@@ -149,7 +149,7 @@ pub fn replay_embedded(
 
 /// A run summary as JSON without the wall-clock figures, which differ from
 /// run to run: what two runs of the same seed must agree on.
-pub fn without_timings(s: &garden_host::run::RunSummary) -> serde_json::Value {
+pub fn without_timings(s: &garden_host::replay::RunSummary) -> serde_json::Value {
     let mut v = serde_json::to_value(s).expect("serialises");
     if let Some(obj) = v.as_object_mut() {
         for timing in ["elapsed_secs", "bars_per_sec", "messages_per_sec"] {

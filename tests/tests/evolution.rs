@@ -4,9 +4,10 @@
 //! child whose snapshot is refused is a failed birth, not a crash.
 
 use garden_host::bus::MemoryBus;
-use garden_host::pipeline::PipelineConfig;
-use garden_host::replication::{BirthCause, EvolutionConfig};
-use garden_host::run::{ReplayOptions, RunSummary, replay};
+use garden_host::config::EvolutionConfig;
+use garden_host::config::PipelineConfig;
+use garden_host::replay::{ReplayOptions, RunSummary, replay};
+use garden_host::replication::BirthCause;
 use garden_host::runtime::InstanceState;
 use garden_host::types::{Body, Envelope, Feedback, FillKind, Snapshot};
 use garden_host::{InstanceSpec, Runtime, genes};

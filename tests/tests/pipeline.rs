@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use garden_host::Envelope;
-use garden_host::pipeline::PipelineConfig;
-use garden_host::run::{ReplayOptions, RunSummary};
+use garden_host::config::PipelineConfig;
+use garden_host::replay::{ReplayOptions, RunSummary};
 use garden_host::types::{Body, FillKind, Side, Verdict};
 use garden_tests::{bundled_rows, engine, test_limits};
 
@@ -197,7 +197,7 @@ fn limits_from_test_config_still_run_the_real_pipeline() {
     };
     let rows = bundled_rows();
     let summary =
-        garden_host::run::replay(engine, &config, &modules, &rows[..500], options, |_| {})
+        garden_host::replay::replay(engine, &config, &modules, &rows[..500], options, |_| {})
             .expect("runs");
     assert_eq!(summary.runtime.failures, 0);
     assert_eq!(summary.bars, 500);

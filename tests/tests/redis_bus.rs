@@ -11,8 +11,8 @@ use garden_host::Envelope;
 use garden_host::bus::{
     Bus, BusError, Delivery, MemoryBus, RedisBus, RedisOptions, Subscriber, fnv1a,
 };
-use garden_host::pipeline::PipelineConfig;
-use garden_host::run::{Replay, ReplayOptions};
+use garden_host::config::PipelineConfig;
+use garden_host::replay::{Replay, ReplayOptions};
 use garden_host::types::Body;
 use garden_tests::servers::Redis;
 use garden_tests::{bundled_rows, engine, without_timings};
@@ -429,13 +429,13 @@ fn a_bus_with_nothing_to_send_or_read_answers_at_once() {
 }
 
 #[test]
-fn publishes_made_while_redis_is_down_wait_in_the_outbox_and_survive_a_crash() {
-    use garden_host::outbox::StoreOutbox;
+fn publishes_made_while_redis_is_down_are_parked_in_the_store_and_survive_a_crash() {
+    use garden_host::parking::StoreParking;
     let mut redis = Redis::start();
     let pg = garden_tests::servers::Postgres::start();
-    let outbox = || Box::new(StoreOutbox::new(&pg.url(), "d").expect("outbox"));
+    let parking = || Box::new(StoreParking::new(&pg.url(), "d"));
     let mut bus = RedisBus::connect(options(&redis, "ob", "d")).expect("connects");
-    bus.set_outbox(outbox());
+    bus.set_parking(parking());
     bus.subscribe(&sub("x", "x", "t", Delivery::Shared));
     bus.pump();
     redis.kill();
@@ -443,13 +443,13 @@ fn publishes_made_while_redis_is_down_wait_in_the_outbox_and_survive_a_crash() {
         bus.publish(msg("t", "k", n)).expect("publishes");
     }
     bus.pump();
-    assert_eq!(bus.parked(), 3, "parked in the outbox table");
+    assert_eq!(bus.parked(), 3, "parked in the store");
     assert_eq!(bus.unsent(), 0, "nothing left only in memory");
-    // The daemon dies; its memory is gone, the outbox is not.
+    // The daemon dies; its memory is gone, the parked publishes are not.
     drop(bus);
     redis.restart();
     let mut again = RedisBus::connect(options(&redis, "ob", "d")).expect("connects");
-    again.set_outbox(outbox());
+    again.set_parking(parking());
     again.subscribe(&sub("x", "x", "t", Delivery::Shared));
     again.publish(msg("t", "k", 4)).expect("publishes");
     let got = drain(&mut again, "x");
@@ -467,7 +467,7 @@ fn publishes_made_while_redis_is_down_wait_in_the_outbox_and_survive_a_crash() {
         let store = garden_registry::Store::connect(&pg.url())
             .await
             .expect("store");
-        store.outbox_peek("d", 100).await.expect("peek")
+        store.parked("d", 100).await.expect("peek")
     });
     assert!(left.is_empty(), "{left:?}");
 }

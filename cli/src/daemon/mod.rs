@@ -12,10 +12,10 @@ use garden_host::bus::{Bus, RedisBus};
 use garden_host::cluster::{
     self, DaemonStatus, Decision, Follower, InstanceStatus, Leader, LeaderTopics, Membership,
 };
-use garden_host::outbox::StoreOutbox;
-use garden_host::pipeline::PipelineConfig;
+use garden_host::config::PipelineConfig;
+use garden_host::parking::StoreParking;
 use garden_host::records::{RECORDED_TOPICS, Recorder};
-use garden_host::runtime::InstanceState;
+use garden_host::runtime::{InstanceState, Restarts, RuntimeOptions};
 use garden_host::types::Snapshot;
 use garden_host::{Module, Runtime, integrity};
 
@@ -63,7 +63,7 @@ pub struct DaemonArgs {
     /// (postgres://...; also `store =` in the pipeline file), under run id
     /// = the prefix. The daemons share the work: each message is recorded
     /// once, whichever daemon reads it, even if it is delivered twice.
-    /// Publishes made while Redis is unreachable wait in its outbox table.
+    /// Publishes made while Redis is unreachable are parked in it.
     #[arg(long, value_name = "URL")]
     store: Option<String>,
     /// Run a module older than one this host ran before, on purpose.
@@ -117,7 +117,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     let loaded: Vec<Arc<Module>> = modules.iter().map(|(_, m)| m.clone()).collect();
     // Every daemon computes the same plan: same ids, and for the same seed
     // the same genes. Births and retirements come from the leader's log.
-    let plan = garden_host::plan::plan(&modules, args.seed, None)?;
+    let plan = garden_host::loader::plan(&modules, args.seed, None)?;
     let mut garden = Garden {
         wanted: plan.iter().map(|p| (p.spec.clone(), None)).collect(),
         retired: HashSet::new(),
@@ -140,11 +140,14 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     if let Some(url) = &store {
         // Publishes made while Redis is down wait in the store, and survive
         // this process.
-        bus.set_outbox(Box::new(
-            StoreOutbox::new(url, &name).map_err(anyhow::Error::msg)?,
-        ));
+        bus.set_parking(Box::new(StoreParking::new(url, &name)));
     }
-    let mut runtime = Runtime::new(engine, bus, args.seed);
+    // A failing instance waits out its backoff aside, never stalling the
+    // others (a replay waits in turn instead, to repeat exactly).
+    let mut runtime = Runtime::new(engine, bus, args.seed).with_options(RuntimeOptions {
+        restarts: Restarts::Aside,
+        ..RuntimeOptions::default()
+    });
     let mut recorder = store.map(|url| {
         // One host subscriber group per topic for all daemons: each
         // message is read, and recorded, by one of them.
@@ -325,8 +328,18 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
                 runtime.ack_host_messages();
             }
         }
-        // Idle: wait a little before asking Redis again.
-        std::thread::sleep(Duration::from_millis(2));
+        // Idle: block until an entry may be waiting, or the next beat or
+        // leader poll is due; a busy daemon does not wait.
+        let mut due = if leader.is_some() {
+            next_beat.min(next_leader_poll)
+        } else {
+            next_beat
+        };
+        if let Some(restart) = runtime.next_restart() {
+            due = due.min(restart);
+        }
+        let idle_for = due.saturating_duration_since(Instant::now());
+        runtime.bus_mut().wait(idle_for);
     }
 }
 

@@ -20,26 +20,7 @@ use crate::Envelope;
 pub use memory::MemoryBus;
 pub use redis::{RedisBus, RedisOptions};
 
-/// Which bus a run uses: `[bus]` in a pipeline file, or `garden run --bus`.
-///
-/// With no `url` (or `memory`) the in-process bus; with
-/// `redis://[user:password@]host:port` the Redis Streams bus.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BusConfig {
-    /// `memory`, or a Redis URL.
-    pub url: Option<String>,
-    /// Prefix of every Redis key (default: one per run for `garden run`).
-    pub prefix: Option<String>,
-    /// This daemon's consumer name (default: `hostname-pid`).
-    pub consumer: Option<String>,
-    /// Approximate most entries kept per stream.
-    pub maxlen: Option<usize>,
-    /// Entries pending this long at another consumer are taken over, ms.
-    pub claim_idle_ms: Option<u64>,
-    /// Deliveries after which an entry is dead-lettered.
-    pub max_deliveries: Option<u64>,
-}
+use crate::config::BusConfig;
 
 /// A bus URL that names no bus garden has.
 #[derive(Debug, thiserror::Error)]

@@ -21,11 +21,12 @@ use std::sync::Arc;
 
 use crate::bindings::types::{Body, Setting};
 use crate::bus::redis::{Fields, decode_entry};
+use crate::config::EvolutionConfig;
 use crate::engine::Module;
-use crate::plan::Planned;
-use crate::replication::{BirthCause, EvolutionConfig, Evolver, Habitat, LineageRecord};
-use crate::report::{self, Scoreboard};
+use crate::loader::Planned;
+use crate::replication::{BirthCause, Evolver, Habitat, LineageRecord};
 use crate::runtime::InstanceSpec;
+use crate::scoring::{self, Scoreboard};
 
 use super::{Decision, Membership, variant_of};
 
@@ -274,7 +275,7 @@ impl Leader {
         let Some(head) = self.initial.first() else {
             return;
         };
-        let spy = report::steps_per_year(self.times.len(), *first, *last);
+        let spy = scoring::steps_per_year(self.times.len(), *first, *last);
         let settings: Vec<Setting> = head.spec.settings.clone();
         // A stream has no end, so no out-of-sample part.
         let mut ev = Evolver::new(

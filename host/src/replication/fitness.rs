@@ -5,7 +5,7 @@
 //! ```
 //!
 //! * `sharpe`: annualised Sharpe-like ratio of the variant's per-bar returns
-//!   over the window (see [`crate::report::sharpe`]);
+//!   over the window (see [`crate::scoring::sharpe`]);
 //! * `DD%`: its maximum drawdown over the window, in percent;
 //! * `shortfall`: `max(0, min_trades − trades) / min_trades`, so a variant
 //!   that barely traded cannot win on luck;
@@ -15,34 +15,8 @@
 //! Defaults: drawdown_weight 0.2 (a 5 % drawdown costs one Sharpe point),
 //! min_trades 5, trade_weight 1, correlation_weight 0.5.
 
-use serde::{Deserialize, Serialize};
-
-use crate::report::{max_drawdown, sharpe};
-
-/// The fitness formula's weights.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FitnessConfig {
-    /// Cost per percent of maximum drawdown.
-    pub drawdown_weight: f64,
-    /// Trades needed to escape the shortfall penalty.
-    pub min_trades: u32,
-    /// Cost of a full shortfall (no trades at all).
-    pub trade_weight: f64,
-    /// Cost per unit of mean absolute correlation with the other survivors.
-    pub correlation_weight: f64,
-}
-
-impl Default for FitnessConfig {
-    fn default() -> Self {
-        FitnessConfig {
-            drawdown_weight: 0.2,
-            min_trades: 5,
-            trade_weight: 1.0,
-            correlation_weight: 0.5,
-        }
-    }
-}
+use crate::config::FitnessConfig;
+use crate::scoring::{max_drawdown, sharpe};
 
 /// Per-step returns of a value series.
 pub fn returns(values: &[f64]) -> Vec<f64> {

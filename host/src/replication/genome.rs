@@ -6,29 +6,8 @@ use rand::RngExt;
 use sha2::{Digest, Sha256};
 
 use crate::bindings::types::{Gene, GeneKind, GeneValue, Param};
+use crate::config::Mutation;
 use crate::genes::{typed, value_f64};
-
-/// Mutation settings.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Mutation {
-    /// Probability that a numeric gene is perturbed.
-    pub rate: f64,
-    /// Probability that a boolean gene flips.
-    pub flip: f64,
-    /// Multiplies every gene's own scale (the standard deviation).
-    pub scale: f64,
-}
-
-impl Default for Mutation {
-    fn default() -> Self {
-        Mutation {
-            rate: 0.5,
-            flip: 0.1,
-            scale: 1.0,
-        }
-    }
-}
 
 /// Why two parents cannot be crossed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -32,75 +32,11 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::types::{Param, Setting};
-use crate::bus::Bus;
+use crate::config::EvolutionConfig;
 use crate::engine::Module;
 use crate::genes::value_f64;
-use crate::report::Scoreboard;
-use crate::runtime::{InstanceSpec, InstanceState, Runtime};
-use fitness::FitnessConfig;
-use genome::Mutation;
-
-/// How the population evolves.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EvolutionConfig {
-    /// Breed at all.
-    pub enabled: bool,
-    /// Bars between generations.
-    pub generation_bars: usize,
-    /// A variant must be this many bars old to breed or be retired.
-    pub min_age_bars: usize,
-    /// Fitness at which a variant may breed early (none: never).
-    pub threshold: Option<f64>,
-    /// Bars between threshold checks.
-    pub threshold_every: usize,
-    /// Children per generation.
-    pub children: usize,
-    /// Best variants kept unchanged.
-    pub elite: usize,
-    /// Tournament size.
-    pub tournament: usize,
-    /// Most variants alive at once.
-    pub cap: usize,
-    /// Probability that a child has two parents.
-    pub crossover: f64,
-    /// Mutation settings.
-    pub mutation: Mutation,
-    /// Gene spread below which random variants are injected.
-    pub diversity_min: f64,
-    /// Random variants injected on a diversity gap.
-    pub inject: usize,
-    /// Children bred, on a context change (e.g. a market regime), from the
-    /// variants that did best the earlier times that label held.
-    pub regime_children: usize,
-    /// Share of the run at its end kept out of sample.
-    pub out_of_sample: f64,
-    /// The fitness formula.
-    pub fitness: FitnessConfig,
-}
-
-impl Default for EvolutionConfig {
-    fn default() -> Self {
-        EvolutionConfig {
-            enabled: true,
-            generation_bars: 500,
-            min_age_bars: 250,
-            threshold: Some(4.0),
-            threshold_every: 100,
-            children: 4,
-            elite: 2,
-            tournament: 3,
-            cap: 16,
-            crossover: 0.5,
-            mutation: Mutation::default(),
-            diversity_min: 0.04,
-            inject: 2,
-            regime_children: 1,
-            out_of_sample: 0.3,
-            fitness: FitnessConfig::default(),
-        }
-    }
-}
+use crate::runtime::InstanceSpec;
+use crate::scoring::Scoreboard;
 
 /// Why a variant was born.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,7 +71,7 @@ impl BirthCause {
 }
 
 /// Where the population lives, as the engine acts on it: a local
-/// [`Runtime`], or (in a garden of daemons) the leader's decision log that
+/// [`crate::runtime::Runtime`] (see [`crate::replay`]), or (in a garden of daemons) the leader's decision log that
 /// every daemon follows.
 pub trait Habitat {
     /// Start `spec` as the variant `record` describes, from the snapshot of
@@ -147,30 +83,6 @@ pub trait Habitat {
     fn retire(&mut self, record: &LineageRecord, time: i64) -> Result<(), String>;
     /// Why variant `id` is quarantined, if it is.
     fn quarantined(&self, id: &str) -> Option<String>;
-}
-
-impl<B: Bus> Habitat for Runtime<B> {
-    fn birth(&mut self, mut spec: InstanceSpec, record: &LineageRecord) -> Result<(), String> {
-        spec.snapshot = record.parents.first().and_then(|p| self.snapshot_of(p));
-        let id = spec.id.clone();
-        self.spawn(spec).map_err(|e| e.to_string())?;
-        match self.quarantined(&id) {
-            Some(reason) => Err(reason),
-            None => Ok(()),
-        }
-    }
-
-    fn retire(&mut self, record: &LineageRecord, time: i64) -> Result<(), String> {
-        Runtime::retire(self, &record.id, time);
-        Ok(())
-    }
-
-    fn quarantined(&self, id: &str) -> Option<String> {
-        match self.state_of(id) {
-            Some((InstanceState::Quarantined { reason }, _)) => Some(reason),
-            _ => None,
-        }
-    }
 }
 
 /// One variant's life.

@@ -8,13 +8,44 @@ use serde::Serialize;
 
 use crate::bindings::types::Body;
 use crate::bus::{Bus, BusStats, MemoryBus};
+use crate::config::{ModuleConfig, PipelineConfig};
 use crate::engine::{Engine, Module};
 use crate::feed::{self, csv::Row};
 use crate::genes::ParamError;
-use crate::pipeline::{ModuleConfig, PipelineConfig, PipelineError};
-use crate::replication::{Evolver, LineageRecord};
-use crate::report::{self, Score, Scoreboard};
-use crate::runtime::{InstanceReport, Runtime, RuntimeStats, SpawnError};
+use crate::loader::PipelineError;
+use crate::replication::{Evolver, Habitat, LineageRecord};
+use crate::runtime::{
+    InstanceReport, InstanceSpec, InstanceState, Runtime, RuntimeStats, SpawnError,
+};
+use crate::scoring::{self, Score, Scoreboard};
+
+/// A local runtime is a habitat: births spawn instances in it (from the
+/// first parent's snapshot), retirements stop them. This is where the
+/// runtime and the replication engine meet, so neither imports the other's
+/// concerns.
+impl<B: Bus> Habitat for Runtime<B> {
+    fn birth(&mut self, mut spec: InstanceSpec, record: &LineageRecord) -> Result<(), String> {
+        spec.snapshot = record.parents.first().and_then(|p| self.snapshot_of(p));
+        let id = spec.id.clone();
+        self.spawn(spec).map_err(|e| e.to_string())?;
+        match self.quarantined(&id) {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+
+    fn retire(&mut self, record: &LineageRecord, time: i64) -> Result<(), String> {
+        Runtime::retire(self, &record.id, time);
+        Ok(())
+    }
+
+    fn quarantined(&self, id: &str) -> Option<String> {
+        match self.state_of(id) {
+            Some((InstanceState::Quarantined { reason }, _)) => Some(reason),
+            _ => None,
+        }
+    }
+}
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -197,7 +228,7 @@ impl<B: Bus> Replay<B> {
         }
         let mut population = Vec::new();
         let mut evolver = None;
-        for p in crate::plan::plan(modules, options.seed, options.variants)? {
+        for p in crate::loader::plan(modules, options.seed, options.variants)? {
             if p.population {
                 let id = p.spec.id.clone();
                 population.push(id.clone());
@@ -271,7 +302,7 @@ impl<B: Bus> Replay<B> {
         self.collect();
         let tapped = std::mem::take(&mut self.tapped);
         let first = rows.first().map_or(0, |r| r.time);
-        let spy = report::steps_per_year(rows.len(), first, last);
+        let spy = scoring::steps_per_year(rows.len(), first, last);
         let instances = self.runtime.instances();
         let lineage = match self.evolver.as_mut() {
             Some(ev) => {
@@ -344,7 +375,7 @@ impl<B: Bus> Replay<B> {
                     (Some(a), Some(b)) if *a > 0.0 => b / a - 1.0,
                     _ => 0.0,
                 },
-                out_of_sample_sharpe: report::sharpe(&closes, spy),
+                out_of_sample_sharpe: scoring::sharpe(&closes, spy),
             };
             EvolutionReport {
                 cut_bar: cut,
@@ -482,7 +513,7 @@ pub fn replay_with<B: Bus>(
             rows.first().map_or(0, |r| r.time),
             rows.last().map_or(0, |r| r.time),
         );
-        options.steps_per_year = report::steps_per_year(rows.len(), first, last);
+        options.steps_per_year = scoring::steps_per_year(rows.len(), first, last);
     }
     let mut replay = Replay::start_on(bus, engine, config, modules, options)?;
     for t in taps {

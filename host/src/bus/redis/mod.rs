@@ -41,6 +41,15 @@
 //! **Faults.** A lost connection is retried with backoff (up to
 //! [`RECONNECT_MAX`]) inside `pump`; nothing buffered is dropped meanwhile.
 
+mod connection;
+mod reply;
+mod wire;
+
+pub use connection::{
+    RECONNECT_MAX, RedisBusError, RedisOptions, connect, hostname, open, redacted,
+};
+pub use wire::{ENTRY_FORMAT, Fields, decode_entry, entry_position, topic_stream};
+
 use std::collections::VecDeque;
 
 // Names chosen by the host and publisher hashes: a fast hash is enough.
@@ -48,128 +57,19 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::Value;
-
 use super::{Bus, BusError, BusStats, DeadLetter, Delivery, RecentDeadLetters, Subscriber, fnv1a};
 use crate::Envelope;
-use crate::types::{Bar, Body};
+use redis::Value;
+use reply::{entry_list, pending_count, stream_entries_by_name};
+use wire::{WireOut, parse_id, xadd};
 
-/// The entry format this host writes: one field `m`, the whole message as
-/// JSON.
-pub const ENTRY_FORMAT: u32 = 2;
-/// The earlier format, one field per header value, still read.
-const ENTRY_FORMAT_1: &str = "1";
-
-/// A message as written (format 2).
-#[derive(serde::Serialize)]
-struct WireOut<'a> {
-    v: u32,
-    key: &'a str,
-    source: &'a str,
-    time: i64,
-    from: &'a str,
-    n: u64,
-    body: &'a Body,
-}
-
-/// A message as read (format 2).
-#[derive(serde::Deserialize)]
-struct WireIn {
-    v: u32,
-    key: String,
-    source: String,
-    time: i64,
-    from: String,
-    n: u64,
-    body: Body,
-}
-/// Longest wait between reconnection attempts.
-pub const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// Recently handled (publisher, counter) pairs remembered per group, to
 /// skip redeliveries.
 const SEEN_KEPT: usize = 1 << 16;
 
-/// How to reach Redis and how to use it.
-#[derive(Debug, Clone)]
-pub struct RedisOptions {
-    /// `redis://[user:password@]host:port[/db]`.
-    pub url: String,
-    /// Prefix of every key this bus uses.
-    pub prefix: String,
-    /// This daemon's consumer name (stable across restarts).
-    pub consumer: String,
-    /// Approximate most entries kept per stream (`MAXLEN ~`): must exceed
-    /// the longest backlog a group may fall behind by.
-    pub maxlen: usize,
-    /// Most entries read per group and pump.
-    pub batch: usize,
-    /// Entries pending this long at another consumer are taken over.
-    pub claim_idle: Duration,
-    /// Deliveries after which an entry is dead-lettered instead.
-    pub max_deliveries: u64,
-    /// Largest entry accepted at publish, in bytes.
-    pub max_entry_bytes: usize,
-    /// Topic whose entries may be plain bar fields (see `docs/redis.md`).
-    pub bar_topic: Option<String>,
-}
-
-impl RedisOptions {
-    /// Defaults for `url`: prefix `garden`, consumer named after the host.
-    pub fn new(url: &str) -> Self {
-        RedisOptions {
-            url: url.to_string(),
-            prefix: "garden".into(),
-            consumer: default_consumer(),
-            maxlen: 100_000,
-            batch: 512,
-            claim_idle: Duration::from_secs(30),
-            max_deliveries: 5,
-            max_entry_bytes: 1 << 20,
-            bar_topic: Some("bar".into()),
-        }
-    }
-}
-
-/// `hostname-pid`: unique per process on one machine.
-fn default_consumer() -> String {
-    format!("{}-{}", hostname(), std::process::id())
-}
-
-/// This machine's name (`garden` if it has none).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "garden".into())
-}
-
-/// Why the Redis bus could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum RedisBusError {
-    /// The URL does not parse.
-    #[error("`{url}` is not a Redis URL ({source}); write redis://[user:password@]host:port")]
-    Url {
-        /// The URL given.
-        url: String,
-        /// The parser's complaint.
-        source: redis::RedisError,
-    },
-    /// Redis did not answer, or refused the credentials.
-    #[error(
-        "cannot reach Redis at {url}: {source}; is redis-server running there, and are the user and password right?"
-    )]
-    Connect {
-        /// The URL, without its password.
-        url: String,
-        /// What failed.
-        source: redis::RedisError,
-    },
-}
-
 /// Where publishes wait, durably, while Redis cannot be reached: a table in
-/// the store (`crate::outbox::StoreOutbox`). Entries are (stream, fields).
-pub trait Outbox: Send {
+/// the store (`crate::parking::StoreParking`). Entries are (stream, fields).
+pub trait Parking: Send {
     /// Keep these entries, after those kept before.
     fn park(&mut self, entries: &[(String, Fields)]) -> Result<(), String>;
     /// The oldest `max` kept entries, with their positions.
@@ -210,9 +110,6 @@ struct Roster {
     fixed: bool,
 }
 
-/// An entry's fields, in order.
-pub type Fields = Vec<(String, String)>;
-
 /// Where a delivered message came from, to acknowledge it.
 #[derive(Debug, Clone)]
 struct Receipt {
@@ -229,6 +126,27 @@ struct Fetched {
     order: (u64, u64, u64, u64),
     result: Result<(Envelope, u64, u64), String>,
     fields: Fields,
+}
+
+/// What one exchange sends besides the publishes, in pipeline order: the
+/// routes whose groups are created, the parked entries forwarded, the
+/// routes acknowledged, the groups read and the routes claimed from.
+struct Round {
+    creating: Vec<usize>,
+    forwarding: Vec<(i64, String, Fields)>,
+    acked: Vec<usize>,
+    reading: Vec<Vec<usize>>,
+    claiming: Vec<usize>,
+}
+
+impl Round {
+    fn is_empty(&self) -> bool {
+        self.creating.is_empty()
+            && self.forwarding.is_empty()
+            && self.acked.is_empty()
+            && self.reading.is_empty()
+            && self.claiming.is_empty()
+    }
 }
 
 /// The Redis Streams bus.
@@ -259,9 +177,13 @@ pub struct RedisBus {
     last_claim: Instant,
     backoff: Duration,
     last_error: Option<String>,
-    outbox: Option<Box<dyn Outbox>>,
-    /// The outbox may hold entries to forward.
-    outbox_waiting: bool,
+    parking: Option<Box<dyn Parking>>,
+    /// The parking may hold entries to forward.
+    parking_waiting: bool,
+    /// Entries the last exchange fetched (0: the streams were quiet).
+    fetched_last: usize,
+    /// Per stream, the newest entry id seen, for [`RedisBus::wait`].
+    last_seen: HashMap<String, String>,
     parked: u64,
 }
 
@@ -292,17 +214,19 @@ impl RedisBus {
             last_claim: Instant::now(),
             backoff: Duration::from_millis(50),
             last_error: None,
-            outbox: None,
-            outbox_waiting: false,
+            parking: None,
+            parking_waiting: false,
+            fetched_last: 0,
+            last_seen: HashMap::default(),
             parked: 0,
         })
     }
 
-    /// Keep publishes in `outbox` while Redis is unreachable, and forward
+    /// Keep publishes in `parking` while Redis is unreachable, and forward
     /// what it already holds (from an earlier run of this daemon) first.
-    pub fn set_outbox(&mut self, outbox: Box<dyn Outbox>) {
-        self.outbox = Some(outbox);
-        self.outbox_waiting = true;
+    pub fn set_parking(&mut self, parking: Box<dyn Parking>) {
+        self.parking = Some(parking);
+        self.parking_waiting = true;
     }
 
     /// Acknowledge handled messages only at checkpoints: from now on each
@@ -324,7 +248,7 @@ impl RedisBus {
         }
     }
 
-    /// Publishes parked in the outbox so far.
+    /// Publishes parked so far.
     pub fn parked(&self) -> u64 {
         self.parked
     }
@@ -359,6 +283,69 @@ impl RedisBus {
     /// Publishes and acknowledgements not yet sent.
     pub fn unsent(&self) -> usize {
         self.outgoing.len() + self.acks.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Wait, at most `timeout`, until an entry may be waiting on a stream
+    /// this daemon reads: one blocking `XREAD` over every stream from the
+    /// newest entry seen on it, instead of polling. Returns at once when the
+    /// last exchange fetched entries or something waits to be sent, so a
+    /// busy daemon never sleeps; any error just ends the wait (the next
+    /// exchange reports and retries it).
+    pub fn wait(&mut self, timeout: Duration) {
+        if timeout.is_zero()
+            || self.fetched_last > 0
+            || !self.outgoing.is_empty()
+            || !self.dead_out.is_empty()
+            || self.acks.values().any(|ids| !ids.is_empty())
+        {
+            return;
+        }
+        let mut streams: Vec<&str> = self
+            .routes
+            .iter()
+            .filter(|r| !r.members.is_empty())
+            .map(|r| r.stream.as_str())
+            .collect();
+        streams.sort_unstable();
+        streams.dedup();
+        let Some(conn) = self.conn.as_mut() else {
+            std::thread::sleep(timeout.min(self.backoff));
+            return;
+        };
+        if streams.is_empty() {
+            std::thread::sleep(timeout);
+            return;
+        }
+        // BLOCK takes whole milliseconds; 0 would mean forever, and a
+        // block past the read timeout would end in an error.
+        let ms = timeout.min(connection::IO_TIMEOUT / 2).as_millis().max(1);
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(ms.to_string())
+            .arg("STREAMS");
+        for stream in &streams {
+            cmd.arg(*stream);
+        }
+        for stream in &streams {
+            // A stream never read here starts from its newest entry (`$`
+            // is not used: an entry added between the last exchange and
+            // this wait would then be missed until the timeout).
+            cmd.arg(self.last_seen.get(*stream).map_or("0-0", String::as_str));
+        }
+        match cmd.query::<Value>(conn) {
+            Ok(reply) => {
+                // Remember what woke us, so a stream whose old entries this
+                // daemon never reads does not wake it again.
+                for (stream, entries) in stream_entries_by_name(reply) {
+                    if let Some((id, _)) = entries.last() {
+                        self.last_seen.insert(stream, id.clone());
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("waiting for entries: {e}"),
+        }
     }
 
     fn group_name(s: &Subscriber) -> String {
@@ -413,10 +400,10 @@ impl RedisBus {
         Ok(vec![("m", m)])
     }
 
-    /// Move the unsent publishes into the outbox, if there is one: from
+    /// Park the unsent publishes, if there is one: from
     /// there they survive this process too.
     fn park_outgoing(&mut self) {
-        let Some(outbox) = self.outbox.as_mut() else {
+        let Some(parking) = self.parking.as_mut() else {
             return;
         };
         if self.outgoing.is_empty() {
@@ -435,18 +422,18 @@ impl RedisBus {
                 )
             })
             .collect();
-        match outbox.park(&entries) {
+        match parking.park(&entries) {
             Ok(()) => {
                 self.parked += entries.len() as u64;
                 self.outgoing.clear();
-                self.outbox_waiting = true;
+                self.parking_waiting = true;
                 tracing::info!(
                     entries = entries.len(),
-                    "Redis unreachable: publishes parked in the outbox"
+                    "Redis unreachable: publishes parked"
                 );
             }
             Err(e) => {
-                tracing::warn!("cannot park publishes in the outbox ({e}); keeping them in memory")
+                tracing::warn!("cannot park publishes ({e}); keeping them in memory")
             }
         }
     }
@@ -504,60 +491,117 @@ impl RedisBus {
     /// One exchange with Redis; Err if the connection failed.
     fn exchange(&mut self) -> redis::RedisResult<bool> {
         let claim = self.last_claim.elapsed() >= self.options.claim_idle / 2;
-        let conn = match self.conn.as_mut() {
-            Some(c) => c,
-            None => {
-                let c = open(&self.client)?;
-                tracing::info!("reconnected to Redis");
-                self.conn.insert(c)
-            }
-        };
-        let maxlen = self.options.maxlen.to_string();
-        // What waited in the outbox goes first: it was published first.
-        let forwarding = match (&mut self.outbox, self.outbox_waiting) {
-            (Some(o), true) => match o.parked(FORWARD_BATCH) {
-                Ok(entries) => entries,
-                Err(e) => {
-                    tracing::warn!("cannot read the outbox: {e}");
-                    Vec::new()
-                }
-            },
-            _ => Vec::new(),
-        };
+        if self.conn.is_none() {
+            self.conn = Some(open(&self.client)?);
+            tracing::info!("reconnected to Redis");
+        }
+        let forwarding = self.take_parked();
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
+        let creating = self.queue_group_creation(&mut pipe);
+        self.queue_writes(&mut pipe, &forwarding);
+        let writes = self.outgoing.len() + self.dead_out.len();
+        let acked = self.queue_acks(&mut pipe);
+        let reading = self.queue_reads(&mut pipe);
+        let claiming = if claim {
+            self.queue_claims(&mut pipe)
+        } else {
+            Vec::new()
+        };
+        let plan = Round {
+            creating,
+            forwarding,
+            acked,
+            reading,
+            claiming,
+        };
+        if writes == 0 && plan.is_empty() {
+            // Nothing to say: an empty pipeline would wait for no reply.
+            if claim {
+                self.last_claim = Instant::now();
+            }
+            self.fetched_last = 0;
+            return Ok(false);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(false);
+        };
+        let replies: Vec<Value> = pipe.query(conn)?;
+        if claim {
+            self.last_claim = Instant::now();
+        }
+        // Everything sent was taken: Redis applies a pipeline in order and
+        // answered every command.
+        let mut replies = replies.into_iter();
+        self.take_write_replies(&plan, &mut replies);
+        let mut fetched = self.take_read_replies(plan.reading, &mut replies);
+        let mut claimed = Vec::new();
+        for i in plan.claiming {
+            if let Some(Value::Array(parts)) = replies.next()
+                && let Some(entries) = parts.into_iter().nth(1)
+            {
+                for (id, fields) in entry_list(entries) {
+                    claimed.push((i, id, fields));
+                }
+            }
+        }
+        if !claimed.is_empty() {
+            self.screen_claimed(claimed, &mut fetched)?;
+        }
+        let any = !fetched.is_empty();
+        self.fetched_last = fetched.len();
+        self.merge(fetched);
+        Ok(any)
+    }
+
+    /// The oldest parked publishes, to send before anything newer: they
+    /// were published first.
+    fn take_parked(&mut self) -> Vec<(i64, String, Fields)> {
+        match (&mut self.parking, self.parking_waiting) {
+            (Some(o), true) => o.parked(FORWARD_BATCH).unwrap_or_else(|e| {
+                tracing::warn!("cannot read the parked publishes: {e}");
+                Vec::new()
+            }),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Queue the creation of every group still to be made; their routes.
+    fn queue_group_creation(&self, pipe: &mut redis::Pipeline) -> Vec<usize> {
         let mut creating = Vec::new();
         for (i, r) in self.routes.iter().enumerate() {
             if r.create {
-                xgroup_create(&mut pipe, r);
+                xgroup_create(pipe, r);
                 creating.push(i);
             }
         }
-        for (_, stream, fields) in &forwarding {
-            xadd(
-                &mut pipe,
-                stream,
-                &maxlen,
-                fields.iter().map(|(k, v)| (k, v)),
-            );
+        creating
+    }
+
+    /// Queue the XADDs: parked entries first (`forwarding`, given here
+    /// only to keep their order), then this round's publishes, then dead
+    /// letters.
+    fn queue_writes(&self, pipe: &mut redis::Pipeline, forwarding: &[(i64, String, Fields)]) {
+        let maxlen = self.options.maxlen.to_string();
+        for (_, stream, fields) in forwarding {
+            xadd(pipe, stream, &maxlen, fields.iter().map(|(k, v)| (k, v)));
         }
         for (stream, fields) in &self.outgoing {
-            xadd(
-                &mut pipe,
-                stream,
-                &maxlen,
-                fields.iter().map(|(k, v)| (*k, v)),
-            );
+            xadd(pipe, stream, &maxlen, fields.iter().map(|(k, v)| (*k, v)));
         }
         let dead_stream = format!("{}:dead", self.options.prefix);
         for fields in &self.dead_out {
             xadd(
-                &mut pipe,
+                pipe,
                 &dead_stream,
                 &maxlen,
                 fields.iter().map(|(k, v)| (*k, v)),
             );
         }
+    }
+
+    /// Queue the XACKs; the routes they are for.
+    fn queue_acks(&self, pipe: &mut redis::Pipeline) -> Vec<usize> {
         let mut acked = Vec::new();
         for (&route, ids) in &self.acks {
             if ids.is_empty() {
@@ -567,8 +611,12 @@ impl RedisBus {
             pipe.cmd("XACK").arg(&r.stream).arg(&r.group).arg(ids);
             acked.push(route);
         }
-        // One XREADGROUP per group, over all the streams it reads (a
-        // broadcast subscriber's group spans its topics).
+        acked
+    }
+
+    /// Queue one XREADGROUP per group, over all the streams it reads (a
+    /// broadcast subscriber's group spans its topics); the routes of each.
+    fn queue_reads(&self, pipe: &mut redis::Pipeline) -> Vec<Vec<usize>> {
         let mut reading: Vec<Vec<usize>> = Vec::new();
         for (i, r) in self.routes.iter().enumerate() {
             if r.members.is_empty() {
@@ -598,43 +646,34 @@ impl RedisBus {
                 cmd.arg(if self.routes[i].history { "0" } else { ">" });
             }
         }
+        reading
+    }
+
+    /// Queue an XAUTOCLAIM of entries other consumers left pending too
+    /// long, per route; the routes.
+    fn queue_claims(&self, pipe: &mut redis::Pipeline) -> Vec<usize> {
         let min_idle = self.options.claim_idle.as_millis().to_string();
         let mut claiming = Vec::new();
-        if claim {
-            for (i, r) in self.routes.iter().enumerate() {
-                if r.members.is_empty() || r.history {
-                    continue;
-                }
-                pipe.cmd("XAUTOCLAIM")
-                    .arg(&r.stream)
-                    .arg(&r.group)
-                    .arg(&self.options.consumer)
-                    .arg(&min_idle)
-                    .arg("0-0")
-                    .arg("COUNT")
-                    .arg(self.options.batch);
-                claiming.push(i);
+        for (i, r) in self.routes.iter().enumerate() {
+            if r.members.is_empty() || r.history {
+                continue;
             }
+            pipe.cmd("XAUTOCLAIM")
+                .arg(&r.stream)
+                .arg(&r.group)
+                .arg(&self.options.consumer)
+                .arg(&min_idle)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(self.options.batch);
+            claiming.push(i);
         }
-        if creating.is_empty()
-            && forwarding.is_empty()
-            && self.outgoing.is_empty()
-            && self.dead_out.is_empty()
-            && acked.is_empty()
-            && reading.is_empty()
-            && claiming.is_empty()
-        {
-            // Nothing to say: an empty pipeline would wait for no reply.
-            if claim {
-                self.last_claim = Instant::now();
-            }
-            return Ok(false);
-        }
-        let replies: Vec<Value> = pipe.query(conn)?;
-        // Everything sent was taken: Redis applies a pipeline in order and
-        // answered every command.
-        let mut replies = replies.into_iter();
-        for i in creating {
+        claiming
+    }
+
+    /// Read the replies to the group creations, writes and acks of `plan`.
+    fn take_write_replies(&mut self, plan: &Round, replies: &mut impl Iterator<Item = Value>) {
+        for &i in &plan.creating {
             if let Some(Value::ServerError(e)) = replies.next()
                 && e.code() != "BUSYGROUP"
             {
@@ -643,21 +682,22 @@ impl RedisBus {
             }
             self.routes[i].create = false;
         }
-        for _ in &forwarding {
+        let forwarding = &plan.forwarding;
+        for _ in forwarding {
             if let Some(Value::ServerError(e)) = replies.next() {
-                tracing::warn!("XADD of an outbox entry refused by Redis: {e:?}");
+                tracing::warn!("XADD of a parked entry refused by Redis: {e:?}");
             }
         }
-        if let (Some(o), Some((last, ..))) = (&mut self.outbox, forwarding.last()) {
+        if let (Some(o), Some((last, ..))) = (&mut self.parking, forwarding.last()) {
             if let Err(e) = o.forwarded(*last) {
                 // Sent but still kept: sent again later, skipped by the
                 // receivers as already seen.
-                tracing::warn!("cannot clear the outbox: {e}");
+                tracing::warn!("cannot clear the forwarded parked entries: {e}");
             }
-            tracing::info!(entries = forwarding.len(), "forwarded the outbox");
+            tracing::info!(entries = forwarding.len(), "forwarded the parked publishes");
         }
         if forwarding.len() < FORWARD_BATCH {
-            self.outbox_waiting = false;
+            self.parking_waiting = false;
         }
         self.stats.published += forwarding.len() as u64;
         let sent = self.outgoing.len();
@@ -669,10 +709,18 @@ impl RedisBus {
         self.stats.published += sent as u64;
         self.outgoing.clear();
         self.dead_out.clear();
-        for key in acked {
+        for &key in &plan.acked {
             self.acks.remove(&key);
             let _ = replies.next();
         }
+    }
+
+    /// Read the XREADGROUP replies of `reading`, decoded per route.
+    fn take_read_replies(
+        &mut self,
+        reading: Vec<Vec<usize>>,
+        replies: &mut impl Iterator<Item = Value>,
+    ) -> Vec<Fetched> {
         let mut fetched = Vec::new();
         for g in reading {
             match replies.next() {
@@ -697,6 +745,10 @@ impl RedisBus {
                         if self.routes[i].history && entries.is_empty() {
                             self.routes[i].history = false;
                         }
+                        if let Some((last, _)) = entries.last() {
+                            self.last_seen
+                                .insert(self.routes[i].stream.clone(), last.clone());
+                        }
                         for (id, fields) in entries {
                             fetched.push(self.decode(i, id, fields));
                         }
@@ -705,25 +757,7 @@ impl RedisBus {
                 None => {}
             }
         }
-        let mut claimed = Vec::new();
-        for i in claiming {
-            if let Some(Value::Array(parts)) = replies.next()
-                && let Some(entries) = parts.into_iter().nth(1)
-            {
-                for (id, fields) in entry_list(entries) {
-                    claimed.push((i, id, fields));
-                }
-            }
-        }
-        if claim {
-            self.last_claim = Instant::now();
-        }
-        if !claimed.is_empty() {
-            self.screen_claimed(claimed, &mut fetched)?;
-        }
-        let any = !fetched.is_empty();
-        self.merge(fetched);
-        Ok(any)
+        fetched
     }
 
     /// Deliveries so far of claimed entries: those over the limit are dead
@@ -1067,26 +1101,6 @@ impl Bus for RedisBus {
         self.stats
     }
 }
-
-/// Queue `XADD stream MAXLEN ~ maxlen * field value ...` on `pipe`.
-fn xadd<'a, K: redis::ToRedisArgs + 'a>(
-    pipe: &mut redis::Pipeline,
-    stream: &str,
-    maxlen: &str,
-    fields: impl IntoIterator<Item = (K, &'a String)>,
-) {
-    let cmd = pipe
-        .cmd("XADD")
-        .arg(stream)
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(maxlen)
-        .arg("*");
-    for (k, v) in fields {
-        cmd.arg(k).arg(v);
-    }
-}
-
 /// Queue the creation of `route`'s group (from new entries on, making the
 /// stream if need be) on `pipe`.
 fn xgroup_create(pipe: &mut redis::Pipeline, route: &Route) {
@@ -1096,438 +1110,4 @@ fn xgroup_create(pipe: &mut redis::Pipeline, route: &Route) {
         .arg(&route.group)
         .arg("$")
         .arg("MKSTREAM");
-}
-
-/// A client for `url` and a first connection to it, or the error that
-/// says which of the two failed.
-pub(crate) fn connect(url: &str) -> Result<(redis::Client, redis::Connection), RedisBusError> {
-    let client = redis::Client::open(url).map_err(|source| RedisBusError::Url {
-        url: redacted(url),
-        source,
-    })?;
-    let conn = open(&client).map_err(|source| RedisBusError::Connect {
-        url: redacted(url),
-        source,
-    })?;
-    Ok((client, conn))
-}
-
-/// A connection with timeouts, so a stalled server cannot hang the host.
-pub(crate) fn open(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
-    let conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    conn.set_write_timeout(Some(Duration::from_secs(10)))?;
-    Ok(conn)
-}
-
-/// A URL fit to print (the password hidden): one redaction for every
-/// store, bus and command.
-pub use garden_registry::store::redacted;
-
-/// The stream of `topic` under `prefix`: `{prefix}:t:{topic}`. Topics live
-/// in a namespace of their own, so no topic (whatever its name) is a
-/// control key such as `{prefix}:leader` or `{prefix}:decisions`.
-pub fn topic_stream(prefix: &str, topic: &str) -> String {
-    format!("{prefix}:t:{topic}")
-}
-
-/// `ms-seq` of a stream id.
-/// A stream entry id (`ms-seq`) as one number that grows with the id:
-/// the milliseconds shifted past a 16-bit sequence.
-pub(crate) fn entry_position(id: &str) -> u64 {
-    let (ms, seq) = parse_id(id);
-    (ms << 16) | seq.min(0xffff)
-}
-
-fn parse_id(id: &str) -> (u64, u64) {
-    let mut parts = id.splitn(2, '-');
-    let ms = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    let seq = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-    (ms, seq)
-}
-
-fn text(v: Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b).ok(),
-        Value::SimpleString(s) => Some(s),
-        Value::Int(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-
-/// A value as text; binary junk as lossy text (moved, not copied, when it
-/// is valid UTF-8, as it almost always is).
-fn lossy(v: Value) -> String {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-        other => text(other).unwrap_or_default(),
-    }
-}
-
-/// Entries of an XREADGROUP reply, per stream name.
-fn stream_entries_by_name(v: Value) -> Vec<(String, Vec<(String, Fields)>)> {
-    let streams = match v {
-        Value::Array(s) => s,
-        Value::Map(m) => m
-            .into_iter()
-            .map(|(k, v)| Value::Array(vec![k, v]))
-            .collect(),
-        _ => return Vec::new(),
-    };
-    let mut out = Vec::new();
-    for s in streams {
-        if let Value::Array(pair) = s {
-            let mut pair = pair.into_iter();
-            if let (Some(name), Some(entries)) = (pair.next().and_then(text), pair.next()) {
-                out.push((name, entry_list(entries)));
-            }
-        }
-    }
-    out
-}
-
-/// `[[id, [field, value, ...]], ...]`; entries deleted by trimming come
-/// back with no fields and are skipped.
-fn entry_list(v: Value) -> Vec<(String, Fields)> {
-    let Value::Array(entries) = v else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in entries {
-        let Value::Array(parts) = e else { continue };
-        let mut parts = parts.into_iter();
-        let (Some(id), Some(Value::Array(flat))) = (parts.next().and_then(text), parts.next())
-        else {
-            continue;
-        };
-        let mut fields = Vec::with_capacity(flat.len() / 2);
-        let mut flat = flat.into_iter();
-        while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
-            // Binary junk is kept as lossy text: it still reaches the dead
-            // letter stream, with a reason.
-            let (k, v) = (lossy(k), lossy(v));
-            fields.push((k, v));
-        }
-        out.push((id, fields));
-    }
-    out
-}
-
-/// The delivery count from an `XPENDING key group id id 1` reply.
-fn pending_count(v: Value) -> Option<u64> {
-    let Value::Array(rows) = v else { return None };
-    let Value::Array(row) = rows.into_iter().next()? else {
-        return None;
-    };
-    match row.into_iter().nth(3)? {
-        Value::Int(n) => u64::try_from(n).ok(),
-        other => text(other)?.parse().ok(),
-    }
-}
-
-/// Decode an entry of `topic` into (envelope, publisher, counter), or say
-/// what is wrong with it.
-pub fn decode_entry(
-    topic: &str,
-    fields: &[(String, String)],
-    plain_bars: bool,
-) -> Result<(Envelope, String, u64), String> {
-    let get = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    if let Some(m) = get("m") {
-        return decode_message(topic, m);
-    }
-    if get("body").is_none() && plain_bars {
-        return decode_bar(topic, &get);
-    }
-    match get("v") {
-        Some(ENTRY_FORMAT_1) => {}
-        Some(other) => {
-            return Err(format!(
-                "entry format `{other}` is not supported (this host reads formats 1 and {ENTRY_FORMAT})"
-            ));
-        }
-        None => return Err("missing field `m` (the message) or `v` (entry format 1)".into()),
-    }
-    let need = |name: &str| get(name).ok_or_else(|| format!("missing field `{name}`"));
-    let time = need("time")?
-        .parse::<i64>()
-        .map_err(|e| format!("field `time` is not an integer: {e}"))?;
-    let n = need("n")?
-        .parse::<u64>()
-        .map_err(|e| format!("field `n` is not an unsigned integer: {e}"))?;
-    let body: Body = serde_json::from_str(need("body")?)
-        .map_err(|e| format!("field `body` does not decode: {e}"))?;
-    Ok((
-        Envelope {
-            topic: topic.to_string(),
-            key: need("key")?.to_string(),
-            seq: 0,
-            time,
-            source: need("source")?.to_string(),
-            body,
-        },
-        need("from")?.to_string(),
-        n,
-    ))
-}
-
-/// A format 2 entry: the field `m`.
-fn decode_message(topic: &str, m: &str) -> Result<(Envelope, String, u64), String> {
-    let w: WireIn = match serde_json::from_str(m) {
-        Ok(w) => w,
-        Err(e) => {
-            // Say so if it is another format rather than a broken one.
-            let v = serde_json::from_str::<serde_json::Value>(m)
-                .ok()
-                .and_then(|x| x.get("v")?.as_u64());
-            return Err(match v {
-                Some(v) if v != u64::from(ENTRY_FORMAT) => format!(
-                    "entry format `{v}` is not supported (this host reads formats 1 and {ENTRY_FORMAT})"
-                ),
-                _ => format!("field `m` does not decode: {e}"),
-            });
-        }
-    };
-    if w.v != ENTRY_FORMAT {
-        return Err(format!(
-            "entry format `{}` is not supported (this host reads formats 1 and {ENTRY_FORMAT})",
-            w.v
-        ));
-    }
-    Ok((
-        Envelope {
-            topic: topic.to_string(),
-            key: w.key,
-            seq: 0,
-            time: w.time,
-            source: w.source,
-            body: w.body,
-        },
-        w.from,
-        w.n,
-    ))
-}
-
-/// A bar written by any producer: `symbol time open high low close
-/// [volume]` (time in milliseconds since the epoch).
-fn decode_bar<'a>(
-    topic: &str,
-    get: &dyn Fn(&str) -> Option<&'a str>,
-) -> Result<(Envelope, String, u64), String> {
-    let num = |name: &str| -> Result<f64, String> {
-        let raw = get(name).ok_or_else(|| format!("bar entry: missing field `{name}`"))?;
-        let x: f64 = raw
-            .parse()
-            .map_err(|_| format!("bar entry: field `{name}` = `{raw}` is not a number"))?;
-        if x.is_finite() {
-            Ok(x)
-        } else {
-            Err(format!("bar entry: field `{name}` is not finite"))
-        }
-    };
-    let symbol = get("symbol")
-        .filter(|s| !s.is_empty())
-        .ok_or("bar entry: missing field `symbol`")?
-        .to_string();
-    let raw_time = get("time").ok_or("bar entry: missing field `time`")?;
-    let time: i64 = raw_time.parse().map_err(|_| {
-        format!("bar entry: field `time` = `{raw_time}` is not an integer (ms since the epoch)")
-    })?;
-    let (open, high, low, close) = (num("open")?, num("high")?, num("low")?, num("close")?);
-    let volume = match get("volume") {
-        Some(_) => num("volume")?,
-        None => 0.0,
-    };
-    if low > high || open < low || open > high || close < low || close > high {
-        return Err(format!(
-            "bar entry: prices are inconsistent (open {open}, high {high}, low {low}, close {close}): high must be the largest and low the smallest"
-        ));
-    }
-    if volume < 0.0 {
-        return Err(format!("bar entry: volume {volume} is negative"));
-    }
-    Ok((
-        Envelope {
-            topic: topic.to_string(),
-            key: symbol.clone(),
-            seq: 0,
-            time,
-            source: "$feed".into(),
-            body: Body::Bar(Bar {
-                symbol,
-                time,
-                open,
-                high,
-                low,
-                close,
-                volume,
-            }),
-        },
-        // Plain entries have no publisher counter: never deduplicated.
-        String::new(),
-        0,
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn plain_bars_decode_and_bad_ones_say_why() {
-        let ok = fields(&[
-            ("symbol", "EURUSD"),
-            ("time", "1700000000000"),
-            ("open", "1.1"),
-            ("high", "1.2"),
-            ("low", "1.0"),
-            ("close", "1.15"),
-            ("volume", "10"),
-        ]);
-        let (e, _, _) = decode_entry("bar", &ok, true).unwrap();
-        assert!(matches!(e.body, Body::Bar(ref b) if b.close == 1.15 && b.symbol == "EURUSD"));
-        assert_eq!(e.key, "EURUSD");
-        let cases: [(&[(&str, &str)], &str); 4] = [
-            (&[("symbol", "X"), ("time", "1")], "missing field `open`"),
-            (
-                &[
-                    ("symbol", "X"),
-                    ("time", "1"),
-                    ("open", "a"),
-                    ("high", "1"),
-                    ("low", "1"),
-                    ("close", "1"),
-                ],
-                "`open` = `a` is not a number",
-            ),
-            (
-                &[
-                    ("symbol", "X"),
-                    ("time", "1"),
-                    ("open", "1"),
-                    ("high", "0.5"),
-                    ("low", "1"),
-                    ("close", "1"),
-                ],
-                "inconsistent",
-            ),
-            (&[("garbage", "\u{fffd}")], "missing field `symbol`"),
-        ];
-        for (f, want) in cases {
-            let err = decode_entry("bar", &fields(f), true).unwrap_err();
-            assert!(err.contains(want), "{err} should say {want}");
-        }
-    }
-
-    #[test]
-    fn format_2_entries_decode_and_broken_ones_say_why() {
-        let body = Body::Retired("x".into());
-        let m = serde_json::to_string(&WireOut {
-            v: ENTRY_FORMAT,
-            key: "k",
-            source: "s",
-            time: 5,
-            from: "d@1",
-            n: 3,
-            body: &body,
-        })
-        .unwrap();
-        let (e, from, n) = decode_entry("t", &fields(&[("m", &m)]), true).unwrap();
-        assert_eq!(
-            (e.topic.as_str(), e.key.as_str(), e.source.as_str(), e.time),
-            ("t", "k", "s", 5)
-        );
-        assert_eq!((from.as_str(), n, e.body), ("d@1", 3, body));
-        let later = m.replace("\"v\":2", "\"v\":3");
-        assert!(
-            decode_entry("t", &fields(&[("m", &later)]), false)
-                .unwrap_err()
-                .contains("format `3` is not supported")
-        );
-        let broken = m.replace("\"key\":\"k\",", "");
-        assert!(
-            decode_entry("t", &fields(&[("m", &broken)]), false)
-                .unwrap_err()
-                .contains("field `m` does not decode: missing field `key`")
-        );
-        assert!(
-            decode_entry("t", &fields(&[("m", "\u{1}garbage")]), false)
-                .unwrap_err()
-                .starts_with("field `m` does not decode")
-        );
-        assert!(
-            decode_entry("t", &fields(&[("other", "1")]), false)
-                .unwrap_err()
-                .contains("missing field `m`")
-        );
-    }
-
-    #[test]
-    fn envelopes_need_every_field_and_a_known_format() {
-        let body = serde_json::to_string(&Body::Retired("x".into())).unwrap();
-        let good = fields(&[
-            ("v", "1"),
-            ("key", "k"),
-            ("source", "s"),
-            ("time", "5"),
-            ("from", "d@1"),
-            ("n", "3"),
-            ("body", &body),
-        ]);
-        let (e, from, n) = decode_entry("t", &good, false).unwrap();
-        assert_eq!(
-            (e.key.as_str(), e.time, from.as_str(), n),
-            ("k", 5, "d@1", 3)
-        );
-        assert_eq!(e.body, Body::Retired("x".into()));
-        let mut v9 = good.clone();
-        v9[0].1 = "9".into();
-        assert!(
-            decode_entry("t", &v9, false)
-                .unwrap_err()
-                .contains("format `9`")
-        );
-        let no_key: Vec<_> = good.iter().filter(|(k, _)| k != "key").cloned().collect();
-        assert!(
-            decode_entry("t", &no_key, false)
-                .unwrap_err()
-                .contains("`key`")
-        );
-        let mut junk = good.clone();
-        junk[6].1 = "{not json".into();
-        assert!(
-            decode_entry("t", &junk, false)
-                .unwrap_err()
-                .contains("`body` does not decode")
-        );
-        let mut time = good.clone();
-        time[3].1 = "soon".into();
-        assert!(
-            decode_entry("t", &time, false)
-                .unwrap_err()
-                .contains("`time`")
-        );
-    }
-
-    #[test]
-    fn passwords_are_not_repeated_in_messages() {
-        assert_eq!(
-            redacted("redis://user:secret@127.0.0.1:6379"),
-            "redis://user:***@127.0.0.1:6379"
-        );
-        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-    }
 }

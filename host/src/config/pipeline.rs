@@ -1,18 +1,20 @@
 //! The pipeline configuration: which modules run, how many instances, with
 //! which parameters and settings, under which limits. `garden run` uses the
 //! embedded `host/pipeline.toml` unless given `--config`.
+//!
+//! Invariant: a [`PipelineConfig`] that parsed is valid (at least one
+//! module, at most one population, every topic in the topic grammar);
+//! loading its modules is [`crate::loader`]'s work.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::engine::{Engine, LoadError, Module};
 use crate::limits::Limits;
 
 /// The embedded default pipeline (the trading application).
-pub const DEFAULT_PIPELINE: &str = include_str!("../pipeline.toml");
+pub const DEFAULT_PIPELINE: &str = include_str!("../../pipeline.toml");
 
 /// A pipeline description, as read from TOML.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,10 +35,10 @@ pub struct PipelineConfig {
     pub limits: Limits,
     /// How the population evolves.
     #[serde(default)]
-    pub evolution: crate::replication::EvolutionConfig,
+    pub evolution: super::EvolutionConfig,
     /// The bus (default: the in-process memory bus).
     #[serde(default)]
-    pub bus: crate::bus::BusConfig,
+    pub bus: super::BusConfig,
     /// The store for the audit log and records (`sqlite://...` or
     /// `postgres://...`; default: the local SQLite file).
     #[serde(default)]
@@ -97,9 +99,9 @@ impl ModuleConfig {
     }
 }
 
-/// Why a pipeline could not be read or loaded.
+/// Why a pipeline file could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
+pub enum ConfigError {
     /// The configuration file cannot be read.
     #[error("cannot read pipeline configuration {path}: {source}")]
     Read {
@@ -116,34 +118,6 @@ pub enum PipelineError {
         /// The parser's message (with line and column).
         message: String,
     },
-    /// A module named in the configuration is not built in.
-    #[error(
-        "module `{name}` is not built in (built-in: {known}); give its component with `path = \"...\"`"
-    )]
-    UnknownModule {
-        /// The name.
-        name: String,
-        /// The built-in names.
-        known: String,
-    },
-    /// A module file cannot be read.
-    #[error("cannot read module `{name}` from {path}: {source}")]
-    ModuleFile {
-        /// The module.
-        name: String,
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        source: std::io::Error,
-    },
-    /// A module failed to load.
-    #[error("module `{name}` failed to load: {source}")]
-    Load {
-        /// The module.
-        name: String,
-        /// Why.
-        source: LoadError,
-    },
     /// The configuration is inconsistent.
     #[error("invalid pipeline: {0}")]
     Invalid(String),
@@ -151,8 +125,8 @@ pub enum PipelineError {
 
 impl PipelineConfig {
     /// Parse a configuration; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Self, PipelineError> {
-        let config: PipelineConfig = toml::from_str(text).map_err(|e| PipelineError::Parse {
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: PipelineConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             origin: origin.to_string(),
             message: e.to_string(),
         })?;
@@ -161,8 +135,8 @@ impl PipelineConfig {
     }
 
     /// Read a configuration file.
-    pub fn read(path: &Path) -> Result<Self, PipelineError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Read {
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -170,16 +144,16 @@ impl PipelineConfig {
     }
 
     /// The embedded default.
-    pub fn embedded() -> Result<Self, PipelineError> {
+    pub fn embedded() -> Result<Self, ConfigError> {
         Self::parse(DEFAULT_PIPELINE, "embedded pipeline.toml")
     }
 
-    fn validate(&self) -> Result<(), PipelineError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.modules.is_empty() {
-            return Err(PipelineError::Invalid("no [[module]] entries".into()));
+            return Err(ConfigError::Invalid("no [[module]] entries".into()));
         }
         if self.modules.iter().filter(|m| m.population).count() > 1 {
-            return Err(PipelineError::Invalid(
+            return Err(ConfigError::Invalid(
                 "at most one module may be the population".into(),
             ));
         }
@@ -190,81 +164,11 @@ impl PipelineConfig {
         ];
         for (field, topic) in topics {
             if let Some(topic) = topic {
-                garden_registry::topic::check(topic)
-                    .map_err(|e| PipelineError::Invalid(format!("`{field}`: {e}")))?;
+                garden_trust::topic::check(topic)
+                    .map_err(|e| ConfigError::Invalid(format!("`{field}`: {e}")))?;
             }
         }
         Ok(())
-    }
-
-    /// Load every module (verifying its signature against `trust`,
-    /// compiling or reusing cached artifacts).
-    pub fn load(
-        &self,
-        engine: &Engine,
-        trust: &crate::integrity::Trust,
-    ) -> Result<Vec<(ModuleConfig, Arc<Module>)>, PipelineError> {
-        self.load_audited(engine, trust, None)
-    }
-
-    /// [`PipelineConfig::load`], recording every load and refusal in `audit`.
-    pub fn load_audited(
-        &self,
-        engine: &Engine,
-        trust: &crate::integrity::Trust,
-        audit: Option<&crate::audit::Audit>,
-    ) -> Result<Vec<(ModuleConfig, Arc<Module>)>, PipelineError> {
-        let mut loaded = Vec::new();
-        for m in &self.modules {
-            let bytes: std::borrow::Cow<'static, [u8]> = match &m.path {
-                Some(path) => std::fs::read(path)
-                    .map_err(|source| PipelineError::ModuleFile {
-                        name: m.name.clone(),
-                        path: path.clone(),
-                        source,
-                    })?
-                    .into(),
-                None => garden_modules::module(&m.name)
-                    .ok_or_else(|| PipelineError::UnknownModule {
-                        name: m.name.clone(),
-                        known: garden_modules::MODULES
-                            .iter()
-                            .map(|(n, _)| *n)
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })?
-                    .into(),
-            };
-            let module = match engine.load(&bytes, trust.store_for(&bytes)) {
-                Ok(module) => module,
-                Err(source) => {
-                    if let Some(a) = audit {
-                        a.record("refusal", &m.name, "host", &source.to_string());
-                    }
-                    return Err(PipelineError::Load {
-                        name: m.name.clone(),
-                        source,
-                    });
-                }
-            };
-            if let Some(a) = audit {
-                let reference = module
-                    .manifest()
-                    .map_or_else(|| m.name.clone(), |x| x.reference());
-                let (key, signer) = module.signer().map_or_else(
-                    || ("-".to_string(), String::new()),
-                    |(k, n)| (k.to_string(), n.clone()),
-                );
-                a.record(
-                    "load",
-                    &reference,
-                    &key,
-                    &format!("sha256:{} signed by {signer}", module.digest()),
-                );
-            }
-            loaded.push((m.clone(), module));
-        }
-        Ok(loaded)
     }
 }
 
@@ -296,7 +200,7 @@ mod tests {
         );
         let err = PipelineConfig::parse("feed_topic = 'bar'\n", "t.toml").unwrap_err();
         assert!(err.to_string().contains("module"), "{err}");
-        let err = PipelineError::to_string(
+        let err = ConfigError::to_string(
             &PipelineConfig::parse("feed_topic = 'leader'\n[[module]]\nname = 'x'\n", "t")
                 .expect_err("a reserved feed topic"),
         );
@@ -307,7 +211,7 @@ mod tests {
         let two = "[[module]]\nname='a'\npopulation=true\n[[module]]\nname='b'\npopulation=true\n";
         assert!(matches!(
             PipelineConfig::parse(two, "t"),
-            Err(PipelineError::Invalid(_))
+            Err(ConfigError::Invalid(_))
         ));
     }
 }

@@ -26,7 +26,7 @@ pub struct Planned {
 /// arguments always give the same plan, so a replay repeats and daemons
 /// agree on ids and genes.
 pub fn plan(
-    modules: &[(crate::pipeline::ModuleConfig, std::sync::Arc<crate::Module>)],
+    modules: &[(crate::config::ModuleConfig, std::sync::Arc<crate::Module>)],
     seed: u64,
     variants: Option<u32>,
 ) -> Result<Vec<Planned>, ParamError> {

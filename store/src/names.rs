@@ -9,7 +9,7 @@
 
 use sqlx::Row;
 
-use crate::store::{Store, StoreError};
+use crate::{Store, StoreError};
 
 impl Store {
     /// Claim `name` for `publisher` if nobody owns it; otherwise check that
@@ -135,7 +135,10 @@ impl Store {
 /// Whether two key ids as stored name one key (an older 8-byte id names
 /// the key whose full id it begins).
 fn same_key(a: &str, b: &str) -> bool {
-    match (a.parse::<crate::KeyId>(), b.parse::<crate::KeyId>()) {
+    match (
+        a.parse::<garden_trust::KeyId>(),
+        b.parse::<garden_trust::KeyId>(),
+    ) {
         (Ok(a), Ok(b)) => a.matches(&b),
         _ => a == b,
     }

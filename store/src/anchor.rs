@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{KeyError, KeyId, PublicKey, SigningKey};
+use garden_trust::{Digest, KeyError, KeyId, PublicKey, SigningKey};
 
 /// A writer's own key for signing audit heads: `host.key.pem` in its data
 /// directory, made on first use. Written whole under a temporary name
@@ -43,7 +43,7 @@ pub fn host_key(data_dir: &Path) -> Result<SigningKey, KeyError> {
 /// Where a writer keeps its signed head of the audit log at `url`: one file
 /// per store under `data_dir/audit-heads`, named by a hash of the URL.
 pub fn head_file(data_dir: &Path, url: &str) -> PathBuf {
-    let name = crate::Digest::of(url.as_bytes()).to_hex();
+    let name = Digest::of(url.as_bytes()).to_hex();
     data_dir
         .join("audit-heads")
         .join(format!("{}.toml", &name[..16]))
