@@ -212,8 +212,13 @@ impl Slot {
     /// Handle the pending messages, in order, until done, quarantined, or
     /// unable to start. Touches nothing outside the slot, so slots can work
     /// in parallel.
-    fn work(&mut self, engine: &Engine) {
+    fn work(&mut self, engine: &Engine, restarts: Restarts) {
         while !self.pending.is_empty() {
+            if restarts == Restarts::Aside && self.backing_off() {
+                // Died in this round: the rest waits for later rounds, after
+                // the backoff, instead of holding this one up.
+                return;
+            }
             if !self.ensure_running(engine) {
                 return;
             }
@@ -255,6 +260,11 @@ impl Slot {
                 }
             }
         }
+    }
+
+    /// Whether the slot's sandbox is gone and its backoff still runs.
+    fn backing_off(&self) -> bool {
+        self.sandbox.is_none() && self.not_before.is_some_and(|at| at > Instant::now())
     }
 
     /// Make sure the slot has a live, initialised sandbox, waiting out its
@@ -821,9 +831,7 @@ impl<B: Bus> Runtime<B> {
                 progressed = true;
                 continue;
             }
-            slot.resting = self.options.restarts == Restarts::Aside
-                && slot.sandbox.is_none()
-                && slot.not_before.is_some_and(|at| at > Instant::now());
+            slot.resting = self.options.restarts == Restarts::Aside && slot.backing_off();
             if slot.resting {
                 continue;
             }
@@ -845,11 +853,11 @@ impl<B: Bus> Runtime<B> {
         let engine = &*self.engine;
         match &self.pool {
             Some(pool) if ready.len() >= self.options.parallel_min => {
-                work_in_parallel(&mut self.slots, engine, pool)
+                work_in_parallel(&mut self.slots, engine, pool, self.options.restarts)
             }
             _ => {
                 for &i in &ready {
-                    self.slots[i].work(engine);
+                    self.slots[i].work(engine, self.options.restarts);
                 }
             }
         }
@@ -987,7 +995,12 @@ fn is_ready(slot: &Slot) -> bool {
 /// Let the ready slots work, split into contiguous chunks of about equal
 /// work, one per thread; the calling thread takes the first chunk, so no
 /// thread sits idle while another competes for its core.
-fn work_in_parallel(slots: &mut [Slot], engine: &Engine, pool: &rayon::ThreadPool) {
+fn work_in_parallel(
+    slots: &mut [Slot],
+    engine: &Engine,
+    pool: &rayon::ThreadPool,
+    restarts: Restarts,
+) {
     let parts = pool.current_num_threads() + 1;
     let ready = slots.iter().filter(|s| is_ready(s)).count();
     let per_part = ready.div_ceil(parts).max(1);
@@ -1011,7 +1024,7 @@ fn work_in_parallel(slots: &mut [Slot], engine: &Engine, pool: &rayon::ThreadPoo
     }
     let work = |chunk: &mut [Slot]| {
         for s in chunk.iter_mut().filter(|s| is_ready(s)) {
-            s.work(engine);
+            s.work(engine, restarts);
         }
     };
     pool.in_place_scope(|scope| {

@@ -216,3 +216,76 @@ fn a_manifest_s_lower_fuel_applies_to_every_call_not_only_the_first() {
     let o = contain_with("loop", test_limits(), manifest);
     check(&o, "fuel", "ran out of fuel (1000000 units per call)");
 }
+
+#[test]
+fn in_a_daemon_a_failing_instance_waits_out_its_backoff_aside_and_the_others_go_on() {
+    use garden_host::runtime::{Restarts, RuntimeOptions};
+    // A long backoff: waited in turn, as a replay does, every bar would
+    // stall for it; waited aside, the healthy instance goes on at once.
+    let backoff = Duration::from_secs(3);
+    let limits = Limits {
+        max_failures: 1000,
+        backoff_initial: backoff,
+        backoff_max: backoff,
+        ..test_limits()
+    };
+    let engine = engine(limits);
+    let bad = engine
+        .load(
+            &signed(
+                &fixture_bytes("panic-message"),
+                &fixture_manifest("panic-message"),
+            ),
+            &trust(),
+        )
+        .expect("fixture loads");
+    let good = module(&engine, "alpha-ema");
+    let mut rt =
+        Runtime::new(engine.clone(), MemoryBus::new(1024), 1).with_options(RuntimeOptions {
+            restarts: Restarts::Aside,
+            ..RuntimeOptions::default()
+        });
+    for (id, module, params) in [
+        ("bad", bad, vec![]),
+        ("good", good.clone(), genes::defaults(&good.info().genes)),
+    ] {
+        rt.spawn(InstanceSpec {
+            id: id.into(),
+            module,
+            params,
+            settings: vec![],
+            snapshot: None,
+        })
+        .expect("spawn");
+    }
+    for row in &bundled_rows()[..BARS] {
+        rt.publish(feed::bar_message("bar", "EURUSD", row));
+        rt.run_until_idle();
+    }
+    let report = |rt: &Runtime, id: &str| {
+        rt.instances()
+            .into_iter()
+            .find(|r| r.id == id)
+            .expect("report")
+    };
+    assert_eq!(report(&rt, "good").calls, BARS as u64, "never stalled");
+    let bad = report(&rt, "bad");
+    assert_eq!(
+        bad.failures.get("panic").copied(),
+        Some(1),
+        "failed once, then rested: {:?}",
+        bad.failures
+    );
+    assert_eq!(
+        rt.bus().depth("bad"),
+        BARS - 1,
+        "its later bars wait in its inbox, none lost"
+    );
+    // Once the backoff has passed it restarts and takes the next bar.
+    let due = rt.next_restart().expect("a restart is due");
+    std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+    rt.run_until_idle();
+    let bad = report(&rt, "bad");
+    assert_eq!(bad.restarts, 1, "restarted after its backoff");
+    assert_eq!(bad.failures.get("panic").copied(), Some(2));
+}

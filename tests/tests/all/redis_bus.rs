@@ -665,3 +665,56 @@ fn an_entry_above_the_size_limit_is_dead_lettered_unparsed() {
         "{reasons:?}"
     );
 }
+
+/// Commands Redis has processed so far (`INFO stats`).
+fn commands_processed(con: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(con).expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("total_commands_processed in INFO stats")
+}
+
+#[test]
+fn an_idle_bus_blocks_on_redis_instead_of_polling_and_wakes_for_an_entry() {
+    let redis = Redis::start();
+    let mut bus = RedisBus::connect(options(&redis, "wait", "d")).expect("connects");
+    bus.subscribe(&sub("a", "a", "t", Delivery::Broadcast));
+    bus.pump();
+    let mut con = raw(&redis);
+    // A daemon's idle loop for about a second: exchange, then wait. A
+    // 2 ms poll would send hundreds of commands; a blocking wait a few.
+    let before = commands_processed(&mut con);
+    let idle_until = std::time::Instant::now() + Duration::from_millis(1000);
+    while std::time::Instant::now() < idle_until {
+        bus.pump();
+        bus.wait(idle_until.saturating_duration_since(std::time::Instant::now()));
+    }
+    let idle_commands = commands_processed(&mut con) - before;
+    assert!(
+        idle_commands < 20,
+        "{idle_commands} commands in an idle second"
+    );
+    // An entry written by another client ends the wait long before its
+    // timeout, and the next pump delivers it.
+    let mut writer = bus_for(&redis, "wait", "other");
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        writer.publish(msg("t", "k", 1)).expect("publishes");
+        writer.pump();
+    });
+    let started = std::time::Instant::now();
+    bus.wait(Duration::from_secs(8));
+    let woke_after = started.elapsed();
+    sender.join().expect("sender");
+    assert!(
+        woke_after < Duration::from_secs(4),
+        "woke after {woke_after:?}, not at the timeout"
+    );
+    let got = drain(&mut bus, "a");
+    assert_eq!(got.len(), 1, "the entry that woke it is delivered");
+}
+
+fn bus_for(redis: &Redis, prefix: &str, consumer: &str) -> RedisBus {
+    RedisBus::connect(options(redis, prefix, consumer)).expect("connects")
+}

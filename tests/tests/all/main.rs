@@ -1,0 +1,13 @@
+//! Every integration test of the garden, in one test binary (as wasmtime's
+//! `tests/all`), so the test build links wasmtime once instead of once per
+//! file. One module per concern; each starts its own servers.
+
+mod adversarial;
+mod daemons;
+mod evolution;
+mod loading;
+mod panel;
+mod pipeline;
+mod records;
+mod redis_bus;
+mod registry;
