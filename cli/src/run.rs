@@ -14,6 +14,9 @@ use garden_host::replay::{ReplayOptions, replay_with};
 use garden_host::{Engine, render};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Longest the recorder keeps trying to write what is left when a run ends.
+const RECORDS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Options of `garden run`.
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -135,22 +138,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(prefix) = &args.bus_prefix {
         config.bus.prefix = Some(prefix.clone());
     }
-    let (rows, data_name, symbol) = match &args.data {
-        Some(path) => (
-            feed::csv::read_path(path)?,
-            path.display().to_string(),
-            args.symbol
-                .clone()
-                .unwrap_or_else(|| feed::symbol_from_path(path)),
-        ),
-        None => (
-            feed::csv::read(feed::BUNDLED_CSV.as_bytes(), feed::BUNDLED_NAME)?,
-            feed::BUNDLED_NAME.to_string(),
-            args.symbol
-                .clone()
-                .unwrap_or_else(|| feed::BUNDLED_SYMBOL.to_string()),
-        ),
-    };
+    let (rows, data_name, symbol) = read_data(&args)?;
     let cache = if args.no_cache {
         None
     } else {
@@ -172,18 +160,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         &store_url,
         args.allow_downgrade,
     )?;
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(rows.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} bars ({per_sec})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        Some(bar)
-    } else {
-        None
-    };
+    let bar = progress_bar(rows.len());
     let options = ReplayOptions {
         seed,
         variants: args.variants,
@@ -245,52 +222,96 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
     };
     if let Some(r) = recorder.take() {
-        let report = r.finish(std::time::Duration::from_secs(60));
-        eprintln!(
-            "records: {} written, {} retries{}",
-            report.written,
-            report.retries,
-            if report.lost > 0 {
-                format!(
-                    ", {} NOT written: {}",
-                    report.lost,
-                    report.last_error.unwrap_or_default()
-                )
-            } else {
-                String::new()
-            }
-        );
+        finish_records(r);
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    for i in &summary.instances {
-        if let garden_host::runtime::InstanceState::Quarantined { reason } = &i.state {
-            audit.record("quarantine", &i.id, "host", reason);
-        }
-        if i.refused_publishes > 0 {
-            audit.record(
-                "publish-refused",
-                &i.id,
-                "host",
-                &format!(
-                    "{} publishes refused (undeclared topic or too large)",
-                    i.refused_publishes
-                ),
-            );
-        }
+    let mut watch = garden_host::audit::Watch::new(audit, "host");
+    watch.note(&summary.instances);
+    save_run(watch.audit(), &run_id, &started, seed, &summary)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", render::table(&summary));
     }
-    // The run and its lineage go to the store, for `garden lineage`.
+    Ok(())
+}
+
+/// The rows to replay, their name and their symbol: `--data`, or the
+/// bundled file.
+fn read_data(args: &RunArgs) -> Result<(Vec<feed::csv::Row>, String, String)> {
+    Ok(match &args.data {
+        Some(path) => (
+            feed::csv::read_path(path)?,
+            path.display().to_string(),
+            args.symbol
+                .clone()
+                .unwrap_or_else(|| feed::symbol_from_path(path)),
+        ),
+        None => (
+            feed::csv::read(feed::BUNDLED_CSV.as_bytes(), feed::BUNDLED_NAME)?,
+            feed::BUNDLED_NAME.to_string(),
+            args.symbol
+                .clone()
+                .unwrap_or_else(|| feed::BUNDLED_SYMBOL.to_string()),
+        ),
+    })
+}
+
+/// A progress bar over `bars` bars, on a terminal only.
+fn progress_bar(bars: usize) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(bars as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} bars ({per_sec})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}
+
+/// Write what is left of the records (for at most [`RECORDS_DEADLINE`])
+/// and say how it went.
+fn finish_records(recorder: Recorder) {
+    let report = recorder.finish(RECORDS_DEADLINE);
+    let lost = if report.lost > 0 {
+        format!(
+            ", {} NOT written: {}",
+            report.lost,
+            report.last_error.unwrap_or_default()
+        )
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "records: {} written, {} retries{lost}",
+        report.written, report.retries
+    );
+}
+
+/// Store the run and its lineage, for `garden lineage`; a store that fails
+/// is a warning, not a failed run.
+fn save_run(
+    audit: &garden_host::audit::Audit,
+    run_id: &str,
+    started: &str,
+    seed: u64,
+    summary: &garden_host::replay::RunSummary,
+) -> Result<()> {
     let lineage: Vec<(String, String)> = summary
         .lineage
         .iter()
         .map(|r| Ok((r.id.clone(), serde_json::to_string(r)?)))
         .collect::<Result<_, serde_json::Error>>()?;
-    let summary_json = serde_json::to_string(&summary)?;
+    let summary_json = serde_json::to_string(summary)?;
     if let Err(e) = audit.store().run(async |s| {
         s.save_run(
-            &run_id,
-            &started,
+            run_id,
+            started,
             seed,
             &summary.data,
             &summary_json,
@@ -299,11 +320,6 @@ pub fn run(args: RunArgs) -> Result<()> {
         .await
     }) {
         eprintln!("warning: the run's lineage was not stored: {e}");
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        print!("{}", render::table(&summary));
     }
     Ok(())
 }

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use garden_store::{Blocking, StoreError, anchor};
+
+use crate::runtime::{InstanceReport, InstanceState};
 use garden_trust::SigningKey;
 
 /// The host's own key for signing audit heads: `host.key.pem` in the data
@@ -116,6 +118,60 @@ impl Audit {
     /// The store, for queries.
     pub fn store(&self) -> &Blocking {
         &self.store
+    }
+}
+
+/// Writes what happens to a host's instances to the audit log, once each:
+/// a quarantine when it is first seen, refused publishes as they grow. The
+/// one way `garden run` (at its end) and a daemon (at every heartbeat)
+/// audit their instances.
+pub struct Watch {
+    audit: Audit,
+    actor: String,
+    quarantines: std::collections::HashSet<String>,
+    refusals: std::collections::HashMap<String, u64>,
+}
+
+impl Watch {
+    /// Watch for `actor` (a daemon's name, or `host`), writing to `audit`.
+    pub fn new(audit: Audit, actor: &str) -> Self {
+        Watch {
+            audit,
+            actor: actor.to_string(),
+            quarantines: Default::default(),
+            refusals: Default::default(),
+        }
+    }
+
+    /// Record what is new in `reports` since the last look.
+    pub fn note(&mut self, reports: &[InstanceReport]) {
+        for i in reports {
+            if let InstanceState::Quarantined { reason } = &i.state
+                && self.quarantines.insert(i.id.clone())
+            {
+                self.audit.record("quarantine", &i.id, &self.actor, reason);
+            }
+            let before = self
+                .refusals
+                .insert(i.id.clone(), i.refused_publishes)
+                .unwrap_or(0);
+            if i.refused_publishes > before {
+                self.audit.record(
+                    "publish-refused",
+                    &i.id,
+                    &self.actor,
+                    &format!(
+                        "{} publishes refused (undeclared topic or too large)",
+                        i.refused_publishes - before
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The audit log written to.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
     }
 }
 

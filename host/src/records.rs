@@ -24,8 +24,31 @@ pub const RECORDED_TOPICS: [&str; 7] = [
     "bar", "plan", "evidence", "scored", "decision", "fill", "feedback",
 ];
 
-/// Rows written per transaction.
-const BATCH: usize = 2_000;
+/// How the recorder writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecorderOptions {
+    /// Rows written per transaction. Default 2,000.
+    pub batch: usize,
+    /// Wait before retrying a failed write; it doubles per failure up to
+    /// `backoff_max`. Default 50 ms.
+    pub backoff_first: Duration,
+    /// Longest wait between retries. Default 2 s.
+    pub backoff_max: Duration,
+    /// How long an idle recorder waits for work before it looks again
+    /// (e.g. at its deadline). Default 100 ms.
+    pub idle_wait: Duration,
+}
+
+impl Default for RecorderOptions {
+    fn default() -> Self {
+        RecorderOptions {
+            batch: 2_000,
+            backoff_first: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            idle_wait: Duration::from_millis(100),
+        }
+    }
+}
 
 /// What the recorder did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -63,11 +86,16 @@ impl Recorder {
     /// Start recording run `run` into the store at `url`. Connecting
     /// happens on the recorder's thread, retried like any write.
     pub fn start(url: &str, run: &str) -> Recorder {
+        Self::start_with(url, run, RecorderOptions::default())
+    }
+
+    /// [`Recorder::start`] with `options` instead of the defaults.
+    pub fn start_with(url: &str, run: &str, options: RecorderOptions) -> Recorder {
         let (tx, rx) = channel();
         let (url, run_id) = (url.to_string(), run.to_string());
         let handle = std::thread::Builder::new()
             .name("garden-recorder".into())
-            .spawn(move || write_loop(&Blocking::lazy(&url), &run_id, rx))
+            .spawn(move || write_loop(&Blocking::lazy(&url), &run_id, rx, &options))
             .ok();
         Recorder {
             run: run.to_string(),
@@ -169,19 +197,24 @@ fn row(n: i64, m: &Envelope) -> RecordRow {
     }
 }
 
-fn write_loop(store: &Blocking, run: &str, rx: Receiver<Command>) -> RecorderReport {
+fn write_loop(
+    store: &Blocking,
+    run: &str,
+    rx: Receiver<Command>,
+    options: &RecorderOptions,
+) -> RecorderReport {
     let mut report = RecorderReport::default();
     let mut pending: VecDeque<RecordRow> = VecDeque::new();
     let mut lineage: Vec<(String, i64, String)> = Vec::new();
     let mut open: Option<(String, u64, String)> = None;
     let mut finish_by: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = options.backoff_first;
     let mut waiters: Vec<Sender<()>> = Vec::new();
     loop {
         let idle = pending.is_empty() && lineage.is_empty() && open.is_none();
         // Take what has arrived; wait a little only when idle.
         let wait = if idle {
-            Duration::from_millis(100)
+            options.idle_wait
         } else {
             Duration::ZERO
         };
@@ -217,7 +250,7 @@ fn write_loop(store: &Blocking, run: &str, rx: Receiver<Command>) -> RecorderRep
             report.lost = (pending.len() + lineage.len()) as u64;
             return report;
         }
-        let n = pending.len().min(BATCH);
+        let n = pending.len().min(options.batch);
         let batch: Vec<RecordRow> = pending.iter().take(n).cloned().collect();
         let result = store.run(async |s| {
             if let Some((at, seed, data)) = &open {
@@ -237,14 +270,14 @@ fn write_loop(store: &Blocking, run: &str, rx: Receiver<Command>) -> RecorderRep
                 lineage.clear();
                 pending.drain(..n);
                 report.written += n as u64;
-                backoff = Duration::from_millis(50);
+                backoff = options.backoff_first;
             }
             Err(e) => {
                 tracing::warn!("writing records failed ({e}); retrying in {backoff:?}");
                 report.retries += 1;
                 report.last_error = Some(e.to_string());
                 std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = (backoff * 2).min(options.backoff_max);
             }
         }
     }

@@ -3,13 +3,14 @@
 
 use std::fmt::Write as _;
 
-use crate::replay::RunSummary;
+use crate::replay::{EvolutionReport, RunSummary};
 use crate::runtime::InstanceState;
 
 /// Most variants listed in the table; the rest are counted.
 const MAX_ROWS: usize = 20;
 
-/// Render the summary.
+/// Render the summary: the variants, evolution, reports, cost per module
+/// and totals, each a section of its own.
 pub fn table(s: &RunSummary) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -17,6 +18,18 @@ pub fn table(s: &RunSummary) -> String {
         "garden run: seed {}, data {}, {} bars",
         s.seed, s.data, s.bars
     );
+    variants(&mut out, s);
+    if let Some(e) = &s.evolution {
+        evolution(&mut out, e, s.bars);
+    }
+    reports(&mut out, s);
+    cost_per_module(&mut out, s);
+    totals(&mut out, s);
+    out
+}
+
+/// One row per variant (the best first), its metrics, scores and state.
+fn variants(out: &mut String, s: &RunSummary) {
     // Metric columns: whatever the fitness reports carried, in their order.
     let mut metric_names: Vec<String> = Vec::new();
     for v in &s.variants {
@@ -103,61 +116,67 @@ pub fn table(s: &RunSummary) -> String {
             s.variants.len() - MAX_ROWS
         );
     }
-    if let Some(e) = &s.evolution {
-        let fit = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
-        let pct =
-            |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{:+.2}%", v * 100.0));
-        let births: Vec<String> = e
-            .counts
-            .births
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "\nevolution: {} generations; births: {}; {} failed births, {} retired, {} quarantined; {} variants tried",
-            e.counts.generations,
-            births.join(", "),
-            e.counts.failed_births,
-            e.counts.retired,
-            e.counts.quarantined,
-            e.variants_tried
-        );
-        let _ = writeln!(
-            out,
-            "out of sample: bars {}..{} (nothing bred there; selection never saw them)",
-            e.cut_bar, s.bars
-        );
-        let _ = writeln!(
-            out,
-            "  {:<26} {:>10} {:>10} {:>10}",
-            "", "IS fitness", "OOS fitn.", "OOS return"
-        );
-        for (label, v) in [
-            ("best evolved", &e.best),
-            ("generation 0 (defaults)", &e.control),
-        ] {
-            if let Some(v) = v {
-                let name = format!("{label} {}", v.id);
-                let _ = writeln!(
-                    out,
-                    "  {name:<26} {:>10} {:>10} {:>10}",
-                    fit(v.in_sample),
-                    fit(v.out_of_sample),
-                    pct(v.out_of_sample_return)
-                );
-            }
+}
+
+/// What evolution did, and the best evolved variant against the control
+/// and buy-and-hold out of sample.
+fn evolution(out: &mut String, e: &EvolutionReport, bars: usize) {
+    let fit = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+    let pct = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{:+.2}%", v * 100.0));
+    let births: Vec<String> = e
+        .counts
+        .births
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nevolution: {} generations; births: {}; {} failed births, {} retired, {} quarantined; {} variants tried",
+        e.counts.generations,
+        births.join(", "),
+        e.counts.failed_births,
+        e.counts.retired,
+        e.counts.quarantined,
+        e.variants_tried
+    );
+    let _ = writeln!(
+        out,
+        "out of sample: bars {}..{} (nothing bred there; selection never saw them)",
+        e.cut_bar, bars
+    );
+    let _ = writeln!(
+        out,
+        "  {:<26} {:>10} {:>10} {:>10}",
+        "", "IS fitness", "OOS fitn.", "OOS return"
+    );
+    for (label, v) in [
+        ("best evolved", &e.best),
+        ("generation 0 (defaults)", &e.control),
+    ] {
+        if let Some(v) = v {
+            let name = format!("{label} {}", v.id);
+            let _ = writeln!(
+                out,
+                "  {name:<26} {:>10} {:>10} {:>10}",
+                fit(v.in_sample),
+                fit(v.out_of_sample),
+                pct(v.out_of_sample_return)
+            );
         }
-        let _ = writeln!(
-            out,
-            "  {:<26} {:>10} {:>10} {:>10}   (sharpe {:.3})",
-            "buy and hold",
-            "-",
-            "-",
-            pct(Some(e.buy_and_hold.out_of_sample_return)),
-            e.buy_and_hold.out_of_sample_sharpe
-        );
     }
+    let _ = writeln!(
+        out,
+        "  {:<26} {:>10} {:>10} {:>10}   (sharpe {:.3})",
+        "buy and hold",
+        "-",
+        "-",
+        pct(Some(e.buy_and_hold.out_of_sample_return)),
+        e.buy_and_hold.out_of_sample_sharpe
+    );
+}
+
+/// The reports modules published, one line each.
+fn reports(out: &mut String, s: &RunSummary) {
     if !s.reports.is_empty() {
         let _ = writeln!(out, "\nreports:");
         for r in &s.reports {
@@ -175,8 +194,11 @@ pub fn table(s: &RunSummary) -> String {
             let _ = writeln!(out, "  {}: {}", r.subject, metrics.join(", "));
         }
     }
-    // Time per message by module, over all its instances: what one
-    // evaluation costs inside the sandbox, host overhead excluded.
+}
+
+/// Time and fuel per message by module, over all its instances: what one
+/// evaluation costs inside the sandbox, host overhead excluded.
+fn cost_per_module(out: &mut String, s: &RunSummary) {
     let mut by_module: Vec<(&str, u64, f64, u64)> = Vec::new();
     for i in &s.instances {
         match by_module.iter_mut().find(|(m, ..)| *m == i.module) {
@@ -203,6 +225,10 @@ pub fn table(s: &RunSummary) -> String {
             );
         }
     }
+}
+
+/// The best variant's genes, the run's totals and every last error.
+fn totals(out: &mut String, s: &RunSummary) {
     if let Some(best) = s.variants.first() {
         let params: Vec<String> = best
             .params
@@ -234,5 +260,4 @@ pub fn table(s: &RunSummary) -> String {
             i.last_error.as_deref().unwrap_or("")
         );
     }
-    out
 }

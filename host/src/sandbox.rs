@@ -274,6 +274,10 @@ impl crate::bindings::Host for HostState {
 
 impl crate::bindings::garden::pipeline::types::Host for HostState {}
 
+/// Longest trap detail kept, bytes: the cause and four frames fit; what a
+/// hostile module makes longer is cut, so it cannot flood logs or records.
+const TRAP_DETAIL_MAX: usize = 1024;
+
 /// The cause of a trap and the top of its wasm backtrace, without the
 /// host's own Rust backtrace.
 fn trap_detail(error: &wasmtime::Error) -> String {
@@ -295,7 +299,7 @@ fn trap_detail(error: &wasmtime::Error) -> String {
         text.push_str("; at ");
         text.push_str(&frames.join(" <- "));
     }
-    truncate(&text, 1024)
+    truncate(&text, TRAP_DETAIL_MAX)
 }
 
 /// Bytes a message occupies on the wire: its postcard encoding plus topic and key.

@@ -105,6 +105,11 @@ impl Scoreboard {
         (values, until.saturating_sub(before))
     }
 
+    /// Forget `subject` and everything it reported (a retired variant).
+    pub fn forget(&mut self, subject: &str) {
+        self.tracks.remove(subject);
+    }
+
     /// Subjects seen, in order.
     pub fn subjects(&self) -> impl Iterator<Item = &str> {
         self.tracks.keys().map(String::as_str)
@@ -126,14 +131,21 @@ impl Scoreboard {
     }
 }
 
+/// Per-step returns of a value series, one per step so that two series of
+/// one length line up: a step from a value at or below 0 (a busted
+/// account) returns 0. The one definition of a return, for scores and for
+/// fitness alike.
+pub fn returns(values: &[f64]) -> Vec<f64> {
+    values
+        .windows(2)
+        .map(|w| if w[0] > 0.0 { w[1] / w[0] - 1.0 } else { 0.0 })
+        .collect()
+}
+
 /// Annualised Sharpe-like ratio of the step returns of `values` (no
 /// risk-free rate). 0 for fewer than three values or a flat series.
 pub fn sharpe(values: &[f64], steps_per_year: f64) -> f64 {
-    let returns: Vec<f64> = values
-        .windows(2)
-        .filter(|w| w[0] > 0.0)
-        .map(|w| w[1] / w[0] - 1.0)
-        .collect();
+    let returns = returns(values);
     if returns.len() < 2 {
         return 0.0;
     }

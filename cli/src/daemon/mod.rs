@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use garden_host::bus::{Bus, RedisBus};
+use garden_host::bus::{Bus, RedisBus, RedisOptions};
 use garden_host::cluster::{
     self, DaemonStatus, Decision, Follower, InstanceStatus, Leader, LeaderTopics, Membership,
 };
@@ -25,6 +25,12 @@ use garden::{Garden, persist_lineage};
 
 /// How often the leader reads the streams and acts.
 const LEADER_POLL: Duration = Duration::from_millis(100);
+/// Longest wait for the recorder to write what was read, per turn; what is
+/// not written by then is acknowledged with a later batch.
+const RECORD_FLUSH_WAIT: Duration = Duration::from_millis(200);
+/// Shortest heartbeat lifetime accepted, ms: below it a busy daemon would
+/// be declared dead between two beats.
+const HEARTBEAT_TTL_MIN_MS: u64 = 30;
 
 /// Options of `garden daemon`.
 #[derive(clap::Args)]
@@ -77,23 +83,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         Some(path) => PipelineConfig::read(path)?,
         None => PipelineConfig::embedded()?,
     };
-    let mut bus_config = config.bus.clone();
-    if let Some(url) = &args.bus {
-        bus_config.url = Some(url.clone());
-    }
-    bus_config.prefix = Some(args.prefix.clone());
-    if let Some(name) = &args.name {
-        bus_config.consumer = Some(name.clone());
-    }
-    if let Some(ms) = args.claim_idle_ms {
-        bus_config.claim_idle_ms = Some(ms);
-    }
-    let Some(mut options) = bus_config.redis(&args.prefix)? else {
-        bail!("garden daemon needs a shared Redis: give --bus redis://host:port");
-    };
-    options.bar_topic = Some(config.feed_topic.clone());
-    let name = options.consumer.clone();
-    let url = options.url.clone();
+    let options = redis_options(&args, &config)?;
     let cache = args
         .cache_dir
         .clone()
@@ -118,22 +108,8 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     // Every daemon computes the same plan: same ids, and for the same seed
     // the same genes. Births and retirements come from the leader's log.
     let plan = garden_host::loader::plan(&modules, args.seed, None)?;
-    let mut garden = Garden {
-        wanted: plan.iter().map(|p| (p.spec.clone(), None)).collect(),
-        retired: HashSet::new(),
-        settings: plan
-            .iter()
-            .find(|p| p.population)
-            .map(|p| p.spec.settings.clone())
-            .unwrap_or_default(),
-        modules: loaded.clone(),
-        follower: Follower::default(),
-    };
-    let topics = LeaderTopics {
-        bars: config.feed_topic.clone(),
-        fitness: config.fitness_topic.clone(),
-        context: config.context_topic.clone(),
-    };
+    let name = options.consumer.clone();
+    let url = options.url.clone();
     let mut bus = RedisBus::connect(options)?;
     // Acknowledged at each heartbeat, once the snapshots are saved.
     bus.hold_acks();
@@ -148,198 +124,313 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         restarts: Restarts::Aside,
         ..RuntimeOptions::default()
     });
-    let mut recorder = store.map(|url| {
-        // One host subscriber group per topic for all daemons: each
-        // message is read, and recorded, by one of them.
-        for t in RECORDED_TOPICS {
-            runtime.host_subscribe(t);
-        }
-        // Acknowledged only once recorded: a daemon killed before its
-        // records are written leaves the messages for another to record.
-        runtime.manual_host_acks();
-        eprintln!(
-            "recording into {} as run {}",
-            garden_host::bus::redis::redacted(&url),
-            args.prefix
-        );
-        let recorder = Recorder::start(&url, &args.prefix);
-        // The garden is one run, for `garden lineage --run PREFIX`.
-        recorder.open_run(&integrity::now_rfc3339(), args.seed, "redis");
-        recorder
-    });
-    let mut membership = Membership::connect(
+    let recorder = store.map(|url| start_recorder(&mut runtime, &url, &args));
+    let membership = Membership::connect(
         &url,
         &args.prefix,
         &name,
-        Duration::from_millis(args.heartbeat_ttl_ms.max(30)),
+        Duration::from_millis(args.heartbeat_ttl_ms.max(HEARTBEAT_TTL_MIN_MS)),
     )?;
     eprintln!(
         "garden daemon {name}: {} instances in the pipeline, prefix {}",
         plan.len(),
         args.prefix
     );
-    let mut status = DaemonStatus {
-        name: name.clone(),
-        host: garden_host::bus::redis::hostname(),
-        pid: std::process::id(),
-        started: integrity::now_rfc3339(),
-        plan: cluster::plan_fingerprint(plan.iter().map(|p| {
-            (
-                p.spec.id.as_str(),
-                p.spec.module.digest(),
-                format!("{:?}", p.spec.params),
-            )
-        })),
-        ..DaemonStatus::default()
+    let mut daemon = Daemon {
+        status: DaemonStatus {
+            name: name.clone(),
+            host: garden_host::bus::redis::hostname(),
+            pid: std::process::id(),
+            started: integrity::now_rfc3339(),
+            plan: cluster::plan_fingerprint(plan.iter().map(|p| {
+                (
+                    p.spec.id.as_str(),
+                    p.spec.module.digest(),
+                    format!("{:?}", p.spec.params),
+                )
+            })),
+            ..DaemonStatus::default()
+        },
+        garden: Garden {
+            wanted: plan.iter().map(|p| (p.spec.clone(), None)).collect(),
+            retired: HashSet::new(),
+            settings: plan
+                .iter()
+                .find(|p| p.population)
+                .map(|p| p.spec.settings.clone())
+                .unwrap_or_default(),
+            modules: loaded.clone(),
+            follower: Follower::default(),
+        },
+        topics: LeaderTopics {
+            bars: config.feed_topic.clone(),
+            fitness: config.fitness_topic.clone(),
+            context: config.context_topic.clone(),
+        },
+        evolution: config.evolution.clone(),
+        seed: args.seed,
+        plan,
+        loaded,
+        watch: garden_host::audit::Watch::new(audit, &name),
+        live: vec![name.clone()],
+        name,
+        runtime,
+        membership,
+        recorder,
+        warned_plans: false,
+        quarantined: HashMap::new(),
+        leader: None,
+        next_beat: Instant::now(),
+        next_leader_poll: Instant::now(),
     };
-    let mut warned_plans = false;
-    let mut live: Vec<String> = vec![name.clone()];
-    let mut quarantined: HashMap<String, String> = HashMap::new();
-    let mut leader: Option<Leader> = None;
-    let mut auditor = Auditor {
-        audit,
-        daemon: name.clone(),
-        quarantines: HashSet::new(),
-        refusals: HashMap::new(),
-    };
-    let mut next_beat = Instant::now();
-    let mut next_leader_poll = Instant::now();
     loop {
-        if Instant::now() >= next_beat {
-            next_beat = Instant::now() + membership.interval();
-            status.beats += 1;
-            status.bus_error = runtime.bus().last_error().map(str::to_string);
-            let reports = runtime.instances();
-            auditor.note(&reports);
-            status.instances = reports
-                .into_iter()
-                .map(|i| InstanceStatus {
-                    depth: runtime.bus().depth(&i.id),
-                    lag: runtime.bus().unacked(&i.id),
-                    state: i.state.to_string(),
-                    id: i.id,
-                    module: i.module,
-                    received: i.received,
-                    last_error: i.last_error,
-                })
-                .collect();
-            // The population as decided so far, before leading: a new
-            // leader starts from all of it.
-            garden.follow(&mut membership, &mut runtime);
-            persist_lineage(&mut garden.follower, recorder.as_ref());
-            // Leadership: take or keep the lease; a new term is announced
-            // as the leader's first (fenced) decision.
-            match membership.lead() {
-                Ok(Some(t)) => {
-                    // A new term (whether or not the pipeline has a
-                    // population to breed) is announced once.
-                    if status.leader_term != Some(t) {
-                        eprintln!("leading, term {t}");
-                        let _ = membership.log(
-                            t,
-                            &Decision::Leader {
-                                term: t,
-                                daemon: name.clone(),
-                            },
-                        );
-                        leader = Leader::new(
-                            t,
-                            config.evolution.clone(),
-                            args.seed,
-                            &plan,
-                            loaded.clone(),
-                            garden.follower.lineage(),
-                            garden.follower.stepped(),
-                            topics.clone(),
-                        );
-                    }
-                    status.leader_term = Some(t);
-                }
-                Ok(None) => {
-                    leader = None;
-                    status.leader_term = None;
-                }
-                Err(e) => {
-                    eprintln!("leader lease check failed ({e}); not leading");
-                    leader = None;
-                    status.leader_term = None;
-                }
-            }
-            match membership.beat(&status) {
-                Ok(now) => {
-                    let names: Vec<String> = now.iter().map(|d| d.name.clone()).collect();
-                    if names != live {
-                        eprintln!("live daemons: {}", names.join(", "));
-                    }
-                    live = names;
-                    match cluster::plan_warning(&now) {
-                        Some(warning) if !warned_plans => {
-                            warned_plans = true;
-                            eprintln!("{warning}");
-                        }
-                        None => warned_plans = false,
-                        Some(_) => {}
-                    }
-                    quarantined = now
-                        .iter()
-                        .flat_map(|d| &d.instances)
-                        .filter_map(|i| {
-                            i.state
-                                .strip_prefix("quarantined: ")
-                                .map(|why| (i.id.clone(), why.to_string()))
-                        })
-                        .collect();
-                }
-                Err(e) => eprintln!("heartbeat failed ({e}); keeping the last view"),
-            }
-            checkpoint(&mut runtime, &mut membership);
-            garden.place(&name, &live, &mut runtime, &mut membership);
+        daemon.step();
+    }
+}
+
+/// The Redis options of this daemon: the pipeline's `[bus]`, overridden
+/// by the command line.
+fn redis_options(args: &DaemonArgs, config: &PipelineConfig) -> Result<RedisOptions> {
+    let mut bus_config = config.bus.clone();
+    if let Some(url) = &args.bus {
+        bus_config.url = Some(url.clone());
+    }
+    bus_config.prefix = Some(args.prefix.clone());
+    if let Some(name) = &args.name {
+        bus_config.consumer = Some(name.clone());
+    }
+    if let Some(ms) = args.claim_idle_ms {
+        bus_config.claim_idle_ms = Some(ms);
+    }
+    let Some(mut options) = bus_config.redis(&args.prefix)? else {
+        bail!("garden daemon needs a shared Redis: give --bus redis://host:port");
+    };
+    options.bar_topic = Some(config.feed_topic.clone());
+    Ok(options)
+}
+
+/// Record the recorded topics into the store at `url`, as run `--prefix`.
+fn start_recorder(runtime: &mut Runtime<RedisBus>, url: &str, args: &DaemonArgs) -> Recorder {
+    // One host subscriber group per topic for all daemons: each message is
+    // read, and recorded, by one of them.
+    for t in RECORDED_TOPICS {
+        runtime.host_subscribe(t);
+    }
+    // Acknowledged only once recorded: a daemon killed before its records
+    // are written leaves the messages for another to record.
+    runtime.manual_host_acks();
+    eprintln!(
+        "recording into {} as run {}",
+        garden_host::bus::redis::redacted(url),
+        args.prefix
+    );
+    let recorder = Recorder::start(url, &args.prefix);
+    // The garden is one run, for `garden lineage --run PREFIX`.
+    recorder.open_run(&integrity::now_rfc3339(), args.seed, "redis");
+    recorder
+}
+
+/// A running daemon: its share of the instances, its place in the garden
+/// and, while it holds the lease, the leader.
+struct Daemon {
+    name: String,
+    seed: u64,
+    plan: Vec<garden_host::loader::Planned>,
+    loaded: Vec<Arc<Module>>,
+    evolution: garden_host::config::EvolutionConfig,
+    topics: LeaderTopics,
+    runtime: Runtime<RedisBus>,
+    membership: Membership,
+    garden: Garden,
+    recorder: Option<Recorder>,
+    watch: garden_host::audit::Watch,
+    status: DaemonStatus,
+    live: Vec<String>,
+    warned_plans: bool,
+    quarantined: HashMap<String, String>,
+    leader: Option<Leader>,
+    next_beat: Instant,
+    next_leader_poll: Instant,
+}
+
+impl Daemon {
+    /// One turn of the daemon's loop: a heartbeat when due, the leader's
+    /// work when due, the instances' work, and a wait when idle.
+    fn step(&mut self) {
+        if Instant::now() >= self.next_beat {
+            self.next_beat = Instant::now() + self.membership.interval();
+            self.beat();
         }
-        if let Some(l) = leader.as_mut()
-            && Instant::now() >= next_leader_poll
-        {
-            next_leader_poll = Instant::now() + LEADER_POLL;
-            l.set_quarantined(quarantined.clone());
-            match l.poll(&mut membership) {
-                Ok(0) => {}
-                Ok(n) => {
-                    eprintln!("{n} population decisions at bar {}", l.bars());
-                    garden.follow(&mut membership, &mut runtime);
-                    persist_lineage(&mut garden.follower, recorder.as_ref());
-                    garden.place(&name, &live, &mut runtime, &mut membership);
+        if self.leader.is_some() && Instant::now() >= self.next_leader_poll {
+            self.next_leader_poll = Instant::now() + LEADER_POLL;
+            self.lead();
+        }
+        self.runtime.run_until_idle();
+        self.record();
+        self.wait();
+    }
+
+    /// The heartbeat: report, follow the decision log, take or keep the
+    /// lease, beat, checkpoint, and place the instances over the live
+    /// daemons.
+    fn beat(&mut self) {
+        self.status.beats += 1;
+        self.status.bus_error = self.runtime.bus().last_error().map(str::to_string);
+        let reports = self.runtime.instances();
+        self.watch.note(&reports);
+        self.status.instances = reports
+            .into_iter()
+            .map(|i| InstanceStatus {
+                depth: self.runtime.bus().depth(&i.id),
+                lag: self.runtime.bus().unacked(&i.id),
+                state: i.state.to_string(),
+                id: i.id,
+                module: i.module,
+                received: i.received,
+                last_error: i.last_error,
+            })
+            .collect();
+        // The population as decided so far, before leading: a new leader
+        // starts from all of it.
+        self.garden.follow(&mut self.membership, &mut self.runtime);
+        persist_lineage(&mut self.garden.follower, self.recorder.as_ref());
+        self.hold_lease();
+        match self.membership.beat(&self.status) {
+            Ok(now) => self.see_garden(&now),
+            Err(e) => eprintln!("heartbeat failed ({e}); keeping the last view"),
+        }
+        checkpoint(&mut self.runtime, &mut self.membership);
+        self.garden.place(
+            &self.name,
+            &self.live,
+            &mut self.runtime,
+            &mut self.membership,
+        );
+    }
+
+    /// Take or keep the leader's lease; a new term is announced as the
+    /// leader's first (fenced) decision, whether or not the pipeline has a
+    /// population to breed.
+    fn hold_lease(&mut self) {
+        match self.membership.lead() {
+            Ok(Some(t)) => {
+                if self.status.leader_term != Some(t) {
+                    eprintln!("leading, term {t}");
+                    let _ = self.membership.log(
+                        t,
+                        &Decision::Leader {
+                            term: t,
+                            daemon: self.name.clone(),
+                        },
+                    );
+                    self.leader = Leader::new(
+                        t,
+                        self.evolution.clone(),
+                        self.seed,
+                        &self.plan,
+                        self.loaded.clone(),
+                        self.garden.follower.lineage(),
+                        self.garden.follower.stepped(),
+                        self.topics.clone(),
+                    );
                 }
-                Err(e) => eprintln!("leader could not read or decide ({e})"),
+                self.status.leader_term = Some(t);
             }
-            if !l.leading() {
-                eprintln!("a newer leader exists; no longer leading");
-                leader = None;
+            Ok(None) => {
+                self.leader = None;
+                self.status.leader_term = None;
+            }
+            Err(e) => {
+                eprintln!("leader lease check failed ({e}); not leading");
+                self.leader = None;
+                self.status.leader_term = None;
             }
         }
-        runtime.run_until_idle();
-        let seen = runtime.take_host_messages();
-        if let Some(r) = recorder.as_mut()
+    }
+
+    /// What the heartbeat says of the garden: the live daemons, whether
+    /// their plans agree, and which instances are quarantined anywhere.
+    fn see_garden(&mut self, now: &[DaemonStatus]) {
+        let names: Vec<String> = now.iter().map(|d| d.name.clone()).collect();
+        if names != self.live {
+            eprintln!("live daemons: {}", names.join(", "));
+        }
+        self.live = names;
+        match cluster::plan_warning(now) {
+            Some(warning) if !self.warned_plans => {
+                self.warned_plans = true;
+                eprintln!("{warning}");
+            }
+            None => self.warned_plans = false,
+            Some(_) => {}
+        }
+        self.quarantined = now
+            .iter()
+            .flat_map(|d| &d.instances)
+            .filter_map(|i| {
+                i.state
+                    .strip_prefix("quarantined: ")
+                    .map(|why| (i.id.clone(), why.to_string()))
+            })
+            .collect();
+    }
+
+    /// The leader's work: read the streams, decide, and follow what it
+    /// decided at once.
+    fn lead(&mut self) {
+        let Some(l) = self.leader.as_mut() else {
+            return;
+        };
+        l.set_quarantined(self.quarantined.clone());
+        match l.poll(&mut self.membership) {
+            Ok(0) => {}
+            Ok(n) => {
+                eprintln!("{n} population decisions at bar {}", l.bars());
+                self.garden.follow(&mut self.membership, &mut self.runtime);
+                persist_lineage(&mut self.garden.follower, self.recorder.as_ref());
+                self.garden.place(
+                    &self.name,
+                    &self.live,
+                    &mut self.runtime,
+                    &mut self.membership,
+                );
+            }
+            Err(e) => eprintln!("leader could not read or decide ({e})"),
+        }
+        if self.leader.as_ref().is_some_and(|l| !l.leading()) {
+            eprintln!("a newer leader exists; no longer leading");
+            self.leader = None;
+        }
+    }
+
+    /// Record what the host read, and acknowledge it once written.
+    fn record(&mut self) {
+        let seen = self.runtime.take_host_messages();
+        if let Some(r) = self.recorder.as_mut()
             && !seen.is_empty()
         {
             r.record_by_seq(&seen);
             // A short wait: a slow or absent database must not stop the
             // heartbeat. What is not yet written stays unacknowledged and
             // is acknowledged with a later batch.
-            if r.flush(Duration::from_millis(200)) {
-                runtime.ack_host_messages();
+            if r.flush(RECORD_FLUSH_WAIT) {
+                self.runtime.ack_host_messages();
             }
         }
-        // Idle: block until an entry may be waiting, or the next beat or
-        // leader poll is due; a busy daemon does not wait.
-        let mut due = if leader.is_some() {
-            next_beat.min(next_leader_poll)
-        } else {
-            next_beat
-        };
-        if let Some(restart) = runtime.next_restart() {
+    }
+
+    /// Idle: block until an entry may be waiting, or the next beat, leader
+    /// poll or restart is due; a busy daemon does not wait.
+    fn wait(&mut self) {
+        let mut due = self.next_beat;
+        if self.leader.is_some() {
+            due = due.min(self.next_leader_poll);
+        }
+        if let Some(restart) = self.runtime.next_restart() {
             due = due.min(restart);
         }
         let idle_for = due.saturating_duration_since(Instant::now());
-        runtime.bus_mut().wait(idle_for);
+        self.runtime.bus_mut().wait(idle_for);
     }
 }
 
@@ -357,41 +448,5 @@ fn checkpoint(runtime: &mut Runtime<RedisBus>, membership: &mut Membership) {
     match membership.save_snapshots(&snapshots) {
         Ok(()) => runtime.bus_mut().release_acks(),
         Err(e) => eprintln!("could not keep snapshots ({e}); acknowledgements wait"),
-    }
-}
-
-/// Writes what happens to this daemon's instances to the audit log, once
-/// each: quarantines, and publishes refused since the last look.
-struct Auditor {
-    audit: garden_host::audit::Audit,
-    daemon: String,
-    quarantines: HashSet<String>,
-    refusals: HashMap<String, u64>,
-}
-
-impl Auditor {
-    fn note(&mut self, reports: &[garden_host::runtime::InstanceReport]) {
-        for i in reports {
-            if let InstanceState::Quarantined { reason } = &i.state
-                && self.quarantines.insert(i.id.clone())
-            {
-                self.audit.record("quarantine", &i.id, &self.daemon, reason);
-            }
-            let before = self
-                .refusals
-                .insert(i.id.clone(), i.refused_publishes)
-                .unwrap_or(0);
-            if i.refused_publishes > before {
-                self.audit.record(
-                    "publish-refused",
-                    &i.id,
-                    &self.daemon,
-                    &format!(
-                        "{} publishes refused (undeclared topic or too large)",
-                        i.refused_publishes - before
-                    ),
-                );
-            }
-        }
     }
 }

@@ -12,6 +12,9 @@ use crate::replication::LineageRecord;
 
 use super::Membership;
 
+/// Decisions read from the log per request while catching up.
+const DECISIONS_PER_READ: usize = 1000;
+
 /// One entry of the decision log.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -173,7 +176,7 @@ impl Follower {
         let mut out = Vec::new();
         loop {
             let after = self.after.as_deref().unwrap_or("0-0");
-            let batch = m.decisions(after, 1000)?;
+            let batch = m.decisions(after, DECISIONS_PER_READ)?;
             let Some((last, _)) = batch.last() else {
                 return Ok(out);
             };

@@ -16,7 +16,7 @@
 //! A new leader rebuilds the engine from the starting plan and the logged
 //! lineage, and goes on after the last bar a leader logged as acted on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::bindings::types::{Body, Setting};
@@ -63,7 +63,11 @@ pub struct Leader {
     times: Vec<i64>,
     /// Context changes seen before the engine was made: (label, bar).
     contexts: Vec<(String, usize)>,
-    reported: HashSet<(String, i64)>,
+    /// Per variant, the event time of its latest report taken in: a
+    /// report at or before it is a redelivery (reports of one variant come
+    /// in event-time order), so memory grows with the variants alive, not
+    /// with the run.
+    reported: HashMap<String, i64>,
     /// Highest bar a fitness report has reached.
     reported_upto: Option<usize>,
     /// Next bar to act on.
@@ -113,7 +117,7 @@ impl Leader {
             base: None,
             times: Vec::new(),
             contexts: Vec::new(),
-            reported: HashSet::new(),
+            reported: HashMap::new(),
             reported_upto: None,
             next_step: decided.map_or(0, |b| b + 1),
             quarantined: HashMap::new(),
@@ -191,6 +195,7 @@ impl Leader {
             quarantined: &self.quarantined,
             written: 0,
             lost: false,
+            retired: Vec::new(),
         };
         let start = self.next_step;
         while self.next_step <= upto && !decider.lost {
@@ -210,6 +215,12 @@ impl Leader {
             }
         }
         self.lost = decider.lost;
+        // A retired variant breeds and is scored no more: what the leader
+        // kept of it goes, so memory follows the living population.
+        for id in &decider.retired {
+            self.board.forget(id);
+            self.reported.remove(id);
+        }
         Ok(written + decider.written)
     }
 
@@ -234,8 +245,12 @@ impl Leader {
             };
             if let Body::Fitness(f) = &e.body
                 && let Some(bar) = self.bar_at(e.time)
-                && self.reported.insert((f.subject.clone(), e.time))
+                && self
+                    .reported
+                    .get(&f.subject)
+                    .is_none_or(|latest| e.time > *latest)
             {
+                self.reported.insert(f.subject.clone(), e.time);
                 self.board.record(f, bar);
                 self.reported_upto = self.reported_upto.max(Some(bar));
             }
@@ -334,6 +349,8 @@ struct Decider<'a> {
     quarantined: &'a HashMap<String, String>,
     written: usize,
     lost: bool,
+    /// Variants retired by decisions written this round.
+    retired: Vec<String>,
 }
 
 impl Decider<'_> {
@@ -369,7 +386,9 @@ impl Habitat for Decider<'_> {
             record: record.clone(),
             time,
         };
-        self.log(&d)
+        self.log(&d)?;
+        self.retired.push(record.id.clone());
+        Ok(())
     }
 
     fn quarantined(&self, id: &str) -> Option<String> {

@@ -18,14 +18,6 @@
 use crate::config::FitnessConfig;
 use crate::scoring::{max_drawdown, sharpe};
 
-/// Per-step returns of a value series.
-pub fn returns(values: &[f64]) -> Vec<f64> {
-    values
-        .windows(2)
-        .map(|w| if w[0] > 0.0 { w[1] / w[0] - 1.0 } else { 0.0 })
-        .collect()
-}
-
 /// Pearson correlation of two equally long series; 0 when either is flat.
 pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());

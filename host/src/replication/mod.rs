@@ -333,7 +333,7 @@ impl Evolver {
                     self.variants[i].record.birth_bar,
                     bar + 1,
                 );
-                fitness::returns(&v)
+                crate::scoring::returns(&v)
             })
             .collect();
         let mut scores = Vec::new();

@@ -12,6 +12,9 @@ use std::time::Duration;
 /// store, bus and command.
 pub use garden_store::redacted;
 
+/// First wait before reconnecting after a failed exchange; it doubles per
+/// failure up to [`RECONNECT_MAX`].
+pub const RECONNECT_FIRST: Duration = Duration::from_millis(50);
 /// Longest wait between reconnection attempts.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// Longest wait for a connection to Redis to open.

@@ -46,7 +46,8 @@ mod reply;
 mod wire;
 
 pub use connection::{
-    RECONNECT_MAX, RedisBusError, RedisOptions, connect, hostname, open, redacted,
+    CONNECT_TIMEOUT, IO_TIMEOUT, RECONNECT_FIRST, RECONNECT_MAX, RedisBusError, RedisOptions,
+    connect, hostname, open, redacted,
 };
 pub use wire::{ENTRY_FORMAT, Fields, decode_entry, entry_position, topic_stream};
 
@@ -212,7 +213,7 @@ impl RedisBus {
             dead: RecentDeadLetters::default(),
             stats: BusStats::default(),
             last_claim: Instant::now(),
-            backoff: Duration::from_millis(50),
+            backoff: RECONNECT_FIRST,
             last_error: None,
             parking: None,
             parking_waiting: false,
@@ -1058,7 +1059,7 @@ impl Bus for RedisBus {
     fn pump(&mut self) -> bool {
         match self.exchange() {
             Ok(any) => {
-                self.backoff = Duration::from_millis(50);
+                self.backoff = RECONNECT_FIRST;
                 self.last_error = None;
                 any
             }
