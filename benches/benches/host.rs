@@ -67,9 +67,22 @@ fn instantiate_and_call(c: &mut Criterion) {
         b.iter(|| {
             let m = &messages[i % messages.len()];
             i += 1;
-            sandbox.handle(m).expect("handles")
+            sandbox.handle(std::slice::from_ref(m)).expect("handles")
         })
     });
+    // The same bars 64 at a time (one call), per message.
+    let batches: Vec<&[garden_host::Envelope]> = messages.chunks(64).collect();
+    let mut j = 0;
+    let mut group = c.benchmark_group("on_messages_bar");
+    group.throughput(criterion::Throughput::Elements(64));
+    group.bench_function("batch_64", |b| {
+        b.iter(|| {
+            let batch = batches[j % (batches.len() - 1)];
+            j += 1;
+            sandbox.handle(batch).expect("handles")
+        })
+    });
+    group.finish();
 }
 
 /// Modules the lean pipeline leaves out.
@@ -118,6 +131,7 @@ fn pipeline(c: &mut Criterion) {
                         threads: 0,
                         total_bars: 0,
                         steps_per_year: 0.0,
+                        batch: 0,
                     };
                     replay(engine.clone(), config, &modules, &rows, options, |_| {}).expect("runs")
                 })

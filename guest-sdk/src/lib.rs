@@ -4,7 +4,11 @@
 //! [`export_module!`] turns it into a component exporting the
 //! `garden:pipeline/module` interface. The raw bindings stay inside this
 //! crate: authors see typed records ([`Bar`], [`Plan`], [`Envelope`], ...),
-//! three host functions ([`publish`], [`log`], [`now`]) and a few helpers.
+//! two host functions ([`log`], [`now`]) and a few helpers. A module sends
+//! messages by adding them to its [`Outbox`]; the host delivers them if the
+//! message being handled succeeded. The host hands an instance its waiting
+//! messages in batches (`on-messages`, WIT 0.3.0); the SDK hides the batch
+//! and calls [`Module::on_message`] once per message.
 //!
 //! ```
 //! use garden_sdk::{Body, Envelope, Gene, Info, InitContext, Module, Outbox, Subscription};
@@ -69,18 +73,18 @@ pub mod bindings {
 
 mod helpers;
 
-pub use bindings::garden::pipeline::host::PublishError;
 pub use bindings::garden::pipeline::types::{
     Bar, Body, ContextChange, Decision, Delivery, Envelope, Evidence, Feedback, Fill, FillKind,
-    Fitness, Gene, GeneKind, GeneValue, Info, InitContext, Level, Metric, Param, Plan, ScoredPlan,
-    Setting, Side, Snapshot, Subscription, Tape, Timestamp, Verdict,
+    Fitness, Gene, GeneKind, GeneValue, Info, InitContext, Level, Metric, Output, Param, Plan,
+    ScoredPlan, Setting, Side, Snapshot, Subscription, Tape, Timestamp, Verdict,
 };
 
 /// What a module author implements.
 ///
 /// The host calls [`Module::describe`] once to learn topics and genes, then
 /// [`Module::init`] with this instance's parameters, then
-/// [`Module::on_message`] for every delivered message, one at a time.
+/// [`Module::on_message`] for every delivered message, one at a time, in
+/// delivery order.
 pub trait Module: Sized + 'static {
     /// Name, version, role, topics and genes. Must not publish.
     fn describe() -> Info;
@@ -95,17 +99,6 @@ pub trait Module: Sized + 'static {
     fn snapshot(&self) -> Option<Snapshot> {
         None
     }
-}
-
-/// A message a module wants published.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Output {
-    /// Topic to publish on (must be declared in [`Info::publishes`]).
-    pub topic: String,
-    /// Ordering key.
-    pub key: String,
-    /// The message.
-    pub body: Body,
 }
 
 /// Messages collected during one [`Module::on_message`] call and published
@@ -142,14 +135,6 @@ impl Outbox {
     }
 }
 
-/// Publish `body` on `topic` with ordering key `key`.
-///
-/// The message is delivered after the current call returns `Ok`; if the call
-/// fails, nothing it published is delivered.
-pub fn publish(topic: &str, key: &str, body: &Body) -> Result<(), PublishError> {
-    bindings::garden::pipeline::host::publish(topic, key, body)
-}
-
 /// Write to the host's log, tagged with this instance's id.
 ///
 /// Outside a component (native unit tests) it writes to stderr instead.
@@ -170,9 +155,22 @@ pub fn warn(message: &str) {
     log(Level::Warn, message)
 }
 
-/// Event time of the message being handled, in milliseconds since the epoch.
+thread_local! {
+    /// Event time of the message being handled, while the SDK hands it to
+    /// the module.
+    static HANDLING: std::cell::Cell<Option<Timestamp>> = const { std::cell::Cell::new(None) };
+}
+
+/// Event time of the message being handled, in milliseconds since the
+/// epoch (in `init`, of the last message handled).
 pub fn now() -> Timestamp {
-    bindings::garden::pipeline::host::now()
+    match HANDLING.with(std::cell::Cell::get) {
+        Some(time) => time,
+        #[cfg(target_arch = "wasm32")]
+        None => bindings::garden::pipeline::host::now(),
+        #[cfg(not(target_arch = "wasm32"))]
+        None => 0,
+    }
 }
 
 /// Glue used by [`export_module!`]; not part of the public API.
@@ -211,22 +209,25 @@ pub mod __private {
             self.inner.try_borrow().ok()?.as_ref()?.snapshot()
         }
 
-        /// `Module::on_message` on the stored instance, then publish its outbox.
-        pub fn on_message(&self, msg: Envelope) -> Result<(), String> {
-            let mut slot = self
-                .inner
-                .try_borrow_mut()
-                .map_err(|_| "module re-entered while handling a message".to_string())?;
-            let module = slot
-                .as_mut()
-                .ok_or_else(|| "on-message called before a successful init".to_string())?;
-            let mut out = Outbox::new();
-            module.on_message(msg, &mut out)?;
-            for Output { topic, key, body } in out.take() {
-                publish(&topic, &key, &body)
-                    .map_err(|e| format!("publish to `{topic}` refused: {e:?}"))?;
+        /// `Module::on_message` on the stored instance for each message of
+        /// the batch, in order: per message, what it sends or why it failed.
+        pub fn on_messages(&self, batch: Vec<Envelope>) -> Vec<Result<Vec<Output>, String>> {
+            let Ok(mut slot) = self.inner.try_borrow_mut() else {
+                let error = "module re-entered while handling a message".to_string();
+                return batch.iter().map(|_| Err(error.clone())).collect();
+            };
+            let Some(module) = slot.as_mut() else {
+                let error = "on-messages called before a successful init".to_string();
+                return batch.iter().map(|_| Err(error.clone())).collect();
+            };
+            let mut results = Vec::with_capacity(batch.len());
+            for msg in batch {
+                super::HANDLING.with(|t| t.set(Some(msg.time)));
+                let mut out = Outbox::new();
+                results.push(module.on_message(msg, &mut out).map(|()| out.take()));
             }
-            Ok(())
+            super::HANDLING.with(|t| t.set(None));
+            results
         }
     }
 
@@ -268,8 +269,10 @@ macro_rules! export_module {
                 fn init(ctx: $crate::InitContext) -> Result<(), String> {
                     SLOT.with(|slot| slot.init(ctx))
                 }
-                fn on_message(msg: $crate::Envelope) -> Result<(), String> {
-                    SLOT.with(|slot| slot.on_message(msg))
+                fn on_messages(
+                    batch: ::std::vec::Vec<$crate::Envelope>,
+                ) -> ::std::vec::Vec<Result<::std::vec::Vec<$crate::Output>, String>> {
+                    SLOT.with(|slot| slot.on_messages(batch))
                 }
                 fn save() -> Option<$crate::Snapshot> {
                     SLOT.with(|slot| slot.snapshot())

@@ -12,5 +12,5 @@ wasmtime::component::bindgen!({
     additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
 });
 
-pub use garden::pipeline::host::{Host, PublishError};
+pub use garden::pipeline::host::Host;
 pub use garden::pipeline::types;

@@ -108,7 +108,7 @@ pub enum LoadError {
 }
 
 /// The WIT package and world every module must target.
-pub const WIT_PACKAGE: &str = "garden:pipeline@0.2.0";
+pub const WIT_PACKAGE: &str = "garden:pipeline@0.3.0";
 /// See [`WIT_PACKAGE`].
 pub const WIT_WORLD: &str = "garden-module";
 
@@ -405,12 +405,7 @@ impl Engine {
             detail: format!("{e:#}"),
         })?;
         match module.pre.instantiate(&mut store) {
-            Ok(bindings) => Ok(Sandbox::new(
-                store,
-                bindings,
-                &module.limits,
-                self.deadline_ticks,
-            )),
+            Ok(bindings) => Ok(Sandbox::new(store, bindings, &spec)),
             Err(e) => Err(CallError::Trap {
                 detail: format!("instantiation failed: {e:#}"),
             }),

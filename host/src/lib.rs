@@ -50,7 +50,6 @@ mod wasi;
 
 /// The WIT types, as the host sees them.
 pub mod types {
-    pub use crate::bindings::PublishError;
     pub use crate::bindings::types::*;
 }
 

@@ -15,7 +15,7 @@ use crate::genes::ParamError;
 use crate::loader::PipelineError;
 use crate::replication::{Evolver, Habitat, LineageRecord};
 use crate::runtime::{
-    InstanceReport, InstanceSpec, InstanceState, Runtime, RuntimeStats, SpawnError,
+    InstanceReport, InstanceSpec, InstanceState, Runtime, RuntimeOptions, RuntimeStats, SpawnError,
 };
 use crate::scoring::{self, Score, Scoreboard};
 
@@ -82,6 +82,10 @@ pub struct ReplayOptions {
     pub total_bars: usize,
     /// Steps per year of the data (for annualising fitness); 0 if unknown.
     pub steps_per_year: f64,
+    /// Most messages an instance is handed in one call; 0 means the
+    /// default ([`RuntimeOptions::per_call`]). The results are the same for
+    /// any size.
+    pub batch: usize,
 }
 
 /// One member of the population, with its scores.
@@ -218,7 +222,11 @@ impl<B: Bus> Replay<B> {
         modules: &[(ModuleConfig, Arc<Module>)],
         options: ReplayOptions,
     ) -> Result<Self, RunError> {
-        let mut runtime = Runtime::new(engine, bus, options.seed);
+        let mut runtime_options = RuntimeOptions::default();
+        if options.batch > 0 {
+            runtime_options.per_call = options.batch;
+        }
+        let mut runtime = Runtime::new(engine, bus, options.seed).with_options(runtime_options);
         if options.threads > 0 {
             runtime = runtime.with_threads(options.threads);
         }

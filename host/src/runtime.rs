@@ -24,7 +24,7 @@ use crate::bindings::types::{Body, InitContext, Param, Setting, Snapshot};
 use crate::bus::{Bus, BusError, DeadLetter, Delivery, MemoryBus, Subscriber};
 use crate::engine::{Engine, Module};
 use crate::limits::Limits;
-use crate::sandbox::{CallError, Sandbox};
+use crate::sandbox::{CallError, Handled, Sandbox};
 
 /// The topic every instance hears, subscribed or not (end of stream).
 pub const SYSTEM_TOPIC: &str = "$system";
@@ -187,6 +187,8 @@ struct Slot {
     not_before: Option<Instant>,
     /// Sitting this round out while its backoff runs ([`Restarts::Aside`]).
     resting: bool,
+    /// Messages still to hand over one at a time, after a batch trapped.
+    solo: usize,
     recent_failures: VecDeque<Instant>,
     /// Messages taken from the inbox, not yet handled.
     pending: VecDeque<Arc<Envelope>>,
@@ -210,9 +212,10 @@ struct Slot {
 
 impl Slot {
     /// Handle the pending messages, in order, until done, quarantined, or
-    /// unable to start. Touches nothing outside the slot, so slots can work
-    /// in parallel.
-    fn work(&mut self, engine: &Engine, restarts: Restarts) {
+    /// unable to start: all of them in one call (a batch), or one at a time
+    /// after a batch trapped until the message that traps is found. Touches
+    /// nothing outside the slot, so slots can work in parallel.
+    fn work(&mut self, engine: &Engine, restarts: Restarts, per_call: usize) {
         while !self.pending.is_empty() {
             if restarts == Restarts::Aside && self.backing_off() {
                 // Died in this round: the rest waits for later rounds, after
@@ -222,43 +225,91 @@ impl Slot {
             if !self.ensure_running(engine) {
                 return;
             }
-            let (Some(sandbox), Some(message)) = (self.sandbox.as_mut(), self.pending.pop_front())
-            else {
+            let size = if self.solo > 0 {
+                1
+            } else {
+                self.pending.len().min(per_call.max(1))
+            };
+            let batch: Vec<Envelope> = self
+                .pending
+                .iter()
+                .take(size)
+                .map(|m| Envelope::clone(m))
+                .collect();
+            let Some(sandbox) = self.sandbox.as_mut() else {
                 return;
             };
-            self.received += 1;
-            self.unacked += 1;
             let started = Instant::now();
-            let result = sandbox.handle(&message);
+            let result = sandbox.handle(&batch);
             self.busy += started.elapsed();
             self.fuel += sandbox.last_fuel();
-            match result {
-                Ok(staged) => {
-                    self.calls += 1;
-                    self.attempt = 0;
-                    self.since_snapshot += 1;
-                    let every = engine.limits().snapshot_every;
-                    if every > 0 && self.since_snapshot >= every {
-                        self.take_snapshot(engine.limits().max_snapshot_bytes);
-                    }
-                    if !staged.is_empty() {
-                        self.outcomes.push(Outcome::Handled {
-                            time: message.time,
-                            staged,
-                        });
-                    }
+            let results = match result {
+                Ok(results) => results,
+                Err(error) if batch.len() > 1 => {
+                    // A trap somewhere in the batch: the instance is gone
+                    // and no message of it counts as handled. The restarted
+                    // instance takes them one at a time, so the one that
+                    // traps fails alone and its neighbours are handled once.
+                    tracing::debug!(instance = %self.id, "a batch of {} trapped ({error}); retrying one at a time", batch.len());
+                    self.solo = batch.len();
+                    self.bury_sandbox();
+                    continue;
                 }
-                Err(error) => {
-                    let quarantined = self.note_failure(&error, engine.limits());
-                    self.outcomes.push(Outcome::Failed {
-                        message: Some(message),
-                        error,
-                    });
-                    if quarantined {
-                        return;
-                    }
+                Err(error) => vec![Err(error)],
+            };
+            for handled in results {
+                let Some(message) = self.pending.pop_front() else {
+                    return;
+                };
+                if self.finish(engine, message, handled) {
+                    return;
                 }
             }
+        }
+    }
+
+    /// Account for one message handled: what it published, or its failure.
+    /// Returns whether the slot is now quarantined.
+    fn finish(&mut self, engine: &Engine, message: Arc<Envelope>, handled: Handled) -> bool {
+        self.solo = self.solo.saturating_sub(1);
+        self.received += 1;
+        self.unacked += 1;
+        match handled {
+            Ok(staged) => {
+                self.calls += 1;
+                self.attempt = 0;
+                self.since_snapshot += 1;
+                let every = engine.limits().snapshot_every;
+                if every > 0 && self.since_snapshot >= every {
+                    self.take_snapshot(engine.limits().max_snapshot_bytes);
+                }
+                if !staged.is_empty() {
+                    self.outcomes.push(Outcome::Handled {
+                        time: message.time,
+                        staged,
+                    });
+                }
+                false
+            }
+            Err(error) => {
+                let quarantined = self.note_failure(&error, engine.limits());
+                self.outcomes.push(Outcome::Failed {
+                    message: Some(message),
+                    error,
+                });
+                quarantined
+            }
+        }
+    }
+
+    /// Drop a sandbox that died, keeping its counters; the next message
+    /// restarts the instance (from its last good snapshot).
+    fn bury_sandbox(&mut self) {
+        if let Some(old) = self.sandbox.take() {
+            self.refused_before += old.counters().refused_publishes;
+        }
+        if !matches!(self.state, InstanceState::Quarantined { .. }) {
+            self.state = InstanceState::Restarting;
         }
     }
 
@@ -339,12 +390,7 @@ impl Slot {
         self.last_error = Some(error.to_string());
         if error.kills_instance() {
             self.traps += 1;
-            if let Some(old) = self.sandbox.take() {
-                self.refused_before += old.counters().refused_publishes;
-            }
-            if !matches!(self.state, InstanceState::Quarantined { .. }) {
-                self.state = InstanceState::Restarting;
-            }
+            self.bury_sandbox();
             self.attempt = self.attempt.saturating_add(1);
             self.not_before = Some(Instant::now() + limits.backoff(self.attempt));
         }
@@ -411,8 +457,13 @@ pub struct RuntimeOptions {
     /// threads beats the cost of waking the pool. Default 8.
     pub parallel_min: usize,
     /// Most messages a slot takes from its inbox per round, so one busy
-    /// instance cannot hold up a round for long. Default 64.
-    pub batch: usize,
+    /// instance cannot hold up a round for long. Default 64. This, not
+    /// `per_call`, shapes the rounds: the results depend on it.
+    pub per_round: usize,
+    /// Most messages handed to an instance in one call (`on-messages`).
+    /// Default 64. A round's messages go in calls of at most this many, so
+    /// the results are the same for any size; only the cost changes.
+    pub per_call: usize,
     /// How an instance waits out its backoff before a restart.
     pub restarts: Restarts,
 }
@@ -421,7 +472,8 @@ impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
             parallel_min: 8,
-            batch: 64,
+            per_round: 64,
+            per_call: 64,
             restarts: Restarts::InTurn,
         }
     }
@@ -574,6 +626,7 @@ impl<B: Bus> Runtime<B> {
             attempt: 0,
             not_before: None,
             resting: false,
+            solo: 0,
             recent_failures: VecDeque::new(),
             pending: VecDeque::new(),
             outcomes: Vec::new(),
@@ -835,7 +888,7 @@ impl<B: Bus> Runtime<B> {
             if slot.resting {
                 continue;
             }
-            while slot.pending.len() < self.options.batch {
+            while slot.pending.len() < self.options.per_round {
                 match self.bus.poll(&slot.id) {
                     Some(m) => slot.pending.push_back(m),
                     None => break,
@@ -852,12 +905,16 @@ impl<B: Bus> Runtime<B> {
         // 2. Handle it, each slot in its own sandbox.
         let engine = &*self.engine;
         match &self.pool {
-            Some(pool) if ready.len() >= self.options.parallel_min => {
-                work_in_parallel(&mut self.slots, engine, pool, self.options.restarts)
-            }
+            Some(pool) if ready.len() >= self.options.parallel_min => work_in_parallel(
+                &mut self.slots,
+                engine,
+                pool,
+                self.options.restarts,
+                self.options.per_call,
+            ),
             _ => {
                 for &i in &ready {
-                    self.slots[i].work(engine, self.options.restarts);
+                    self.slots[i].work(engine, self.options.restarts, self.options.per_call);
                 }
             }
         }
@@ -1000,6 +1057,7 @@ fn work_in_parallel(
     engine: &Engine,
     pool: &rayon::ThreadPool,
     restarts: Restarts,
+    per_call: usize,
 ) {
     let parts = pool.current_num_threads() + 1;
     let ready = slots.iter().filter(|s| is_ready(s)).count();
@@ -1024,7 +1082,7 @@ fn work_in_parallel(
     }
     let work = |chunk: &mut [Slot]| {
         for s in chunk.iter_mut().filter(|s| is_ready(s)) {
-            s.work(engine, restarts);
+            s.work(engine, restarts, per_call);
         }
     };
     pool.in_place_scope(|scope| {

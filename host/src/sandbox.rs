@@ -9,8 +9,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::bindings::GardenModule;
 use crate::bindings::types::{Body, InitContext, Level};
-use crate::bindings::{GardenModule, PublishError};
 use crate::limits::Limits;
 use crate::{Envelope, Info};
 
@@ -45,8 +45,8 @@ pub enum CallError {
     /// The module's call stack overflowed (usually unbounded recursion).
     #[error("stack overflow: the module recursed too deeply")]
     StackOverflow,
-    /// The module called `publish` more often than allowed in one call.
-    #[error("publish flood: more than {cap} publishes in one call")]
+    /// Handling one message sent more messages than allowed.
+    #[error("publish flood: more than {cap} publishes for one message")]
     PublishLimit {
         /// The cap per call.
         cap: u32,
@@ -79,9 +79,10 @@ pub enum CallError {
 
 impl CallError {
     /// Whether the instance is dead after this failure and must be
-    /// re-instantiated. Only a module's own error leaves it usable.
+    /// re-instantiated. A module's own error and a message whose outputs
+    /// the host refused leave it usable: the call returned normally.
     pub fn kills_instance(&self) -> bool {
-        !matches!(self, CallError::Module(_))
+        !matches!(self, CallError::Module(_) | CallError::PublishLimit { .. })
     }
 
     /// A short stable name for counting failures by kind.
@@ -105,21 +106,14 @@ impl CallError {
 pub(crate) enum HostTrap {
     #[error("memory limit: {requested} > {cap}")]
     Memory { requested: usize, cap: usize },
-    #[error("publish limit {cap}")]
-    Publishes { cap: u32 },
 }
 
-/// A message a module published during a call, delivered only if the call
-/// succeeds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Staged {
-    /// Topic it was published on.
-    pub topic: String,
-    /// Ordering key.
-    pub key: String,
-    /// The body.
-    pub body: Body,
-}
+/// A message a module sent while handling a message (topic, key, body),
+/// delivered only if that handling succeeded and the host accepted it.
+pub type Staged = crate::bindings::types::Output;
+
+/// What one message of a batch came to: what it sends, or why it failed.
+pub type Handled = Result<Vec<Staged>, CallError>;
 
 /// Caps an instance's resources as a whole: the bytes of all its linear
 /// memories together (a component may hold many core instances, each with
@@ -193,12 +187,7 @@ pub(crate) struct HostState {
     table: ResourceTable,
     memory: MemoryCap,
     instance: Arc<str>,
-    publishes: Arc<HashSet<String>>,
-    staged: Vec<Staged>,
-    publish_calls: u32,
     logs: u32,
-    max_publishes: u32,
-    max_message_bytes: u32,
     max_logs: u32,
     max_log_bytes: usize,
     now: i64,
@@ -216,33 +205,6 @@ impl WasiView for HostState {
 }
 
 impl crate::bindings::Host for HostState {
-    fn publish(
-        &mut self,
-        topic: String,
-        key: String,
-        body: Body,
-    ) -> wasmtime::Result<Result<(), PublishError>> {
-        self.publish_calls += 1;
-        if self.publish_calls > self.max_publishes {
-            return Err(wasmtime::Error::new(HostTrap::Publishes {
-                cap: self.max_publishes,
-            }));
-        }
-        if !self.publishes.contains(&topic) {
-            self.counters.refused_publishes += 1;
-            tracing::warn!(instance = %self.instance, %topic, "publish refused: topic not declared");
-            return Ok(Err(PublishError::TopicNotDeclared(topic)));
-        }
-        let size = message_size(&topic, &key, &body);
-        if size > self.max_message_bytes as usize {
-            self.counters.refused_publishes += 1;
-            tracing::warn!(instance = %self.instance, %topic, size, cap = self.max_message_bytes, "publish refused: message too large");
-            return Ok(Err(PublishError::TooLarge(self.max_message_bytes)));
-        }
-        self.staged.push(Staged { topic, key, body });
-        Ok(Ok(()))
-    }
-
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         if matches!(level, Level::Error) && message.starts_with("panic: ") {
             self.last_panic = Some(truncate(
@@ -325,6 +287,10 @@ fn truncate(text: &str, max: usize) -> String {
 pub struct Sandbox {
     store: Store<HostState>,
     bindings: GardenModule,
+    /// Topics the module declared it sends on.
+    publishes: Arc<HashSet<String>>,
+    max_publishes: usize,
+    max_message_bytes: usize,
     fuel: u64,
     deadline_ticks: u64,
     deadline: Duration,
@@ -373,12 +339,7 @@ impl Sandbox {
                 table_elements: spec.limits.max_table_elements,
             },
             instance: Arc::from(spec.instance),
-            publishes: spec.publishes.clone(),
-            staged: Vec::new(),
-            publish_calls: 0,
             logs: 0,
-            max_publishes: spec.limits.max_publishes_per_call,
-            max_message_bytes: spec.limits.max_message_bytes,
             max_logs: spec.limits.max_logs_per_call,
             max_log_bytes: spec.limits.max_log_bytes,
             now: 0,
@@ -393,18 +354,16 @@ impl Sandbox {
         Ok(store)
     }
 
-    pub(crate) fn new(
-        store: Store<HostState>,
-        bindings: GardenModule,
-        limits: &Limits,
-        deadline_ticks: u64,
-    ) -> Self {
+    pub(crate) fn new(store: Store<HostState>, bindings: GardenModule, spec: &SandboxSpec) -> Self {
         Sandbox {
             store,
             bindings,
-            fuel: limits.fuel_per_call,
-            deadline_ticks,
-            deadline: limits.deadline,
+            publishes: spec.publishes.clone(),
+            max_publishes: as_count(spec.limits.max_publishes_per_call),
+            max_message_bytes: as_count(spec.limits.max_message_bytes),
+            fuel: spec.limits.fuel_per_call,
+            deadline_ticks: spec.deadline_ticks,
+            deadline: spec.limits.deadline,
             last_fuel: 0,
         }
     }
@@ -425,27 +384,74 @@ impl Sandbox {
         self.guarded(0, |b, s| {
             b.garden_pipeline_module().call_describe(s).map(Ok)
         })
-        .map(|(info, _)| info)
     }
 
-    /// Call `save` (the module's snapshot). Anything it publishes is discarded.
+    /// Call `save` (the module's snapshot).
     pub fn snapshot(&mut self) -> Result<Option<crate::bindings::types::Snapshot>, CallError> {
         self.guarded(0, |b, s| b.garden_pipeline_module().call_save(s).map(Ok))
-            .map(|(snap, _)| snap)
     }
 
-    /// Call `init`. Anything it publishes is discarded.
+    /// Call `init`.
     pub fn init(&mut self, ctx: &InitContext) -> Result<(), CallError> {
         self.guarded(0, |b, s| b.garden_pipeline_module().call_init(s, ctx))
-            .map(|_| ())
     }
 
-    /// Call `on-message`; on success, what the module published.
-    pub fn handle(&mut self, msg: &Envelope) -> Result<Vec<Staged>, CallError> {
-        self.guarded(msg.time, |b, s| {
-            b.garden_pipeline_module().call_on_message(s, msg)
-        })
-        .map(|(_, staged)| staged)
+    /// Call `on-messages` with `batch`: per message, what it sends (checked
+    /// against the module's declared topics and the limits) or why it
+    /// failed. `Err` when the call itself failed (a trap: the instance is
+    /// dead and no message of the batch counts as handled). Fuel and the
+    /// deadline scale with the batch: each message has the budget one call
+    /// had.
+    pub fn handle(&mut self, batch: &[Envelope]) -> Result<Vec<Handled>, CallError> {
+        let n = u64::try_from(batch.len()).unwrap_or(u64::MAX).max(1);
+        let now = batch.last().map_or(0, |m| m.time);
+        let results = self.guarded_scaled(now, n, |b, s| {
+            b.garden_pipeline_module()
+                .call_on_messages(s, batch)
+                .map(Ok)
+        })?;
+        if results.len() != batch.len() {
+            return Err(CallError::Module(format!(
+                "on-messages answered {} results for {} messages",
+                results.len(),
+                batch.len()
+            )));
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| match r {
+                Ok(outputs) => self.check_outputs(outputs),
+                Err(message) => Err(CallError::Module(message)),
+            })
+            .collect())
+    }
+
+    /// The outputs of one message if the host accepts every one: no more
+    /// than the cap, each on a declared topic and within the size cap. A
+    /// refusal fails the message, and is counted.
+    fn check_outputs(&mut self, outputs: Vec<Staged>) -> Handled {
+        if outputs.len() > self.max_publishes {
+            return Err(CallError::PublishLimit {
+                cap: u32::try_from(self.max_publishes).unwrap_or(u32::MAX),
+            });
+        }
+        for o in &outputs {
+            let refusal = if !self.publishes.contains(&o.topic) {
+                format!("TopicNotDeclared({:?})", o.topic)
+            } else if message_size(&o.topic, &o.key, &o.body) > self.max_message_bytes {
+                format!("TooLarge({})", self.max_message_bytes)
+            } else {
+                continue;
+            };
+            self.store.data_mut().counters.refused_publishes += 1;
+            let instance = &self.store.data().instance;
+            tracing::warn!(instance = %instance, topic = %o.topic, "publish refused: {refusal}");
+            return Err(CallError::Module(format!(
+                "publish to `{}` refused: {refusal}",
+                o.topic
+            )));
+        }
+        Ok(outputs)
     }
 
     /// Run one call with fresh fuel, deadline and staging, and classify how
@@ -454,30 +460,38 @@ impl Sandbox {
         &mut self,
         now: i64,
         call: impl FnOnce(&GardenModule, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
-    ) -> Result<(R, Vec<Staged>), CallError> {
+    ) -> Result<R, CallError> {
+        self.guarded_scaled(now, 1, call)
+    }
+
+    /// [`Sandbox::guarded`] with `scale` times the fuel and the deadline of
+    /// one call.
+    fn guarded_scaled<R>(
+        &mut self,
+        now: i64,
+        scale: u64,
+        call: impl FnOnce(&GardenModule, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
+    ) -> Result<R, CallError> {
+        let fuel = self.fuel.saturating_mul(scale);
         {
             let state = self.store.data_mut();
-            state.staged.clear();
-            state.publish_calls = 0;
             state.logs = 0;
             state.now = now;
             state.last_panic = None;
         }
         // Setting fuel cannot fail once fuel is enabled on the engine, which
         // the engine guarantees; treat a failure as a trap all the same.
-        if let Err(e) = self.store.set_fuel(self.fuel) {
+        if let Err(e) = self.store.set_fuel(fuel) {
             return Err(CallError::Trap {
                 detail: format!("could not set fuel: {e}"),
             });
         }
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        self.store
+            .set_epoch_deadline(self.deadline_ticks.saturating_mul(scale));
         let result = call(&self.bindings, &mut self.store);
-        self.last_fuel = self
-            .fuel
-            .saturating_sub(self.store.get_fuel().unwrap_or(self.fuel));
-        let staged = std::mem::take(&mut self.store.data_mut().staged);
+        self.last_fuel = fuel.saturating_sub(self.store.get_fuel().unwrap_or(fuel));
         match result {
-            Ok(Ok(value)) => Ok((value, staged)),
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(message)) => Err(CallError::Module(message)),
             Err(error) => Err(self.classify(error)),
         }
@@ -492,7 +506,6 @@ impl Sandbox {
         if let Some(trap) = error.downcast_ref::<HostTrap>() {
             return match *trap {
                 HostTrap::Memory { requested, cap } => CallError::MemoryLimit { requested, cap },
-                HostTrap::Publishes { cap } => CallError::PublishLimit { cap },
             };
         }
         match error.downcast_ref::<Trap>() {

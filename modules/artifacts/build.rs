@@ -35,6 +35,7 @@ const FIXTURES: &[&str] = &[
     "fragile",
     "sleep",
     "big-describe",
+    "poison",
 ];
 
 const TARGET: &str = "wasm32-wasip2";

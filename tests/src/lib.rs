@@ -66,7 +66,7 @@ pub fn trust() -> TrustStore {
 pub fn fixture_manifest(name: &str) -> Manifest {
     let text = format!(
         "name = \"fixture-{name}\"\nversion = \"0.1.0\"\nrole = \"fixture\"\n\
-         wit_package = \"garden:pipeline@0.2.0\"\nwit_world = \"garden-module\"\n\
+         wit_package = \"garden:pipeline@0.3.0\"\nwit_world = \"garden-module\"\n\
          [capabilities]\nsubscribe = [\"bar\"]\npublish = [\"noise\"]\n"
     );
     Manifest::parse(&text, "fixture manifest").expect("valid fixture manifest")
@@ -116,6 +116,22 @@ pub fn replay_embedded(
     garden_host::replay::RunSummary,
     Vec<Arc<garden_host::Envelope>>,
 ) {
+    replay_embedded_in_batches(seed, variants, threads, 0, rows, topics)
+}
+
+/// [`replay_embedded`], handing each instance at most `batch` messages per
+/// call (0: the default).
+pub fn replay_embedded_in_batches(
+    seed: u64,
+    variants: u32,
+    threads: usize,
+    batch: usize,
+    rows: &[Row],
+    topics: &[&str],
+) -> (
+    garden_host::replay::RunSummary,
+    Vec<Arc<garden_host::Envelope>>,
+) {
     use garden_host::config::PipelineConfig;
     use garden_host::replay::{Replay, ReplayOptions};
     let config = PipelineConfig::embedded().expect("embedded pipeline");
@@ -132,6 +148,7 @@ pub fn replay_embedded(
         threads,
         total_bars: rows.len(),
         steps_per_year: garden_host::scoring::steps_per_year(rows.len(), first, last),
+        batch,
     };
     let mut replay = Replay::start(engine, &config, &modules, options).expect("starts");
     for t in topics {
@@ -160,6 +177,20 @@ pub fn without_timings(s: &garden_host::replay::RunSummary) -> serde_json::Value
                 i.remove("busy_micros");
                 i.remove("micros_per_message");
             }
+        }
+    }
+    v
+}
+
+/// [`without_timings`], and without the fuel each instance burned: fuel
+/// counts the work of lifting and lowering a call's arguments too, so it
+/// changes with how many messages go in one call, while what the run did
+/// does not.
+pub fn without_costs(s: &garden_host::replay::RunSummary) -> serde_json::Value {
+    let mut v = without_timings(s);
+    if let Some(instances) = v.get_mut("instances").and_then(|i| i.as_array_mut()) {
+        for i in instances.iter_mut().filter_map(|i| i.as_object_mut()) {
+            i.remove("fuel");
         }
     }
     v

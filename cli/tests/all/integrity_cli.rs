@@ -35,7 +35,7 @@ const MANIFEST: &str = r#"
 name = "fixture-loop"
 version = "1.2.3"
 role = "fixture"
-wit_package = "garden:pipeline@0.2.0"
+wit_package = "garden:pipeline@0.3.0"
 wit_world = "garden-module"
 
 [capabilities]
@@ -125,8 +125,8 @@ fn publisher_and_operator_round_trip() {
     for needle in [
         "fixture-loop@1.2.3",
         "trusted (signed by alice)",
-        "garden:pipeline/module@0.2.0",
-        "garden:pipeline/host@0.2.0",
+        "garden:pipeline/module@0.3.0",
+        "garden:pipeline/host@0.3.0",
     ] {
         assert!(shown.contains(needle), "inspect lacks {needle}:\n{shown}");
     }
@@ -379,7 +379,7 @@ fn inspect_does_not_compile_code_from_an_untrusted_signer() {
     ));
     let shown = ok(&garden(&["inspect", &s("m.wasm")], d));
     assert!(shown.contains("NOT trusted"), "{shown}");
-    assert!(shown.contains("garden:pipeline/host@0.2.0"), "{shown}");
+    assert!(shown.contains("garden:pipeline/host@0.3.0"), "{shown}");
     let cached = std::fs::read_dir(d.join("cache"))
         .map(|entries| entries.count())
         .unwrap_or(0);

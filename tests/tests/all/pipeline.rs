@@ -174,6 +174,16 @@ fn the_same_seed_gives_the_same_run_and_another_seed_another_population() {
         "the number of threads does not change the result"
     );
     assert!(t1 == t2, "nor the message stream");
+    for batch in [1, 7] {
+        let (batched, tb) =
+            garden_tests::replay_embedded_in_batches(42, 12, 0, batch, &bundled_rows(), &TOPICS);
+        assert_eq!(
+            garden_tests::without_costs(&one_thread),
+            garden_tests::without_costs(&batched),
+            "{batch} messages per call give what 64 do"
+        );
+        assert!(t1 == tb, "and the same message stream ({batch} per call)");
+    }
     let (c, _) = run(43, 5);
     assert_ne!(strip(&a)["variants"], strip(&c)["variants"]);
 }
@@ -194,6 +204,7 @@ fn limits_from_test_config_still_run_the_real_pipeline() {
         threads: 0,
         total_bars: 0,
         steps_per_year: 0.0,
+        batch: 0,
     };
     let rows = bundled_rows();
     let summary =
