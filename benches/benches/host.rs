@@ -62,6 +62,23 @@ fn instantiate_and_call(c: &mut Criterion) {
         .iter()
         .map(|r| feed::bar_message("bar", "EURUSD", r))
         .collect();
+    // Fuel (guest instructions, lifting of the arguments included) per
+    // message, one message per call against 64: the same on every machine.
+    let mut fuel_one = 0;
+    for m in messages.iter().take(640) {
+        sandbox.handle(std::slice::from_ref(m)).expect("handles");
+        fuel_one += sandbox.last_fuel();
+    }
+    let mut fuel_batched = 0;
+    for batch in messages[640..1280].chunks(64) {
+        sandbox.handle(batch).expect("handles");
+        fuel_batched += sandbox.last_fuel();
+    }
+    eprintln!(
+        "fuel per bar message (alpha-ema): {} one per call, {} in calls of 64",
+        fuel_one / 640,
+        fuel_batched / 640
+    );
     let mut i = 0;
     c.bench_function("on_message_bar", |b| {
         b.iter(|| {

@@ -57,8 +57,10 @@ fn main() {
         .unwrap_or_else(|| out_dir.join("target"));
     let guest_dir = target_dir.join("guests");
 
-    for dir in ["wit", "guest-sdk", "modules", "keys"] {
-        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    // The root manifest holds the guest profile (opt-level, LTO): a change
+    // there must rebuild the guests too.
+    for path in ["wit", "guest-sdk", "modules", "keys", "Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
