@@ -719,3 +719,39 @@ fn an_idle_bus_blocks_on_redis_instead_of_polling_and_wakes_for_an_entry() {
 fn bus_for(redis: &Redis, prefix: &str, consumer: &str) -> RedisBus {
     RedisBus::connect(options(redis, prefix, consumer)).expect("connects")
 }
+
+#[test]
+fn an_idle_bus_is_not_woken_by_a_stream_s_history() {
+    let redis = Redis::start();
+    let mut con = raw(&redis);
+    // Entries written before this daemon subscribed: its group starts after
+    // them, so they are not its work and must not wake it either.
+    let stream = garden_host::bus::redis::topic_stream("history", "t");
+    for n in 0..500 {
+        let _: String = redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("old")
+            .arg(n)
+            .query(&mut con)
+            .expect("XADD");
+    }
+    let mut bus = RedisBus::connect(options(&redis, "history", "d")).expect("connects");
+    bus.subscribe(&sub("a", "a", "t", Delivery::Broadcast));
+    bus.pump();
+    let before = commands_processed(&mut con);
+    let idle_until = std::time::Instant::now() + Duration::from_millis(1000);
+    while std::time::Instant::now() < idle_until {
+        bus.pump();
+        bus.wait(idle_until.saturating_duration_since(std::time::Instant::now()));
+    }
+    let idle_commands = commands_processed(&mut con) - before;
+    assert!(
+        idle_commands < 20,
+        "{idle_commands} commands in an idle second over a stream with history"
+    );
+    assert!(
+        drain(&mut bus, "a").is_empty(),
+        "old entries are not delivered"
+    );
+}

@@ -301,11 +301,11 @@ impl RedisBus {
         {
             return;
         }
-        let mut streams: Vec<&str> = self
+        let mut streams: Vec<String> = self
             .routes
             .iter()
             .filter(|r| !r.members.is_empty())
-            .map(|r| r.stream.as_str())
+            .map(|r| r.stream.clone())
             .collect();
         streams.sort_unstable();
         streams.dedup();
@@ -317,6 +317,39 @@ impl RedisBus {
             std::thread::sleep(timeout);
             return;
         }
+        // A stream never read here starts from its newest entry, asked for
+        // once: from `0-0` its history would wake the wait entry by entry,
+        // and `$` would miss an entry added between the last exchange and
+        // this wait until the timeout.
+        let unseen: Vec<&String> = streams
+            .iter()
+            .filter(|s| !self.last_seen.contains_key(*s))
+            .collect();
+        if !unseen.is_empty() {
+            let mut pipe = redis::pipe();
+            for stream in &unseen {
+                pipe.cmd("XREVRANGE")
+                    .arg(*stream)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1);
+            }
+            match pipe.query::<Vec<Value>>(conn) {
+                Ok(replies) => {
+                    for (stream, reply) in unseen.into_iter().zip(replies) {
+                        let newest = entry_list(reply)
+                            .pop()
+                            .map_or_else(|| "0-0".into(), |(id, _)| id);
+                        self.last_seen.insert(stream.clone(), newest);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("waiting for entries: {e}");
+                    return;
+                }
+            }
+        }
         // BLOCK takes whole milliseconds; 0 would mean forever, and a
         // block past the read timeout would end in an error.
         let ms = timeout.min(connection::IO_TIMEOUT / 2).as_millis().max(1);
@@ -327,18 +360,15 @@ impl RedisBus {
             .arg(ms.to_string())
             .arg("STREAMS");
         for stream in &streams {
-            cmd.arg(*stream);
+            cmd.arg(stream);
         }
         for stream in &streams {
-            // A stream never read here starts from its newest entry (`$`
-            // is not used: an entry added between the last exchange and
-            // this wait would then be missed until the timeout).
-            cmd.arg(self.last_seen.get(*stream).map_or("0-0", String::as_str));
+            cmd.arg(self.last_seen.get(stream).map_or("0-0", String::as_str));
         }
         match cmd.query::<Value>(conn) {
             Ok(reply) => {
-                // Remember what woke us, so a stream whose old entries this
-                // daemon never reads does not wake it again.
+                // Remember what woke us, so the same entry does not wake
+                // the next wait before an exchange has read it.
                 for (stream, entries) in stream_entries_by_name(reply) {
                     if let Some((id, _)) = entries.last() {
                         self.last_seen.insert(stream, id.clone());
