@@ -148,7 +148,7 @@ fn pipeline(c: &mut Criterion) {
                         threads: 0,
                         total_bars: 0,
                         steps_per_year: 0.0,
-                        batch: 0,
+                        per_call: 0,
                     };
                     replay(engine.clone(), config, &modules, &rows, options, |_| {}).expect("runs")
                 })

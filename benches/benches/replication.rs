@@ -114,7 +114,7 @@ fn main() {
         threads: 0,
         total_bars: 0,
         steps_per_year: 0.0,
-        batch: 0,
+        per_call: 0,
     };
     let summary = replay(engine, &config, &modules, &rows, options, |_| {}).expect("runs");
     let variant_bars = 1_000.0 * summary.bars as f64 / summary.elapsed_secs;

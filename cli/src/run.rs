@@ -169,7 +169,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         threads: args.threads,
         total_bars: 0,
         steps_per_year: 0.0,
-        batch: 0,
+        per_call: 0,
     };
     let progress = |n: usize| {
         if let Some(bar) = &bar

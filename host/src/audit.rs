@@ -17,13 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use garden_store::{Blocking, StoreError, anchor};
 
 use crate::runtime::{InstanceReport, InstanceState};
-use garden_trust::SigningKey;
-
-/// The host's own key for signing audit heads: `host.key.pem` in the data
-/// directory, made on first use (see [`garden_store::anchor::host_key`]).
-pub fn host_key(data_dir: &Path) -> Result<SigningKey, garden_trust::KeyError> {
-    anchor::host_key(data_dir)
-}
 
 /// The file where this host notes audit records it failed to write.
 pub fn failures_file(data_dir: &Path) -> PathBuf {
@@ -67,7 +60,8 @@ impl Audit {
         {
             let _ = std::fs::create_dir_all(dir);
         }
-        let key = host_key(&data_dir).map_err(|e| {
+        // The host's own key: `host.key.pem` in the data directory.
+        let key = anchor::host_key(&data_dir).map_err(|e| {
             StoreError::Url(format!("{url} (cannot make the host's audit key: {e})"))
         })?;
         let store =

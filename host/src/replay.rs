@@ -85,7 +85,7 @@ pub struct ReplayOptions {
     /// Most messages an instance is handed in one call; 0 means the
     /// default ([`RuntimeOptions::per_call`]). The results are the same for
     /// any size.
-    pub batch: usize,
+    pub per_call: usize,
 }
 
 /// One member of the population, with its scores.
@@ -223,8 +223,8 @@ impl<B: Bus> Replay<B> {
         options: ReplayOptions,
     ) -> Result<Self, RunError> {
         let mut runtime_options = RuntimeOptions::default();
-        if options.batch > 0 {
-            runtime_options.per_call = options.batch;
+        if options.per_call > 0 {
+            runtime_options.per_call = options.per_call;
         }
         let mut runtime = Runtime::new(engine, bus, options.seed).with_options(runtime_options);
         if options.threads > 0 {

@@ -148,7 +148,7 @@ pub fn replay_embedded_in_batches(
         threads,
         total_bars: rows.len(),
         steps_per_year: garden_host::scoring::steps_per_year(rows.len(), first, last),
-        batch,
+        per_call: batch,
     };
     let mut replay = Replay::start(engine, &config, &modules, options).expect("starts");
     for t in topics {

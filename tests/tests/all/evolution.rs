@@ -28,7 +28,7 @@ fn run(evolution: EvolutionConfig, variants: u32, seed: u64) -> RunSummary {
         threads: 0,
         total_bars: 0,
         steps_per_year: 0.0,
-        batch: 0,
+        per_call: 0,
     };
     replay(engine, &config, &modules, &bundled_rows(), options, |_| {}).expect("runs")
 }
@@ -336,7 +336,7 @@ fn a_quarantined_variant_is_replaced_by_a_mutant_of_a_healthy_one() {
         threads: 0,
         total_bars: 0,
         steps_per_year: 0.0,
-        batch: 0,
+        per_call: 0,
     };
     let rows = bundled_rows();
     let s = replay(engine, &config, &modules, &rows[..400], options, |_| {}).expect("runs");

@@ -204,7 +204,7 @@ fn limits_from_test_config_still_run_the_real_pipeline() {
         threads: 0,
         total_bars: 0,
         steps_per_year: 0.0,
-        batch: 0,
+        per_call: 0,
     };
     let rows = bundled_rows();
     let summary =
