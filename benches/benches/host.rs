@@ -19,6 +19,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use garden_host::config::PipelineConfig;
 use garden_host::feed::{self, csv::Row};
 use garden_host::replay::{ReplayOptions, replay};
+use garden_host::sandbox::Parcel;
 use garden_host::types::{InitContext, Setting};
 use garden_host::{Engine, genes};
 
@@ -51,6 +52,7 @@ fn instantiate_and_call(c: &mut Criterion) {
         .instantiate(&alpha, "bench", 1)
         .expect("instantiates");
     let ctx = InitContext {
+        member: 0,
         snapshot: None,
         instance: "bench".into(),
         params: genes::defaults(&alpha.info().genes),
@@ -62,6 +64,7 @@ fn instantiate_and_call(c: &mut Criterion) {
         .iter()
         .map(|r| feed::bar_message("bar", "EURUSD", r))
         .collect();
+    let messages: Vec<Parcel<'_>> = messages.iter().map(Parcel::every).collect();
     // Fuel (guest instructions, lifting of the arguments included) per
     // message, one message per call against 64: the same on every machine.
     let mut fuel_one = 0;
@@ -88,7 +91,7 @@ fn instantiate_and_call(c: &mut Criterion) {
         })
     });
     // The same bars 64 at a time (one call), per message.
-    let batches: Vec<&[garden_host::Envelope]> = messages.chunks(64).collect();
+    let batches: Vec<&[Parcel<'_>]> = messages.chunks(64).collect();
     let mut j = 0;
     let mut group = c.benchmark_group("on_messages_bar");
     group.throughput(criterion::Throughput::Elements(64));
@@ -100,32 +103,66 @@ fn instantiate_and_call(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // One instance carrying 100 variants (a cohort): each bar goes once,
+    // for all of them.
+    let mut cohort = engine
+        .instantiate(&alpha, "cohort", 1)
+        .expect("instantiates");
+    for member in 0..COHORT {
+        cohort
+            .init(&InitContext {
+                member,
+                instance: format!("v{member}"),
+                ..ctx.clone()
+            })
+            .expect("init");
+    }
+    let mut fuel_cohort = 0;
+    for batch in messages[640..1280].chunks(64) {
+        cohort.handle(batch).expect("handles");
+        fuel_cohort += cohort.last_fuel();
+    }
+    eprintln!(
+        "fuel per variant-bar (alpha-ema, {COHORT} variants in one instance, calls of 64 bars): {}",
+        fuel_cohort / (640 * u64::from(COHORT))
+    );
+    let mut group = c.benchmark_group("on_messages_bar_cohort");
+    group.throughput(criterion::Throughput::Elements(64 * u64::from(COHORT)));
+    group.bench_function(format!("batch_64_members_{COHORT}"), |b| {
+        b.iter(|| {
+            let batch = batches[j % (batches.len() - 1)];
+            j += 1;
+            cohort.handle(batch).expect("handles")
+        })
+    });
+    group.finish();
 }
 
-/// Modules the lean pipeline leaves out.
-const PANEL_ONLY: [&str; 4] = [
-    "tape",
-    "expert-grammar",
-    "expert-sequence",
-    "expert-divergence",
-];
+/// Variants one instance carries in the cohort figures.
+const COHORT: u32 = 100;
 
 fn pipeline(c: &mut Criterion) {
-    // A fixed population: evolution would grow 1 variant into 16.
-    let mut full = PipelineConfig::embedded().expect("embedded pipeline");
-    full.evolution.enabled = false;
-    let mut lean = full.clone();
-    lean.modules
-        .retain(|m| !PANEL_ONLY.contains(&m.name.as_str()));
-    for m in lean.modules.iter_mut().filter(|m| m.name == "fusion") {
-        m.settings.insert(
-            "experts".into(),
-            toml::Value::String("expert-anomaly".into()),
-        );
-    }
+    let full = garden_benches::full();
+    let lean = garden_benches::lean();
     let engine = Arc::new(Engine::new(full.limits.clone(), None).expect("engine"));
     let rows = rows();
-    for (name, config) in [("pipeline", &full), ("pipeline_lean", &lean)] {
+    let shapes = [
+        ("pipeline", full.clone(), &[1u32, 100][..]),
+        (
+            "pipeline_cohort",
+            garden_benches::in_cohorts(full, 100),
+            &[100][..],
+        ),
+        ("pipeline_lean", lean.clone(), &[1, 100][..]),
+        (
+            "pipeline_lean_cohort",
+            garden_benches::in_cohorts(lean, 100),
+            &[100][..],
+        ),
+    ];
+    for (name, config, sizes) in shapes {
+        let config = &config;
         let modules = config
             .load(
                 &engine,
@@ -137,7 +174,7 @@ fn pipeline(c: &mut Criterion) {
             .sample_size(10)
             .measurement_time(Duration::from_secs(20));
         group.throughput(Throughput::Elements(rows.len() as u64));
-        for variants in [1u32, 100] {
+        for &variants in sizes {
             group.bench_function(format!("{variants}_variants"), |b| {
                 b.iter(|| {
                     let options = ReplayOptions {

@@ -65,6 +65,7 @@ fn main() {
             .expect("instantiates");
         sandbox
             .init(&InitContext {
+                member: 0,
                 instance: "child".into(),
                 params,
                 settings: vec![],
@@ -96,30 +97,43 @@ fn main() {
     );
     drop(rt);
 
-    // 1,000 variants on the bundled data.
-    let mut config = PipelineConfig::embedded().expect("embedded pipeline");
-    config.evolution.enabled = false;
-    let modules = config
-        .load(
-            &engine,
-            &garden_host::integrity::Trust::new(Default::default()).expect("dev key"),
-        )
-        .expect("modules load");
+    // 1,000 variants on the bundled data: the full pipeline, and the lean
+    // one with each variant alone and with all 1,000 in one cohort.
     let rows = feed::csv::read(feed::BUNDLED_CSV.as_bytes(), feed::BUNDLED_NAME).expect("data");
-    let options = ReplayOptions {
-        seed: 1,
-        variants: Some(1_000),
-        symbol: "EURUSD".into(),
-        data_name: "bundled".into(),
-        threads: 0,
-        total_bars: 0,
-        steps_per_year: 0.0,
-        per_call: 0,
-    };
-    let summary = replay(engine, &config, &modules, &rows, options, |_| {}).expect("runs");
-    let variant_bars = 1_000.0 * summary.bars as f64 / summary.elapsed_secs;
-    println!(
-        "1,000 variants: {:.0} bars/s = {variant_bars:.0} variant-bars/s ({:.2} s)  (target >= 1,000,000 variant-bars/s)",
-        summary.bars_per_sec, summary.elapsed_secs
-    );
+    let shapes = [
+        ("full pipeline, alone", garden_benches::full()),
+        ("lean pipeline, alone", garden_benches::lean()),
+        (
+            "lean pipeline, one cohort of 1,000",
+            garden_benches::in_cohorts(garden_benches::lean(), 1_000),
+        ),
+    ];
+    for (name, config) in shapes {
+        let modules = config
+            .load(
+                &engine,
+                &garden_host::integrity::Trust::new(Default::default()).expect("dev key"),
+            )
+            .expect("modules load");
+        let options = ReplayOptions {
+            seed: 1,
+            variants: Some(1_000),
+            symbol: "EURUSD".into(),
+            data_name: "bundled".into(),
+            threads: 0,
+            total_bars: 0,
+            steps_per_year: 0.0,
+            per_call: 0,
+        };
+        let before = rss_kib();
+        let summary =
+            replay(engine.clone(), &config, &modules, &rows, options, |_| {}).expect("runs");
+        let variant_bars = 1_000.0 * summary.bars as f64 / summary.elapsed_secs;
+        println!(
+            "1,000 variants, {name}: {:.0} bars/s = {variant_bars:.0} variant-bars/s ({:.2} s, RSS +{} KiB)  (target >= 2,000,000 variant-bars/s, lean)",
+            summary.bars_per_sec,
+            summary.elapsed_secs,
+            rss_kib().saturating_sub(before)
+        );
+    }
 }

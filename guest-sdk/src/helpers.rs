@@ -13,7 +13,17 @@ impl Info {
             subscribes: Vec::new(),
             publishes: Vec::new(),
             genes: Vec::new(),
+            cohort: 0,
         }
+    }
+
+    /// Let one instance carry up to `members` variants of this module (a
+    /// cohort), each its own value of the module type with its own
+    /// messages. Only for modules whose variants share nothing but code;
+    /// the pipeline decides whether to use it (`cohort = N`).
+    pub fn cohort(mut self, members: u32) -> Self {
+        self.cohort = members;
+        self
     }
 
     /// Add a subscription.

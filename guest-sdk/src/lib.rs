@@ -8,7 +8,13 @@
 //! messages by adding them to its [`Outbox`]; the host delivers them if the
 //! message being handled succeeded. The host hands an instance its waiting
 //! messages in batches (`on-messages`, WIT 0.3.0); the SDK hides the batch
-//! and calls [`Module::on_message`] once per message.
+//! and calls [`Module::on_message`] once per message. Topic and publisher
+//! names arrive as numbers in a table the SDK keeps, and an [`Envelope`]
+//! gives them back as shared strings ([`Name`]), so no string is made per
+//! message for them. A module that declares a cohort
+//! ([`Info::cohort`]) may carry several variants in one instance: the SDK
+//! keeps one value of the module type per variant and hands each its own
+//! messages.
 //!
 //! ```
 //! use garden_sdk::{Body, Envelope, Gene, Info, InitContext, Module, Outbox, Subscription};
@@ -31,8 +37,8 @@
 //!         Ok(Counter { every: ctx.int("every")?, seen: 0 })
 //!     }
 //!
-//!     fn on_message(&mut self, msg: Envelope, out: &mut Outbox) -> Result<(), String> {
-//!         if let Body::Bar(bar) = msg.body {
+//!     fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String> {
+//!         if let Body::Bar(bar) = &msg.body {
 //!             self.seen += 1;
 //!             if self.seen % self.every == 0 {
 //!                 garden_sdk::info(&format!("{} bars, last close {}", self.seen, bar.close));
@@ -74,10 +80,32 @@ pub mod bindings {
 mod helpers;
 
 pub use bindings::garden::pipeline::types::{
-    Bar, Body, ContextChange, Decision, Delivery, Envelope, Evidence, Feedback, Fill, FillKind,
-    Fitness, Gene, GeneKind, GeneValue, Info, InitContext, Level, Metric, Output, Param, Plan,
-    ScoredPlan, Setting, Side, Snapshot, Subscription, Tape, Timestamp, Verdict,
+    Bar, Body, ContextChange, Decision, Delivery, Evidence, Feedback, Fill, FillKind, Fitness,
+    Gene, GeneKind, GeneValue, Info, InitContext, Level, Metric, Output, Param, Plan, ScoredPlan,
+    Setting, Side, Snapshot, Subscription, Tape, Timestamp, Verdict,
 };
+
+/// A topic or instance name, shared rather than copied per message.
+pub type Name = std::rc::Rc<str>;
+
+/// A message as a module handles it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// The topic it came on.
+    pub topic: Name,
+    /// Ordering key: messages with the same key on a topic reach a
+    /// subscribing group in the order they were published.
+    pub key: String,
+    /// Per-topic sequence number assigned by the bus.
+    pub seq: u64,
+    /// Event time (inherited from the message being handled when it was
+    /// published).
+    pub time: Timestamp,
+    /// Instance id of the publisher, set by the host (cannot be forged).
+    pub source: Name,
+    /// What it carries.
+    pub body: Body,
+}
 
 /// What a module author implements.
 ///
@@ -92,7 +120,7 @@ pub trait Module: Sized + 'static {
     fn init(ctx: InitContext) -> Result<Self, String>;
     /// Handle one message, adding what to publish to `out`; an error fails
     /// this message only and nothing in `out` is published.
-    fn on_message(&mut self, msg: Envelope, out: &mut Outbox) -> Result<(), String>;
+    fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String>;
 
     /// Learned state worth inheriting (`ctx.snapshot` in [`Module::init`]
     /// brings it back). None by default.
@@ -177,54 +205,109 @@ pub fn now() -> Timestamp {
 #[doc(hidden)]
 pub mod __private {
     use super::*;
+    use crate::bindings::garden::pipeline::types as wit;
     use std::cell::RefCell;
 
     pub use super::bindings::exports::garden::pipeline::module::Guest;
+    pub use wit::Batch;
 
-    /// Holds the one instance of a module inside its component. It lives in
-    /// a `thread_local!` (a component instance has one thread), so it needs
-    /// no `Sync` and no `unsafe`.
+    /// Holds a module's variants inside its component: one value of the
+    /// module type per cohort member (one, member 0, outside cohorts), and
+    /// the name table. It lives in a `thread_local!` (a component instance
+    /// has one thread), so it needs no `Sync` and no `unsafe`.
     pub struct Slot<M: Module> {
-        inner: RefCell<Option<M>>,
+        inner: RefCell<State<M>>,
+    }
+
+    struct State<M> {
+        members: Vec<Option<M>>,
+        names: Vec<Name>,
     }
 
     impl<M: Module> Slot<M> {
         /// An empty slot.
         pub const fn new() -> Self {
             Slot {
-                inner: RefCell::new(None),
+                inner: RefCell::new(State {
+                    members: Vec::new(),
+                    names: Vec::new(),
+                }),
             }
         }
 
-        /// `Module::init`, storing the result.
+        fn state(&self) -> Result<std::cell::RefMut<'_, State<M>>, String> {
+            self.inner
+                .try_borrow_mut()
+                .map_err(|_| "module re-entered while handling a message".to_string())
+        }
+
+        /// `Module::init` for member `ctx.member`, replacing what it held.
         pub fn init(&self, ctx: InitContext) -> Result<(), String> {
             install_panic_hook();
-            let module = M::init(ctx)?;
-            *self.inner.borrow_mut() = Some(module);
+            let mut state = self.state()?;
+            let member = ctx.member as usize;
+            if state.members.len() <= member {
+                state.members.resize_with(member + 1, || None);
+            }
+            state.members[member] = None;
+            state.members[member] = Some(M::init(ctx)?);
             Ok(())
         }
 
-        /// `Module::snapshot` on the stored instance.
-        pub fn snapshot(&self) -> Option<Snapshot> {
-            self.inner.try_borrow().ok()?.as_ref()?.snapshot()
+        /// `Module::snapshot` of member `member`.
+        pub fn snapshot(&self, member: u32) -> Option<Snapshot> {
+            let state = self.inner.try_borrow().ok()?;
+            state.members.get(member as usize)?.as_ref()?.snapshot()
         }
 
-        /// `Module::on_message` on the stored instance for each message of
-        /// the batch, in order: per message, what it sends or why it failed.
-        pub fn on_messages(&self, batch: Vec<Envelope>) -> Vec<Result<Vec<Output>, String>> {
-            let Ok(mut slot) = self.inner.try_borrow_mut() else {
-                let error = "module re-entered while handling a message".to_string();
-                return batch.iter().map(|_| Err(error.clone())).collect();
+        /// Forget member `member`.
+        pub fn leave(&self, member: u32) {
+            if let Ok(mut state) = self.inner.try_borrow_mut()
+                && let Some(m) = state.members.get_mut(member as usize)
+            {
+                *m = None;
+            }
+        }
+
+        /// `Module::on_message` for each message of the batch and member it
+        /// is for, in order: per message and member, what it sends or why
+        /// it failed.
+        pub fn on_messages(&self, batch: Batch) -> Vec<Result<Vec<Output>, String>> {
+            let mut state = match self.state() {
+                Ok(state) => state,
+                Err(error) => return batch.messages.iter().map(|_| Err(error.clone())).collect(),
             };
-            let Some(module) = slot.as_mut() else {
-                let error = "on-messages called before a successful init".to_string();
-                return batch.iter().map(|_| Err(error.clone())).collect();
+            let State { members, names } = &mut *state;
+            names.truncate(batch.names_from as usize);
+            names.extend(batch.names.into_iter().map(Name::from));
+            let name = |n: u32| {
+                names
+                    .get(n as usize)
+                    .cloned()
+                    .unwrap_or_else(|| Name::from(""))
             };
-            let mut results = Vec::with_capacity(batch.len());
-            for msg in batch {
-                super::HANDLING.with(|t| t.set(Some(msg.time)));
-                let mut out = Outbox::new();
-                results.push(module.on_message(msg, &mut out).map(|()| out.take()));
+            let mut results = Vec::with_capacity(batch.messages.len());
+            for m in batch.messages {
+                super::HANDLING.with(|t| t.set(Some(m.time)));
+                let msg = Envelope {
+                    topic: name(m.topic),
+                    key: m.key,
+                    seq: m.seq,
+                    time: m.time,
+                    source: name(m.source),
+                    body: m.body,
+                };
+                let mut handle = |module: &mut M| {
+                    let mut out = Outbox::new();
+                    module.on_message(&msg, &mut out).map(|()| out.take())
+                };
+                match m.member {
+                    Some(k) => results.push(match members.get_mut(k as usize) {
+                        Some(Some(module)) => handle(module),
+                        _ => Err(format!("no member {k} was started")),
+                    }),
+                    None => results.extend(members.iter_mut().flatten().map(&mut handle)),
+                }
             }
             super::HANDLING.with(|t| t.set(None));
             results
@@ -270,12 +353,15 @@ macro_rules! export_module {
                     SLOT.with(|slot| slot.init(ctx))
                 }
                 fn on_messages(
-                    batch: ::std::vec::Vec<$crate::Envelope>,
+                    batch: $crate::__private::Batch,
                 ) -> ::std::vec::Vec<Result<::std::vec::Vec<$crate::Output>, String>> {
                     SLOT.with(|slot| slot.on_messages(batch))
                 }
-                fn save() -> Option<$crate::Snapshot> {
-                    SLOT.with(|slot| slot.snapshot())
+                fn save(member: u32) -> Option<$crate::Snapshot> {
+                    SLOT.with(|slot| slot.snapshot(member))
+                }
+                fn leave(member: u32) {
+                    SLOT.with(|slot| slot.leave(member))
                 }
             }
 

@@ -105,6 +105,9 @@ pub enum LoadError {
     /// What the module declares does not match what was signed.
     #[error("the module's describe() does not match its signed manifest: {0}")]
     ManifestMismatch(String),
+    /// The pipeline asked for larger cohorts than the module allows.
+    #[error(transparent)]
+    Cohort(#[from] CohortError),
 }
 
 /// The WIT package and world every module must target.
@@ -112,8 +115,23 @@ pub const WIT_PACKAGE: &str = "garden:pipeline@0.3.0";
 /// See [`WIT_PACKAGE`].
 pub const WIT_WORLD: &str = "garden-module";
 
+/// Why a module cannot be packed in cohorts of the size asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "module `{module}` cannot carry {asked} variants per instance: it allows {allowed} (its describe() declares `cohort`, capped by limits.max_cohort); lower `cohort` in the pipeline file"
+)]
+pub struct CohortError {
+    /// The module.
+    pub module: String,
+    /// The size asked for.
+    pub asked: u32,
+    /// The most it allows.
+    pub allowed: u32,
+}
+
 /// A component compiled, linked against the host and described: ready to
 /// instantiate as many times as needed without compiling again.
+#[derive(Clone)]
 pub struct Module {
     digest: String,
     info: Info,
@@ -124,6 +142,8 @@ pub struct Module {
     /// The host's limits, lowered where the manifest asks for less: every
     /// instance and every call of this module runs under these.
     limits: Limits,
+    /// Most variants one instance carries (1: one per instance).
+    cohort: u32,
 }
 
 impl Module {
@@ -140,6 +160,35 @@ impl Module {
     /// What the module says about itself.
     pub fn info(&self) -> &Info {
         &self.info
+    }
+
+    /// Most variants one instance of this module carries: 1 (each variant
+    /// alone) unless [`Module::in_cohorts_of`] asked for more.
+    pub fn cohort(&self) -> u32 {
+        self.cohort
+    }
+
+    /// Most variants this module lets one instance carry: what its
+    /// `describe` declares, within `limits.max_cohort`, and at least 1.
+    pub fn cohort_allowed(&self) -> u32 {
+        self.info.cohort.min(self.limits.max_cohort).max(1)
+    }
+
+    /// This module with its instances packed in cohorts of up to `size`
+    /// variants (a population then shares instances: see
+    /// `runtime`). Refused above [`Module::cohort_allowed`].
+    pub fn in_cohorts_of(self: Arc<Self>, size: u32) -> Result<Arc<Self>, CohortError> {
+        let allowed = self.cohort_allowed();
+        if size > allowed {
+            return Err(CohortError {
+                module: self.info.name.clone(),
+                asked: size,
+                allowed,
+            });
+        }
+        let mut module = Arc::unwrap_or_clone(self);
+        module.cohort = size.max(1);
+        Ok(Arc::new(module))
     }
 
     /// The hex sha256 of the component's bytes: its identity.
@@ -371,12 +420,14 @@ impl Engine {
                 subscribes: Vec::new(),
                 publishes: Vec::new(),
                 genes: Vec::new(),
+                cohort: 0,
             },
             pre,
             publishes: Arc::new(HashSet::new()),
             manifest: None,
             signer: None,
             limits: self.limits.clone(),
+            cohort: 1,
         };
         let mut sandbox = self
             .instantiate(&module, "describe", 0)

@@ -36,6 +36,7 @@ pub mod genes;
 pub mod integrity;
 pub mod limits;
 pub mod loader;
+pub mod message;
 pub mod parking;
 pub mod paths;
 pub mod records;
@@ -51,10 +52,14 @@ mod wasi;
 /// The WIT types, as the host sees them.
 pub mod types {
     pub use crate::bindings::types::*;
+    // The host's own record shadows the WIT envelope, which only the
+    // sandbox builds.
+    pub use crate::message::Envelope;
 }
 
-pub use bindings::types::{Envelope, Info};
+pub use bindings::types::Info;
 pub use engine::{Engine, EngineError, LoadError, Module};
 pub use limits::Limits;
+pub use message::Envelope;
 pub use runtime::{InstanceSpec, Runtime};
 pub use sandbox::CallError;

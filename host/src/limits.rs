@@ -64,6 +64,13 @@ pub struct Limits {
     pub snapshot_every: u64,
     /// Largest snapshot kept, bytes; larger ones are refused and counted.
     pub max_snapshot_bytes: usize,
+    /// Most names (topics, publishers) one instance's name table holds
+    /// before the host starts it again from empty: it bounds what a long
+    /// run with many births costs a module's memory.
+    pub max_names: usize,
+    /// Most variants one instance may carry as a cohort, whatever the
+    /// module or the pipeline asks for.
+    pub max_cohort: u32,
 }
 
 impl Default for Limits {
@@ -90,6 +97,8 @@ impl Default for Limits {
             backoff_max: Duration::from_millis(250),
             snapshot_every: 500,
             max_snapshot_bytes: 1 << 20,
+            max_names: 4_096,
+            max_cohort: 1_024,
         }
     }
 }

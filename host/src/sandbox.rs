@@ -1,7 +1,14 @@
 //! One module instance in its own store: the host functions it may call, the
 //! limits on every call, and the classification of what went wrong.
+//!
+//! Invariants: the sandbox knows which cohort members the instance has
+//! started (an `init` that succeeded and no `leave` since), so it knows how
+//! many answers a message for every member must bring; and it keeps the
+//! instance's name table, so a topic or publisher crosses into the guest as
+//! a string once per instance life (or after the table is started again at
+//! `limits.max_names`), and as a number on every message after that.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +17,7 @@ use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::GardenModule;
-use crate::bindings::types::{Body, InitContext, Level};
+use crate::bindings::types::{self as wit, Body, InitContext, Level};
 use crate::limits::Limits;
 use crate::{Envelope, Info};
 
@@ -75,6 +82,15 @@ pub enum CallError {
     /// The module returned an error for this message.
     #[error("module returned an error: {0}")]
     Module(String),
+    /// The host refused a message the module sent while handling this one
+    /// (an undeclared topic, or too large), so the handling fails.
+    #[error("publish to `{topic}` refused: {reason}")]
+    Refused {
+        /// The topic it sent on.
+        topic: String,
+        /// Why, e.g. `TopicNotDeclared("x")` or `TooLarge(65536)`.
+        reason: String,
+    },
 }
 
 impl CallError {
@@ -82,7 +98,10 @@ impl CallError {
     /// re-instantiated. A module's own error and a message whose outputs
     /// the host refused leave it usable: the call returned normally.
     pub fn kills_instance(&self) -> bool {
-        !matches!(self, CallError::Module(_) | CallError::PublishLimit { .. })
+        !matches!(
+            self,
+            CallError::Module(_) | CallError::PublishLimit { .. } | CallError::Refused { .. }
+        )
     }
 
     /// A short stable name for counting failures by kind.
@@ -97,6 +116,7 @@ impl CallError {
             CallError::Trap { .. } => "trap",
             CallError::Wait { .. } => "wait",
             CallError::Module(_) => "module-error",
+            CallError::Refused { .. } => "refused",
         }
     }
 }
@@ -114,6 +134,38 @@ pub type Staged = crate::bindings::types::Output;
 
 /// What one message of a batch came to: what it sends, or why it failed.
 pub type Handled = Result<Vec<Staged>, CallError>;
+
+/// One message handed to an instance: for one member of its cohort, or for
+/// every member it has started (`None`; an instance outside a cohort has
+/// one member, 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Parcel<'a> {
+    /// The message.
+    pub message: &'a Envelope,
+    /// The member it is for; `None` for every member.
+    pub member: Option<u32>,
+}
+
+impl<'a> Parcel<'a> {
+    /// `message` for every member.
+    pub fn every(message: &'a Envelope) -> Self {
+        Parcel {
+            message,
+            member: None,
+        }
+    }
+}
+
+/// What one parcel came to for one member.
+#[derive(Debug)]
+pub struct Answer {
+    /// Index of the parcel in the batch.
+    pub parcel: usize,
+    /// The member that handled it.
+    pub member: u32,
+    /// What it sends, or why it failed.
+    pub handled: Handled,
+}
 
 /// Caps an instance's resources as a whole: the bytes of all its linear
 /// memories together (a component may hold many core instances, each with
@@ -295,6 +347,11 @@ pub struct Sandbox {
     deadline_ticks: u64,
     deadline: Duration,
     last_fuel: u64,
+    /// Members started and not left, in member order.
+    members: BTreeSet<u32>,
+    /// The instance's name table, as the guest holds it.
+    names: HashMap<String, u32>,
+    max_names: usize,
 }
 
 /// How to build a sandbox's store: identity, declared topics and limits.
@@ -365,6 +422,9 @@ impl Sandbox {
             deadline_ticks: spec.deadline_ticks,
             deadline: spec.limits.deadline,
             last_fuel: 0,
+            members: BTreeSet::new(),
+            names: HashMap::new(),
+            max_names: spec.limits.max_names.max(2),
         }
     }
 
@@ -386,44 +446,119 @@ impl Sandbox {
         })
     }
 
-    /// Call `save` (the module's snapshot).
-    pub fn snapshot(&mut self) -> Result<Option<crate::bindings::types::Snapshot>, CallError> {
-        self.guarded(0, |b, s| b.garden_pipeline_module().call_save(s).map(Ok))
+    /// Call `save` for `member` (its snapshot).
+    pub fn snapshot(
+        &mut self,
+        member: u32,
+    ) -> Result<Option<crate::bindings::types::Snapshot>, CallError> {
+        self.guarded(0, |b, s| {
+            b.garden_pipeline_module().call_save(s, member).map(Ok)
+        })
     }
 
-    /// Call `init`.
+    /// Call `init` for member `ctx.member`; on success it is started.
     pub fn init(&mut self, ctx: &InitContext) -> Result<(), CallError> {
-        self.guarded(0, |b, s| b.garden_pipeline_module().call_init(s, ctx))
+        // Whatever the member held is replaced, even if init fails.
+        self.members.remove(&ctx.member);
+        self.guarded(0, |b, s| b.garden_pipeline_module().call_init(s, ctx))?;
+        self.members.insert(ctx.member);
+        Ok(())
     }
 
-    /// Call `on-messages` with `batch`: per message, what it sends (checked
-    /// against the module's declared topics and the limits) or why it
-    /// failed. `Err` when the call itself failed (a trap: the instance is
-    /// dead and no message of the batch counts as handled). Fuel and the
-    /// deadline scale with the batch: each message has the budget one call
-    /// had.
-    pub fn handle(&mut self, batch: &[Envelope]) -> Result<Vec<Handled>, CallError> {
-        let n = u64::try_from(batch.len()).unwrap_or(u64::MAX).max(1);
-        let now = batch.last().map_or(0, |m| m.time);
+    /// Call `leave` for `member`: the instance forgets it.
+    pub fn leave(&mut self, member: u32) -> Result<(), CallError> {
+        self.members.remove(&member);
+        self.guarded(0, |b, s| {
+            b.garden_pipeline_module().call_leave(s, member).map(Ok)
+        })
+    }
+
+    /// The members started and not left, in member order.
+    pub fn members(&self) -> impl Iterator<Item = u32> + '_ {
+        self.members.iter().copied()
+    }
+
+    /// Call `on-messages` with `batch`: per parcel and member it reached
+    /// (a parcel for every member reaches each started member, in member
+    /// order), what it sends (checked against the module's declared topics
+    /// and the limits) or why it failed. `Err` when the call itself failed
+    /// (a trap: the instance is dead and nothing of the batch counts as
+    /// handled). Fuel and the deadline scale with the answers expected:
+    /// each message for each member has the budget one call had.
+    pub fn handle(&mut self, batch: &[Parcel<'_>]) -> Result<Vec<Answer>, CallError> {
+        let reached: Vec<(usize, u32)> = batch
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| -> Box<dyn Iterator<Item = (usize, u32)> + '_> {
+                match p.member {
+                    Some(m) => Box::new(std::iter::once((i, m))),
+                    None => Box::new(self.members.iter().map(move |&m| (i, m))),
+                }
+            })
+            .collect();
+        let n = u64::try_from(reached.len()).unwrap_or(u64::MAX).max(1);
+        let now = batch.last().map_or(0, |p| p.message.time);
+        let lowered = self.lower(batch);
         let results = self.guarded_scaled(now, n, |b, s| {
             b.garden_pipeline_module()
-                .call_on_messages(s, batch)
+                .call_on_messages(s, &lowered)
                 .map(Ok)
         })?;
-        if results.len() != batch.len() {
+        if results.len() != reached.len() {
             return Err(CallError::Module(format!(
-                "on-messages answered {} results for {} messages",
+                "on-messages answered {} results for {} messages and members",
                 results.len(),
-                batch.len()
+                reached.len()
             )));
         }
         Ok(results
             .into_iter()
-            .map(|r| match r {
-                Ok(outputs) => self.check_outputs(outputs),
-                Err(message) => Err(CallError::Module(message)),
+            .zip(reached)
+            .map(|(r, (parcel, member))| Answer {
+                parcel,
+                member,
+                handled: match r {
+                    Ok(outputs) => self.check_outputs(outputs),
+                    Err(message) => Err(CallError::Module(message)),
+                },
             })
             .collect())
+    }
+
+    /// The WIT batch for `parcels`: topics and publishers as numbers in the
+    /// name table, the names new to the instance announced with it.
+    fn lower(&mut self, parcels: &[Parcel<'_>]) -> wit::Batch {
+        if self.names.len() + 2 * parcels.len() > self.max_names {
+            self.names.clear();
+        }
+        let names_from = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        let mut names = Vec::new();
+        let mut number = |name: &str| -> u32 {
+            if let Some(&n) = self.names.get(name) {
+                return n;
+            }
+            let n = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+            self.names.insert(name.to_string(), n);
+            names.push(name.to_string());
+            n
+        };
+        let messages = parcels
+            .iter()
+            .map(|p| wit::Envelope {
+                topic: number(&p.message.topic),
+                key: p.message.key.clone(),
+                seq: p.message.seq,
+                time: p.message.time,
+                source: number(&p.message.source),
+                member: p.member,
+                body: p.message.body.clone(),
+            })
+            .collect();
+        wit::Batch {
+            names_from,
+            names,
+            messages,
+        }
     }
 
     /// The outputs of one message if the host accepts every one: no more
@@ -446,10 +581,10 @@ impl Sandbox {
             self.store.data_mut().counters.refused_publishes += 1;
             let instance = &self.store.data().instance;
             tracing::warn!(instance = %instance, topic = %o.topic, "publish refused: {refusal}");
-            return Err(CallError::Module(format!(
-                "publish to `{}` refused: {refusal}",
-                o.topic
-            )));
+            return Err(CallError::Refused {
+                topic: o.topic.clone(),
+                reason: refusal,
+            });
         }
         Ok(outputs)
     }

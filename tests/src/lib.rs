@@ -132,9 +132,27 @@ pub fn replay_embedded_in_batches(
     garden_host::replay::RunSummary,
     Vec<Arc<garden_host::Envelope>>,
 ) {
+    replay_embedded_changed(seed, variants, threads, batch, rows, topics, |_| {})
+}
+
+/// [`replay_embedded_in_batches`] with the embedded pipeline changed by
+/// `change` first (e.g. packed in cohorts, or other limits).
+pub fn replay_embedded_changed(
+    seed: u64,
+    variants: u32,
+    threads: usize,
+    batch: usize,
+    rows: &[Row],
+    topics: &[&str],
+    change: impl FnOnce(&mut garden_host::config::PipelineConfig),
+) -> (
+    garden_host::replay::RunSummary,
+    Vec<Arc<garden_host::Envelope>>,
+) {
     use garden_host::config::PipelineConfig;
     use garden_host::replay::{Replay, ReplayOptions};
-    let config = PipelineConfig::embedded().expect("embedded pipeline");
+    let mut config = PipelineConfig::embedded().expect("embedded pipeline");
+    change(&mut config);
     let engine = engine(config.limits.clone());
     let modules = config
         .load(&engine, &pipeline_trust())

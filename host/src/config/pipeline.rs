@@ -81,6 +81,11 @@ pub struct ModuleConfig {
     /// Free-form settings handed to `init`.
     #[serde(default)]
     pub settings: BTreeMap<String, toml::Value>,
+    /// Most of these instances (a population's variants) one sandbox may
+    /// carry, if the module allows cohorts (`info.cohort`). Default 1:
+    /// every instance alone. See docs/cohorts.md for what is shared.
+    #[serde(default = "one")]
+    pub cohort: u32,
 }
 
 impl ModuleConfig {

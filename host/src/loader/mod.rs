@@ -93,7 +93,12 @@ impl PipelineConfig {
                     })?
                     .into(),
             };
-            let module = match engine.load(&bytes, trust.store_for(&bytes)) {
+            let module = match engine
+                .load(&bytes, trust.store_for(&bytes))
+                .and_then(|module| match m.cohort {
+                    0 | 1 => Ok(module),
+                    size => module.in_cohorts_of(size).map_err(LoadError::Cohort),
+                }) {
                 Ok(module) => module,
                 Err(source) => {
                     if let Some(a) = audit {

@@ -92,6 +92,7 @@ impl Alpha {
 impl Module for Alpha {
     fn describe() -> Info {
         Info::new("alpha-ema", env!("CARGO_PKG_VERSION"), "alpha")
+            .cohort(1024)
             .subscribe(Subscription::broadcast("bar"))
             .subscribe(Subscription::addressed("decision"))
             .subscribe(Subscription::addressed("feedback"))
@@ -155,9 +156,9 @@ impl Module for Alpha {
         })
     }
 
-    fn on_message(&mut self, msg: Envelope, out: &mut Outbox) -> Result<(), String> {
-        match msg.body {
-            Body::Bar(bar) => self.on_bar(&bar, out),
+    fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String> {
+        match &msg.body {
+            Body::Bar(bar) => self.on_bar(bar, out),
             Body::Feedback(fb) if fb.origin == self.instance => {
                 self.closed += 1.0;
                 if fb.pnl > 0.0 {
@@ -193,6 +194,7 @@ mod tests {
             value,
         };
         InitContext {
+            member: 0,
             snapshot: None,
             instance: "a1".into(),
             params: vec![
@@ -261,7 +263,7 @@ mod tests {
         let mut out = Outbox::new();
         let closes = [10.0, 9.0, 8.0, 7.0, 6.0, 5.0, 6.0, 8.0, 11.0, 15.0];
         for (i, c) in closes.iter().enumerate() {
-            alpha.on_message(bar(i as i64, *c), &mut out).unwrap();
+            alpha.on_message(&bar(i as i64, *c), &mut out).unwrap();
         }
         let plans: Vec<&Plan> = out
             .messages()

@@ -204,9 +204,9 @@ impl Module for Risk {
         })
     }
 
-    fn on_message(&mut self, msg: Envelope, out: &mut Outbox) -> Result<(), String> {
-        match msg.body {
-            Body::Scored(scored) => self.decide(scored, out),
+    fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String> {
+        match &msg.body {
+            Body::Scored(scored) => self.decide(scored.clone(), out),
             Body::Fill(fill) if fill.kind != FillKind::Entry => {
                 if let Some(account) = self.accounts.get_mut(&fill.origin)
                     && let Some((symbol, size)) = account.sizes.remove(&fill.plan_id)
@@ -223,7 +223,7 @@ impl Module for Risk {
                 }
             }
             Body::Retired(origin) => {
-                self.accounts.remove(&origin);
+                self.accounts.remove(origin);
             }
             _ => {}
         }

@@ -132,11 +132,11 @@ impl Module for Anomaly {
         })
     }
 
-    fn on_message(&mut self, msg: Envelope, out: &mut Outbox) -> Result<(), String> {
-        match msg.body {
-            Body::Bar(bar) => self.on_bar(&bar),
+    fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String> {
+        match &msg.body {
+            Body::Bar(bar) => self.on_bar(bar),
             Body::Plan(plan) => {
-                let evidence = self.judge(&plan);
+                let evidence = self.judge(plan);
                 out.publish("evidence", &plan.id, Body::Evidence(evidence));
             }
             _ => {}
@@ -158,6 +158,7 @@ mod tests {
             value: GeneValue::Float(v),
         };
         Anomaly::init(InitContext {
+            member: 0,
             snapshot: None,
             instance: "e".into(),
             params: vec![

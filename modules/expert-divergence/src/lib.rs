@@ -330,11 +330,11 @@ impl Module for Divergences {
         })
     }
 
-    fn on_message(&mut self, msg: Envelope, out: &mut Outbox) -> Result<(), String> {
-        match msg.body {
-            Body::Bar(bar) => self.on_bar(&bar),
+    fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String> {
+        match &msg.body {
+            Body::Bar(bar) => self.on_bar(bar),
             Body::Plan(plan) => {
-                let evidence = self.judge(&plan);
+                let evidence = self.judge(plan);
                 out.publish("evidence", &plan.id, Body::Evidence(evidence));
             }
             _ => {}
@@ -490,6 +490,7 @@ mod tests {
             value: GeneValue::Float(v),
         };
         Divergences::init(InitContext {
+            member: 0,
             snapshot: None,
             instance: "d".into(),
             params: vec![
@@ -563,6 +564,7 @@ mod tests {
     #[test]
     fn max_spacing_must_exceed_pivot_k() {
         let ctx = InitContext {
+            member: 0,
             snapshot: None,
             instance: "d".into(),
             params: vec![

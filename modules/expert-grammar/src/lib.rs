@@ -274,11 +274,11 @@ impl Module for Grammar {
         })
     }
 
-    fn on_message(&mut self, msg: Envelope, out: &mut Outbox) -> Result<(), String> {
-        match msg.body {
+    fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String> {
+        match &msg.body {
             Body::Tape(t) => self.on_token(&t.symbol, &t.token),
             Body::Plan(plan) => {
-                let ev = self.judge(&plan);
+                let ev = self.judge(plan);
                 out.publish("evidence", &plan.id, Body::Evidence(ev));
             }
             _ => {}

@@ -184,18 +184,23 @@ impl Module for Sequence {
         })
     }
 
-    fn on_message(&mut self, msg: Envelope, out: &mut Outbox) -> Result<(), String> {
-        match msg.body {
+    fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String> {
+        match &msg.body {
             Body::Tape(t) => {
                 let k = self.k;
-                let q = self.recent.entry(t.symbol).or_default();
-                q.push_back(t.token);
+                if !self.recent.contains_key(&t.symbol) {
+                    self.recent.insert(t.symbol.clone(), Default::default());
+                }
+                let Some(q) = self.recent.get_mut(&t.symbol) else {
+                    return Ok(());
+                };
+                q.push_back(t.token.clone());
                 while q.len() > k {
                     q.pop_front();
                 }
             }
             Body::Plan(plan) => {
-                let (ev, features) = self.judge(&plan);
+                let (ev, features) = self.judge(plan);
                 if self.open.len() >= OPEN_CAP {
                     self.open.pop_first();
                 }
@@ -229,6 +234,7 @@ mod tests {
             value: GeneValue::Int(v),
         };
         Sequence::init(InitContext {
+            member: 0,
             snapshot,
             instance: "s".into(),
             params: vec![p("k", 2), p("max-features", 1000)],
@@ -290,11 +296,11 @@ mod tests {
         for i in 0..n {
             let good = i % 2 == 0;
             let tok = if good { "U" } else { "D" };
-            e.on_message(env(tape(tok)), &mut out).unwrap();
-            e.on_message(env(tape(tok)), &mut out).unwrap();
+            e.on_message(&env(tape(tok)), &mut out).unwrap();
+            e.on_message(&env(tape(tok)), &mut out).unwrap();
             let id = format!("p{i}");
-            e.on_message(env(Body::Plan(plan(&id))), &mut out).unwrap();
-            e.on_message(env(feedback(&id, if good { 1.0 } else { -1.0 })), &mut out)
+            e.on_message(&env(Body::Plan(plan(&id))), &mut out).unwrap();
+            e.on_message(&env(feedback(&id, if good { 1.0 } else { -1.0 })), &mut out)
                 .unwrap();
         }
     }
@@ -303,15 +309,15 @@ mod tests {
     fn learns_which_sequences_precede_winners() {
         let mut e = expert(None);
         let mut out = Outbox::new();
-        e.on_message(env(tape("U")), &mut out).unwrap();
+        e.on_message(&env(tape("U")), &mut out).unwrap();
         assert_eq!(e.judge(&plan("q")).0.llr, 0.0, "nothing learned yet");
         train(&mut e, 40);
         for tok in ["U", "U"] {
-            e.on_message(env(tape(tok)), &mut out).unwrap();
+            e.on_message(&env(tape(tok)), &mut out).unwrap();
         }
         assert!(e.judge(&plan("q")).0.llr > 1.0, "after U U plans win");
         for tok in ["D", "D"] {
-            e.on_message(env(tape(tok)), &mut out).unwrap();
+            e.on_message(&env(tape(tok)), &mut out).unwrap();
         }
         assert!(e.judge(&plan("q")).0.llr < -1.0, "after D D plans lose");
     }

@@ -419,20 +419,20 @@ impl Module for Fusion {
         })
     }
 
-    fn on_message(&mut self, msg: Envelope, out: &mut Outbox) -> Result<(), String> {
-        match msg.body {
+    fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String> {
+        match &msg.body {
             Body::Plan(plan) => {
-                if plan.origin != msg.source {
+                if *plan.origin != *msg.source {
                     return Err(format!(
                         "plan {} claims origin {} but was published by {}",
                         plan.id, plan.origin, msg.source
                     ));
                 }
-                self.on_plan(plan, out)
+                self.on_plan(plan.clone(), out)
             }
             // Evidence for a plan already forwarded waits as an orphan and
             // expires at the deadline without effect.
-            Body::Evidence(ev) => self.on_evidence(ev, out),
+            Body::Evidence(ev) => self.on_evidence(ev.clone(), out),
             Body::Bar(bar) => self.on_bar(&bar.symbol, out),
             Body::Feedback(fb) => self.on_feedback(&fb.plan_id, fb.pnl),
             Body::EndOfStream => {
@@ -457,6 +457,7 @@ mod tests {
 
     fn fusion(experts: &str, deadline: u32) -> Fusion {
         Fusion::init(InitContext {
+            member: 0,
             snapshot: None,
             instance: "f".into(),
             params: vec![],
@@ -590,15 +591,15 @@ mod tests {
         for i in 0..200 {
             let id = format!("p{i}");
             let wins = coin();
-            f.on_message(env(Body::Plan(plan(&id, 0.5))), &mut out)
+            f.on_message(&env(Body::Plan(plan(&id, 0.5))), &mut out)
                 .unwrap();
             f.on_message(
-                env(ev(&id, "right", if wins { 0.5 } else { -0.5 })),
+                &env(ev(&id, "right", if wins { 0.5 } else { -0.5 })),
                 &mut out,
             )
             .unwrap();
             f.on_message(
-                env(ev(&id, "random", if coin() { 0.5 } else { -0.5 })),
+                &env(ev(&id, "random", if coin() { 0.5 } else { -0.5 })),
                 &mut out,
             )
             .unwrap();
@@ -609,7 +610,7 @@ mod tests {
                 exit: garden_sdk::FillKind::Target,
                 bars_held: 1,
             };
-            f.on_message(env(Body::Feedback(fb)), &mut out).unwrap();
+            f.on_message(&env(Body::Feedback(fb)), &mut out).unwrap();
         }
         let right = f.records["right"].weight();
         let random = f.records["random"].weight();
@@ -620,7 +621,7 @@ mod tests {
         );
         assert_eq!(f.records["right"].evaluations, 200);
         // The end of the stream reports every expert and the calibration.
-        f.on_message(env(Body::EndOfStream), &mut out).unwrap();
+        f.on_message(&env(Body::EndOfStream), &mut out).unwrap();
         let reports: Vec<String> = out
             .messages()
             .iter()
@@ -636,10 +637,10 @@ mod tests {
     fn missing_evidence_is_counted_per_expert() {
         let mut f = fusion("e1,e2", 1);
         let mut out = Outbox::new();
-        f.on_message(env(Body::Plan(plan("p", 0.5))), &mut out)
+        f.on_message(&env(Body::Plan(plan("p", 0.5))), &mut out)
             .unwrap();
-        f.on_message(env(ev("p", "e1", 0.4)), &mut out).unwrap();
-        f.on_message(env(bar()), &mut out).unwrap();
+        f.on_message(&env(ev("p", "e1", 0.4)), &mut out).unwrap();
+        f.on_message(&env(bar()), &mut out).unwrap();
         assert_eq!(f.records["e2"].missing, 1);
         assert_eq!(f.records["e1"].missing, 0);
     }
@@ -648,11 +649,11 @@ mod tests {
     fn forwards_when_all_experts_answered_in_any_order() {
         let mut f = fusion("e1,e2", 3);
         let mut out = Outbox::new();
-        f.on_message(env(ev("p", "e1", 0.4)), &mut out).unwrap();
-        f.on_message(env(Body::Plan(plan("p", 0.5))), &mut out)
+        f.on_message(&env(ev("p", "e1", 0.4)), &mut out).unwrap();
+        f.on_message(&env(Body::Plan(plan("p", 0.5))), &mut out)
             .unwrap();
         assert!(scored(&out).is_empty());
-        f.on_message(env(ev("p", "e2", 0.1)), &mut out).unwrap();
+        f.on_message(&env(ev("p", "e2", 0.1)), &mut out).unwrap();
         let s = scored(&out);
         assert_eq!(s.len(), 1);
         assert!((s[0].log_odds - 0.5).abs() < 1e-12);
@@ -663,12 +664,12 @@ mod tests {
     fn deadline_forwards_with_missing_experts() {
         let mut f = fusion("e1,e2", 2);
         let mut out = Outbox::new();
-        f.on_message(env(Body::Plan(plan("p", 0.5))), &mut out)
+        f.on_message(&env(Body::Plan(plan("p", 0.5))), &mut out)
             .unwrap();
-        f.on_message(env(ev("p", "e1", 0.4)), &mut out).unwrap();
-        f.on_message(env(bar()), &mut out).unwrap();
+        f.on_message(&env(ev("p", "e1", 0.4)), &mut out).unwrap();
+        f.on_message(&env(bar()), &mut out).unwrap();
         assert!(scored(&out).is_empty(), "one bar is before the deadline");
-        f.on_message(env(bar()), &mut out).unwrap();
+        f.on_message(&env(bar()), &mut out).unwrap();
         let s = scored(&out);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].missing, vec!["e2".to_string()]);
@@ -681,6 +682,6 @@ mod tests {
         let mut out = Outbox::new();
         let mut msg = env(Body::Plan(plan("p", 0.5)));
         msg.source = "someone-else".into();
-        assert!(f.on_message(msg, &mut out).is_err());
+        assert!(f.on_message(&msg, &mut out).is_err());
     }
 }

@@ -136,9 +136,9 @@ impl Module for Regime {
         })
     }
 
-    fn on_message(&mut self, msg: Envelope, out: &mut Outbox) -> Result<(), String> {
-        if let Body::Bar(bar) = msg.body {
-            self.on_bar(&bar, out);
+    fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String> {
+        if let Body::Bar(bar) = &msg.body {
+            self.on_bar(bar, out);
         }
         Ok(())
     }
@@ -157,6 +157,7 @@ mod tests {
             value: v,
         };
         Regime::init(InitContext {
+            member: 0,
             snapshot: None,
             instance: "r".into(),
             params: vec![
@@ -207,11 +208,11 @@ mod tests {
         // A range whose bars slowly narrow: never above its own past quantile.
         for i in 0..60 {
             let c = 100.0 + if i % 2 == 0 { 0.2 } else { -0.2 };
-            r.on_message(bar(i, c, 0.6 - i as f64 * 0.005), &mut out)
+            r.on_message(&bar(i, c, 0.6 - i as f64 * 0.005), &mut out)
                 .unwrap();
         }
         for i in 60..120 {
-            r.on_message(bar(i, 100.0 + (i - 60) as f64 * 2.0, 3.0), &mut out)
+            r.on_message(&bar(i, 100.0 + (i - 60) as f64 * 2.0, 3.0), &mut out)
                 .unwrap();
         }
         let l = labels(&out);

@@ -206,9 +206,9 @@ impl Module for MicroTape {
         })
     }
 
-    fn on_message(&mut self, msg: Envelope, out: &mut Outbox) -> Result<(), String> {
-        if let Body::Bar(bar) = msg.body
-            && let Some((token, f)) = self.token(&bar)
+    fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String> {
+        if let Body::Bar(bar) = &msg.body
+            && let Some((token, f)) = self.token(bar)
         {
             let m = |name: &str, value: f64| Metric {
                 name: name.into(),

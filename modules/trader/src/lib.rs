@@ -379,12 +379,12 @@ impl Module for Trader {
         })
     }
 
-    fn on_message(&mut self, msg: Envelope, out: &mut Outbox) -> Result<(), String> {
-        match msg.body {
-            Body::Bar(bar) => self.on_bar(&bar, out),
-            Body::Decision(d) => self.on_decision(d),
+    fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String> {
+        match &msg.body {
+            Body::Bar(bar) => self.on_bar(bar, out),
+            Body::Decision(d) => self.on_decision(d.clone()),
             Body::EndOfStream => self.end(out),
-            Body::Retired(origin) => self.retire(&origin, out),
+            Body::Retired(origin) => self.retire(origin, out),
             _ => {}
         }
         Ok(())
@@ -469,6 +469,7 @@ mod tests {
             value: v.into(),
         };
         Trader::init(InitContext {
+            member: 0,
             snapshot: None,
             instance: "t".into(),
             params: vec![],
@@ -515,11 +516,11 @@ mod tests {
     fn fills_next_open_with_costs_and_equity_adds_up() {
         let mut t = trader();
         let mut out = Outbox::new();
-        t.on_message(decision(plan(Side::Long, 95.0, 105.0, 5)), &mut out)
+        t.on_message(&decision(plan(Side::Long, 95.0, 105.0, 5)), &mut out)
             .unwrap();
-        t.on_message(bar_msg(bar(100.0, 101.0, 99.0, 100.5)), &mut out)
+        t.on_message(&bar_msg(bar(100.0, 101.0, 99.0, 100.5)), &mut out)
             .unwrap();
-        t.on_message(bar_msg(bar(101.0, 106.0, 100.0, 104.0)), &mut out)
+        t.on_message(&bar_msg(bar(101.0, 106.0, 100.0, 104.0)), &mut out)
             .unwrap();
         let fills: Vec<Fill> = out
             .messages()
@@ -557,17 +558,17 @@ mod tests {
     fn a_retired_variant_is_closed_out_and_forgotten() {
         let mut t = trader();
         let mut out = Outbox::new();
-        t.on_message(decision(plan(Side::Long, 50.0, 150.0, 100)), &mut out)
+        t.on_message(&decision(plan(Side::Long, 50.0, 150.0, 100)), &mut out)
             .unwrap();
-        t.on_message(bar_msg(bar(100.0, 101.0, 99.0, 100.0)), &mut out)
+        t.on_message(&bar_msg(bar(100.0, 101.0, 99.0, 100.0)), &mut out)
             .unwrap();
-        t.on_message(bar_msg(bar(100.0, 102.0, 99.0, 101.0)), &mut out)
+        t.on_message(&bar_msg(bar(100.0, 102.0, 99.0, 101.0)), &mut out)
             .unwrap();
         let retire = Envelope {
             body: Body::Retired("a".into()),
             ..bar_msg(bar(1.0, 1.0, 1.0, 1.0))
         };
-        t.on_message(retire, &mut out).unwrap();
+        t.on_message(&retire, &mut out).unwrap();
         let closes: Vec<&Fill> = out
             .messages()
             .iter()
@@ -589,11 +590,11 @@ mod tests {
     fn horizon_closes_at_close_and_end_of_stream_reports() {
         let mut t = trader();
         let mut out = Outbox::new();
-        t.on_message(decision(plan(Side::Long, 50.0, 150.0, 2)), &mut out)
+        t.on_message(&decision(plan(Side::Long, 50.0, 150.0, 2)), &mut out)
             .unwrap();
-        t.on_message(bar_msg(bar(100.0, 101.0, 99.0, 100.0)), &mut out)
+        t.on_message(&bar_msg(bar(100.0, 101.0, 99.0, 100.0)), &mut out)
             .unwrap();
-        t.on_message(bar_msg(bar(100.0, 101.0, 99.0, 100.7)), &mut out)
+        t.on_message(&bar_msg(bar(100.0, 101.0, 99.0, 100.7)), &mut out)
             .unwrap();
         let kinds: Vec<FillKind> = out
             .messages()
@@ -605,7 +606,7 @@ mod tests {
             .collect();
         assert_eq!(kinds, vec![FillKind::Entry, FillKind::Horizon]);
         t.on_message(
-            Envelope {
+            &Envelope {
                 body: Body::EndOfStream,
                 ..bar_msg(bar(1.0, 1.0, 1.0, 1.0))
             },

@@ -147,7 +147,7 @@ fn publish_flood_is_stopped_at_the_cap() {
 #[test]
 fn oversized_message_is_refused_and_reported() {
     let o = contain("oversized", test_limits());
-    check(&o, "module-error", "TooLarge");
+    check(&o, "refused", "TooLarge");
     assert!(o.bad.refused_publishes >= 1);
     assert_eq!(
         o.bad.restarts, 0,
@@ -189,7 +189,7 @@ fn backoff_and_quarantine_follow_the_limits() {
 #[test]
 fn publishing_outside_the_manifest_is_refused_and_counted() {
     let o = contain("undeclared-topic", test_limits());
-    check(&o, "module-error", "TopicNotDeclared(\"secret\")");
+    check(&o, "refused", "TopicNotDeclared(\"secret\")");
     assert!(o.bad.refused_publishes >= 1);
 }
 

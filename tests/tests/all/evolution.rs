@@ -3,7 +3,7 @@
 //! control), diversity gaps inject variants, snapshots are inherited, and a
 //! child whose snapshot is refused is a failed birth, not a crash.
 
-use garden_host::bus::MemoryBus;
+use garden_host::bus::{Bus, MemoryBus};
 use garden_host::config::EvolutionConfig;
 use garden_host::config::PipelineConfig;
 use garden_host::replay::{ReplayOptions, RunSummary, replay};
@@ -426,6 +426,107 @@ fn an_instance_restarted_after_a_trap_resumes_from_its_last_good_snapshot() {
     let report = rt.instances().into_iter().next().expect("report");
     assert_eq!(report.restarts, 1);
     assert_eq!(report.failures.get("panic").copied(), Some(1));
+}
+
+/// What a cohort of fragile fixtures did with 8 bars: each member's
+/// counts, reports and the dead letters. `members` are (id, fails on
+/// every bar, trips once at this count unless restored).
+fn fragile_cohort(
+    members: &[(&str, bool, i64)],
+) -> (
+    std::collections::BTreeMap<String, Vec<u64>>,
+    Vec<garden_host::runtime::InstanceReport>,
+    Vec<garden_host::bus::DeadLetter>,
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut config, _) = fragile_config(dir.path(), 4);
+    config.modules[0].cohort = 4;
+    config.limits.snapshot_every = 1;
+    config.limits.max_failures = 3;
+    let engine = engine(config.limits.clone());
+    let modules = config
+        .load(&engine, &garden_tests::pipeline_trust())
+        .expect("loads");
+    let module = modules[0].1.clone();
+    assert_eq!(module.cohort(), 4);
+    let mut rt = Runtime::new(engine.clone(), MemoryBus::new(64), 1);
+    rt.host_subscribe("noise");
+    for &(id, fail, panic_at) in members {
+        let mut params = genes::defaults(&module.info().genes);
+        params[0].value = garden_host::types::GeneValue::Boolean(fail);
+        params[1].value = garden_host::types::GeneValue::Int(panic_at);
+        rt.spawn(InstanceSpec {
+            id: id.into(),
+            module: module.clone(),
+            params,
+            settings: vec![],
+            snapshot: None,
+        })
+        .expect("spawns");
+    }
+    for row in &bundled_rows()[..8] {
+        rt.publish(garden_host::feed::bar_message("bar", "EURUSD", row));
+        rt.run_until_idle();
+    }
+    let mut counts: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for m in rt.take_host_messages() {
+        if let Body::Custom(b) = &m.body {
+            let n = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+            counts.entry(m.source.clone()).or_default().push(n);
+        }
+    }
+    (counts, rt.instances(), rt.bus().dead_letters())
+}
+
+#[test]
+fn a_trap_in_a_cohort_costs_the_cohort_a_restart_and_the_variants_nothing() {
+    // f2 trips at its fifth bar (unless it was restored from a snapshot),
+    // inside a call that carries the bar for all three. The cohort restarts,
+    // every member from its snapshot, and the bar goes again one member at
+    // a time: restored, f2 no longer trips, so nothing is lost at all.
+    let (counts, reports, dead) =
+        fragile_cohort(&[("f1", false, 0), ("f2", false, 5), ("f3", false, 0)]);
+    let all: Vec<u64> = (1..=8).collect();
+    for id in ["f1", "f2", "f3"] {
+        assert_eq!(
+            counts.get(id),
+            Some(&all),
+            "{id}: every bar once, in order: {counts:?}"
+        );
+    }
+    assert!(
+        reports.iter().all(|r| r.cohort == "f1"),
+        "one sandbox carries all three"
+    );
+    for r in &reports {
+        assert!(r.failures.is_empty(), "{}: {:?}", r.id, r.failures);
+        assert_eq!(r.calls, 8);
+        assert_eq!(r.restarts, 1, "{} restarted with its cohort", r.id);
+        assert_eq!(r.state, InstanceState::Running);
+    }
+    assert!(dead.is_empty(), "{dead:?}");
+
+    // f0 fails on every bar: it alone is quarantined; the others handle
+    // every bar once.
+    let (counts, reports, dead) =
+        fragile_cohort(&[("f0", true, 0), ("f1", false, 0), ("f3", false, 0)]);
+    assert_eq!(counts.get("f1"), Some(&all), "{counts:?}");
+    assert_eq!(counts.get("f3"), Some(&all), "{counts:?}");
+    assert!(!counts.contains_key("f0"));
+    let report = |id: &str| reports.iter().find(|r| r.id == id).expect("report");
+    assert!(matches!(
+        report("f0").state,
+        InstanceState::Quarantined { .. }
+    ));
+    assert_eq!(report("f0").failures.get("panic").copied(), Some(3));
+    assert!(report("f1").failures.is_empty() && report("f3").failures.is_empty());
+    assert_eq!(report("f1").state, InstanceState::Running);
+    assert!(dead.iter().all(|d| d.instance == "f0"), "{dead:?}");
+    assert_eq!(
+        dead.len(),
+        3,
+        "the bars it failed on, until its quarantine unsubscribed it"
+    );
 }
 
 #[test]

@@ -189,6 +189,46 @@ fn the_same_seed_gives_the_same_run_and_another_seed_another_population() {
 }
 
 #[test]
+fn variants_packed_in_cohorts_run_exactly_as_variants_alone() {
+    // Evolution runs (births, retirements, snapshots), the population grows
+    // past one cohort of 8, and the name table of every instance starts
+    // again every call: none of it may change a message or a score.
+    let rows = &bundled_rows()[..1500];
+    let (alone, ta) = garden_tests::replay_embedded_changed(7, 12, 0, 0, rows, &TOPICS, |_| {});
+    let (packed, tp) = garden_tests::replay_embedded_changed(7, 12, 0, 0, rows, &TOPICS, |c| {
+        c.limits.max_names = 2;
+        for m in c.modules.iter_mut().filter(|m| m.name == "alpha-ema") {
+            m.cohort = 8;
+        }
+    });
+    assert!(
+        alone.lineage.len() > 12,
+        "births happened: {}",
+        alone.lineage.len()
+    );
+    let shared = |s: &garden_host::replay::RunSummary| {
+        s.instances.iter().filter(|i| i.cohort != i.id).count()
+    };
+    assert_eq!(shared(&alone), 0);
+    assert!(shared(&packed) >= 14, "variants shared sandboxes");
+    // Where each variant ran is all that may differ.
+    let placed = |s: &garden_host::replay::RunSummary| {
+        let mut v = garden_tests::without_costs(s);
+        for i in v["instances"].as_array_mut().into_iter().flatten() {
+            i.as_object_mut().map(|i| i.remove("cohort"));
+        }
+        v
+    };
+    assert_eq!(
+        placed(&alone),
+        placed(&packed),
+        "cohorts of 8 give what instances alone do"
+    );
+    assert!(ta == tp, "and the same message stream");
+    assert_eq!(packed.runtime.failures, 0);
+}
+
+#[test]
 fn limits_from_test_config_still_run_the_real_pipeline() {
     // The real modules fit comfortably inside the tight test limits.
     let config = PipelineConfig::embedded().expect("embedded pipeline");

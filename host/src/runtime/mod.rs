@@ -1,8 +1,9 @@
 //! Instances as actors, driven by one deterministic scheduler.
 //!
-//! Each instance owns its sandbox and an inbox on the bus. The scheduler
-//! visits instances in the order they were spawned and lets each handle what
-//! is waiting; what a call publishes goes to the instance's unsent queue and on to
+//! Each instance owns an inbox on the bus and lives in a cohort (`cohort`):
+//! a sandbox of its own, or, for a module packed in cohorts, one shared
+//! with other variants of the same code. The scheduler visits cohorts and
+//! lets each handle what waits for its members; what a call publishes goes to the instance's unsent queue and on to
 //! the bus when the receivers have room (backpressure: a producer whose
 //! unsent queue cannot drain is not run). With the memory bus the same inputs give
 //! the same deliveries in the same order, so a replay repeats exactly.
@@ -13,7 +14,9 @@
 //! `limits.max_failures` times within `limits.failure_window` is
 //! quarantined: unsubscribed, its inbox dead-lettered.
 
-use std::collections::{BTreeMap, VecDeque};
+mod cohort;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,8 +26,7 @@ use crate::Envelope;
 use crate::bindings::types::{Body, InitContext, Param, Setting, Snapshot};
 use crate::bus::{Bus, BusError, DeadLetter, Delivery, MemoryBus, Subscriber};
 use crate::engine::{Engine, Module};
-use crate::limits::Limits;
-use crate::sandbox::{CallError, Handled, Sandbox};
+use cohort::{Cohort, Outcome, Slot};
 
 /// The topic every instance hears, subscribed or not (end of stream).
 pub const SYSTEM_TOPIC: &str = "$system";
@@ -110,6 +112,9 @@ pub struct InstanceReport {
     pub module: String,
     /// Module role.
     pub role: String,
+    /// The sandbox it runs in, named for its first instance: the same for
+    /// the variants one cohort carries, its own id otherwise.
+    pub cohort: String,
     /// Its parameters.
     pub params: Vec<(String, f64)>,
     /// State.
@@ -151,303 +156,6 @@ pub struct RuntimeStats {
     pub restarts: u64,
     /// Instances quarantined.
     pub quarantines: u64,
-}
-
-/// What happened to one message (or one start attempt) during a round.
-enum Outcome {
-    /// Handled; these were published (at the message's event time).
-    Handled {
-        time: i64,
-        staged: Vec<crate::sandbox::Staged>,
-    },
-    /// Failed; the message (if any) becomes a dead letter.
-    Failed {
-        message: Option<Arc<Envelope>>,
-        error: CallError,
-    },
-}
-
-struct Slot {
-    id: String,
-    module: Arc<Module>,
-    ctx: InitContext,
-    seed: u64,
-    sandbox: Option<Sandbox>,
-    state: InstanceState,
-    /// Set once the bus has been told about a quarantine.
-    quarantine_applied: bool,
-    /// The last snapshot the instance gave (restarts begin from it).
-    last_snapshot: Option<Snapshot>,
-    /// Successful calls since the last snapshot.
-    since_snapshot: u64,
-    /// Snapshots refused for their size.
-    oversized_snapshots: u64,
-    /// Consecutive failures, for the backoff.
-    attempt: u32,
-    not_before: Option<Instant>,
-    /// Sitting this round out while its backoff runs ([`Restarts::Aside`]).
-    resting: bool,
-    /// Messages still to hand over one at a time, after a batch trapped.
-    solo: usize,
-    recent_failures: VecDeque<Instant>,
-    /// Messages taken from the inbox, not yet handled.
-    pending: VecDeque<Arc<Envelope>>,
-    outcomes: Vec<Outcome>,
-    unsent: VecDeque<Envelope>,
-    received: u64,
-    /// Messages taken from `pending` and finished with (handled or
-    /// dead-lettered), not yet acknowledged to the bus.
-    unacked: usize,
-    calls: u64,
-    busy: std::time::Duration,
-    fuel: u64,
-    failures: BTreeMap<String, u64>,
-    traps: u64,
-    restarts: u64,
-    started_once: bool,
-    published: u64,
-    refused_before: u64,
-    last_error: Option<String>,
-}
-
-impl Slot {
-    /// Handle the pending messages, in order, until done, quarantined, or
-    /// unable to start: all of them in one call (a batch), or one at a time
-    /// after a batch trapped until the message that traps is found. Touches
-    /// nothing outside the slot, so slots can work in parallel.
-    fn work(&mut self, engine: &Engine, restarts: Restarts, per_call: usize) {
-        while !self.pending.is_empty() {
-            if restarts == Restarts::Aside && self.backing_off() {
-                // Died in this round: the rest waits for later rounds, after
-                // the backoff, instead of holding this one up.
-                return;
-            }
-            if !self.ensure_running(engine) {
-                return;
-            }
-            let size = if self.solo > 0 {
-                1
-            } else {
-                self.pending.len().min(per_call.max(1))
-            };
-            let batch: Vec<Envelope> = self
-                .pending
-                .iter()
-                .take(size)
-                .map(|m| Envelope::clone(m))
-                .collect();
-            let Some(sandbox) = self.sandbox.as_mut() else {
-                return;
-            };
-            let started = Instant::now();
-            let result = sandbox.handle(&batch);
-            self.busy += started.elapsed();
-            self.fuel += sandbox.last_fuel();
-            let results = match result {
-                Ok(results) => results,
-                Err(error) if batch.len() > 1 => {
-                    // A trap somewhere in the batch: the instance is gone
-                    // and no message of it counts as handled. The restarted
-                    // instance takes them one at a time, so the one that
-                    // traps fails alone and its neighbours are handled once.
-                    tracing::debug!(instance = %self.id, "a batch of {} trapped ({error}); retrying one at a time", batch.len());
-                    self.solo = batch.len();
-                    self.bury_sandbox();
-                    continue;
-                }
-                Err(error) => vec![Err(error)],
-            };
-            for handled in results {
-                let Some(message) = self.pending.pop_front() else {
-                    return;
-                };
-                if self.finish(engine, message, handled) {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Account for one message handled: what it published, or its failure.
-    /// Returns whether the slot is now quarantined.
-    fn finish(&mut self, engine: &Engine, message: Arc<Envelope>, handled: Handled) -> bool {
-        self.solo = self.solo.saturating_sub(1);
-        self.received += 1;
-        self.unacked += 1;
-        match handled {
-            Ok(staged) => {
-                self.calls += 1;
-                self.attempt = 0;
-                self.since_snapshot += 1;
-                let every = engine.limits().snapshot_every;
-                if every > 0 && self.since_snapshot >= every {
-                    self.take_snapshot(engine.limits().max_snapshot_bytes);
-                }
-                if !staged.is_empty() {
-                    self.outcomes.push(Outcome::Handled {
-                        time: message.time,
-                        staged,
-                    });
-                }
-                false
-            }
-            Err(error) => {
-                let quarantined = self.note_failure(&error, engine.limits());
-                self.outcomes.push(Outcome::Failed {
-                    message: Some(message),
-                    error,
-                });
-                quarantined
-            }
-        }
-    }
-
-    /// Drop a sandbox that died, keeping its counters; the next message
-    /// restarts the instance (from its last good snapshot).
-    fn bury_sandbox(&mut self) {
-        if let Some(old) = self.sandbox.take() {
-            self.refused_before += old.counters().refused_publishes;
-        }
-        if !matches!(self.state, InstanceState::Quarantined { .. }) {
-            self.state = InstanceState::Restarting;
-        }
-    }
-
-    /// Whether the slot's sandbox is gone and its backoff still runs.
-    fn backing_off(&self) -> bool {
-        self.sandbox.is_none() && self.not_before.is_some_and(|at| at > Instant::now())
-    }
-
-    /// Make sure the slot has a live, initialised sandbox, waiting out its
-    /// backoff first. False if it is quarantined or failed to start.
-    fn ensure_running(&mut self, engine: &Engine) -> bool {
-        if matches!(self.state, InstanceState::Quarantined { .. }) {
-            return false;
-        }
-        if self.sandbox.is_some() {
-            return true;
-        }
-        // Waiting here, in turn, keeps the order of work independent of
-        // timing, so a replay with failures still repeats.
-        if let Some(at) = self.not_before.take() {
-            let now = Instant::now();
-            if at > now {
-                std::thread::sleep(at - now);
-            }
-        }
-        // A restart begins from the last good snapshot.
-        self.ctx.snapshot = self.last_snapshot.clone();
-        let started = engine
-            .instantiate(&self.module, &self.id, self.seed)
-            .and_then(|mut sandbox| sandbox.init(&self.ctx).map(|()| sandbox));
-        match started {
-            Ok(sandbox) => {
-                if self.started_once {
-                    self.restarts += 1;
-                }
-                self.started_once = true;
-                self.sandbox = Some(sandbox);
-                if self.state == InstanceState::Restarting {
-                    self.state = InstanceState::Running;
-                }
-                true
-            }
-            Err(CallError::Module(reason)) => {
-                // The module refused its parameters: trying again cannot help.
-                let error = CallError::Module(format!("init refused its parameters: {reason}"));
-                self.note_failure(&error, engine.limits());
-                self.state = InstanceState::Quarantined {
-                    reason: error.to_string(),
-                };
-                self.outcomes.push(Outcome::Failed {
-                    message: None,
-                    error,
-                });
-                false
-            }
-            Err(error) => {
-                let error = match error {
-                    CallError::Trap { detail } => CallError::Trap {
-                        detail: format!("during start: {detail}"),
-                    },
-                    other => other,
-                };
-                self.started_once = true;
-                self.note_failure(&error, engine.limits());
-                self.outcomes.push(Outcome::Failed {
-                    message: None,
-                    error,
-                });
-                false
-            }
-        }
-    }
-
-    /// Count a failure; kill the sandbox if the failure did; quarantine when
-    /// the window fills. Returns whether the slot is now quarantined.
-    fn note_failure(&mut self, error: &CallError, limits: &Limits) -> bool {
-        *self.failures.entry(error.kind().to_string()).or_default() += 1;
-        self.last_error = Some(error.to_string());
-        if error.kills_instance() {
-            self.traps += 1;
-            self.bury_sandbox();
-            self.attempt = self.attempt.saturating_add(1);
-            self.not_before = Some(Instant::now() + limits.backoff(self.attempt));
-        }
-        let now = Instant::now();
-        self.recent_failures.push_back(now);
-        while self
-            .recent_failures
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > limits.failure_window)
-        {
-            self.recent_failures.pop_front();
-        }
-        if matches!(self.state, InstanceState::Quarantined { .. }) {
-            return true;
-        }
-        if self.recent_failures.len() >= limits.max_failures as usize {
-            self.state = InstanceState::Quarantined {
-                reason: format!(
-                    "{} failures within {:?}; last: {error}",
-                    self.recent_failures.len(),
-                    limits.failure_window
-                ),
-            };
-            if let Some(old) = self.sandbox.take() {
-                self.refused_before += old.counters().refused_publishes;
-            }
-            return true;
-        }
-        false
-    }
-
-    fn quarantined(&self) -> bool {
-        matches!(self.state, InstanceState::Quarantined { .. })
-    }
-
-    /// Ask the instance for its snapshot and keep it if it fits.
-    fn take_snapshot(&mut self, max_bytes: usize) -> Option<Snapshot> {
-        self.since_snapshot = 0;
-        let sandbox = self.sandbox.as_mut()?;
-        match sandbox.snapshot() {
-            Ok(Some(snap)) if snap.data.len() <= max_bytes => {
-                self.last_snapshot = Some(snap.clone());
-                Some(snap)
-            }
-            Ok(Some(snap)) => {
-                self.oversized_snapshots += 1;
-                tracing::warn!(instance = %self.id, size = snap.data.len(), cap = max_bytes, "snapshot refused: too large");
-                None
-            }
-            Ok(None) => None,
-            Err(e) => {
-                // A failed snapshot call is a failed call like any other.
-                tracing::warn!(instance = %self.id, "snapshot failed: {e}");
-                None
-            }
-        }
-    }
 }
 
 /// How a runtime schedules its instances.
@@ -496,13 +204,15 @@ pub enum Restarts {
 ///
 /// Work proceeds in rounds: (1) every instance whose unsent queue is clear takes
 /// the messages waiting for it; (2) instances handle them, in parallel when
-/// there are many, each in its own sandbox; (3) what they published goes to
-/// the bus in spawn order. The result of a round therefore does not depend
-/// on the number of threads or on timing.
+/// there are many, each cohort in its own sandbox; (3) what they published
+/// goes to the bus in spawn order. The result of a round therefore does not
+/// depend on the number of threads, on timing, or on how the instances are
+/// packed into cohorts.
 pub struct Runtime<B: Bus = MemoryBus> {
     engine: Arc<Engine>,
     bus: B,
-    slots: Vec<Slot>,
+    cohorts: Vec<Cohort>,
+    spawned: u64,
     seed: u64,
     host_inbox: Vec<Arc<Envelope>>,
     /// Host messages taken but not yet acknowledged (manual host acks).
@@ -512,6 +222,9 @@ pub struct Runtime<B: Bus = MemoryBus> {
     options: RuntimeOptions,
 }
 
+/// Where an instance lives: its cohort, and its place among the members.
+type At = (usize, usize);
+
 impl<B: Bus> Runtime<B> {
     /// A runtime with no instances. `seed` makes the instances' WASI random
     /// streams repeatable. Instances run on the caller's thread; see
@@ -520,7 +233,8 @@ impl<B: Bus> Runtime<B> {
         Runtime {
             engine,
             bus,
-            slots: Vec::new(),
+            cohorts: Vec::new(),
+            spawned: 0,
             seed,
             host_inbox: Vec::new(),
             host_unacked: 0,
@@ -533,10 +247,10 @@ impl<B: Bus> Runtime<B> {
     /// When the earliest instance waiting out a backoff may restart, if
     /// any does: a daemon that waits for work wakes by then.
     pub fn next_restart(&self) -> Option<Instant> {
-        self.slots
+        self.cohorts
             .iter()
-            .filter(|s| s.sandbox.is_none())
-            .filter_map(|s| s.not_before)
+            .filter(|c| c.sandbox.is_none())
+            .filter_map(|c| c.not_before)
             .min()
     }
 
@@ -576,14 +290,52 @@ impl<B: Bus> Runtime<B> {
         });
     }
 
-    /// Add an instance: subscribe it as its module declares and start it.
-    /// A start that fails is handled like any failure (backoff, then
-    /// quarantine), so this only fails on a bad id.
+    fn find(&self, id: &str) -> Option<At> {
+        self.cohorts.iter().enumerate().find_map(|(c, cohort)| {
+            cohort
+                .members
+                .iter()
+                .position(|s| s.id == id)
+                .map(|k| (c, k))
+        })
+    }
+
+    fn slot(&self, (c, k): At) -> &Slot {
+        &self.cohorts[c].members[k]
+    }
+
+    fn slot_mut(&mut self, (c, k): At) -> &mut Slot {
+        &mut self.cohorts[c].members[k]
+    }
+
+    /// Every instance's place, in spawn order.
+    fn in_spawn_order(&self) -> Vec<At> {
+        let mut all: Vec<(u64, At)> = self
+            .cohorts
+            .iter()
+            .enumerate()
+            .flat_map(|(c, cohort)| {
+                cohort
+                    .members
+                    .iter()
+                    .enumerate()
+                    .map(move |(k, s)| (s.order, (c, k)))
+            })
+            .collect();
+        all.sort_unstable_by_key(|(order, _)| *order);
+        all.into_iter().map(|(_, at)| at).collect()
+    }
+
+    /// Add an instance: subscribe it as its module declares and start it,
+    /// in a cohort of its module with room if the module is packed in
+    /// cohorts ([`Module::cohort`]), else in one of its own. A start that
+    /// fails is handled like any failure (backoff, then quarantine), so
+    /// this only fails on a bad id.
     pub fn spawn(&mut self, spec: InstanceSpec) -> Result<(), SpawnError> {
         if spec.id.is_empty() || spec.id.starts_with('$') {
             return Err(SpawnError::ReservedId(spec.id));
         }
-        if self.slots.iter().any(|s| s.id == spec.id) {
+        if self.find(&spec.id).is_some() {
             return Err(SpawnError::DuplicateId(spec.id));
         }
         let info = spec.module.info();
@@ -606,48 +358,34 @@ impl<B: Bus> Runtime<B> {
             delivery: Delivery::Broadcast,
             addressed: false,
         });
-        let seed = self.seed ^ crate::bus::fnv1a(spec.id.as_bytes());
-        self.slots.push(Slot {
-            ctx: InitContext {
-                instance: spec.id.clone(),
-                params: spec.params,
-                settings: spec.settings,
-                snapshot: spec.snapshot.clone(),
-            },
-            last_snapshot: spec.snapshot,
-            since_snapshot: 0,
-            oversized_snapshots: 0,
-            id: spec.id,
-            module: spec.module,
-            seed,
-            sandbox: None,
-            state: InstanceState::Restarting,
-            quarantine_applied: false,
-            attempt: 0,
-            not_before: None,
-            resting: false,
-            solo: 0,
-            recent_failures: VecDeque::new(),
-            pending: VecDeque::new(),
-            outcomes: Vec::new(),
-            unsent: VecDeque::new(),
-            received: 0,
-            unacked: 0,
-            calls: 0,
-            busy: std::time::Duration::ZERO,
-            fuel: 0,
-            failures: BTreeMap::new(),
-            traps: 0,
-            restarts: 0,
-            started_once: false,
-            published: 0,
-            refused_before: 0,
-            last_error: None,
-        });
-        let i = self.slots.len() - 1;
+        let ctx = InitContext {
+            instance: spec.id.clone(),
+            member: 0,
+            params: spec.params,
+            settings: spec.settings,
+            snapshot: spec.snapshot,
+        };
+        self.spawned += 1;
+        let slot = Slot::new(spec.id.clone(), self.spawned, spec.module.clone(), ctx);
+        let c = match self
+            .cohorts
+            .iter()
+            .position(|c| c.has_room_for(&spec.module))
+        {
+            Some(c) => c,
+            None => {
+                let seed = self.seed ^ crate::bus::fnv1a(spec.id.as_bytes());
+                let capacity = spec.module.cohort();
+                self.cohorts
+                    .push(Cohort::new(spec.module, capacity, spec.id, seed));
+                self.cohorts.len() - 1
+            }
+        };
         let engine = self.engine.clone();
-        self.slots[i].ensure_running(&engine);
-        self.apply(i);
+        self.cohorts[c].join(&engine, slot);
+        for k in 0..self.cohorts[c].members.len() {
+            self.apply((c, k));
+        }
         Ok(())
     }
 
@@ -694,10 +432,14 @@ impl<B: Bus> Runtime<B> {
             }
             // Nothing could run but some unsent queue is blocked: a cycle of full
             // inboxes. Break it by delivering one message over capacity.
-            match self.slots.iter().position(|s| !s.unsent.is_empty()) {
-                Some(i) => {
-                    if let Some(m) = self.slots[i].unsent.pop_front() {
-                        self.slots[i].published += 1;
+            let blocked = self
+                .in_spawn_order()
+                .into_iter()
+                .find(|&at| !self.slot(at).unsent.is_empty());
+            match blocked {
+                Some(at) => {
+                    if let Some(m) = self.slot_mut(at).unsent.pop_front() {
+                        self.slot_mut(at).published += 1;
                         self.bus.publish_overflowing(m);
                     }
                 }
@@ -717,9 +459,10 @@ impl<B: Bus> Runtime<B> {
     /// last good one if it cannot give one now.
     pub fn snapshot_of(&mut self, id: &str) -> Option<Snapshot> {
         let max = self.engine.limits().max_snapshot_bytes;
-        let slot = self.slots.iter_mut().find(|s| s.id == id)?;
-        slot.take_snapshot(max)
-            .or_else(|| slot.last_snapshot.clone())
+        let (c, k) = self.find(id)?;
+        self.cohorts[c]
+            .take_snapshot(k, max)
+            .or_else(|| self.cohorts[c].members[k].last_snapshot.clone())
     }
 
     /// Retire instance `id`: it receives nothing new; every instance
@@ -728,11 +471,11 @@ impl<B: Bus> Runtime<B> {
     /// left in its inbox and then stops. False if there is no such running
     /// instance.
     pub fn retire(&mut self, id: &str, time: i64) -> bool {
-        let Some(i) = self.slots.iter().position(|s| s.id == id) else {
+        let Some(at) = self.find(id) else {
             return false;
         };
         if matches!(
-            self.slots[i].state,
+            self.slot(at).state,
             InstanceState::Retiring | InstanceState::Retired | InstanceState::Quarantined { .. }
         ) {
             return false;
@@ -747,7 +490,7 @@ impl<B: Bus> Runtime<B> {
             delivery: Delivery::Broadcast,
             addressed: false,
         });
-        self.slots[i].state = InstanceState::Retiring;
+        self.slot_mut(at).state = InstanceState::Retiring;
         self.publish(Envelope {
             topic: SYSTEM_TOPIC.into(),
             key: id.to_string(),
@@ -778,10 +521,12 @@ impl<B: Bus> Runtime<B> {
     /// had not finished. It may be spawned here again later. False if there
     /// is no such instance.
     pub fn remove(&mut self, id: &str) -> bool {
-        let Some(i) = self.slots.iter().position(|s| s.id == id) else {
+        let Some((c, k)) = self.find(id) else {
             return false;
         };
-        self.slots.remove(i);
+        if self.cohorts[c].remove(k) {
+            self.cohorts.remove(c);
+        }
         self.bus.release(id);
         true
     }
@@ -793,16 +538,16 @@ impl<B: Bus> Runtime<B> {
 
     /// The state of instance `id` and its last error.
     pub fn state_of(&self, id: &str) -> Option<(InstanceState, Option<String>)> {
-        self.slots
-            .iter()
-            .find(|s| s.id == id)
-            .map(|s| (s.state.clone(), s.last_error.clone()))
+        self.find(id).map(|at| {
+            let s = self.slot(at);
+            (s.state.clone(), s.last_error.clone())
+        })
     }
 
     /// Totals over every instance.
     pub fn stats(&self) -> RuntimeStats {
         let mut stats = RuntimeStats::default();
-        for s in &self.slots {
+        for s in self.cohorts.iter().flat_map(|c| c.members.iter()) {
             stats.calls += s.calls;
             stats.failures += s.failures.values().sum::<u64>();
             stats.traps += s.traps;
@@ -819,36 +564,37 @@ impl<B: Bus> Runtime<B> {
 
     /// A report per instance, in spawn order.
     pub fn instances(&self) -> Vec<InstanceReport> {
-        self.slots
-            .iter()
-            .map(|s| InstanceReport {
-                id: s.id.clone(),
-                module: s.module.info().name.clone(),
-                role: s.module.info().role.clone(),
-                params: s
-                    .ctx
-                    .params
-                    .iter()
-                    .map(|p| (p.name.clone(), crate::genes::value_f64(&p.value)))
-                    .collect(),
-                state: s.state.clone(),
-                received: s.received,
-                calls: s.calls,
-                busy_micros: s.busy.as_secs_f64() * 1e6,
-                fuel: s.fuel,
-                micros_per_message: if s.received == 0 {
-                    0.0
-                } else {
-                    s.busy.as_secs_f64() * 1e6 / s.received as f64
-                },
-                failures: s.failures.clone(),
-                restarts: s.restarts,
-                published: s.published,
-                refused_publishes: s.refused_before
-                    + s.sandbox
-                        .as_ref()
-                        .map_or(0, |b| b.counters().refused_publishes),
-                last_error: s.last_error.clone(),
+        self.in_spawn_order()
+            .into_iter()
+            .map(|at| {
+                let s = self.slot(at);
+                InstanceReport {
+                    id: s.id.clone(),
+                    module: s.module.info().name.clone(),
+                    role: s.module.info().role.clone(),
+                    cohort: self.cohorts[at.0].tag.clone(),
+                    params: s
+                        .ctx
+                        .params
+                        .iter()
+                        .map(|p| (p.name.clone(), crate::genes::value_f64(&p.value)))
+                        .collect(),
+                    state: s.state.clone(),
+                    received: s.received,
+                    calls: s.calls,
+                    busy_micros: s.busy.as_secs_f64() * 1e6,
+                    fuel: s.fuel,
+                    micros_per_message: if s.received == 0 {
+                        0.0
+                    } else {
+                        s.busy.as_secs_f64() * 1e6 / s.received as f64
+                    },
+                    failures: s.failures.clone(),
+                    restarts: s.restarts,
+                    published: s.published,
+                    refused_publishes: s.refused,
+                    last_error: s.last_error.clone(),
+                }
             })
             .collect()
     }
@@ -857,83 +603,96 @@ impl<B: Bus> Runtime<B> {
     fn round(&mut self) -> bool {
         // A remote bus sends last round's publishes and fetches what waits.
         let mut progressed = self.bus.pump();
-        let mut ready = Vec::new();
         // 1. Take work.
-        for i in 0..self.slots.len() {
-            let (moved, clear) = self.flush(i);
-            progressed |= moved;
-            if !clear {
-                continue;
-            }
-            if self.slots[i].quarantined() {
-                progressed |= self.dead_letter_inbox(i);
-                continue;
-            }
-            if self.slots[i].state == InstanceState::Retired {
-                continue;
-            }
-            let slot = &mut self.slots[i];
-            if slot.state == InstanceState::Retiring
-                && slot.pending.is_empty()
-                && self.bus.depth(&slot.id) == 0
-            {
-                // Drained: stop it and free its memory.
-                slot.state = InstanceState::Retired;
-                slot.sandbox = None;
-                self.bus.unsubscribe(&slot.id);
-                progressed = true;
-                continue;
-            }
-            slot.resting = self.options.restarts == Restarts::Aside && slot.backing_off();
-            if slot.resting {
-                continue;
-            }
-            while slot.pending.len() < self.options.per_round {
-                match self.bus.poll(&slot.id) {
-                    Some(m) => slot.pending.push_back(m),
-                    None => break,
-                }
-            }
-            if !slot.pending.is_empty() {
-                ready.push(i);
+        for c in 0..self.cohorts.len() {
+            let cohort = &mut self.cohorts[c];
+            cohort.resting = self.options.restarts == Restarts::Aside && cohort.backing_off();
+            for k in 0..self.cohorts[c].members.len() {
+                progressed |= self.take_work((c, k));
             }
         }
         self.collect_host();
+        let ready: Vec<usize> = (0..self.cohorts.len())
+            .filter(|&c| self.cohorts[c].is_ready())
+            .collect();
         if ready.is_empty() {
             return progressed;
         }
-        // 2. Handle it, each slot in its own sandbox.
+        // 2. Handle it, each cohort in its own sandbox.
         let engine = &*self.engine;
         match &self.pool {
             Some(pool) if ready.len() >= self.options.parallel_min => work_in_parallel(
-                &mut self.slots,
+                &mut self.cohorts,
                 engine,
                 pool,
                 self.options.restarts,
                 self.options.per_call,
             ),
             _ => {
-                for &i in &ready {
-                    self.slots[i].work(engine, self.options.restarts, self.options.per_call);
+                for &c in &ready {
+                    self.cohorts[c].work(engine, self.options.restarts, self.options.per_call);
                 }
             }
         }
         // 3. Publish the results in spawn order.
-        for &i in &ready {
-            self.apply(i);
+        for at in self.in_spawn_order() {
+            if ready.contains(&at.0) {
+                self.apply(at);
+            }
         }
         self.collect_host();
         true
     }
 
-    /// Turn slot `i`'s outcomes into unsent messages, dead letters and log
-    /// lines; tell the bus about a quarantine; flush.
-    fn apply(&mut self, i: usize) {
-        let outcomes = std::mem::take(&mut self.slots[i].outcomes);
+    /// Step 1 of a round for one instance: send what it has unsent, let a
+    /// quarantined one's inbox go, stop a drained retiring one, and take
+    /// what waits for it. Whether anything moved.
+    fn take_work(&mut self, at: At) -> bool {
+        let (moved, clear) = self.flush(at);
+        if !clear {
+            return moved;
+        }
+        if self.slot(at).quarantined() {
+            return moved | self.dead_letter_inbox(at);
+        }
+        let (c, k) = at;
+        let slot = &self.cohorts[c].members[k];
+        if slot.state == InstanceState::Retired {
+            return moved;
+        }
+        if slot.state == InstanceState::Retiring
+            && slot.pending.is_empty()
+            && self.bus.depth(&slot.id) == 0
+        {
+            // Drained: stop it and free its seat.
+            let id = slot.id.clone();
+            self.cohorts[c].members[k].state = InstanceState::Retired;
+            self.cohorts[c].vacate(k);
+            self.bus.unsubscribe(&id);
+            return true;
+        }
+        if self.cohorts[c].resting {
+            return moved;
+        }
+        let per_round = self.options.per_round;
+        let slot = &mut self.cohorts[c].members[k];
+        while slot.pending.len() < per_round {
+            match self.bus.poll(&slot.id) {
+                Some(m) => slot.pending.push_back(m),
+                None => break,
+            }
+        }
+        moved
+    }
+
+    /// Turn instance `at`'s outcomes into unsent messages, dead letters and
+    /// log lines; tell the bus about a quarantine; flush.
+    fn apply(&mut self, at: At) {
+        let outcomes = std::mem::take(&mut self.slot_mut(at).outcomes);
         for outcome in outcomes {
             match outcome {
                 Outcome::Handled { time, staged } => {
-                    let slot = &mut self.slots[i];
+                    let slot = self.slot_mut(at);
                     for s in staged {
                         slot.unsent.push_back(Envelope {
                             topic: s.topic,
@@ -946,7 +705,7 @@ impl<B: Bus> Runtime<B> {
                     }
                 }
                 Outcome::Failed { message, error } => {
-                    let id = &self.slots[i].id;
+                    let id = &self.slot(at).id;
                     tracing::warn!(instance = %id, kind = error.kind(), "call failed: {error}");
                     if let Some(envelope) = message {
                         self.bus.dead_letter(DeadLetter {
@@ -958,25 +717,27 @@ impl<B: Bus> Runtime<B> {
                 }
             }
         }
-        let slot = &mut self.slots[i];
+        let slot = self.slot_mut(at);
         if slot.quarantined() && !slot.quarantine_applied {
             slot.quarantine_applied = true;
             if let InstanceState::Quarantined { reason } = &slot.state {
                 tracing::error!(instance = %slot.id, "quarantined: {reason}");
             }
-            self.bus.unsubscribe(&slot.id);
+            let id = slot.id.clone();
+            self.bus.unsubscribe(&id);
+            let slot = &mut self.cohorts[at.0].members[at.1];
             while let Some(envelope) = slot.pending.pop_front() {
                 slot.received += 1;
                 slot.unacked += 1;
                 self.bus.dead_letter(DeadLetter {
-                    instance: slot.id.clone(),
+                    instance: id.clone(),
                     envelope,
                     reason: "instance quarantined".into(),
                 });
             }
-            self.dead_letter_inbox(i);
+            self.dead_letter_inbox(at);
         }
-        self.flush(i);
+        self.flush(at);
     }
 
     fn collect_host(&mut self) {
@@ -994,21 +755,21 @@ impl<B: Bus> Runtime<B> {
 
     /// Move the unsent queue to the bus while receivers have room. Returns
     /// (moved anything, unsent queue now empty).
-    fn flush(&mut self, i: usize) -> (bool, bool) {
+    fn flush(&mut self, (c, k): At) -> (bool, bool) {
         let mut moved = false;
-        while let Some(m) = self.slots[i].unsent.pop_front() {
+        let slot = &mut self.cohorts[c].members[k];
+        while let Some(m) = slot.unsent.pop_front() {
             match self.bus.publish(m) {
                 Ok(()) => {
-                    self.slots[i].published += 1;
+                    slot.published += 1;
                     moved = true;
                 }
                 Err(BusError::Full { message, .. }) => {
-                    self.slots[i].unsent.push_front(*message);
+                    slot.unsent.push_front(*message);
                     return (moved, false);
                 }
                 Err(e @ BusError::Refused { .. }) => {
-                    let slot = &mut self.slots[i];
-                    slot.refused_before += 1;
+                    slot.refused += 1;
                     slot.last_error = Some(e.to_string());
                     tracing::warn!(instance = %slot.id, "{e}");
                 }
@@ -1016,7 +777,6 @@ impl<B: Bus> Runtime<B> {
         }
         // Everything the handled messages produced is on the bus: they may
         // be acknowledged.
-        let slot = &mut self.slots[i];
         if slot.unacked > 0 {
             self.bus.ack(&slot.id, slot.unacked);
             slot.unacked = 0;
@@ -1024,15 +784,16 @@ impl<B: Bus> Runtime<B> {
         (moved, true)
     }
 
-    /// Dead-letter whatever waits for quarantined slot `i`; whether there was any.
-    fn dead_letter_inbox(&mut self, i: usize) -> bool {
-        let id = self.slots[i].id.clone();
+    /// Dead-letter whatever waits for quarantined instance `at`; whether
+    /// there was any.
+    fn dead_letter_inbox(&mut self, at: At) -> bool {
+        let id = self.slot(at).id.clone();
         let mut any = false;
         let mut taken = 0;
         while let Some(envelope) = self.bus.poll(&id) {
             any = true;
             taken += 1;
-            self.slots[i].received += 1;
+            self.slot_mut(at).received += 1;
             self.bus.dead_letter(DeadLetter {
                 instance: id.clone(),
                 envelope,
@@ -1044,31 +805,26 @@ impl<B: Bus> Runtime<B> {
     }
 }
 
-/// Whether a slot has work this round (see `Runtime::round`).
-fn is_ready(slot: &Slot) -> bool {
-    !slot.pending.is_empty() && slot.unsent.is_empty() && !slot.resting
-}
-
-/// Let the ready slots work, split into contiguous chunks of about equal
+/// Let the ready cohorts work, split into contiguous chunks of about equal
 /// work, one per thread; the calling thread takes the first chunk, so no
 /// thread sits idle while another competes for its core.
 fn work_in_parallel(
-    slots: &mut [Slot],
+    cohorts: &mut [Cohort],
     engine: &Engine,
     pool: &rayon::ThreadPool,
     restarts: Restarts,
     per_call: usize,
 ) {
     let parts = pool.current_num_threads() + 1;
-    let ready = slots.iter().filter(|s| is_ready(s)).count();
+    let ready = cohorts.iter().filter(|c| c.is_ready()).count();
     let per_part = ready.div_ceil(parts).max(1);
-    let mut chunks: Vec<&mut [Slot]> = Vec::with_capacity(parts);
-    let mut rest = slots;
+    let mut chunks: Vec<&mut [Cohort]> = Vec::with_capacity(parts);
+    let mut rest = cohorts;
     while !rest.is_empty() {
         let mut seen = 0;
         let mut cut = rest.len();
-        for (i, s) in rest.iter().enumerate() {
-            if is_ready(s) {
+        for (i, c) in rest.iter().enumerate() {
+            if c.is_ready() {
                 seen += 1;
                 if seen == per_part {
                     cut = i + 1;
@@ -1080,9 +836,9 @@ fn work_in_parallel(
         chunks.push(chunk);
         rest = tail;
     }
-    let work = |chunk: &mut [Slot]| {
-        for s in chunk.iter_mut().filter(|s| is_ready(s)) {
-            s.work(engine, restarts, per_call);
+    let work = |chunk: &mut [Cohort]| {
+        for c in chunk.iter_mut().filter(|c| c.is_ready()) {
+            c.work(engine, restarts, per_call);
         }
     };
     pool.in_place_scope(|scope| {
