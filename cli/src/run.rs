@@ -35,6 +35,11 @@ pub struct RunArgs {
     /// Number of variants in the population.
     #[arg(long)]
     variants: Option<u32>,
+    /// Let one instance carry up to N variants of the population (a
+    /// cohort; the module must allow it, see docs/cohorts.md). Overrides
+    /// `cohort` in the pipeline file.
+    #[arg(long, value_name = "N")]
+    cohort: Option<u32>,
     /// Threads to run instances on (default: 1; results are the same for any number).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -134,6 +139,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     if let Some(url) = &args.bus {
         config.bus.url = Some(url.clone());
+    }
+    if let Some(size) = args.cohort {
+        for m in config.modules.iter_mut().filter(|m| m.population) {
+            m.cohort = size;
+        }
     }
     if let Some(prefix) = &args.bus_prefix {
         config.bus.prefix = Some(prefix.clone());

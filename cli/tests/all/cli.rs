@@ -78,10 +78,41 @@ fn json_summary_is_repeatable_with_a_seed() {
         &["run", "--json", "--seed", "11", "--variants", "4"],
         cache.path(),
     ));
+    // The same run with the variants packed in cohorts of 4.
     let b = parse(&garden(
-        &["run", "--json", "--seed", "11", "--variants", "4"],
+        &[
+            "run",
+            "--json",
+            "--seed",
+            "11",
+            "--variants",
+            "4",
+            "--cohort",
+            "4",
+        ],
         cache.path(),
     ));
+    let shared = |v: &serde_json::Value| {
+        v["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["cohort"] != i["id"])
+            .count()
+    };
+    assert_eq!(shared(&a), 0);
+    assert!(shared(&b) >= 3, "variants shared an instance");
+    let refused = garden(
+        &["run", "--seed", "11", "--variants", "4", "--cohort", "5000"],
+        cache.path(),
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("cannot carry 5000 variants per instance"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     assert_eq!(a["seed"], 11);
     assert_eq!(a["bars"], 5000);
     // Four to start with, and the children evolution bred.
