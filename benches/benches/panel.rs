@@ -1,8 +1,9 @@
 //! The signal panel's cost per bar (issue #7): the tape, the four experts and
 //! fusion in their sandboxes, fed the bundled bars with one plan per bar.
 //!
-//! Per bar the host publishes the bar and a plan on it, then runs the panel
-//! until it is idle: the tape tokenizes, every expert updates and judges
+//! Per bar the host publishes the bar and one plan on it (as from one
+//! variant), or 16 (as from a population, where the experts take the plans
+//! of a bar in one call), then runs the panel until it is idle: the tape tokenizes, every expert updates and judges
 //! the plan, fusion fuses the four ratios and scores it. Reported: the
 //! median and p99 wall time per bar, and expert evaluations per second
 //! (plans judged by all four experts over the wall time of the whole panel,
@@ -27,6 +28,7 @@ const EXPERTS: [&str; 4] = [
 
 fn plan(i: usize, row: &Row) -> Envelope {
     let id = format!("p{i}");
+    let i = i / PLANS_SPREAD;
     Envelope {
         topic: "plan".into(),
         key: id.clone(),
@@ -53,7 +55,18 @@ fn plan(i: usize, row: &Row) -> Envelope {
     }
 }
 
+/// Plan ids per bar in [`plan`]'s numbering (sides alternate per bar).
+const PLANS_SPREAD: usize = 1_000;
+
 fn main() {
+    for plans in [1, 16] {
+        panel(plans);
+    }
+}
+
+/// Run the panel over the bundled bars with `plans` plans per bar; print
+/// what it cost.
+fn panel(plans: usize) {
     let config = PipelineConfig::embedded().expect("embedded pipeline");
     let engine = std::sync::Arc::new(Engine::new(config.limits.clone(), None).expect("engine"));
     let trust = garden_host::integrity::dev_trust().expect("dev key");
@@ -90,7 +103,9 @@ fn main() {
     let warm = 1_000;
     for (i, row) in rows.iter().enumerate().take(warm) {
         rt.publish(feed::bar_message("bar", "EURUSD", row));
-        rt.publish(plan(i, row));
+        for p in 0..plans {
+            rt.publish(plan(i * PLANS_SPREAD + p, row));
+        }
         rt.run_until_idle();
     }
     rt.take_host_messages();
@@ -99,7 +114,9 @@ fn main() {
     for (i, row) in rows.iter().enumerate().skip(warm) {
         let t = Instant::now();
         rt.publish(feed::bar_message("bar", "EURUSD", row));
-        rt.publish(plan(i, row));
+        for p in 0..plans {
+            rt.publish(plan(i * PLANS_SPREAD + p, row));
+        }
         rt.run_until_idle();
         per_bar.push(t.elapsed());
     }
@@ -111,14 +128,15 @@ fn main() {
         .count();
     let bars = per_bar.len();
     assert!(
-        scored + 2 >= bars,
-        "every plan was scored: {scored} of {bars}"
+        scored + 2 * plans >= bars * plans,
+        "every plan was scored: {scored} of {}",
+        bars * plans
     );
     per_bar.sort_unstable();
     let at = |q: f64| per_bar[((bars - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
-    let evaluations = (EXPERTS.len() * bars) as f64;
+    let evaluations = (EXPERTS.len() * bars * plans) as f64;
     println!(
-        "panel (tape + {} experts + fusion), {bars} bars after {warm} of warm-up:",
+        "panel (tape + {} experts + fusion), {bars} bars after {warm} of warm-up, {plans} plan(s) per bar:",
         EXPERTS.len()
     );
     println!(

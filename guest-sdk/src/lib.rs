@@ -278,8 +278,11 @@ pub mod __private {
                 Err(error) => return batch.messages.iter().map(|_| Err(error.clone())).collect(),
             };
             let State { members, names } = &mut *state;
-            names.truncate(batch.names_from as usize);
-            names.extend(batch.names.into_iter().map(Name::from));
+            // Most calls announce nothing new.
+            if !batch.names.is_empty() || names.len() != batch.names_from as usize {
+                names.truncate(batch.names_from as usize);
+                names.extend(batch.names.into_iter().map(Name::from));
+            }
             let name = |n: u32| {
                 names
                     .get(n as usize)
@@ -297,7 +300,7 @@ pub mod __private {
                     source: name(m.source),
                     body: m.body,
                 };
-                let mut handle = |module: &mut M| {
+                let handle = |module: &mut M| {
                     let mut out = Outbox::new();
                     module.on_message(&msg, &mut out).map(|()| out.take())
                 };
@@ -306,7 +309,11 @@ pub mod __private {
                         Some(Some(module)) => handle(module),
                         _ => Err(format!("no member {k} was started")),
                     }),
-                    None => results.extend(members.iter_mut().flatten().map(&mut handle)),
+                    None => {
+                        for module in members.iter_mut().flatten() {
+                            results.push(handle(module));
+                        }
+                    }
                 }
             }
             super::HANDLING.with(|t| t.set(None));

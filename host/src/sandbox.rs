@@ -8,10 +8,11 @@
 //! a string once per instance life (or after the table is started again at
 //! `limits.max_names`), and as a number on every message after that.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -350,7 +351,7 @@ pub struct Sandbox {
     /// Members started and not left, in member order.
     members: BTreeSet<u32>,
     /// The instance's name table, as the guest holds it.
-    names: HashMap<String, u32>,
+    names: FxHashMap<String, u32>,
     max_names: usize,
 }
 
@@ -423,7 +424,7 @@ impl Sandbox {
             deadline: spec.limits.deadline,
             last_fuel: 0,
             members: BTreeSet::new(),
-            names: HashMap::new(),
+            names: FxHashMap::default(),
             max_names: spec.limits.max_names.max(2),
         }
     }
@@ -486,17 +487,12 @@ impl Sandbox {
     /// handled). Fuel and the deadline scale with the answers expected:
     /// each message for each member has the budget one call had.
     pub fn handle(&mut self, batch: &[Parcel<'_>]) -> Result<Vec<Answer>, CallError> {
-        let reached: Vec<(usize, u32)> = batch
+        let every = self.members.len();
+        let expected: usize = batch
             .iter()
-            .enumerate()
-            .flat_map(|(i, p)| -> Box<dyn Iterator<Item = (usize, u32)> + '_> {
-                match p.member {
-                    Some(m) => Box::new(std::iter::once((i, m))),
-                    None => Box::new(self.members.iter().map(move |&m| (i, m))),
-                }
-            })
-            .collect();
-        let n = u64::try_from(reached.len()).unwrap_or(u64::MAX).max(1);
+            .map(|p| if p.member.is_some() { 1 } else { every })
+            .sum();
+        let n = u64::try_from(expected).unwrap_or(u64::MAX).max(1);
         let now = batch.last().map_or(0, |p| p.message.time);
         let lowered = self.lower(batch);
         let results = self.guarded_scaled(now, n, |b, s| {
@@ -504,25 +500,42 @@ impl Sandbox {
                 .call_on_messages(s, &lowered)
                 .map(Ok)
         })?;
-        if results.len() != reached.len() {
+        if results.len() != expected {
             return Err(CallError::Module(format!(
-                "on-messages answered {} results for {} messages and members",
+                "on-messages answered {} results for {expected} messages and members",
                 results.len(),
-                reached.len()
             )));
         }
-        Ok(results
-            .into_iter()
-            .zip(reached)
-            .map(|(r, (parcel, member))| Answer {
+        // The answers come per parcel, and for a parcel for every member,
+        // per member in member order.
+        let members: Vec<u32> = if every == 1 || batch.iter().all(|p| p.member.is_some()) {
+            Vec::new()
+        } else {
+            self.members.iter().copied().collect()
+        };
+        let only = self.members.first().copied().unwrap_or(0);
+        let reached = batch.iter().enumerate().flat_map(|(i, p)| {
+            let (one, all) = match p.member {
+                Some(m) => (Some(m), &[][..]),
+                None if every == 1 => (Some(only), &[][..]),
+                None => (None, members.as_slice()),
+            };
+            one.into_iter()
+                .chain(all.iter().copied())
+                .map(move |m| (i, m))
+        });
+        let mut answers = Vec::with_capacity(expected);
+        for (r, (parcel, member)) in results.into_iter().zip(reached) {
+            answers.push(Answer {
                 parcel,
                 member,
                 handled: match r {
                     Ok(outputs) => self.check_outputs(outputs),
                     Err(message) => Err(CallError::Module(message)),
                 },
-            })
-            .collect())
+            });
+        }
+        Ok(answers)
     }
 
     /// The WIT batch for `parcels`: topics and publishers as numbers in the

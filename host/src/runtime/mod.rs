@@ -213,6 +213,10 @@ pub struct Runtime<B: Bus = MemoryBus> {
     bus: B,
     cohorts: Vec<Cohort>,
     spawned: u64,
+    /// Every instance's place in spawn order, while no spawn or removal
+    /// has made it stale: results are published in this order.
+    order: Vec<At>,
+    order_stale: bool,
     seed: u64,
     host_inbox: Vec<Arc<Envelope>>,
     /// Host messages taken but not yet acknowledged (manual host acks).
@@ -235,6 +239,8 @@ impl<B: Bus> Runtime<B> {
             bus,
             cohorts: Vec::new(),
             spawned: 0,
+            order: Vec::new(),
+            order_stale: false,
             seed,
             host_inbox: Vec::new(),
             host_unacked: 0,
@@ -306,6 +312,15 @@ impl<B: Bus> Runtime<B> {
 
     fn slot_mut(&mut self, (c, k): At) -> &mut Slot {
         &mut self.cohorts[c].members[k]
+    }
+
+    /// Every instance's place in spawn order, computed again only after a
+    /// spawn or a removal.
+    fn refresh_order(&mut self) {
+        if self.order_stale {
+            self.order = self.in_spawn_order();
+            self.order_stale = false;
+        }
     }
 
     /// Every instance's place, in spawn order.
@@ -383,6 +398,7 @@ impl<B: Bus> Runtime<B> {
         };
         let engine = self.engine.clone();
         self.cohorts[c].join(&engine, slot);
+        self.order_stale = true;
         for k in 0..self.cohorts[c].members.len() {
             self.apply((c, k));
         }
@@ -432,9 +448,11 @@ impl<B: Bus> Runtime<B> {
             }
             // Nothing could run but some unsent queue is blocked: a cycle of full
             // inboxes. Break it by delivering one message over capacity.
+            self.refresh_order();
             let blocked = self
-                .in_spawn_order()
-                .into_iter()
+                .order
+                .iter()
+                .copied()
                 .find(|&at| !self.slot(at).unsent.is_empty());
             match blocked {
                 Some(at) => {
@@ -527,6 +545,7 @@ impl<B: Bus> Runtime<B> {
         if self.cohorts[c].remove(k) {
             self.cohorts.remove(c);
         }
+        self.order_stale = true;
         self.bus.release(id);
         true
     }
@@ -612,16 +631,15 @@ impl<B: Bus> Runtime<B> {
             }
         }
         self.collect_host();
-        let ready: Vec<usize> = (0..self.cohorts.len())
-            .filter(|&c| self.cohorts[c].is_ready())
-            .collect();
-        if ready.is_empty() {
+        let ready: Vec<bool> = self.cohorts.iter().map(Cohort::is_ready).collect();
+        let count = ready.iter().filter(|r| **r).count();
+        if count == 0 {
             return progressed;
         }
         // 2. Handle it, each cohort in its own sandbox.
         let engine = &*self.engine;
         match &self.pool {
-            Some(pool) if ready.len() >= self.options.parallel_min => work_in_parallel(
+            Some(pool) if count >= self.options.parallel_min => work_in_parallel(
                 &mut self.cohorts,
                 engine,
                 pool,
@@ -629,17 +647,20 @@ impl<B: Bus> Runtime<B> {
                 self.options.per_call,
             ),
             _ => {
-                for &c in &ready {
-                    self.cohorts[c].work(engine, self.options.restarts, self.options.per_call);
+                for (cohort, _) in self.cohorts.iter_mut().zip(&ready).filter(|(_, r)| **r) {
+                    cohort.work(engine, self.options.restarts, self.options.per_call);
                 }
             }
         }
         // 3. Publish the results in spawn order.
-        for at in self.in_spawn_order() {
-            if ready.contains(&at.0) {
+        self.refresh_order();
+        let order = std::mem::take(&mut self.order);
+        for &at in &order {
+            if ready[at.0] {
                 self.apply(at);
             }
         }
+        self.order = order;
         self.collect_host();
         true
     }
