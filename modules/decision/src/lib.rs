@@ -133,7 +133,7 @@ impl Risk {
         }
     }
 
-    fn decide(&mut self, scored: ScoredPlan, out: &mut Outbox) {
+    fn decide(&mut self, scored: &ScoredPlan, out: &mut Outbox) {
         let limits = self.limits();
         let start = self.equity;
         let account = self.accounts.entry(scored.plan.origin.clone()).or_default();
@@ -162,7 +162,7 @@ impl Risk {
         }
         let key = scored.plan.origin.clone();
         let decision = Decision {
-            plan: scored.plan,
+            plan: scored.plan.clone(),
             verdict,
             size,
             confidence: scored.confidence,
@@ -206,7 +206,7 @@ impl Module for Risk {
 
     fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String> {
         match &msg.body {
-            Body::Scored(scored) => self.decide(scored.clone(), out),
+            Body::Scored(scored) => self.decide(scored, out),
             Body::Fill(fill) if fill.kind != FillKind::Entry => {
                 if let Some(account) = self.accounts.get_mut(&fill.origin)
                     && let Some((symbol, size)) = account.sizes.remove(&fill.plan_id)

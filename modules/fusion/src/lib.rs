@@ -182,14 +182,21 @@ pub struct Fusion {
 
 impl Fusion {
     fn entry(&mut self, plan_id: &str) -> &mut Pending {
+        // Most evidence finds its plan waiting: no key to allocate then.
+        if !self.pending.contains_key(plan_id) {
+            self.pending.insert(
+                plan_id.to_string(),
+                Pending {
+                    plan: None,
+                    evidence: BTreeMap::new(),
+                    bars: 0,
+                    symbol: None,
+                },
+            );
+        }
         self.pending
-            .entry(plan_id.to_string())
-            .or_insert_with(|| Pending {
-                plan: None,
-                evidence: BTreeMap::new(),
-                bars: 0,
-                symbol: None,
-            })
+            .get_mut(plan_id)
+            .expect("inserted above when missing")
     }
 
     fn complete(&self, p: &Pending) -> bool {
@@ -244,15 +251,18 @@ impl Fusion {
         }
     }
 
-    fn on_evidence(&mut self, ev: Evidence, out: &mut Outbox) {
+    fn on_evidence(&mut self, ev: &Evidence, out: &mut Outbox) {
         if !self.experts.contains(&ev.expert) {
             return;
         }
-        let id = ev.plan_id.clone();
-        let entry = self.entry(&id);
-        entry.evidence.insert(ev.expert, ev.llr);
-        if self.pending.get(&id).is_some_and(|p| self.complete(p)) {
-            self.forward(&id, out);
+        let entry = self.entry(&ev.plan_id);
+        entry.evidence.insert(ev.expert.clone(), ev.llr);
+        if self
+            .pending
+            .get(&ev.plan_id)
+            .is_some_and(|p| self.complete(p))
+        {
+            self.forward(&ev.plan_id, out);
         }
     }
 
@@ -432,7 +442,7 @@ impl Module for Fusion {
             }
             // Evidence for a plan already forwarded waits as an orphan and
             // expires at the deadline without effect.
-            Body::Evidence(ev) => self.on_evidence(ev.clone(), out),
+            Body::Evidence(ev) => self.on_evidence(ev, out),
             Body::Bar(bar) => self.on_bar(&bar.symbol, out),
             Body::Feedback(fb) => self.on_feedback(&fb.plan_id, fb.pnl),
             Body::EndOfStream => {

@@ -165,7 +165,7 @@ impl Trader {
         );
     }
 
-    fn on_decision(&mut self, d: Decision) {
+    fn on_decision(&mut self, d: &Decision) {
         let equity = self.equity;
         let account = self
             .accounts
@@ -177,7 +177,7 @@ impl Trader {
         account.plans += 1;
         if d.verdict != Verdict::Reject && d.size > 0.0 && d.size.is_finite() {
             account.approvals += 1;
-            self.pending.push(d);
+            self.pending.push(d.clone());
         }
     }
 
@@ -382,7 +382,7 @@ impl Module for Trader {
     fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String> {
         match &msg.body {
             Body::Bar(bar) => self.on_bar(bar, out),
-            Body::Decision(d) => self.on_decision(d.clone()),
+            Body::Decision(d) => self.on_decision(d),
             Body::EndOfStream => self.end(out),
             Body::Retired(origin) => self.retire(origin, out),
             _ => {}
