@@ -8,6 +8,7 @@ mod evolution;
 mod loading;
 mod panel;
 mod pipeline;
+mod python;
 mod records;
 mod redis_bus;
 mod registry;
