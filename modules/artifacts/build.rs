@@ -20,6 +20,7 @@ const MODULES: &[&str] = &[
     "expert-grammar",
     "expert-sequence",
     "expert-divergence",
+    "sma-cross",
 ];
 
 /// Adversarial fixtures, used by tests only (by path).

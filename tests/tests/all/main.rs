@@ -5,10 +5,10 @@
 mod adversarial;
 mod daemons;
 mod evolution;
+mod languages;
 mod loading;
 mod panel;
 mod pipeline;
-mod python;
 mod records;
 mod redis_bus;
 mod registry;
