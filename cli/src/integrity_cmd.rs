@@ -274,3 +274,63 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
     println!("\nmanifest:\n{}", parsed.manifest_text);
     Ok(())
 }
+
+/// Options of `garden manifest`.
+#[derive(Args)]
+pub struct ManifestArgs {
+    /// The component as built (unsigned, e.g. target/wasm32-wasip2/release/x.wasm).
+    component: PathBuf,
+    /// Linear memory the module asks for, bytes (a Python module needs about
+    /// 32 MiB); written as `[limits] memory_bytes`.
+    #[arg(long, value_name = "BYTES")]
+    memory: Option<u64>,
+    /// Compare with this manifest instead of printing one: exit 1, saying
+    /// what differs, if loading would refuse the pair.
+    #[arg(long, value_name = "garden.toml")]
+    check: Option<PathBuf>,
+}
+
+/// `garden manifest`: the manifest a component's own `describe()` calls
+/// for, so genes and topics are never written twice by hand.
+pub fn manifest(args: ManifestArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.component)
+        .with_context(|| format!("reading {}", args.component.display()))?;
+    // The author's own build, unsigned: run in the sandbox, never cached.
+    let limits = Limits {
+        max_core_instances: LANGUAGE_CORE_INSTANCES,
+        ..Limits::default()
+    };
+    let engine = Engine::new(limits, None)?;
+    let info = engine
+        .describe_unsigned(&bytes)
+        .with_context(|| format!("describing {}", args.component.display()))?;
+    match args.check {
+        None => {
+            print!(
+                "{}",
+                garden_host::engine::manifest_for(&info, args.memory).to_canonical()
+            );
+            Ok(())
+        }
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let manifest = Manifest::parse(&text, &path.display().to_string())?;
+            match garden_host::engine::manifest_mismatch(&info, &manifest) {
+                None => {
+                    println!("{} matches the component's describe()", path.display());
+                    Ok(())
+                }
+                Some(why) => anyhow::bail!(
+                    "{} does not match the component: {why}; write it again with `garden manifest {}`",
+                    path.display(),
+                    args.component.display()
+                ),
+            }
+        }
+    }
+}
+
+/// Core instances `garden manifest` allows a component to declare: enough
+/// for a CPython one (38), whatever the host's default.
+const LANGUAGE_CORE_INSTANCES: u32 = 40;

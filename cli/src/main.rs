@@ -47,6 +47,9 @@ enum Command {
     /// Show a component's manifest, hash, signer, trust status and WIT
     /// imports and exports.
     Inspect(integrity_cmd::InspectArgs),
+    /// Write the manifest a built component's describe() calls for (its
+    /// name, role, topics and genes), or `--check` an existing one.
+    Manifest(integrity_cmd::ManifestArgs),
     /// The component registry server.
     #[command(subcommand)]
     Registry(registry_cmd::RegistryCommand),
@@ -82,6 +85,7 @@ fn main() -> std::process::ExitCode {
         Command::Sign(args) => integrity_cmd::sign(args),
         Command::Verify(args) => integrity_cmd::verify(args),
         Command::Inspect(args) => integrity_cmd::inspect(args),
+        Command::Manifest(args) => integrity_cmd::manifest(args),
         Command::Registry(cmd) => registry_cmd::registry(cmd),
         Command::Publish(args) => registry_cmd::publish(args),
         Command::Pull(args) => registry_cmd::pull(args),

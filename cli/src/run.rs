@@ -246,7 +246,39 @@ pub fn run(args: RunArgs) -> Result<()> {
     } else {
         print!("{}", render::table(&summary));
     }
-    Ok(())
+    never_started(&summary.instances)
+}
+
+/// An error naming every module none of whose instances ever handled a
+/// message because they could not start (refused parameters, too little
+/// memory, a trap in init): the run reported them, but it did not do what
+/// was asked, so it must not exit 0.
+fn never_started(instances: &[garden_host::runtime::InstanceReport]) -> Result<()> {
+    let mut modules: std::collections::BTreeMap<&str, (bool, Option<&str>)> = Default::default();
+    for i in instances {
+        let entry = modules.entry(i.module.as_str()).or_insert((true, None));
+        let dead = i.calls == 0
+            && matches!(
+                i.state,
+                garden_host::runtime::InstanceState::Quarantined { .. }
+            );
+        entry.0 &= dead;
+        if dead && entry.1.is_none() {
+            entry.1 = i.last_error.as_deref();
+        }
+    }
+    let dead: Vec<String> = modules
+        .into_iter()
+        .filter(|(_, (dead, _))| *dead)
+        .map(|(name, (_, why))| format!("`{name}` ({})", why.unwrap_or("no reason recorded")))
+        .collect();
+    if dead.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "module(s) that could not start at all: {}; see the instance table above, and check the module's limits (memory_bytes, max_core_instances) and parameters",
+        dead.join(", ")
+    )
 }
 
 /// The rows to replay, their name and their symbol: `--data`, or the

@@ -399,6 +399,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Compile an unsigned component and call its `describe()`: what an
+    /// author writes into its manifest (`garden manifest`). The code runs
+    /// in the sandbox under this engine's limits; use an engine without a
+    /// cache, so unsigned code never lands in one.
+    pub fn describe_unsigned(&self, bytes: &[u8]) -> Result<Info, LoadError> {
+        Ok(self.load_code(bytes)?.info)
+    }
+
     /// Compile, link and describe code whose integrity was checked.
     fn load_code(&self, bytes: &[u8]) -> Result<Module, LoadError> {
         check_header(bytes)?;
@@ -512,6 +520,54 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
     }
 }
 
+/// The manifest that `info` calls for: its name, role, topics and genes as
+/// it declares them, for this host's WIT, and `memory_bytes` if given.
+pub fn manifest_for(info: &Info, memory_bytes: Option<u64>) -> garden_trust::Manifest {
+    garden_trust::Manifest {
+        name: info.name.clone(),
+        version: info.version.clone(),
+        role: info.role.clone(),
+        wit_package: WIT_PACKAGE.into(),
+        wit_world: WIT_WORLD.into(),
+        publisher: None,
+        component: None,
+        capabilities: garden_trust::manifest::Capabilities {
+            subscribe: info.subscribes.iter().map(|s| s.topic.clone()).collect(),
+            publish: info.publishes.clone(),
+        },
+        limits: garden_trust::manifest::RequestedLimits {
+            memory_bytes,
+            fuel_per_call: None,
+        },
+        genes: info
+            .genes
+            .iter()
+            .map(|g| garden_trust::manifest::GeneSpec {
+                name: g.name.clone(),
+                kind: gene_kind(g.kind).into(),
+                min: g.min,
+                max: g.max,
+                default: g.default,
+                scale: g.scale,
+            })
+            .collect(),
+    }
+}
+
+/// Why `info` does not fit `manifest`, if it does not (what loading would
+/// refuse): for `garden manifest --check`.
+pub fn manifest_mismatch(info: &Info, manifest: &garden_trust::Manifest) -> Option<String> {
+    check_against_manifest(info, manifest).err()
+}
+
+fn gene_kind(k: GeneKind) -> &'static str {
+    match k {
+        GeneKind::Float => "float",
+        GeneKind::Int => "int",
+        GeneKind::Boolean => "boolean",
+    }
+}
+
 /// What the code declares must lie within what was signed.
 fn check_against_manifest(info: &Info, m: &garden_trust::Manifest) -> Result<(), String> {
     if info.name != m.name {
@@ -542,11 +598,7 @@ fn check_against_manifest(info: &Info, m: &garden_trust::Manifest) -> Result<(),
             ));
         }
     }
-    let kind = |k: GeneKind| match k {
-        GeneKind::Float => "float",
-        GeneKind::Int => "int",
-        GeneKind::Boolean => "boolean",
-    };
+    let kind = gene_kind;
     let same = info.genes.len() == m.genes.len()
         && info.genes.iter().zip(&m.genes).all(|(g, s)| {
             g.name == s.name

@@ -245,3 +245,39 @@ fn a_module_older_than_one_this_host_ran_is_refused_unless_asked_for() {
     let (_, err) = text(&o);
     assert!(o.status.success(), "{err}");
 }
+
+#[test]
+fn a_run_whose_module_cannot_start_exits_non_zero_naming_it() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let pipeline = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../host/pipeline.toml"
+    ))
+    .expect("the embedded pipeline");
+    let bad = pipeline.replace("deadline-bars = \"1\"", "deadline-bars = \"5000\"");
+    assert_ne!(bad, pipeline, "the fusion setting is in the pipeline file");
+    let path = cache.path().join("bad.toml");
+    std::fs::write(&path, bad).expect("writes");
+    let o = garden(
+        &[
+            "run",
+            "--seed",
+            "1",
+            "--config",
+            path.to_str().expect("utf-8"),
+        ],
+        cache.path(),
+    );
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "exit 0 although fusion never started");
+    assert!(
+        out.contains("quarantined"),
+        "the table is still printed: {out}"
+    );
+    assert!(
+        err.contains("could not start at all")
+            && err.contains("`fusion`")
+            && err.contains("deadline-bars"),
+        "{err}"
+    );
+}

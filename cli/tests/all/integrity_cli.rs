@@ -432,3 +432,62 @@ fn a_truncated_audit_log_is_told_from_an_intact_one() {
     );
     assert!(said.contains("signed record 10"), "{said}");
 }
+
+#[test]
+fn manifest_writes_what_describe_declares_and_checks_a_hand_written_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The built-in sma-cross (signed: a signature is a custom section the
+    // describe ignores), against its hand-written manifest.
+    let wasm = dir.path().join("sma-cross.wasm");
+    std::fs::write(
+        &wasm,
+        garden_modules::module("sma-cross").expect("built in"),
+    )
+    .expect("writes");
+    let wasm = wasm.to_str().expect("utf-8 path");
+    let written = ok(&garden(
+        &["manifest", wasm, "--memory", "16777216"],
+        dir.path(),
+    ));
+    let generated = garden_registry::Manifest::parse(&written, "generated").expect("valid TOML");
+    let hand = garden_registry::Manifest::parse(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../modules/sma-cross/garden.toml"
+        ))
+        .expect("the module's manifest"),
+        "garden.toml",
+    )
+    .expect("valid");
+    assert_eq!(generated, hand, "describe() and the manifest agree");
+    let checked = ok(&garden(
+        &[
+            "manifest",
+            wasm,
+            "--check",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../modules/sma-cross/garden.toml"
+            ),
+        ],
+        dir.path(),
+    ));
+    assert!(checked.contains("matches"), "{checked}");
+    // A manifest whose gene differs is refused with the difference.
+    let wrong = dir.path().join("wrong.toml");
+    std::fs::write(
+        &wrong,
+        written.replace("name = \"slow\"", "name = \"slower\""),
+    )
+    .expect("writes");
+    let o = garden(
+        &["manifest", wasm, "--check", wrong.to_str().expect("utf-8")],
+        dir.path(),
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("does not match") && err.contains("slow"),
+        "{err}"
+    );
+}
