@@ -105,6 +105,16 @@ pub enum LoadError {
     /// What the module declares does not match what was signed.
     #[error("the module's describe() does not match its signed manifest: {0}")]
     ManifestMismatch(String),
+    /// The memory the module may hold is less than it starts with.
+    #[error(
+        "the module may hold {allowed} bytes of linear memory but starts with {initial}: raise `[limits] memory_bytes` in its manifest (or the host's limits.memory_bytes) to at least {initial}; a language runtime such as CPython needs its initial memory before it runs a line"
+    )]
+    MemoryBelowInitial {
+        /// Bytes it may hold (its manifest's figure, or the host's ceiling).
+        allowed: u64,
+        /// Bytes its memories start with.
+        initial: u64,
+    },
     /// The pipeline asked for larger cohorts than the module allows.
     #[error(transparent)]
     Cohort(#[from] CohortError),
@@ -337,6 +347,15 @@ impl Engine {
                 what: "memory_bytes",
                 requested: memory,
                 ceiling: memory_ceiling,
+            });
+        }
+        let initial = crate::shape::of(verified.component.code)
+            .map_err(|e| LoadError::Invalid(e.to_string()))?
+            .initial_memory_bytes;
+        if initial > memory {
+            return Err(LoadError::MemoryBelowInitial {
+                allowed: memory,
+                initial,
             });
         }
         let fuel = manifest

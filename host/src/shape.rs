@@ -24,6 +24,9 @@ pub struct Shape {
     pub memories: u32,
     /// Tables defined by its core modules.
     pub tables: u32,
+    /// Bytes of linear memory its core modules' memories start with,
+    /// together: what an instance holds before it runs a line.
+    pub initial_memory_bytes: u64,
 }
 
 /// Why a component's shape could not be read.
@@ -65,6 +68,13 @@ pub fn of(bytes: &[u8]) -> Result<Shape, ShapeError> {
             }
             Payload::MemorySection(reader) => {
                 shape.memories = shape.memories.saturating_add(reader.count());
+                for memory in reader {
+                    let memory = memory.map_err(|e| ShapeError(e.to_string()))?;
+                    let page = 1u64 << memory.page_size_log2.unwrap_or(WASM_PAGE_LOG2);
+                    shape.initial_memory_bytes = shape
+                        .initial_memory_bytes
+                        .saturating_add(memory.initial.saturating_mul(page));
+                }
             }
             Payload::TableSection(reader) => {
                 shape.tables = shape.tables.saturating_add(reader.count());
@@ -74,6 +84,9 @@ pub fn of(bytes: &[u8]) -> Result<Shape, ShapeError> {
     }
     Ok(shape)
 }
+
+/// A Wasm page is 64 KiB unless a memory says otherwise.
+const WASM_PAGE_LOG2: u32 = 16;
 
 /// An interface name without its `@version`: `wasi:io/poll@0.2.6` gives
 /// `wasi:io/poll`.
@@ -105,6 +118,7 @@ mod tests {
             (shape.core_instances, shape.memories, shape.tables),
             (12, 12, 12)
         );
+        assert_eq!(shape.initial_memory_bytes, 12 * 65_536);
         assert!(shape.imports.is_empty() && shape.exports.is_empty());
     }
 

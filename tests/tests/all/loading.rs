@@ -161,6 +161,23 @@ fn table_of_bad_components() {
             "ceiling",
         ),
         (
+            "memory below what it starts with",
+            with_manifest("loop", |m| {
+                m.replace("[limits]\n", "[limits]\nmemory_bytes = 65536\n")
+            }),
+            trust(),
+            |e| {
+                matches!(
+                    e,
+                    LoadError::MemoryBelowInitial {
+                        allowed: 65_536,
+                        ..
+                    }
+                )
+            },
+            "but starts with",
+        ),
+        (
             "subscribes outside its manifest",
             with_manifest("loop", |m| {
                 m.replace("subscribe = [\"bar\"]", "subscribe = []")
