@@ -9,6 +9,7 @@ use garden_host::feed::{self, csv::Row};
 use garden_host::{Engine, Limits, Module};
 use garden_registry::{Manifest, SigningKey, TrustStore, signature};
 
+pub mod languages;
 pub mod servers;
 
 /// Limits small enough that misbehaving fixtures are stopped quickly.

@@ -8,50 +8,13 @@
 //! SDK's pinned tools (`npm ci --prefix guest-sdk/js`); without them they
 //! fail and say so, they never skip.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use garden_host::bus::MemoryBus;
 use garden_host::types::{Body, Plan, Side};
 use garden_host::{InstanceSpec, Runtime, genes};
-use garden_tests::{bundled_rows, engine, test_limits};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace")
-        .to_path_buf()
-}
-
-/// How to get what the Python tests run.
-const PYTHON_TOOLS: &str = "pip install componentize-py==0.25.1 pytest";
-/// How to get what the JavaScript tests run.
-const JS_TOOLS: &str = "npm ci --prefix guest-sdk/js (Node.js 20)";
-
-/// Run `program args` in `dir`, failing with its output and how to install
-/// what is missing if it cannot run or fails.
-fn run_in(dir: &Path, program: &str, args: &[&str], tools: &str) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}; install it: {tools}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed:\n{text}\n(needs: {tools})"
-    );
-    text
-}
-
-/// [`run_in`] the workspace, with the Python tools.
-fn run(program: &str, args: &[&str]) -> String {
-    run_in(&root(), program, args, PYTHON_TOOLS)
-}
+use garden_tests::bundled_rows;
+use garden_tests::languages::{
+    JS_TOOLS, build_javascript, build_python, language_engine, load_signed, root, run, run_in,
+};
 
 /// The Rust SDK's indicators over the bundled bars: EMA(10), SMA(20),
 /// ATR(14), RSI(14) and the MACD(12, 26, 9) histogram, per bar.
@@ -113,35 +76,6 @@ fn same_as_rust(language: &str, json: &str) {
     assert!(rust.last().is_some_and(|r| r.iter().all(Option::is_some)));
 }
 
-/// An engine whose limits fit a language runtime: a CPython component
-/// declares 38 core instances, above the host's default ceiling of 20
-/// (limits.max_core_instances), made for Rust.
-fn language_engine() -> std::sync::Arc<garden_host::Engine> {
-    engine(garden_host::Limits {
-        max_core_instances: 40,
-        ..test_limits()
-    })
-}
-
-/// The component `wasm`, signed with `dir`'s manifest (`garden.toml`) by
-/// the test key and loaded.
-fn load_signed(
-    engine: &garden_host::Engine,
-    dir: &str,
-    wasm: &Path,
-) -> std::sync::Arc<garden_host::Module> {
-    let manifest =
-        std::fs::read_to_string(root().join(dir).join("garden.toml")).expect("the manifest");
-    let manifest =
-        garden_registry::Manifest::parse(&manifest, "garden.toml").expect("valid manifest");
-    let bytes = garden_tests::signed(&std::fs::read(wasm).expect("built"), &manifest);
-    let module = engine
-        .load(&bytes, &garden_tests::trust())
-        .expect("the component loads");
-    assert_eq!(module.info().name, manifest.name);
-    module
-}
-
 /// The plans three variants of `module` write over 800 bundled bars, each
 /// alone, and the three in one cohort.
 fn alone_and_in_a_cohort(
@@ -197,68 +131,6 @@ fn alone_and_in_a_cohort(
     let (packed, sandboxes) = plans(module.in_cohorts_of(3).expect("allowed"));
     assert_eq!(sandboxes, 1, "three variants in one instance");
     (alone, packed)
-}
-
-/// Build the Python module in `dir` (its `app.py`) into `out`.
-fn build_python(dir: &str, out: &Path) -> PathBuf {
-    let wasm = out.join("module.wasm");
-    run(
-        "componentize-py",
-        &[
-            "-d",
-            "wit",
-            "-w",
-            "garden-module",
-            "componentize",
-            "app",
-            "-p",
-            dir,
-            "-p",
-            "guest-sdk/python",
-            "--stub-wasi",
-            "-o",
-            wasm.to_str().expect("utf-8 path"),
-        ],
-    );
-    wasm
-}
-
-/// Build the JavaScript module in `dir` (`app.js` and `module.js`) into
-/// `out`. componentize reads only modules under the entry's directory, so
-/// the module is staged there with the SDK's files beside it (over its
-/// re-export shim).
-fn build_javascript(dir: &str, out: &Path) -> PathBuf {
-    for (from, to) in [
-        (format!("{dir}/app.js"), "app.js"),
-        (format!("{dir}/module.js"), "module.js"),
-        ("guest-sdk/js/garden-sdk.js".into(), "garden-sdk.js"),
-        ("guest-sdk/js/indicators.js".into(), "indicators.js"),
-    ] {
-        std::fs::copy(root().join(from), out.join(to)).expect("stages the module");
-    }
-    let jco = root().join("guest-sdk/js/node_modules/.bin/jco");
-    let wasm = out.join("module.wasm");
-    let wit = root().join("wit");
-    run_in(
-        out,
-        jco.to_str().expect("utf-8 path"),
-        &[
-            "componentize",
-            "app.js",
-            "--wit",
-            wit.to_str().expect("utf-8 path"),
-            "-n",
-            "garden-module",
-            "--backend",
-            "qjs",
-            "--backend-qjs-disable-async",
-            "--backend-qjs-stub-wasi",
-            "-o",
-            wasm.to_str().expect("utf-8 path"),
-        ],
-        JS_TOOLS,
-    );
-    wasm
 }
 
 #[test]
