@@ -246,3 +246,99 @@ fn the_same_sma_cross_gives_the_same_plans_in_rust_python_and_javascript() {
         "JavaScript writes what Rust writes, bit for bit"
     );
 }
+
+/// `wasm` signed with `dir`'s manifest by the test key, written beside it.
+fn signed_file(dir: &str, wasm: &std::path::Path) -> std::path::PathBuf {
+    let manifest = std::fs::read_to_string(root().join(dir).join("garden.toml")).expect("manifest");
+    let manifest =
+        garden_registry::Manifest::parse(&manifest, "garden.toml").expect("valid manifest");
+    let bytes = garden_tests::signed(&std::fs::read(wasm).expect("built"), &manifest);
+    let path = wasm.with_extension("signed.wasm");
+    std::fs::write(&path, bytes).expect("writes");
+    path
+}
+
+#[test]
+fn rust_python_and_javascript_variants_share_one_population_deterministically() {
+    use garden_host::config::{ModuleConfig, PipelineConfig};
+    use garden_host::replay::{Replay, ReplayOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let py_out = dir.path().join("py");
+    let js_out = dir.path().join("js");
+    std::fs::create_dir_all(&py_out).expect("dir");
+    std::fs::create_dir_all(&js_out).expect("dir");
+    let py = signed_file(
+        "modules/py-breakout",
+        &build_python("modules/py-breakout", &py_out),
+    );
+    let js = signed_file(
+        "modules/js-sma-cross",
+        &build_javascript("modules/js-sma-cross", &js_out),
+    );
+    let mut config = PipelineConfig::embedded().expect("embedded pipeline");
+    config.limits.max_core_instances = 40;
+    for (name, path) in [("py-breakout", py), ("js-sma-cross", js)] {
+        config.modules.push(ModuleConfig {
+            name: name.into(),
+            path: Some(path),
+            instances: 3,
+            population: true,
+            params: Default::default(),
+            settings: Default::default(),
+            cohort: 1,
+        });
+    }
+    let engine = garden_tests::engine(config.limits.clone());
+    let modules = config
+        .load(&engine, &garden_tests::pipeline_trust())
+        .expect("the mixed pipeline loads");
+    let rows = &bundled_rows()[..1500];
+    let run = || {
+        let options = ReplayOptions {
+            seed: 3,
+            variants: Some(3),
+            symbol: "EURUSD".into(),
+            data_name: "bundled".into(),
+            threads: 0,
+            total_bars: rows.len(),
+            steps_per_year: garden_host::scoring::steps_per_year(
+                rows.len(),
+                rows[0].time,
+                rows[rows.len() - 1].time,
+            ),
+            per_call: 0,
+        };
+        let mut replay = Replay::start(engine.clone(), &config, &modules, options).expect("starts");
+        for row in rows {
+            replay.feed(row);
+        }
+        replay.finish(rows, 1.0)
+    };
+    let a = run();
+    let b = run();
+    assert_eq!(
+        garden_tests::without_timings(&a),
+        garden_tests::without_timings(&b),
+        "the same seed gives the same mixed run"
+    );
+    assert_eq!(a.runtime.failures, 0, "{:?}", a.instances);
+    // Every language has variants that traded and were scored.
+    for module in ["alpha-ema", "py-breakout", "js-sma-cross"] {
+        let traded = a
+            .instances
+            .iter()
+            .filter(|i| i.module == module)
+            .filter_map(|i| a.variants.iter().find(|v| v.id == i.id))
+            .any(|v| v.score.as_ref().is_some_and(|s| s.trades > 0));
+        assert!(traded, "{module} variants traded: {:?}", a.variants);
+    }
+    // One population: the lineage holds the three codes, and children.
+    let codes: std::collections::BTreeSet<&str> =
+        a.lineage.iter().map(|l| l.component.as_str()).collect();
+    assert_eq!(codes.len(), 3, "three codes in one lineage");
+    assert!(
+        a.lineage.len() > 9,
+        "children were born: {}",
+        a.lineage.len()
+    );
+}
