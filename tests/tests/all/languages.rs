@@ -202,7 +202,12 @@ fn the_javascript_sdk_and_module_tests_pass_under_node_test() {
     let text = run_in(
         &root(),
         "node",
-        &["--test", "guest-sdk/js", "modules/js-sma-cross"],
+        &[
+            "--test",
+            "guest-sdk/js",
+            "modules/js-sma-cross",
+            "modules/js-expert-range",
+        ],
         JS_TOOLS,
     );
     assert!(
@@ -275,18 +280,39 @@ fn rust_python_and_javascript_variants_share_one_population_deterministically() 
         "modules/js-sma-cross",
         &build_javascript("modules/js-sma-cross", &js_out),
     );
+    let expert_out = dir.path().join("expert");
+    std::fs::create_dir_all(&expert_out).expect("dir");
+    let expert = signed_file(
+        "modules/js-expert-range",
+        &build_javascript("modules/js-expert-range", &expert_out),
+    );
     let mut config = PipelineConfig::embedded().expect("embedded pipeline");
     config.limits.max_core_instances = 40;
-    for (name, path) in [("py-breakout", py), ("js-sma-cross", js)] {
+    for (name, path, population) in [
+        ("py-breakout", py, true),
+        ("js-sma-cross", js, true),
+        ("js-expert-range", expert, false),
+    ] {
         config.modules.push(ModuleConfig {
             name: name.into(),
             path: Some(path),
-            instances: 3,
-            population: true,
+            instances: if population { 3 } else { 1 },
+            population,
             params: Default::default(),
             settings: Default::default(),
             cohort: 1,
         });
+    }
+    // Fusion weighs the JavaScript expert with the Rust ones.
+    for m in config.modules.iter_mut().filter(|m| m.name == "fusion") {
+        let experts = m
+            .settings
+            .get("experts")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let experts = format!("{experts},js-expert-range");
+        m.settings
+            .insert("experts".into(), toml::Value::String(experts));
     }
     let engine = garden_tests::engine(config.limits.clone());
     let modules = config
@@ -309,13 +335,22 @@ fn rust_python_and_javascript_variants_share_one_population_deterministically() 
             per_call: 0,
         };
         let mut replay = Replay::start(engine.clone(), &config, &modules, options).expect("starts");
+        replay.tap("scored");
         for row in rows {
             replay.feed(row);
         }
-        replay.finish(rows, 1.0)
+        replay.finish_tapped(rows, 1.0)
     };
-    let a = run();
-    let b = run();
+    let (a, scored) = run();
+    let (b, _) = run();
+    let weighed = scored
+        .iter()
+        .filter(|m| matches!(&m.body, Body::Scored(s) if s.experts.iter().any(|e| e == "js-expert-range")))
+        .count();
+    assert!(
+        weighed > 10,
+        "fusion counted the JavaScript expert: {weighed} plans"
+    );
     assert_eq!(
         garden_tests::without_timings(&a),
         garden_tests::without_timings(&b),
