@@ -2,6 +2,7 @@
 
 mod daemon;
 mod integrity_cmd;
+mod new_cmd;
 mod registry_cmd;
 mod run;
 mod status;
@@ -50,6 +51,9 @@ enum Command {
     /// Write the manifest a built component's describe() calls for (its
     /// name, role, topics and genes), or `--check` an existing one.
     Manifest(integrity_cmd::ManifestArgs),
+    /// Start a module in Rust, Python or JavaScript: source, unit test,
+    /// build script and README.
+    New(new_cmd::NewArgs),
     /// The component registry server.
     #[command(subcommand)]
     Registry(registry_cmd::RegistryCommand),
@@ -86,6 +90,7 @@ fn main() -> std::process::ExitCode {
         Command::Verify(args) => integrity_cmd::verify(args),
         Command::Inspect(args) => integrity_cmd::inspect(args),
         Command::Manifest(args) => integrity_cmd::manifest(args),
+        Command::New(args) => new_cmd::new(args),
         Command::Registry(cmd) => registry_cmd::registry(cmd),
         Command::Publish(args) => registry_cmd::publish(args),
         Command::Pull(args) => registry_cmd::pull(args),

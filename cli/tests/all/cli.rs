@@ -281,3 +281,48 @@ fn a_run_whose_module_cannot_start_exits_non_zero_naming_it() {
         "{err}"
     );
 }
+
+#[test]
+fn new_writes_a_module_whose_own_tests_pass_in_python_and_javascript() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let new = |lang: &str, name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_garden"))
+            .args(["new", "--lang", lang, "--dir"])
+            .arg(dir.path())
+            .arg(name)
+            .output()
+            .expect("garden runs")
+    };
+    for (lang, name) in [
+        ("rust", "rsi-watch"),
+        ("python", "py-watch"),
+        ("js", "js-watch"),
+    ] {
+        let o = new(lang, name);
+        assert!(o.status.success(), "{lang}: {}", text(&o).1);
+        assert!(dir.path().join(name).join("build.sh").exists());
+    }
+    let lib = std::fs::read_to_string(dir.path().join("rsi-watch/src/lib.rs")).expect("lib.rs");
+    assert!(lib.contains("pub struct RsiWatch") && lib.contains("\"rsi-watch\""));
+    let manifest =
+        std::fs::read_to_string(dir.path().join("rsi-watch/Cargo.toml")).expect("Cargo.toml");
+    assert!(manifest.contains("guest-sdk\" }"), "{manifest}");
+    // The Python and JavaScript modules' own unit tests pass as written.
+    let pytest = Command::new("python3")
+        .args(["-m", "pytest", "-q"])
+        .current_dir(dir.path().join("py-watch"))
+        .output()
+        .expect("python3 runs (pip install componentize-py==0.25.1 pytest)");
+    assert!(pytest.status.success(), "{}", text(&pytest).0);
+    let node = Command::new("node")
+        .arg("--test")
+        .current_dir(dir.path().join("js-watch"))
+        .output()
+        .expect("node runs");
+    assert!(node.status.success(), "{}{}", text(&node).0, text(&node).1);
+    // A second time, or a bad name, is refused.
+    let again = new("python", "py-watch");
+    assert!(!again.status.success() && text(&again).1.contains("exists already"));
+    let bad = new("rust", "Bad_Name");
+    assert!(!bad.status.success() && text(&bad).1.contains("not a module name"));
+}

@@ -1,0 +1,6 @@
+// The component's entry.
+import * as host from 'garden:pipeline/host@0.3.0';
+import { exportModule } from './garden-sdk.js';
+import { {{class}} } from './module.js';
+
+export const module = exportModule({{class}}, host);
