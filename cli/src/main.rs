@@ -54,6 +54,9 @@ enum Command {
     /// Start a module in Rust, Python or JavaScript: source, unit test,
     /// build script and README.
     New(new_cmd::NewArgs),
+    /// Verify and compile a pipeline's modules into the cache, so that the
+    /// first run starts at once.
+    Precompile(run::PrecompileArgs),
     /// The component registry server.
     #[command(subcommand)]
     Registry(registry_cmd::RegistryCommand),
@@ -91,6 +94,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(args) => integrity_cmd::inspect(args),
         Command::Manifest(args) => integrity_cmd::manifest(args),
         Command::New(args) => new_cmd::new(args),
+        Command::Precompile(args) => run::precompile(args),
         Command::Registry(cmd) => registry_cmd::registry(cmd),
         Command::Publish(args) => registry_cmd::publish(args),
         Command::Pull(args) => registry_cmd::pull(args),

@@ -100,8 +100,16 @@ pub(crate) fn load(
     store_url: &str,
     allow_downgrade: bool,
 ) -> Result<Loaded> {
-    let engine =
-        Arc::new(Engine::new(config.limits.clone(), cache).context("starting the wasm engine")?);
+    let engine = Engine::new(config.limits.clone(), cache)
+        .context("starting the wasm engine")?
+        .on_compile(Box::new(|digest, size| {
+            eprintln!(
+                "compiling a component of {:.1} MB (sha256 {}…), once: the cache keeps it",
+                size as f64 / 1e6,
+                digest.get(..12).unwrap_or(digest)
+            )
+        }));
+    let engine = Arc::new(engine);
     let trust = match trust {
         Some(path) => integrity::Trust::read(path, true)?,
         None => integrity::Trust::read(&integrity::default_trust_path(), false)?,
@@ -364,5 +372,53 @@ fn save_run(
     }) {
         eprintln!("warning: the run's lineage was not stored: {e}");
     }
+    Ok(())
+}
+
+/// Options of `garden precompile`.
+#[derive(clap::Args)]
+pub struct PrecompileArgs {
+    /// Pipeline whose modules to compile (default: the embedded one).
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    /// Directory for compiled modules (default: ~/.cache/garden).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Trust store (default: $GARDEN_TRUST or ~/.config/garden/trust.toml).
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
+    /// Store for the audit log (default: sqlite://~/.local/share/garden/garden.db).
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+}
+
+/// `garden precompile`: verify and compile a pipeline's modules into the
+/// cache, so that the first run starts at once (a Python component takes
+/// seconds to compile).
+pub fn precompile(args: PrecompileArgs) -> Result<()> {
+    let config = match &args.config {
+        Some(path) => PipelineConfig::read(path)?,
+        None => PipelineConfig::embedded()?,
+    };
+    let Some(cache) = args.cache_dir.or_else(default_cache_dir) else {
+        anyhow::bail!("no cache directory: pass --cache-dir DIR");
+    };
+    let store_url = args
+        .store
+        .clone()
+        .or_else(|| config.store.clone())
+        .unwrap_or_else(garden_host::audit::default_store_url);
+    let loaded = load(
+        &config,
+        Some(cache.clone()),
+        args.trust.as_ref(),
+        &store_url,
+        false,
+    )?;
+    println!(
+        "{} modules verified and compiled into {}",
+        loaded.modules.len(),
+        cache.display()
+    );
     Ok(())
 }

@@ -262,8 +262,15 @@ pub struct Engine {
     limits: Limits,
     cache: Option<crate::cache::ArtifactCache>,
     deadline_ticks: u64,
+    /// Told before a component is compiled (not found in the cache).
+    on_compile: Option<CompileNotice>,
     _ticker: EpochTicker,
 }
+
+/// Called with a component's sha256 and size before the engine compiles
+/// it: compiling a Python or JavaScript component takes seconds, and a
+/// command should say why it waits.
+pub type CompileNotice = Box<dyn Fn(&str, usize) + Send + Sync>;
 
 impl Engine {
     /// Build the engine. `cache` is a directory for precompiled artifacts
@@ -307,6 +314,7 @@ impl Engine {
             .max(1)
             + 1;
         Ok(Engine {
+            on_compile: None,
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
@@ -490,9 +498,21 @@ impl Engine {
         }
     }
 
+    /// Tell `notice` before compiling a component the cache does not hold.
+    pub fn on_compile(mut self, notice: CompileNotice) -> Self {
+        self.on_compile = Some(notice);
+        self
+    }
+
     fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component, LoadError> {
         let invalid = |e: wasmtime::Error| LoadError::Invalid(format!("{e:#}"));
+        let notice = || {
+            if let Some(notice) = &self.on_compile {
+                notice(digest, bytes.len());
+            }
+        };
         let Some(cache) = &self.cache else {
+            notice();
             return Component::new(&self.engine, bytes).map_err(invalid);
         };
         let mut h = std::hash::DefaultHasher::new();
@@ -510,6 +530,7 @@ impl Engine {
                 }
             }
         }
+        notice();
         let compiled = self.engine.precompile_component(bytes).map_err(invalid)?;
         // SAFETY: the bytes were produced by `precompile_component` on this
         // very engine a moment ago.

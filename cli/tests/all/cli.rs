@@ -326,3 +326,28 @@ fn new_writes_a_module_whose_own_tests_pass_in_python_and_javascript() {
     let bad = new("rust", "Bad_Name");
     assert!(!bad.status.success() && text(&bad).1.contains("not a module name"));
 }
+
+#[test]
+fn precompile_fills_the_cache_and_the_next_run_compiles_nothing() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let cache = home.path().join("cache");
+    let env = |c: &mut Command| {
+        c.env("GARDEN_DATA", home.path().join("data"))
+            .env("GARDEN_TRUST", home.path().join("trust.toml"));
+    };
+    let mut pre = Command::new(env!("CARGO_BIN_EXE_garden"));
+    pre.args(["precompile", "--cache-dir"]).arg(&cache);
+    env(&mut pre);
+    let o = pre.output().expect("garden runs");
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("modules verified and compiled"), "{out}");
+    assert!(
+        err.contains("compiling a component"),
+        "says why it waits: {err}"
+    );
+    let o = garden(&["run", "--seed", "2", "--variants", "1"], &cache);
+    let (_, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("compiling a component"), "all cached: {err}");
+}
