@@ -377,3 +377,24 @@ fn rust_python_and_javascript_variants_share_one_population_deterministically() 
         a.lineage.len()
     );
 }
+
+#[test]
+fn the_javascript_sdk_s_typescript_declarations_compile_against_a_module() {
+    let tsc = root().join("guest-sdk/js/node_modules/.bin/tsc");
+    run_in(
+        &root().join("guest-sdk/js"),
+        tsc.to_str().expect("utf-8 path"),
+        &[
+            "--noEmit",
+            "--strict",
+            "--module",
+            "nodenext",
+            "--moduleResolution",
+            "nodenext",
+            "--target",
+            "es2022",
+            "types-test/usage.ts",
+        ],
+        JS_TOOLS,
+    );
+}
