@@ -242,17 +242,16 @@ impl<B: Bus> Replay<B> {
                 population.push(id.clone());
                 if config.evolution.enabled {
                     let ev = evolver.get_or_insert_with(|| {
-                        let mut e = Evolver::new(
+                        Evolver::new(
                             config.evolution.clone(),
                             options.seed,
                             &p.name,
                             p.spec.settings.clone(),
                             options.total_bars,
                             options.steps_per_year,
-                        );
-                        e.skip_ids(p.count);
-                        e
+                        )
                     });
+                    ev.add_code(&p.spec.module, &p.name, p.spec.settings.clone(), p.count);
                     ev.register_initial(
                         &id,
                         p.spec.module.clone(),

@@ -351,3 +351,54 @@ fn precompile_fills_the_cache_and_the_next_run_compiles_nothing() {
     assert!(o.status.success(), "{err}");
     assert!(!err.contains("compiling a component"), "all cached: {err}");
 }
+
+#[test]
+fn the_languages_example_builds_signs_and_runs_three_languages_in_one_population() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_garden"))
+        .parent()
+        .expect("the binary's directory")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let with_env = |c: &mut Command| {
+        c.current_dir(dir.path())
+            .env("PATH", &path)
+            .env("GARDEN_DATA", dir.path().join("data"))
+            .env("GARDEN_TRUST", dir.path().join("none.toml"));
+    };
+    let mut build = Command::new(format!("{root}/examples/languages/build.sh"));
+    with_env(&mut build);
+    let o = build.output().expect(
+        "build.sh runs (pip install componentize-py==0.25.1; npm ci --prefix guest-sdk/js)",
+    );
+    assert!(o.status.success(), "{}{}", text(&o).0, text(&o).1);
+    let mut run = Command::new(env!("CARGO_BIN_EXE_garden"));
+    run.args(["run", "--json", "--seed", "4", "--config"])
+        .arg(format!("{root}/examples/languages/pipeline.toml"))
+        .args(["--trust", "target/languages/trust.toml", "--cache-dir"])
+        .arg(dir.path().join("cache"));
+    with_env(&mut run);
+    let o = run.output().expect("garden runs");
+    assert!(o.status.success(), "{}", text(&o).1);
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let modules: std::collections::BTreeSet<&str> = summary["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["module"].as_str())
+        .collect();
+    for m in [
+        "alpha-ema",
+        "py-breakout",
+        "js-sma-cross",
+        "js-expert-range",
+    ] {
+        assert!(modules.contains(m), "{m} ran: {modules:?}");
+    }
+    assert_eq!(summary["runtime"]["failures"], 0);
+}

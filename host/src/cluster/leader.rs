@@ -303,6 +303,7 @@ impl Leader {
         );
         ev.skip_ids(head.count);
         for p in &self.initial {
+            ev.add_code(&p.spec.module, &p.name, p.spec.settings.clone(), p.count);
             ev.register_initial(
                 &p.spec.id,
                 p.spec.module.clone(),

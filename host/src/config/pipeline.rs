@@ -3,7 +3,8 @@
 //! embedded `host/pipeline.toml` unless given `--config`.
 //!
 //! Invariant: a [`PipelineConfig`] that parsed is valid (at least one
-//! module, at most one population, every topic in the topic grammar);
+//! module, every topic in the topic grammar). Several modules may be the
+//! population: their variants compete in one, crossover within one code;
 //! loading its modules is [`crate::loader`]'s work.
 
 use std::collections::BTreeMap;
@@ -157,11 +158,6 @@ impl PipelineConfig {
         if self.modules.is_empty() {
             return Err(ConfigError::Invalid("no [[module]] entries".into()));
         }
-        if self.modules.iter().filter(|m| m.population).count() > 1 {
-            return Err(ConfigError::Invalid(
-                "at most one module may be the population".into(),
-            ));
-        }
         let topics = [
             ("feed_topic", Some(&self.feed_topic)),
             ("fitness_topic", Some(&self.fitness_topic)),
@@ -213,10 +209,9 @@ mod tests {
             err.contains("`feed_topic`") && err.contains("reserved"),
             "{err}"
         );
+        // Several codes may share one population (e.g. in three languages).
         let two = "[[module]]\nname='a'\npopulation=true\n[[module]]\nname='b'\npopulation=true\n";
-        assert!(matches!(
-            PipelineConfig::parse(two, "t"),
-            Err(ConfigError::Invalid(_))
-        ));
+        let parsed = PipelineConfig::parse(two, "t").expect("two population modules");
+        assert_eq!(parsed.modules.iter().filter(|m| m.population).count(), 2);
     }
 }

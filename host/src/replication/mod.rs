@@ -157,6 +157,9 @@ pub struct Evolver {
     rng: rand::rngs::ChaCha8Rng,
     module_name: String,
     settings: Vec<Setting>,
+    /// Per code (component digest) in the population: the pipeline's name
+    /// for its module (children's ids start with it) and its settings.
+    codes: std::collections::HashMap<String, (String, Vec<Setting>)>,
     variants: Vec<Variant>,
     next: u32,
     cut: usize,
@@ -189,6 +192,7 @@ impl Evolver {
             cfg,
             module_name: module_name.into(),
             settings,
+            codes: std::collections::HashMap::new(),
             variants: Vec::new(),
             next: 0,
             cut,
@@ -210,9 +214,25 @@ impl Evolver {
         self.next = self.next.max(n);
     }
 
+    /// Another code in the population (a population may mix modules, even
+    /// languages; crossover stays within one code): its children are named
+    /// `name.N` and get `settings`, and ids skip its `count` first ones.
+    pub fn add_code(&mut self, module: &Module, name: &str, settings: Vec<Setting>, count: u32) {
+        self.codes
+            .insert(module.digest().to_string(), (name.to_string(), settings));
+        self.skip_ids(count);
+    }
+
     /// Next instance id.
     pub fn next_id(&mut self) -> String {
-        let id = format!("{}.{}", self.module_name, self.next);
+        let name = self.module_name.clone();
+        self.next_id_of(&name)
+    }
+
+    /// Next instance id for a variant of module `name` (ids are unique
+    /// across the population's codes: one counter).
+    fn next_id_of(&mut self, name: &str) -> String {
+        let id = format!("{name}.{}", self.next);
         self.next += 1;
         id
     }
@@ -384,12 +404,17 @@ impl Evolver {
         bar: usize,
         cause: BirthCause,
     ) {
-        let id = self.next_id();
+        let (name, settings) = self
+            .codes
+            .get(module.digest())
+            .cloned()
+            .unwrap_or_else(|| (self.module_name.clone(), self.settings.clone()));
+        let id = self.next_id_of(&name);
         let spec = InstanceSpec {
             id: id.clone(),
             module: module.clone(),
             params: params.clone(),
-            settings: self.settings.clone(),
+            settings,
             snapshot: None,
         };
         self.add(id, module, params, parents, generation, bar, cause, false);
