@@ -357,15 +357,6 @@ impl Engine {
                 ceiling: memory_ceiling,
             });
         }
-        let initial = crate::shape::of(verified.component.code)
-            .map_err(|e| LoadError::Invalid(e.to_string()))?
-            .initial_memory_bytes;
-        if initial > memory {
-            return Err(LoadError::MemoryBelowInitial {
-                allowed: memory,
-                initial,
-            });
-        }
         let fuel = manifest
             .limits
             .fuel_per_call
@@ -378,7 +369,7 @@ impl Engine {
             });
         }
         let signer = (verified.component.key_id, verified.signer_name.clone());
-        let mut module = self.load_code(verified.component.code)?;
+        let mut module = self.load_code(verified.component.code, memory)?;
         check_against_manifest(&module.info, &manifest).map_err(LoadError::ManifestMismatch)?;
         // At run time the host enforces what was signed, not what the code says.
         module.publishes = Arc::new(manifest.capabilities.publish.iter().cloned().collect());
@@ -391,8 +382,16 @@ impl Engine {
 
     /// Refuse, before compiling, a component that imports what the host
     /// does not grant or would create more than the host's ceilings.
-    fn check_shape(&self, bytes: &[u8]) -> Result<(), LoadError> {
+    /// `memory` is what the module may hold: it must cover what its
+    /// memories start with.
+    fn check_shape(&self, bytes: &[u8], memory: u64) -> Result<(), LoadError> {
         let shape = crate::shape::of(bytes).map_err(|e| LoadError::Invalid(e.to_string()))?;
+        if shape.initial_memory_bytes > memory {
+            return Err(LoadError::MemoryBelowInitial {
+                allowed: memory,
+                initial: shape.initial_memory_bytes,
+            });
+        }
         if let Some(import) = crate::wasi::ungranted(shape.imports.iter().map(String::as_str)) {
             return Err(LoadError::NotGranted {
                 import: import.to_string(),
@@ -431,13 +430,13 @@ impl Engine {
     /// in the sandbox under this engine's limits; use an engine without a
     /// cache, so unsigned code never lands in one.
     pub fn describe_unsigned(&self, bytes: &[u8]) -> Result<Info, LoadError> {
-        Ok(self.load_code(bytes)?.info)
+        Ok(self.load_code(bytes, self.limits.memory_bytes as u64)?.info)
     }
 
     /// Compile, link and describe code whose integrity was checked.
-    fn load_code(&self, bytes: &[u8]) -> Result<Module, LoadError> {
+    fn load_code(&self, bytes: &[u8], memory: u64) -> Result<Module, LoadError> {
         check_header(bytes)?;
-        self.check_shape(bytes)?;
+        self.check_shape(bytes, memory)?;
         let digest = garden_trust::Digest::of(bytes).to_hex();
         let component = self.compile(bytes, &digest)?;
         let instance_pre = self
@@ -804,7 +803,7 @@ mod tests {
     fn a_component_of_many_memories_is_refused_at_load_with_the_numbers() {
         let engine = small_engine();
         // A dozen core instances, each with its own 1-page memory.
-        match engine.load_code(&memories(12, 1)) {
+        match engine.load_code(&memories(12, 1), u64::MAX) {
             Err(LoadError::TooManyParts {
                 what,
                 count,
@@ -829,7 +828,7 @@ mod tests {
             )"#,
         )
         .expect("valid WAT");
-        match engine.load_code(&bytes) {
+        match engine.load_code(&bytes, u64::MAX) {
             Err(LoadError::NotGranted { import }) => {
                 assert_eq!(import, "wasi:sockets/tcp-create-socket@0.2.0");
             }

@@ -474,6 +474,16 @@ impl Sandbox {
         })
     }
 
+    /// How many answers `batch` calls for: one per parcel for one member,
+    /// one per started member for a parcel for every member.
+    pub fn answers_for(&self, batch: &[Parcel<'_>]) -> usize {
+        let every = self.members.len();
+        batch
+            .iter()
+            .map(|p| if p.member.is_some() { 1 } else { every })
+            .sum()
+    }
+
     /// The members started and not left, in member order.
     pub fn members(&self) -> impl Iterator<Item = u32> + '_ {
         self.members.iter().copied()
@@ -488,10 +498,7 @@ impl Sandbox {
     /// each message for each member has the budget one call had.
     pub fn handle(&mut self, batch: &[Parcel<'_>]) -> Result<Vec<Answer>, CallError> {
         let every = self.members.len();
-        let expected: usize = batch
-            .iter()
-            .map(|p| if p.member.is_some() { 1 } else { every })
-            .sum();
+        let expected = self.answers_for(batch);
         let n = u64::try_from(expected).unwrap_or(u64::MAX).max(1);
         let now = batch.last().map_or(0, |p| p.message.time);
         let lowered = self.lower(batch);

@@ -301,7 +301,6 @@ impl Leader {
             usize::MAX,
             spy,
         );
-        ev.skip_ids(head.count);
         for p in &self.initial {
             ev.add_code(&p.spec.module, &p.name, p.spec.settings.clone(), p.count);
             ev.register_initial(

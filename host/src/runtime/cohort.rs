@@ -329,11 +329,6 @@ impl Cohort {
 
     /// One call with `takes`; its answers accounted to the members.
     fn call(&mut self, engine: &Engine, takes: &[Take]) {
-        let started = self.members.iter().filter(|s| s.started).count();
-        let expected: usize = takes
-            .iter()
-            .map(|t| if t.to.is_some() { 1 } else { started })
-            .sum();
         let Some(sandbox) = self.sandbox.as_mut() else {
             return;
         };
@@ -347,6 +342,7 @@ impl Cohort {
                 member: t.to.filter(|_| !alone).map(|k| members[k].ctx.member),
             })
             .collect();
+        let expected = sandbox.answers_for(&parcels);
         let clock = Instant::now();
         let result = sandbox.handle(&parcels);
         let busy = clock.elapsed();
