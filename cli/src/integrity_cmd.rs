@@ -22,6 +22,12 @@ pub enum KeyCommand {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Print the key id of a public key (PEM): what `garden trust revoke`,
+    /// `garden delegate` and the manifests' `publisher` name it by.
+    Id {
+        /// The public key (PEM).
+        key: PathBuf,
+    },
 }
 
 /// `garden trust ...`
@@ -127,6 +133,10 @@ pub fn key(cmd: KeyCommand) -> Result<()> {
             println!("key id {}", key.public().id());
             println!("private key {} (keep it secret)", private.display());
             println!("public key  {}", public.display());
+            Ok(())
+        }
+        KeyCommand::Id { key } => {
+            println!("{}", PublicKey::read(&key)?.id());
             Ok(())
         }
     }

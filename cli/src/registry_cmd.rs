@@ -44,7 +44,7 @@ pub struct PublishArgs {
     /// The signed component.
     component: PathBuf,
     /// Registry URL.
-    #[arg(long, default_value = DEFAULT_REGISTRY)]
+    #[arg(long, env = "GARDEN_REGISTRY", default_value = DEFAULT_REGISTRY)]
     registry: String,
 }
 
@@ -57,7 +57,7 @@ pub struct PullArgs {
     #[arg(long, short)]
     out: PathBuf,
     /// Registry URL.
-    #[arg(long, default_value = DEFAULT_REGISTRY)]
+    #[arg(long, env = "GARDEN_REGISTRY", default_value = DEFAULT_REGISTRY)]
     registry: String,
     /// Trust store to verify against.
     #[arg(long, value_name = "FILE")]
@@ -79,7 +79,7 @@ pub struct DelegateArgs {
     #[arg(long)]
     key: PathBuf,
     /// Registry URL.
-    #[arg(long, default_value = DEFAULT_REGISTRY)]
+    #[arg(long, env = "GARDEN_REGISTRY", default_value = DEFAULT_REGISTRY)]
     registry: String,
 }
 
@@ -92,7 +92,7 @@ pub struct YankArgs {
     #[arg(long)]
     key: PathBuf,
     /// Registry URL.
-    #[arg(long, default_value = DEFAULT_REGISTRY)]
+    #[arg(long, env = "GARDEN_REGISTRY", default_value = DEFAULT_REGISTRY)]
     registry: String,
 }
 

@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// written in batches off the hot path; `garden run` prints the run id.
     #[arg(long)]
     records: bool,
+    /// Print every message published on TOPIC as it passes, one line each
+    /// (time, topic, publisher, key, body); repeat for more topics.
+    #[arg(long, value_name = "TOPIC")]
+    show: Vec<String>,
     /// Directory for compiled modules (default: ~/.cache/garden).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -210,14 +214,46 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
         Recorder::start(&store_url, &run_id)
     });
-    let taps: &[&str] = if recorder.is_some() {
-        &RECORDED_TOPICS
-    } else {
-        &[]
-    };
+    for topic in &args.show {
+        garden_registry::topic::check(topic)
+            .with_context(|| format!("--show {topic}: not a topic name"))?;
+    }
+    let mut taps: Vec<&str> = args.show.iter().map(String::as_str).collect();
+    if recorder.is_some() {
+        taps.extend(
+            RECORDED_TOPICS
+                .iter()
+                .filter(|t| !args.show.iter().any(|s| s == *t)),
+        );
+    }
+    // Topics tapped only because --show asked: the host reads the fitness
+    // and context topics itself, and those are recorded with a run.
+    let show_only: Vec<&str> = args
+        .show
+        .iter()
+        .map(String::as_str)
+        .filter(|t| {
+            !RECORDED_TOPICS.contains(t)
+                && *t != config.fitness_topic
+                && Some(*t) != config.context_topic.as_deref()
+        })
+        .collect();
     let record = |m: &[Arc<garden_host::Envelope>]| {
+        for shown in m.iter().filter(|m| args.show.contains(&m.topic)) {
+            let line = render::message_line(shown);
+            match &bar {
+                Some(bar) => bar.suspend(|| println!("{line}")),
+                None => println!("{line}"),
+            }
+        }
         if let Some(r) = recorder.as_mut() {
-            r.record(m);
+            // What is tapped for --show alone is not recorded.
+            let recorded: Vec<_> = m
+                .iter()
+                .filter(|m| !show_only.contains(&m.topic.as_str()))
+                .cloned()
+                .collect();
+            r.record(&recorded);
         }
     };
     let summary = match config.bus.redis(&format!("garden:run:{seed}-{millis}"))? {
@@ -230,13 +266,13 @@ pub fn run(args: RunArgs) -> Result<()> {
             );
             let bus = RedisBus::connect(redis)?;
             replay_with(
-                bus, engine, &config, &modules, &rows, options, taps, record, progress,
+                bus, engine, &config, &modules, &rows, options, &taps, record, progress,
             )?
         }
         None => {
             let bus = MemoryBus::new(config.limits.inbox_capacity);
             replay_with(
-                bus, engine, &config, &modules, &rows, options, taps, record, progress,
+                bus, engine, &config, &modules, &rows, options, &taps, record, progress,
             )?
         }
     };

@@ -10,7 +10,7 @@
 # npm ci --prefix guest-sdk/js. OUT changes where the files go.
 set -e
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-OUT=${OUT:-target/languages}
+OUT=${OUT:-$ROOT/target/languages}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 

@@ -177,7 +177,9 @@ export function exportModule(cls, host) {
           seq: Number(m.seq),
           time: Number(m.time),
           source: names[m.source] ?? '',
-          body: timesToNumbers(m.body),
+          // Only BigInt times need a converted copy; a body the glue gave
+          // with Numbers (QuickJS) is passed as it is, at no cost.
+          body: big ? timesToNumbers(m.body) : m.body,
         };
         if (m.member === undefined || m.member === null) {
           for (const module of members) if (module !== undefined) results.push(handle(module, msg, big));

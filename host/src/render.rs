@@ -1,13 +1,40 @@
 //! The run summary as a text table for people (JSON is `serde_json` of
-//! [`RunSummary`] itself).
+//! [`RunSummary`] itself), and one message as one line.
 
 use std::fmt::Write as _;
 
+use crate::Envelope;
 use crate::replay::{EvolutionReport, RunSummary};
 use crate::runtime::InstanceState;
+use crate::types::Body;
 
 /// Most variants listed in the table; the rest are counted.
 const MAX_ROWS: usize = 20;
+
+/// Most bytes of a binary `custom` body shown, in hex.
+const MAX_HEX_BYTES: usize = 32;
+
+/// One message for people: event time (UTC), topic, publisher, key, body.
+/// A `custom` body is shown as text when it is UTF-8 (quoted, escaped) and
+/// in hex otherwise; any other body as its JSON.
+pub fn message_line(m: &Envelope) -> String {
+    let time = chrono::DateTime::from_timestamp_millis(m.time).map_or_else(
+        || m.time.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M").to_string(),
+    );
+    let body = match &m.body {
+        Body::Custom(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => format!("{text:?}"),
+            Err(_) => {
+                let shown = &bytes[..bytes.len().min(MAX_HEX_BYTES)];
+                let more = if bytes.len() > shown.len() { "…" } else { "" };
+                format!("0x{}{more} ({} bytes)", hex::encode(shown), bytes.len())
+            }
+        },
+        other => serde_json::to_string(other).unwrap_or_else(|e| format!("({e})")),
+    };
+    format!("{time}  {}  {}  {}  {body}", m.topic, m.source, m.key)
+}
 
 /// Render the summary: the variants, evolution, reports, cost per module
 /// and totals, each a section of its own.
@@ -259,5 +286,37 @@ fn totals(out: &mut String, s: &RunSummary) {
             i.failures.values().sum::<u64>(),
             i.last_error.as_deref().unwrap_or("")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(body: Body) -> Envelope {
+        Envelope {
+            topic: "alert".into(),
+            key: "EURUSD".into(),
+            seq: 1,
+            time: 1_700_000_000_000,
+            source: "rsi-watch.0".into(),
+            body,
+        }
+    }
+
+    #[test]
+    fn a_message_line_shows_text_as_text_and_bytes_in_hex() {
+        let text = message_line(&message(Body::Custom(b"RSI 28.1 \"low\"".to_vec())));
+        assert_eq!(
+            text,
+            r#"2023-11-14 22:13  alert  rsi-watch.0  EURUSD  "RSI 28.1 \"low\"""#
+        );
+        let bytes = message_line(&message(Body::Custom(vec![0xff; 40])));
+        assert!(
+            bytes.ends_with(&format!("0x{}… (40 bytes)", "ff".repeat(32))),
+            "{bytes}"
+        );
+        let end = message_line(&message(Body::EndOfStream));
+        assert!(end.ends_with("\"EndOfStream\""), "{end}");
     }
 }

@@ -11,6 +11,7 @@ use garden_registry::{Manifest, SigningKey, TrustStore, signature};
 
 pub mod languages;
 pub mod servers;
+pub mod tour;
 
 /// Limits small enough that misbehaving fixtures are stopped quickly.
 pub fn test_limits() -> Limits {

@@ -67,7 +67,8 @@ fn one() -> u32 {
 pub struct ModuleConfig {
     /// The module's name: one built into the binary, or a label when `path` is set.
     pub name: String,
-    /// A component file to load instead of the built-in module.
+    /// A component file to load instead of the built-in module; relative
+    /// to the pipeline file's directory when read from a file.
     pub path: Option<PathBuf>,
     /// How many instances to start.
     #[serde(default = "one")]
@@ -140,13 +141,22 @@ impl PipelineConfig {
         Ok(config)
     }
 
-    /// Read a configuration file.
+    /// Read a configuration file. A module's relative `path` is taken from
+    /// the file's own directory (as Cargo and Compose do), so a pipeline
+    /// runs the same from any working directory.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for module in &mut config.modules {
+            if let Some(file) = module.path.as_mut().filter(|p| p.is_relative()) {
+                *file = base.join(&*file);
+            }
+        }
+        Ok(config)
     }
 
     /// The embedded default.

@@ -9,6 +9,7 @@ mod languages;
 mod loading;
 mod panel;
 mod pipeline;
+mod readme;
 mod records;
 mod redis_bus;
 mod registry;
