@@ -339,14 +339,20 @@ pub fn lineage(args: LineageArgs) -> Result<()> {
     } else if args.csv {
         print!("{}", lineage::csv(&records));
     } else {
-        let id = match args.variant {
-            Some(v) => v,
-            None => lineage::best(&records)
-                .map(|r| r.id.clone())
-                .unwrap_or_default(),
-        };
-        println!("run {run}: {} variants; family of {id}\n", records.len());
-        print!("{}", lineage::tree(&records, &id));
+        let id = args
+            .variant
+            .or_else(|| lineage::best(&records).map(|r| r.id.clone()));
+        match id {
+            Some(id) => {
+                println!("run {run}: {} variants; family of {id}\n", records.len());
+                print!("{}", lineage::tree(&records, &id));
+            }
+            None => println!(
+                "run {run}: {} variants, none scored yet (a family tree follows the best; \
+                 --variant ID names one, --json lists all)",
+                records.len()
+            ),
+        }
     }
     Ok(())
 }

@@ -17,6 +17,9 @@
 //! - a block preceded by `<!-- tour: skip REASON -->` is not run; the
 //!   reason is required, so no block goes unrun unnoticed.
 //!
+//! `GARDEN_TOUR_SHOW=1` prints what every `sh` block printed (with
+//! `cargo test ... -- --nocapture`), to see a passing tour's output.
+//!
 //! Invariants: a `sh` block or a `$`-block is either run or skipped with a
 //! reason, never silently ignored; the harness changes no command, except
 //! the loopback addresses it is given (the documents name Redis on
@@ -250,6 +253,9 @@ impl Tour {
                 }
                 Action::Run => {
                     let (ok, out) = self.shell(&text);
+                    if std::env::var_os("GARDEN_TOUR_SHOW").is_some() {
+                        eprintln!("--- {doc}:{}\n{text}{out}", block.line);
+                    }
                     if !ok {
                         return Err(format!(
                             "{doc}:{}: the block failed:\n{text}\n{out}",
