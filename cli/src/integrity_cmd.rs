@@ -30,16 +30,39 @@ pub enum KeyCommand {
     },
 }
 
+/// A key's role, as `garden trust add --role` takes it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RoleArg {
+    /// Signs components.
+    Publisher,
+    /// Signs a daemon's entries on the shared bus.
+    Daemon,
+}
+
+impl From<RoleArg> for garden_registry::trust::Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Publisher => Self::Publisher,
+            RoleArg::Daemon => Self::Daemon,
+        }
+    }
+}
+
 /// `garden trust ...`
 #[derive(Subcommand)]
 pub enum TrustCommand {
-    /// Trust a publisher's public key.
+    /// Trust a public key: a publisher's (components it signs may run) or,
+    /// with `--role daemon`, a daemon's (its entries on the shared bus are
+    /// believed).
     Add {
         /// The public key (PEM).
         key: PathBuf,
         /// A name for people (default: the file name).
         #[arg(long)]
         name: Option<String>,
+        /// What the key may sign: `publisher` (components) or `daemon`.
+        #[arg(long, value_enum, default_value = "publisher")]
+        role: RoleArg,
         /// Trust store file.
         #[arg(long, value_name = "FILE")]
         trust: Option<PathBuf>,
@@ -145,7 +168,12 @@ pub fn key(cmd: KeyCommand) -> Result<()> {
 /// Run `garden trust`.
 pub fn trust(cmd: TrustCommand) -> Result<()> {
     match cmd {
-        TrustCommand::Add { key, name, trust } => {
+        TrustCommand::Add {
+            key,
+            name,
+            role,
+            trust,
+        } => {
             let path = trust_path(trust);
             let public = PublicKey::read(&key)?;
             let name = name.unwrap_or_else(|| {
@@ -154,13 +182,16 @@ pub fn trust(cmd: TrustCommand) -> Result<()> {
                     .unwrap_or("key")
                     .to_string()
             });
-            let id = TrustStore::update(&path, |store| store.add(&public, &name, &now_rfc3339()))?;
+            let role = garden_registry::trust::Role::from(role);
+            let id = TrustStore::update(&path, |store| {
+                store.add_as(&public, &name, role, &now_rfc3339())
+            })?;
             audit_trust(
                 "trust-add",
                 &id.to_string(),
-                &format!("trusted as `{name}` in {}", path.display()),
+                &format!("trusted as `{name}` ({role}) in {}", path.display()),
             );
-            println!("trusted {id} ({name}) in {}", path.display());
+            println!("trusted {id} ({name}, {role}) in {}", path.display());
             Ok(())
         }
         TrustCommand::List { trust } => {
@@ -168,7 +199,10 @@ pub fn trust(cmd: TrustCommand) -> Result<()> {
             let store = TrustStore::read(&path)?;
             println!("trust store {}", path.display());
             for k in &store.keys {
-                println!("trusted  {}  {}  (added {})", k.id, k.name, k.added_at);
+                println!(
+                    "trusted  {}  {}  {}  (added {})",
+                    k.id, k.role, k.name, k.added_at
+                );
             }
             for r in &store.revoked {
                 println!("revoked  {}  at {}: {}", r.id, r.revoked_at, r.reason);

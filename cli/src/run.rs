@@ -89,6 +89,7 @@ pub(crate) fn default_cache_dir() -> Option<PathBuf> {
 /// modules.
 pub(crate) struct Loaded {
     pub engine: Arc<Engine>,
+    pub trust: integrity::Trust,
     pub audit: garden_host::audit::Audit,
     pub modules: Vec<(garden_host::config::ModuleConfig, Arc<garden_host::Module>)>,
 }
@@ -131,6 +132,7 @@ pub(crate) fn load(
     versions.write()?;
     Ok(Loaded {
         engine,
+        trust,
         audit,
         modules,
     })
@@ -175,6 +177,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         engine,
         audit,
         modules,
+        ..
     } = load(
         &config,
         cache,

@@ -1,8 +1,11 @@
 //! `garden status`: what the live daemons of a garden run, and its
 //! population as the decision log tells it.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
-use garden_host::cluster;
+use garden_host::cluster::{self, Peers};
+use garden_host::integrity;
 
 /// Options of `garden status`.
 #[derive(clap::Args)]
@@ -16,6 +19,11 @@ pub struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Trust store whose daemon keys to believe (default: $GARDEN_TRUST or
+    /// ~/.config/garden/trust.toml): heartbeats and decisions no trusted
+    /// daemon key signed are left out and counted.
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
 }
 
 /// The population section of `garden status`: living variants first.
@@ -59,17 +67,32 @@ fn print_population(p: &cluster::PopulationView) {
 
 /// Run `garden status`.
 pub fn status(args: StatusArgs) -> Result<()> {
-    let daemons = cluster::status(&args.bus, &args.prefix)?;
-    let population = cluster::population(&args.bus, &args.prefix)?;
+    let trust = match &args.trust {
+        Some(path) => integrity::Trust::read(path, true)?,
+        None => integrity::Trust::read(&integrity::default_trust_path(), false)?,
+    };
+    let peers = Peers::new(trust.operator().clone());
+    let (daemons, refused) = cluster::status(&args.bus, &args.prefix, &peers)?;
+    let population = cluster::population(&args.bus, &args.prefix, peers)?;
     if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "daemons": daemons,
                 "population": population,
+                "refused_heartbeats": refused.iter().map(|r| format!("{}: {}", r.entry, r.reason)).collect::<Vec<_>>(),
             }))?
         );
         return Ok(());
+    }
+    for r in &refused {
+        println!("ignored heartbeat {}: {}", r.entry, r.reason);
+    }
+    if population.refused > 0 {
+        println!(
+            "ignored {} entries of the decision log that no trusted daemon key signed for their term",
+            population.refused
+        );
     }
     if daemons.is_empty() {
         println!("no live daemons under prefix {}", args.prefix);
@@ -81,7 +104,7 @@ pub fn status(args: StatusArgs) -> Result<()> {
     print_population(&population);
     for d in &daemons {
         println!(
-            "{}{} (pid {} on {}, plan {}, up since {}, {} heartbeats){}",
+            "{}{} (pid {} on {}, plan {}, up since {}, {} heartbeats{}){}",
             d.name,
             d.leader_term
                 .map(|t| format!(" [leader, term {t}]"))
@@ -91,6 +114,11 @@ pub fn status(args: StatusArgs) -> Result<()> {
             d.plan,
             d.started,
             d.beats,
+            if d.refused > 0 {
+                format!(", {} entries refused", d.refused)
+            } else {
+                String::new()
+            },
             d.bus_error
                 .as_deref()
                 .map(|e| format!("; bus error: {e}"))

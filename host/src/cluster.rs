@@ -21,7 +21,14 @@
 //! (each to the survivor that ranks next for it). The moved instance's
 //! unfinished messages are still pending in its consumer groups and are
 //! taken over by the new owner once they have been idle `claim_idle`.
+//!
+//! **Who wrote it.** Heartbeats and decisions are signed by the writing
+//! daemon's key (`identity`); a reader uses one only if a daemon key its
+//! trust store lists signed it, and a decision only if the key that
+//! announced its term did. What a plain Redis client writes there is
+//! refused, counted and audited, never acted on.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -31,9 +38,11 @@ use crate::bus::fnv1a;
 use crate::bus::redis::{Fields, RedisBusError};
 
 mod decisions;
+mod identity;
 mod leader;
 
-pub use decisions::{Decision, Follower, variant_of};
+pub use decisions::{Decision, Follower, Refusal, variant_of};
+pub use identity::{EntryRefused, Identity, IdentityError, Peers};
 pub use leader::{Leader, LeaderTopics};
 
 /// What a daemon says about itself in its heartbeat.
@@ -59,6 +68,10 @@ pub struct DaemonStatus {
     /// daemon of a garden must show the same.
     #[serde(default)]
     pub plan: String,
+    /// Entries it refused so far: decisions and heartbeats no trusted
+    /// daemon key signed (each is audited).
+    #[serde(default)]
+    pub refused: u64,
 }
 
 /// A fingerprint of an instance plan: `(id, code digest, params)` of every
@@ -143,6 +156,9 @@ pub struct Membership {
     prefix: String,
     name: String,
     ttl: Duration,
+    identity: Option<Arc<Identity>>,
+    peers: Peers,
+    refused_heartbeats: Vec<Refusal>,
 }
 
 impl Membership {
@@ -161,6 +177,45 @@ impl Membership {
             prefix: prefix.to_string(),
             name: name.to_string(),
             ttl,
+            identity: None,
+            peers: Peers::default(),
+            refused_heartbeats: Vec::new(),
+        })
+    }
+
+    /// Sign what this daemon writes with `identity`; without one it can
+    /// read but neither beat nor decide.
+    pub fn signing(mut self, identity: Arc<Identity>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Use only what the daemon keys of `peers` signed (by default none).
+    pub fn trusting(mut self, peers: Peers) -> Self {
+        self.peers = peers;
+        self
+    }
+
+    /// The keys this member accepts.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// The prefix of the garden's keys.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Heartbeats refused since the last call (each once per beat that saw it).
+    pub fn take_refused(&mut self) -> Vec<Refusal> {
+        std::mem::take(&mut self.refused_heartbeats)
+    }
+
+    fn identity(&self) -> redis::RedisResult<Arc<Identity>> {
+        self.identity.clone().ok_or_else(|| {
+            redis::RedisError::from(std::io::Error::other(
+                "this connection has no daemon key, so it cannot write heartbeats or decisions",
+            ))
         })
     }
 
@@ -189,17 +244,32 @@ impl Membership {
     /// name (this one included). On a Redis error the caller keeps its last
     /// view.
     pub fn beat(&mut self, status: &DaemonStatus) -> redis::RedisResult<Vec<DaemonStatus>> {
-        let json = serde_json::to_string(status).unwrap_or_default();
+        let json = serde_json::to_string(status).map_err(|e| {
+            redis::RedisError::from(std::io::Error::other(format!(
+                "the heartbeat does not encode: {e}"
+            )))
+        })?;
+        let signed = self.identity()?.sign(
+            &heartbeat_purpose(&self.prefix, &self.name),
+            &[("status", &json)],
+        );
+        let value = serde_json::to_string(&signed).map_err(|e| {
+            redis::RedisError::from(std::io::Error::other(format!(
+                "the heartbeat does not encode: {e}"
+            )))
+        })?;
         let ttl_ms = u64::try_from(self.ttl.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
         let (prefix, name) = (self.prefix.clone(), self.name.clone());
+        let peers = self.peers.clone();
+        let mut refused = Vec::new();
         let result = (|| {
             let conn = self.conn()?;
             redis::pipe()
                 .cmd("SET")
                 .arg(Self::daemon_key(&prefix, &name))
-                .arg(&json)
+                .arg(&value)
                 .arg("PX")
                 .arg(ttl_ms)
                 .ignore()
@@ -208,8 +278,9 @@ impl Membership {
                 .arg(&name)
                 .ignore()
                 .exec(conn)?;
-            live(conn, &prefix)
+            live(conn, &prefix, &peers, &mut refused)
         })();
+        self.refused_heartbeats.extend(refused);
         if result.is_err() {
             self.conn = None;
         }
@@ -246,11 +317,16 @@ impl Membership {
     pub fn decide(&mut self, term: u64, fields: &[(&str, &str)]) -> redis::RedisResult<bool> {
         let prefix = self.prefix.clone();
         let script = redis::Script::new(DECIDE);
+        // The signature covers the term, which the script writes first.
+        let term_text = term.to_string();
+        let mut all = vec![("term", term_text.as_str())];
+        all.extend_from_slice(fields);
+        let signed = self.identity()?.sign(&decision_purpose(&prefix), &all);
         let conn = self.conn()?;
         let mut invocation = script.key(format!("{prefix}:leader:term"));
         invocation.key(format!("{prefix}:decisions")).arg(term);
-        for (k, v) in fields {
-            invocation.arg(*k).arg(*v);
+        for (k, v) in &signed[1..] {
+            invocation.arg(k).arg(v);
         }
         let written: i64 = invocation.invoke(conn)?;
         Ok(written == 1)
@@ -446,9 +522,43 @@ redis.call('XADD', KEYS[2], '*', unpack(fields))
 return 1
 "#;
 
+/// What a daemon's heartbeat is signed for.
+fn heartbeat_purpose(prefix: &str, name: &str) -> String {
+    format!("heartbeat {prefix} {name}")
+}
+
+/// What a decision is signed for.
+pub(crate) fn decision_purpose(prefix: &str) -> String {
+    format!("decision {prefix}")
+}
+
+/// A heartbeat's status, if a trusted daemon key signed it for this name.
+fn verified_heartbeat(
+    prefix: &str,
+    name: &str,
+    value: &str,
+    peers: &Peers,
+) -> Result<DaemonStatus, EntryRefused> {
+    let fields: Fields = serde_json::from_str(value).map_err(|_| EntryRefused::Unsigned)?;
+    peers.verify(&heartbeat_purpose(prefix, name), &fields)?;
+    let status = fields
+        .iter()
+        .find(|(k, _)| k == "status")
+        .and_then(|(_, v)| serde_json::from_str::<DaemonStatus>(v).ok())
+        .filter(|s| s.name == name)
+        .ok_or(EntryRefused::Unsigned)?;
+    Ok(status)
+}
+
 /// The live daemons' statuses under `prefix`, sorted by name; daemons whose
-/// heartbeat has expired are removed from the set.
-fn live(conn: &mut redis::Connection, prefix: &str) -> redis::RedisResult<Vec<DaemonStatus>> {
+/// heartbeat has expired are removed from the set. A heartbeat no trusted
+/// daemon key signed is not alive: it goes to `refused`.
+fn live(
+    conn: &mut redis::Connection,
+    prefix: &str,
+    peers: &Peers,
+    refused: &mut Vec<Refusal>,
+) -> redis::RedisResult<Vec<DaemonStatus>> {
     let mut names: Vec<String> = redis::cmd("SMEMBERS")
         .arg(Membership::set_key(prefix))
         .query(conn)?;
@@ -464,10 +574,17 @@ fn live(conn: &mut redis::Connection, prefix: &str) -> redis::RedisResult<Vec<Da
     let mut out = Vec::new();
     for (name, value) in names.into_iter().zip(values) {
         match value {
-            Some(json) => out.push(serde_json::from_str(&json).unwrap_or(DaemonStatus {
-                name,
-                ..DaemonStatus::default()
-            })),
+            Some(value) => match verified_heartbeat(prefix, &name, &value, peers) {
+                Ok(status) => out.push(status),
+                Err(reason) => {
+                    tracing::warn!(daemon = %name, "ignoring a heartbeat: {reason}");
+                    refused.push(Refusal {
+                        entry: Membership::daemon_key(prefix, &name),
+                        kind: "heartbeat",
+                        reason,
+                    });
+                }
+            },
             None => {
                 tracing::warn!(daemon = %name, "heartbeat lapsed: the daemon is dead");
                 let _: redis::RedisResult<()> = redis::cmd("SREM")
@@ -480,13 +597,21 @@ fn live(conn: &mut redis::Connection, prefix: &str) -> redis::RedisResult<Vec<Da
     Ok(out)
 }
 
-/// The live daemons under `prefix` at `url`, for `garden status`.
-pub fn status(url: &str, prefix: &str) -> Result<Vec<DaemonStatus>, RedisBusError> {
+/// The live daemons under `prefix` at `url` whose heartbeats a daemon key
+/// of `peers` signed, for `garden status`, and the heartbeats refused.
+pub fn status(
+    url: &str,
+    prefix: &str,
+    peers: &Peers,
+) -> Result<(Vec<DaemonStatus>, Vec<Refusal>), RedisBusError> {
     let (_, mut conn) = crate::bus::redis::connect(url)?;
-    live(&mut conn, prefix).map_err(|source| RedisBusError::Connect {
-        url: crate::bus::redis::redacted(url),
-        source,
-    })
+    let mut refused = Vec::new();
+    let live =
+        live(&mut conn, prefix, peers, &mut refused).map_err(|source| RedisBusError::Connect {
+            url: crate::bus::redis::redacted(url),
+            source,
+        })?;
+    Ok((live, refused))
 }
 
 /// The population of a garden as its decision log tells it.
@@ -498,11 +623,16 @@ pub struct PopulationView {
     pub stepped: Option<usize>,
     /// Every variant a decision named, as last decided.
     pub lineage: Vec<crate::replication::LineageRecord>,
+    /// Entries of the log refused (unsigned, untrusted, forged, or by a
+    /// key that did not hold their term).
+    pub refused: u64,
 }
 
-/// Read the decision log of the garden under `prefix` at `url`.
-pub fn population(url: &str, prefix: &str) -> Result<PopulationView, RedisBusError> {
-    let mut m = Membership::connect(url, prefix, "$status", Duration::from_secs(1))?;
+/// Read the decision log of the garden under `prefix` at `url`, using only
+/// decisions signed by the daemon keys of `peers`.
+pub fn population(url: &str, prefix: &str, peers: Peers) -> Result<PopulationView, RedisBusError> {
+    let mut m =
+        Membership::connect(url, prefix, "$status", Duration::from_secs(1))?.trusting(peers);
     let mut f = Follower::default();
     f.poll(&mut m).map_err(|source| RedisBusError::Connect {
         url: crate::bus::redis::redacted(url),
@@ -512,6 +642,7 @@ pub fn population(url: &str, prefix: &str) -> Result<PopulationView, RedisBusErr
         term: f.term(),
         stepped: f.stepped(),
         lineage: f.lineage().to_vec(),
+        refused: f.refused_total(),
     })
 }
 

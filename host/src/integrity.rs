@@ -85,6 +85,12 @@ impl Trust {
         Self::new(store)
     }
 
+    /// The operator's own store, without the development key: the one
+    /// whose daemon keys a daemon accepts entries from.
+    pub fn operator(&self) -> &TrustStore {
+        &self.operator
+    }
+
     /// The store to verify `bytes` against: with the development key only
     /// when `bytes` are one of the built-in modules, byte for byte.
     pub fn store_for(&self, bytes: &[u8]) -> &TrustStore {

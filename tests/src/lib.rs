@@ -216,20 +216,49 @@ pub fn without_costs(s: &garden_host::replay::RunSummary) -> serde_json::Value {
     v
 }
 
+/// The home of [`garden`]'s files in this test process: `data/`, the trust
+/// store `trust.toml`, `cache/`.
+pub fn garden_home() -> &'static std::path::Path {
+    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
+    HOME.get_or_init(|| tempfile::tempdir().expect("a home for garden"))
+        .path()
+}
+
 /// The `garden` command of this build, with its data directory (audit key
 /// and heads, default store), trust store and cache in a directory of this
 /// test process, never the user's own.
 pub fn garden() -> std::process::Command {
-    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let home = HOME
-        .get_or_init(|| tempfile::tempdir().expect("a home for garden"))
-        .path();
+    let home = garden_home();
     let mut command = std::process::Command::new(garden_bin());
     command
         .env("GARDEN_DATA", home.join("data"))
         .env("GARDEN_TRUST", home.join("trust.toml"))
         .env("XDG_CACHE_HOME", home.join("cache"));
     command
+}
+
+/// Make daemon `name`'s key where `garden daemon --name NAME` of
+/// [`garden`] finds it, and trust it as a daemon key in [`garden`]'s trust
+/// store, as an operator does before starting it.
+pub fn trust_daemon(name: &str) {
+    let home = garden_home();
+    let key = home.join("data/daemons").join(format!("{name}.key.pem"));
+    let (identity, _) = garden_host::cluster::Identity::load_or_create(&key).expect("a daemon key");
+    TrustStore::update(&home.join("trust.toml"), |store| {
+        store.add_as(
+            &identity.public(),
+            name,
+            garden_registry::trust::Role::Daemon,
+            "test",
+        )
+    })
+    .expect("trusts the daemon key");
+}
+
+/// The daemon keys [`garden`]'s trust store lists, as a daemon reads them.
+pub fn daemon_peers() -> garden_host::cluster::Peers {
+    let store = TrustStore::read(&garden_home().join("trust.toml")).expect("the trust store");
+    garden_host::cluster::Peers::new(store)
 }
 
 /// The `garden` binary of this build (`target/<profile>/garden`), which

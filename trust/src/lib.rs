@@ -25,4 +25,4 @@ pub use keys::{KeyError, KeyId, PublicKey, SigningKey};
 pub use manifest::{Manifest, ManifestError};
 pub use signature::{SignatureError, SignedComponent};
 pub use topic::TopicError;
-pub use trust::{TrustError, TrustStore, Verified};
+pub use trust::{Role, TrustError, TrustStore, Verified};

@@ -1,5 +1,10 @@
 //! The host's trust store: publisher keys it trusts and keys it has revoked.
 //! A TOML file; `garden trust add|list|revoke` edit it.
+//!
+//! Invariant: a key has one role. A publisher key signs components and
+//! nothing else; a daemon key signs what a daemon writes to the shared bus
+//! (decisions, heartbeats) and never a component, so a stolen daemon key
+//! cannot publish code and a publisher cannot steer a garden.
 
 use std::path::{Path, PathBuf};
 
@@ -65,6 +70,16 @@ pub enum TrustError {
     /// A key file is unusable.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// One key, one role.
+    #[error(
+        "key {key} is trusted as a {role} already; a key has one role: make another key for the other"
+    )]
+    OtherRole {
+        /// The key.
+        key: KeyId,
+        /// The role it has.
+        role: Role,
+    },
 }
 
 /// The directory holding a trust file (`.` for a bare file name).
@@ -72,6 +87,26 @@ fn store_dir(path: &Path) -> &Path {
     path.parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
+}
+
+/// What a trusted key may sign.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Components (the default, and what stores written before roles hold).
+    #[default]
+    Publisher,
+    /// A daemon's entries on a shared bus.
+    Daemon,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Publisher => "publisher",
+            Role::Daemon => "daemon",
+        })
+    }
 }
 
 /// A trusted key.
@@ -82,6 +117,9 @@ pub struct TrustedKey {
     pub id: KeyId,
     /// A name for people.
     pub name: String,
+    /// What it may sign.
+    #[serde(default)]
+    pub role: Role,
     /// SubjectPublicKeyInfo PEM.
     pub public_key: String,
     /// When it was added, RFC 3339.
@@ -206,9 +244,32 @@ impl TrustStore {
         Ok(result)
     }
 
-    /// Trust `key` under `name`; trusting a revoked key is refused.
+    /// Trust `key` under `name` as a publisher; trusting a revoked key is
+    /// refused.
     pub fn add(&mut self, key: &PublicKey, name: &str, now: &str) -> Result<KeyId, TrustError> {
+        self.add_as(key, name, Role::Publisher, now)
+    }
+
+    /// Trust `key` under `name` in `role`. A revoked key, or one trusted
+    /// already in the other role, is refused.
+    pub fn add_as(
+        &mut self,
+        key: &PublicKey,
+        name: &str,
+        role: Role,
+        now: &str,
+    ) -> Result<KeyId, TrustError> {
         let id = key.id();
+        if let Some(k) = self
+            .keys
+            .iter()
+            .find(|k| k.id.matches(&id) && k.role != role)
+        {
+            return Err(TrustError::OtherRole {
+                key: id,
+                role: k.role,
+            });
+        }
         if let Some(r) = self.revoked.iter().find(|r| r.id.matches(&id)) {
             return Err(TrustError::Revoked {
                 key: id,
@@ -221,6 +282,7 @@ impl TrustStore {
             self.keys.push(TrustedKey {
                 id,
                 name: name.into(),
+                role,
                 public_key: key.to_pem(),
                 added_at: now.into(),
             });
@@ -272,7 +334,11 @@ impl TrustStore {
                 signed_at: component.signed_at.clone(),
             });
         }
-        let Some(trusted) = self.keys.iter().find(|k| k.id.matches(&component.key_id)) else {
+        let Some(trusted) = self
+            .keys
+            .iter()
+            .find(|k| k.id.matches(&component.key_id) && k.role == Role::Publisher)
+        else {
             return Err(TrustError::Untrusted(component.key_id));
         };
         let key = PublicKey::from_pem(&trusted.public_key, Path::new("trust store"))?;
@@ -285,6 +351,19 @@ impl TrustStore {
             signer_name: trusted.name.clone(),
             component,
         })
+    }
+
+    /// The trusted, unrevoked key `id` in `role`, with its name.
+    pub fn key_in_role(&self, id: &KeyId, role: Role) -> Option<(PublicKey, &str)> {
+        if self.revoked.iter().any(|r| r.id.matches(id)) {
+            return None;
+        }
+        let trusted = self
+            .keys
+            .iter()
+            .find(|k| k.id.matches(id) && k.role == role)?;
+        let key = PublicKey::from_pem(&trusted.public_key, Path::new("trust store")).ok()?;
+        key.id().matches(id).then_some((key, trusted.name.as_str()))
     }
 }
 
@@ -419,5 +498,45 @@ mod tests {
             store.verify(&by_bob),
             Err(TrustError::Revoked { .. })
         ));
+    }
+
+    #[test]
+    fn a_daemon_key_signs_no_component_and_a_key_has_one_role() {
+        let daemon = SigningKey::generate();
+        let mut store = TrustStore::default();
+        store
+            .add_as(
+                &daemon.public(),
+                "host-a",
+                Role::Daemon,
+                "2026-01-01T00:00:00Z",
+            )
+            .unwrap();
+        let signed = signature::sign(EMPTY, &manifest(), &daemon, "2026-02-01T00:00:00Z").unwrap();
+        assert!(matches!(
+            store.verify(&signed),
+            Err(TrustError::Untrusted(_))
+        ));
+        assert!(
+            store
+                .key_in_role(&daemon.public().id(), Role::Daemon)
+                .is_some()
+        );
+        assert!(
+            store
+                .key_in_role(&daemon.public().id(), Role::Publisher)
+                .is_none()
+        );
+        let err = store.add(&daemon.public(), "host-a", "now").unwrap_err();
+        assert!(
+            err.to_string().contains("trusted as a daemon already"),
+            "{err}"
+        );
+        store.revoke(daemon.public().id(), "gone", "now");
+        assert!(
+            store
+                .key_in_role(&daemon.public().id(), Role::Daemon)
+                .is_none()
+        );
     }
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use garden_host::bus::{Bus, RedisBus, RedisOptions};
 use garden_host::cluster::{
-    self, DaemonStatus, Decision, Follower, InstanceStatus, Leader, LeaderTopics, Membership,
+    self, DaemonStatus, Decision, Follower, Identity, InstanceStatus, Leader, LeaderTopics,
+    Membership, Peers,
 };
 use garden_host::config::PipelineConfig;
 use garden_host::parking::StoreParking;
@@ -59,9 +60,17 @@ pub struct DaemonArgs {
     /// Messages a dead daemon left unfinished this long are taken over.
     #[arg(long, value_name = "MS")]
     claim_idle_ms: Option<u64>,
-    /// Trust store (default: $GARDEN_TRUST or ~/.config/garden/trust.toml).
+    /// Trust store (default: $GARDEN_TRUST or ~/.config/garden/trust.toml):
+    /// the publishers whose components it runs, and the daemon keys whose
+    /// entries it accepts (`garden trust add --role daemon`).
     #[arg(long, value_name = "FILE")]
     trust: Option<PathBuf>,
+    /// This daemon's private key, which signs its heartbeats and decisions
+    /// (default: $GARDEN_DATA/daemons/NAME.key.pem, made on first start,
+    /// mode 0600). Its public half must be trusted with
+    /// `garden trust add --role daemon` by every daemon of the garden.
+    #[arg(long, value_name = "FILE.key.pem")]
+    key: Option<PathBuf>,
     /// Directory for compiled modules (default: ~/.cache/garden).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
@@ -93,6 +102,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     // log, in the shared store if there is one, as `garden run` does.
     let crate::run::Loaded {
         engine,
+        trust,
         audit,
         modules,
     } = crate::run::load(
@@ -110,6 +120,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     let plan = garden_host::loader::plan(&modules, args.seed, None)?;
     let name = options.consumer.clone();
     let url = options.url.clone();
+    let identity = identity(&args, &name, &trust)?;
     let mut bus = RedisBus::connect(options)?;
     // Acknowledged at each heartbeat, once the snapshots are saved.
     bus.hold_acks();
@@ -130,7 +141,9 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         &args.prefix,
         &name,
         Duration::from_millis(args.heartbeat_ttl_ms.max(HEARTBEAT_TTL_MIN_MS)),
-    )?;
+    )?
+    .signing(identity)
+    .trusting(Peers::new(trust.operator().clone()));
     eprintln!(
         "garden daemon {name}: {} instances in the pipeline, prefix {}",
         plan.len(),
@@ -178,6 +191,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         membership,
         recorder,
         warned_plans: false,
+        audited_heartbeats: HashSet::new(),
         quarantined: HashMap::new(),
         leader: None,
         next_beat: Instant::now(),
@@ -186,6 +200,43 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     loop {
         daemon.step();
     }
+}
+
+/// This daemon's key (made on first start), which its own trust store must
+/// list as a daemon key: otherwise every other daemon would ignore it.
+fn identity(args: &DaemonArgs, name: &str, trust: &integrity::Trust) -> Result<Arc<Identity>> {
+    let path = args.key.clone().unwrap_or_else(|| {
+        garden_host::paths::data_dir()
+            .join("daemons")
+            .join(format!("{name}.key.pem"))
+    });
+    let (identity, made) = Identity::load_or_create(&path)?;
+    let public = path.with_file_name(
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".key.pem"))
+            .map_or_else(|| "daemon.pub.pem".to_string(), |n| format!("{n}.pub.pem")),
+    );
+    if made {
+        eprintln!(
+            "made this daemon's key {} at {} (public half {})",
+            identity.id(),
+            path.display(),
+            public.display()
+        );
+    }
+    if Peers::new(trust.operator().clone())
+        .name_of(&identity.id())
+        .is_none()
+    {
+        bail!(
+            "this daemon's key {} is not a trusted daemon key, so no daemon would accept its entries: \
+             run `garden trust add --role daemon {}` on every host of this garden (and give the same trust file with --trust)",
+            identity.id(),
+            public.display()
+        );
+    }
+    Ok(Arc::new(identity))
 }
 
 /// The Redis options of this daemon: the pipeline's `[bus]`, overridden
@@ -247,6 +298,8 @@ struct Daemon {
     status: DaemonStatus,
     live: Vec<String>,
     warned_plans: bool,
+    /// Refused heartbeats already audited (one record each, not one per beat).
+    audited_heartbeats: HashSet<String>,
     quarantined: HashMap<String, String>,
     leader: Option<Leader>,
     next_beat: Instant,
@@ -299,6 +352,7 @@ impl Daemon {
             Ok(now) => self.see_garden(&now),
             Err(e) => eprintln!("heartbeat failed ({e}); keeping the last view"),
         }
+        self.audit_refusals();
         checkpoint(&mut self.runtime, &mut self.membership);
         self.garden.place(
             &self.name,
@@ -306,6 +360,24 @@ impl Daemon {
             &mut self.runtime,
             &mut self.membership,
         );
+    }
+
+    /// Count and audit what was refused since the last beat: decisions
+    /// each once, heartbeats once per forged value.
+    fn audit_refusals(&mut self) {
+        let decisions = self.garden.follower.take_refused();
+        let heartbeats = self.membership.take_refused();
+        for r in decisions.into_iter().chain(heartbeats) {
+            let detail = format!("{}: {}", r.entry, r.reason);
+            if r.kind == "heartbeat" && !self.audited_heartbeats.insert(detail.clone()) {
+                continue;
+            }
+            self.status.refused += 1;
+            eprintln!("refused a {} entry {detail}", r.kind);
+            self.watch
+                .audit()
+                .record("refused-entry", r.kind, &self.name, &detail);
+        }
     }
 
     /// Take or keep the leader's lease; a new term is announced as the

@@ -1,7 +1,13 @@
 //! The leader's decisions, as written to `{prefix}:decisions` and read back
 //! by every daemon (the leader included): one log, one way to change the
 //! population.
+//!
+//! Invariant: a decision is used only if a trusted daemon key signed it
+//! (`identity`) and, unless it announces a term, only if the key that
+//! announced its term signed it; anything else is refused and reported,
+//! and never moves the follower's term, lineage or position in the bars.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::bindings::types::Param;
@@ -11,6 +17,19 @@ use crate::genes::typed;
 use crate::replication::LineageRecord;
 
 use super::Membership;
+use super::identity::EntryRefused;
+use garden_trust::KeyId;
+
+/// An entry a reader did not use, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// Where it was: a stream entry id, or the heartbeat's key.
+    pub entry: String,
+    /// What it claimed to be (`decision`, `heartbeat`).
+    pub kind: &'static str,
+    /// Why it was refused.
+    pub reason: EntryRefused,
+}
 
 /// Decisions read from the log per request while catching up.
 const DECISIONS_PER_READ: usize = 1000;
@@ -160,6 +179,10 @@ pub fn variant_of(
 /// born or retired by a decision so far.
 #[derive(Debug, Default)]
 pub struct Follower {
+    /// The key that announced each term seen.
+    leaders: HashMap<u64, KeyId>,
+    refused: Vec<Refusal>,
+    refused_total: u64,
     after: Option<String>,
     lineage: Vec<LineageRecord>,
     stepped: Option<usize>,
@@ -181,9 +204,19 @@ impl Follower {
                 return Ok(out);
             };
             self.after = Some(last.clone());
+            let purpose = super::decision_purpose(m.prefix());
             for (id, fields) in &batch {
-                match Decision::parse(fields) {
-                    Ok(d) => {
+                let decision = match m.peers().verify(&purpose, fields) {
+                    Ok(signer) => Decision::parse(fields).map(|d| (d, signer)),
+                    Err(reason) => {
+                        self.refuse(id, reason);
+                        continue;
+                    }
+                };
+                let decision = decision.map(|(d, signer)| self.check_term(id, d, signer));
+                match decision {
+                    Ok(None) => {}
+                    Ok(Some(d)) => {
                         self.note(i64::try_from(entry_position(id)).unwrap_or(i64::MAX), &d);
                         out.push(d);
                     }
@@ -191,6 +224,52 @@ impl Follower {
                 }
             }
         }
+    }
+
+    /// A term's decisions count only when signed by the key that announced
+    /// the term; `None` when refused.
+    fn check_term(&mut self, id: &str, d: Decision, signer: KeyId) -> Option<Decision> {
+        let term = match &d {
+            Decision::Leader { term, .. } => {
+                self.leaders.entry(*term).or_insert(signer);
+                *term
+            }
+            Decision::Birth { term, .. }
+            | Decision::Retire { term, .. }
+            | Decision::Stepped { term, .. } => *term,
+        };
+        match self.leaders.get(&term) {
+            Some(leader) if leader.matches(&signer) => Some(d),
+            leader => {
+                let reason = EntryRefused::NotTheLeader {
+                    term,
+                    signer: signer.to_string(),
+                    leader: leader.map_or_else(|| "nobody".into(), |k| k.to_string()),
+                };
+                self.refuse(id, reason);
+                None
+            }
+        }
+    }
+
+    fn refuse(&mut self, id: &str, reason: EntryRefused) {
+        tracing::warn!(entry = %id, "refusing a decision: {reason}");
+        self.refused_total += 1;
+        self.refused.push(Refusal {
+            entry: id.to_string(),
+            kind: "decision",
+            reason,
+        });
+    }
+
+    /// Decisions refused since the last call, to count and audit.
+    pub fn take_refused(&mut self) -> Vec<Refusal> {
+        std::mem::take(&mut self.refused)
+    }
+
+    /// Decisions refused since this follower started.
+    pub fn refused_total(&self) -> u64 {
+        self.refused_total
     }
 
     fn note(&mut self, at: i64, d: &Decision) {

@@ -76,6 +76,7 @@ fn daemon_in(
     cache: &Path,
     extra: &[&str],
 ) -> Daemon {
+    garden_tests::trust_daemon(name);
     Daemon(
         garden_tests::garden()
             .args(["daemon", "--bus", &redis.url(), "--prefix", prefix])
@@ -91,6 +92,14 @@ fn daemon_in(
             .spawn()
             .expect("garden daemon starts"),
     )
+}
+
+/// The live daemons whose heartbeats a trusted daemon key signed.
+fn live_daemons(
+    redis: &Redis,
+    prefix: &str,
+) -> Result<Vec<cluster::DaemonStatus>, garden_host::bus::redis::RedisBusError> {
+    cluster::status(&redis.url(), prefix, &garden_tests::daemon_peers()).map(|(d, _)| d)
 }
 
 /// Where `daemon_in` keeps daemon `name`'s standard error: beside `cache`.
@@ -413,7 +422,10 @@ fn the_leader_lease_moves_to_a_survivor_and_fences_the_old_leader() {
     // Fencing: a decision under the old term is refused, under the new one
     // written.
     let mut m = cluster::Membership::connect(&redis.url(), prefix, "test", Duration::from_secs(1))
-        .expect("connects");
+        .expect("connects")
+        .signing(std::sync::Arc::new(cluster::Identity::new(
+            garden_registry::SigningKey::generate(),
+        )));
     assert!(!m.decide(first.1, &[("kind", "stale")]).expect("decide"));
     assert!(m.decide(second.1, &[("kind", "current")]).expect("decide"));
     // The decisions log: each term announced once, by its leader, in order.
@@ -557,7 +569,7 @@ report-every = "20"
         .collect();
     let leader = || leaders(&redis, prefix);
     wait_for("two daemons and a leader", Duration::from_secs(90), || {
-        cluster::status(&redis.url(), prefix)
+        live_daemons(&redis, prefix)
             .map(|d| d.len() == 2)
             .unwrap_or(false)
             && leader().len() == 1
@@ -741,7 +753,7 @@ report-every = "20"
 }
 
 fn layout_of(redis: &Redis, prefix: &str) -> BTreeMap<String, Vec<String>> {
-    cluster::status(&redis.url(), prefix)
+    live_daemons(redis, prefix)
         .unwrap_or_default()
         .into_iter()
         .map(|d| (d.name, d.instances.into_iter().map(|i| i.id).collect()))
@@ -750,7 +762,7 @@ fn layout_of(redis: &Redis, prefix: &str) -> BTreeMap<String, Vec<String>> {
 
 /// The daemons that say they lead, with their terms.
 fn leaders(redis: &Redis, prefix: &str) -> Vec<(String, u64)> {
-    cluster::status(&redis.url(), prefix)
+    live_daemons(redis, prefix)
         .unwrap_or_default()
         .into_iter()
         .filter_map(|d| d.leader_term.map(|t| (d.name, t)))
@@ -852,7 +864,7 @@ fn daemons_started_with_different_plans_are_told_so() {
         "{text}"
     );
     assert!(text.contains("same --config and --seed"), "{text}");
-    let plans: Vec<String> = cluster::status(&redis.url(), prefix)
+    let plans: Vec<String> = live_daemons(&redis, prefix)
         .expect("status")
         .into_iter()
         .map(|d| d.plan)
@@ -884,7 +896,7 @@ fn a_damaged_snapshot_in_redis_does_not_cost_the_instance() {
     let _a = daemon_in(&redis, prefix, "a", &config, &cache, &[]);
     let log = daemon_log(&cache, "a");
     wait_for("alpha-ema running", Duration::from_secs(60), || {
-        cluster::status(&redis.url(), prefix)
+        live_daemons(&redis, prefix)
             .unwrap_or_default()
             .iter()
             .flat_map(|d| &d.instances)
@@ -927,4 +939,112 @@ fn a_huge_value_planted_as_a_snapshot_is_refused_without_being_read_whole() {
     let kept = m.snapshot("alpha-ema", cap).expect("reads").expect("kept");
     assert_eq!((kept.version, kept.data.len()), (1, cap));
     assert_eq!(m.snapshot("nobody", cap).expect("reads"), None);
+}
+
+/// The attack of issue #17, by a plain Redis client: a decision log entry
+/// that makes itself leader of term 31337 and retires an instance, and a
+/// heartbeat of a daemon that does not exist. Before daemon keys, the
+/// retirement was carried out and `garden status` reported the forged
+/// leader; now both are ignored, counted and audited.
+#[test]
+fn entries_no_trusted_daemon_signed_are_ignored_counted_and_audited() {
+    let prefix = "forged";
+    let redis = Redis::start();
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let config = dir.path().join("one.toml");
+    std::fs::write(&config, "[[module]]\nname = \"expert-anomaly\"\n").expect("config");
+    let _a = daemon_in(
+        &redis,
+        prefix,
+        "a",
+        &config,
+        &cache,
+        &["--store", &pg.url()],
+    );
+    wait_for("a leader", Duration::from_secs(60), || {
+        leaders(&redis, prefix).len() == 1
+    });
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    let xadd = |con: &mut redis::Connection, fields: &[(&str, &str)]| {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(format!("{prefix}:decisions")).arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(*v);
+        }
+        let _: String = cmd.query(con).expect("XADD");
+    };
+    xadd(
+        &mut con,
+        &[("term", "31337"), ("kind", "leader"), ("daemon", "mallory")],
+    );
+    xadd(
+        &mut con,
+        &[
+            ("term", "31337"),
+            ("kind", "retire"),
+            ("id", "expert-anomaly"),
+            ("time", "0"),
+            ("record", "{}"),
+            ("signer", "65f8f5b00ac1171328e65afe5ef92aa7"),
+            ("sig", "00"),
+        ],
+    );
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(format!("{prefix}:daemon:mallory"))
+        .arg(r#"{"name":"mallory","host":"x","pid":1,"started":"","beats":1,"instances":[],"bus_error":null,"leader_term":31337}"#)
+        .ignore()
+        .cmd("SADD")
+        .arg(format!("{prefix}:daemons"))
+        .arg("mallory")
+        .ignore()
+        .query(&mut con)
+        .expect("SET");
+    wait_for("the forgeries audited", Duration::from_secs(30), || {
+        let (records, _) = audit_log(&pg.url());
+        let refused = |kind: &str| {
+            records
+                .iter()
+                .filter(|(k, m)| k == "refused-entry" && m == kind)
+                .count()
+        };
+        refused("decision") == 2 && refused("heartbeat") == 1
+    });
+    // Nothing changed: the instance runs, on the one real daemon, which
+    // alone is live and leads.
+    let layout = layout_of(&redis, prefix);
+    assert_eq!(
+        layout.get("a").map(Vec::as_slice),
+        Some(&["expert-anomaly".to_string()][..]),
+        "{layout:?}"
+    );
+    assert_eq!(leaders(&redis, prefix).len(), 1);
+    let status = || {
+        let out = garden_tests::garden()
+            .args(["status", "--bus", &redis.url(), "--prefix", prefix])
+            .output()
+            .expect("garden status");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The count reaches the heartbeat after the one that saw the forgeries.
+    wait_for(
+        "the count in the heartbeat",
+        Duration::from_secs(10),
+        || status().contains("3 entries refused"),
+    );
+    let text = status();
+    assert!(!text.contains("31337"), "{text}");
+    assert!(
+        text.contains("ignored heartbeat forged:daemon:mallory: unsigned"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ignored 2 entries of the decision log"),
+        "{text}"
+    );
 }
