@@ -5,6 +5,7 @@ mod integrity_cmd;
 mod new_cmd;
 mod registry_cmd;
 mod run;
+mod secrets;
 mod status;
 
 use clap::{Parser, Subcommand};

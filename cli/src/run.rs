@@ -51,13 +51,25 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     trust: Option<PathBuf>,
     /// Store for the audit log (default: sqlite://~/.local/share/garden/garden.db;
-    /// postgres://... also works).
-    #[arg(long, value_name = "URL")]
+    /// postgres://... also works; or $GARDEN_STORE_URL).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "GARDEN_STORE_URL",
+        hide_env_values = true
+    )]
     store: Option<String>,
     /// The bus: `memory` (default) or `redis://[user:password@]host:port`
-    /// (overrides `[bus] url` in the pipeline file).
-    #[arg(long, value_name = "URL")]
+    /// (overrides `[bus] url` in the pipeline file; or $GARDEN_BUS_URL).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "GARDEN_BUS_URL",
+        hide_env_values = true
+    )]
     bus: Option<String>,
+    #[command(flatten)]
+    passwords: crate::secrets::PasswordFiles,
     /// Prefix of the Redis keys (default: `garden:run:<seed>-<ms>`, one per run).
     #[arg(long, value_name = "PREFIX")]
     bus_prefix: Option<String>,
@@ -162,17 +174,21 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(prefix) = &args.bus_prefix {
         config.bus.prefix = Some(prefix.clone());
     }
+    if let Some(url) = config.bus.url.take() {
+        config.bus.url = Some(args.passwords.bus(url)?);
+    }
     let (rows, data_name, symbol) = read_data(&args)?;
     let cache = if args.no_cache {
         None
     } else {
         args.cache_dir.clone().or_else(default_cache_dir)
     };
-    let store_url = args
-        .store
-        .clone()
-        .or_else(|| config.store.clone())
-        .unwrap_or_else(garden_host::audit::default_store_url);
+    let store_url = args.passwords.store(
+        args.store
+            .clone()
+            .or_else(|| config.store.clone())
+            .unwrap_or_else(garden_host::audit::default_store_url),
+    )?;
     let Loaded {
         engine,
         audit,

@@ -10,9 +10,17 @@ use garden_host::integrity;
 /// Options of `garden status`.
 #[derive(clap::Args)]
 pub struct StatusArgs {
-    /// The shared Redis: `redis://[user:password@]host:port`.
-    #[arg(long, value_name = "URL")]
+    /// The shared Redis: `redis://[user:password@]host:port` (or
+    /// $GARDEN_BUS_URL).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "GARDEN_BUS_URL",
+        hide_env_values = true
+    )]
     bus: String,
+    #[command(flatten)]
+    passwords: crate::secrets::PasswordFiles,
     /// Prefix of the garden's Redis keys.
     #[arg(long, default_value = "garden")]
     prefix: String,
@@ -72,8 +80,9 @@ pub fn status(args: StatusArgs) -> Result<()> {
         None => integrity::Trust::read(&integrity::default_trust_path(), false)?,
     };
     let peers = Peers::new(trust.operator().clone());
-    let (daemons, refused) = cluster::status(&args.bus, &args.prefix, &peers)?;
-    let population = cluster::population(&args.bus, &args.prefix, peers)?;
+    let bus = args.passwords.bus(args.bus.clone())?;
+    let (daemons, refused) = cluster::status(&bus, &args.prefix, &peers)?;
+    let population = cluster::population(&bus, &args.prefix, peers)?;
     if args.json {
         println!(
             "{}",

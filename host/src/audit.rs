@@ -62,7 +62,10 @@ impl Audit {
         }
         // The host's own key: `host.key.pem` in the data directory.
         let key = anchor::host_key(&data_dir).map_err(|e| {
-            StoreError::Url(format!("{url} (cannot make the host's audit key: {e})"))
+            StoreError::Url(format!(
+                "{} (cannot make the host's audit key: {e})",
+                garden_store::redacted(url)
+            ))
         })?;
         let store =
             Blocking::connect(url)?.with_audit_signer(key, Some(anchor::head_file(&data_dir, url)));

@@ -46,6 +46,7 @@ pub mod replication;
 pub mod runtime;
 pub mod sandbox;
 pub mod scoring;
+pub mod secret;
 pub mod shape;
 mod wasi;
 

@@ -37,9 +37,16 @@ const HEARTBEAT_TTL_MIN_MS: u64 = 30;
 #[derive(clap::Args)]
 pub struct DaemonArgs {
     /// The shared Redis: `redis://[user:password@]host:port` (or `[bus] url`
-    /// in the pipeline file).
-    #[arg(long, value_name = "URL")]
+    /// in the pipeline file; or $GARDEN_BUS_URL).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "GARDEN_BUS_URL",
+        hide_env_values = true
+    )]
     bus: Option<String>,
+    #[command(flatten)]
+    passwords: crate::secrets::PasswordFiles,
     /// Prefix of every Redis key; daemons with the same prefix form one garden.
     #[arg(long, default_value = "garden")]
     prefix: String,
@@ -78,8 +85,14 @@ pub struct DaemonArgs {
     /// (postgres://...; also `store =` in the pipeline file), under run id
     /// = the prefix. The daemons share the work: each message is recorded
     /// once, whichever daemon reads it, even if it is delivered twice.
-    /// Publishes made while Redis is unreachable are parked in it.
-    #[arg(long, value_name = "URL")]
+    /// Publishes made while Redis is unreachable are parked in it. Or
+    /// $GARDEN_STORE_URL.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "GARDEN_STORE_URL",
+        hide_env_values = true
+    )]
     store: Option<String>,
     /// Run a module older than one this host ran before, on purpose.
     #[arg(long)]
@@ -97,7 +110,12 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         .cache_dir
         .clone()
         .or_else(crate::run::default_cache_dir);
-    let store = args.store.clone().or_else(|| config.store.clone());
+    let store = args
+        .store
+        .clone()
+        .or_else(|| config.store.clone())
+        .map(|url| args.passwords.store(url))
+        .transpose()?;
     // Loads, refusals, quarantines and refused publishes go to the audit
     // log, in the shared store if there is one, as `garden run` does.
     let crate::run::Loaded {
@@ -245,6 +263,9 @@ fn redis_options(args: &DaemonArgs, config: &PipelineConfig) -> Result<RedisOpti
     let mut bus_config = config.bus.clone();
     if let Some(url) = &args.bus {
         bus_config.url = Some(url.clone());
+    }
+    if let Some(url) = bus_config.url.take() {
+        bus_config.url = Some(args.passwords.bus(url)?);
     }
     bus_config.prefix = Some(args.prefix.clone());
     if let Some(name) = &args.name {

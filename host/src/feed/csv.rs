@@ -20,7 +20,9 @@
 //!   `+02:00`, or `YYYYMMDD`. Times without an offset are taken as UTC; times
 //!   with one are converted to UTC. Precision below a millisecond is dropped.
 //! * Rows must be in strictly increasing time order, prices must be finite and
-//!   positive, volume finite and not negative, and high not below low.
+//!   positive, volume finite and not negative, high not below low, and open
+//!   and close within [low, high]: `feed::check_bar`, the check bars from a
+//!   Redis stream pass too.
 //!
 //! Every problem is reported as a [`CsvError`] naming the file, the line (as a
 //! text editor numbers it, so the header is line 1) and the column, together
@@ -266,6 +268,26 @@ pub enum CsvError {
         /// The low found.
         low: f64,
     },
+
+    /// Open or close lies outside the bar's [low, high].
+    #[error(
+        "{path}, line {line}, column `{column}`: {value} is outside the bar's range, low {low} to \
+         high {high}; fix or remove the row"
+    )]
+    OutsideRange {
+        /// The file, as given by the caller.
+        path: String,
+        /// Line where the row starts.
+        line: u64,
+        /// Header name of the column, as written in the file.
+        column: String,
+        /// The price found.
+        value: f64,
+        /// The row's low.
+        low: f64,
+        /// The row's high.
+        high: f64,
+    },
 }
 
 /// Reads the OHLCV file at `path`; see the module documentation for the
@@ -357,22 +379,16 @@ pub fn read<R: Read>(input: R, source: &str) -> Result<Vec<Row>, CsvError> {
         };
 
         let time = cells.time(columns.time)?;
-        let open = cells.price(columns.open)?;
-        let high = cells.price(columns.high)?;
-        let low = cells.price(columns.low)?;
-        let close = cells.price(columns.close)?;
+        let open = cells.number(columns.open)?;
+        let high = cells.number(columns.high)?;
+        let low = cells.number(columns.low)?;
+        let close = cells.number(columns.close)?;
         let volume = match columns.volume {
-            Some(index) => cells.volume(index)?,
+            Some(index) => cells.number(index)?,
             None => 0.0,
         };
-        if high < low {
-            return Err(CsvError::HighBelowLow {
-                path: source.to_owned(),
-                line,
-                high,
-                low,
-            });
-        }
+        super::check_bar(open, high, low, close, volume)
+            .map_err(|problem| cells.bar_error(&columns, problem))?;
         if let Some((previous_time, previous_line)) = previous {
             if time == previous_time {
                 return Err(CsvError::DuplicateTime {
@@ -621,31 +637,53 @@ impl Cells<'_> {
         }
     }
 
-    fn price(&self, index: usize) -> Result<f64, CsvError> {
-        let value = self.number(index)?;
-        if value > 0.0 {
-            Ok(value)
-        } else {
-            Err(CsvError::NonPositivePrice {
-                path: self.source.to_owned(),
-                line: self.line,
-                column: self.column(index),
+    /// The error for a row whose bar fails [`super::check_bar`], naming
+    /// the column where it has one.
+    fn bar_error(&self, columns: &Columns, problem: super::BarProblem) -> CsvError {
+        use super::BarProblem;
+        let column = |field: &str| {
+            let index = match field {
+                "open" => Some(columns.open),
+                "high" => Some(columns.high),
+                "low" => Some(columns.low),
+                "close" => Some(columns.close),
+                _ => columns.volume,
+            };
+            index.map_or_else(|| field.to_string(), |i| self.column(i))
+        };
+        let (path, line) = (self.source.to_owned(), self.line);
+        match problem {
+            BarProblem::NonPositivePrice { field, value } => CsvError::NonPositivePrice {
+                path,
+                line,
+                column: column(field),
                 value,
-            })
-        }
-    }
-
-    fn volume(&self, index: usize) -> Result<f64, CsvError> {
-        let value = self.number(index)?;
-        if value >= 0.0 {
-            Ok(value)
-        } else {
-            Err(CsvError::NegativeVolume {
-                path: self.source.to_owned(),
-                line: self.line,
-                column: self.column(index),
+            },
+            BarProblem::NegativeVolume(value) => CsvError::NegativeVolume {
+                path,
+                line,
+                column: column("volume"),
                 value,
-            })
+            },
+            BarProblem::HighBelowLow { high, low } => CsvError::HighBelowLow {
+                path,
+                line,
+                high,
+                low,
+            },
+            BarProblem::OutsideRange {
+                field,
+                value,
+                low,
+                high,
+            } => CsvError::OutsideRange {
+                path,
+                line,
+                column: column(field),
+                value,
+                low,
+                high,
+            },
         }
     }
 }
@@ -1093,6 +1131,7 @@ mod tests {
             CsvError::OutOfOrder { .. } => "OutOfOrder",
             CsvError::DuplicateTime { .. } => "DuplicateTime",
             CsvError::HighBelowLow { .. } => "HighBelowLow",
+            CsvError::OutsideRange { .. } => "OutsideRange",
         }
     }
 
@@ -1342,6 +1381,14 @@ mod tests {
                 Some(3),
                 None,
                 &["high 1.25", "low 2.5"],
+            ),
+            (
+                "close above high",
+                "Date,Open,High,Low,Close\n2024-01-31,1,2,1,2.5\n".into(),
+                "OutsideRange",
+                Some(2),
+                Some("Close"),
+                &["2.5", "low 1", "high 2"],
             ),
             (
                 "line count with CRLF",

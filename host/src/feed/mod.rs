@@ -9,6 +9,82 @@ pub mod csv;
 use crate::Envelope;
 use crate::bindings::types::{Bar, Body};
 
+/// What is wrong with a bar's prices or volume: the one check every bar
+/// passes, whether it comes from a CSV file or from a Redis stream.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum BarProblem {
+    /// A price is zero or negative.
+    #[error("{field} {value} is not positive; prices must be greater than zero")]
+    NonPositivePrice {
+        /// `open`, `high`, `low` or `close`.
+        field: &'static str,
+        /// The price.
+        value: f64,
+    },
+    /// The volume is negative.
+    #[error("volume {0} is negative; volume must be zero or more")]
+    NegativeVolume(f64),
+    /// High is below low.
+    #[error("high {high} is below low {low}")]
+    HighBelowLow {
+        /// The high.
+        high: f64,
+        /// The low.
+        low: f64,
+    },
+    /// Open or close lies outside [low, high].
+    #[error("{field} {value} is outside the bar's range, low {low} to high {high}")]
+    OutsideRange {
+        /// `open` or `close`.
+        field: &'static str,
+        /// The price.
+        value: f64,
+        /// The low.
+        low: f64,
+        /// The high.
+        high: f64,
+    },
+}
+
+/// Check a bar: every price positive, volume not negative, high not below
+/// low, open and close within [low, high]. Values are finite already
+/// (each reader refuses what does not parse as a finite number).
+pub fn check_bar(
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+    volume: f64,
+) -> Result<(), BarProblem> {
+    for (field, value) in [
+        ("open", open),
+        ("high", high),
+        ("low", low),
+        ("close", close),
+    ] {
+        if value <= 0.0 {
+            return Err(BarProblem::NonPositivePrice { field, value });
+        }
+    }
+    if volume < 0.0 {
+        return Err(BarProblem::NegativeVolume(volume));
+    }
+    if high < low {
+        return Err(BarProblem::HighBelowLow { high, low });
+    }
+    for (field, value) in [("open", open), ("close", close)] {
+        if value < low || value > high {
+            return Err(BarProblem::OutsideRange {
+                field,
+                value,
+                low,
+                high,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The bundled sample: EUR/USD hourly bars (5,000 rows), so `garden run`
 /// works with nothing on disk.
 pub const BUNDLED_CSV: &str = include_str!("../../../data/EURUSD_H1.csv");

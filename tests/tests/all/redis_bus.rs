@@ -755,3 +755,44 @@ fn an_idle_bus_is_not_woken_by_a_stream_s_history() {
         "old entries are not delivered"
     );
 }
+
+/// A Redis password reaches `garden run` from a 0600 file or from
+/// `GARDEN_BUS_URL`, never from the command line, and is never printed.
+#[test]
+fn a_bus_password_comes_from_a_file_or_the_environment_and_is_never_shown() {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = "pw-7f3a-secret";
+    let redis = Redis::start_with_user("garden", secret);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bus.pw");
+    std::fs::write(&file, format!("{secret}\n")).expect("writes");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let url = format!("redis://garden@127.0.0.1:{}", redis.port());
+    let run = |args: &[&str], env: Option<String>| {
+        let mut c = garden_tests::garden();
+        c.args(["run", "--seed", "3", "--variants", "1", "--data"])
+            .arg(garden_tests::languages::root().join("data/EURUSD_H1.csv"))
+            .args(args)
+            .env_remove("GARDEN_BUS_URL");
+        if let Some(env) = env {
+            c.env("GARDEN_BUS_URL", env);
+        }
+        let o = c.output().expect("garden runs");
+        let text = String::from_utf8_lossy(&o.stdout).into_owned()
+            + &String::from_utf8_lossy(&o.stderr);
+        assert!(!text.contains("pw-7f3a"), "the password was shown: {text}");
+        (o.status.success(), text)
+    };
+    let file_arg = file.to_str().expect("utf-8");
+    let (ok, text) = run(&["--bus", &url, "--bus-password-file", file_arg], None);
+    assert!(ok && text.contains("bus: Redis at"), "{text}");
+    let (ok, text) = run(&["--bus-password-file", file_arg], Some(url.clone()));
+    assert!(ok && text.contains("bus: Redis at"), "{text}");
+    // Without the password Redis refuses, and the run stops at once saying so.
+    let (ok, text) = run(&["--bus", &url], None);
+    assert!(!ok && text.contains("NOAUTH"), "{text}");
+    // A file others may read is refused before anything connects.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (ok, text) = run(&["--bus", &url, "--bus-password-file", file_arg], None);
+    assert!(!ok && text.contains("chmod 600"), "{text}");
+}

@@ -108,10 +108,18 @@ pub fn connect(url: &str) -> Result<(redis::Client, redis::Connection), RedisBus
         url: redacted(url),
         source,
     })?;
-    let conn = open(&client).map_err(|source| RedisBusError::Connect {
+    let mut conn = open(&client).map_err(|source| RedisBusError::Connect {
         url: redacted(url),
         source,
     })?;
+    // A server that wants a password (or another one) answers only now:
+    // say so at once instead of retrying a connection that cannot work.
+    redis::cmd("PING")
+        .query::<String>(&mut conn)
+        .map_err(|source| RedisBusError::Connect {
+            url: redacted(url),
+            source,
+        })?;
     Ok((client, conn))
 }
 

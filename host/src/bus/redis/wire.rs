@@ -201,14 +201,8 @@ fn decode_bar<'a>(
         Some(_) => num("volume")?,
         None => 0.0,
     };
-    if low > high || open < low || open > high || close < low || close > high {
-        return Err(format!(
-            "bar entry: prices are inconsistent (open {open}, high {high}, low {low}, close {close}): high must be the largest and low the smallest"
-        ));
-    }
-    if volume < 0.0 {
-        return Err(format!("bar entry: volume {volume} is negative"));
-    }
+    crate::feed::check_bar(open, high, low, close, volume)
+        .map_err(|problem| format!("bar entry: {problem}"))?;
     Ok((
         Envelope {
             topic: topic.to_string(),
@@ -257,7 +251,7 @@ mod tests {
         let (e, _, _) = decode_entry("bar", &ok, true).unwrap();
         assert!(matches!(e.body, Body::Bar(ref b) if b.close == 1.15 && b.symbol == "EURUSD"));
         assert_eq!(e.key, "EURUSD");
-        let cases: [(&[(&str, &str)], &str); 4] = [
+        let cases: [(&[(&str, &str)], &str); 6] = [
             (&[("symbol", "X"), ("time", "1")], "missing field `open`"),
             (
                 &[
@@ -279,9 +273,31 @@ mod tests {
                     ("low", "1"),
                     ("close", "1"),
                 ],
-                "inconsistent",
+                "high 0.5 is below low 1",
             ),
             (&[("garbage", "\u{fffd}")], "missing field `symbol`"),
+            (
+                &[
+                    ("symbol", "X"),
+                    ("time", "1"),
+                    ("open", "-1"),
+                    ("high", "1"),
+                    ("low", "-2"),
+                    ("close", "1"),
+                ],
+                "open -1 is not positive",
+            ),
+            (
+                &[
+                    ("symbol", "X"),
+                    ("time", "1"),
+                    ("open", "1"),
+                    ("high", "1.2"),
+                    ("low", "0.9"),
+                    ("close", "1.3"),
+                ],
+                "close 1.3 is outside the bar's range",
+            ),
         ];
         for (f, want) in cases {
             let err = decode_entry("bar", &fields(f), true).unwrap_err();
