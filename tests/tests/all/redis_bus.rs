@@ -778,8 +778,8 @@ fn a_bus_password_comes_from_a_file_or_the_environment_and_is_never_shown() {
             c.env("GARDEN_BUS_URL", env);
         }
         let o = c.output().expect("garden runs");
-        let text = String::from_utf8_lossy(&o.stdout).into_owned()
-            + &String::from_utf8_lossy(&o.stderr);
+        let text =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
         assert!(!text.contains("pw-7f3a"), "the password was shown: {text}");
         (o.status.success(), text)
     };
