@@ -158,7 +158,7 @@ pub struct Membership {
     ttl: Duration,
     identity: Option<Arc<Identity>>,
     peers: Peers,
-    refused_heartbeats: Vec<Refusal>,
+    refused: Vec<Refusal>,
 }
 
 impl Membership {
@@ -179,7 +179,7 @@ impl Membership {
             ttl,
             identity: None,
             peers: Peers::default(),
-            refused_heartbeats: Vec::new(),
+            refused: Vec::new(),
         })
     }
 
@@ -206,9 +206,10 @@ impl Membership {
         &self.prefix
     }
 
-    /// Heartbeats refused since the last call (each once per beat that saw it).
+    /// Heartbeats and snapshots refused since the last call (a heartbeat
+    /// once per beat that saw it).
     pub fn take_refused(&mut self) -> Vec<Refusal> {
-        std::mem::take(&mut self.refused_heartbeats)
+        std::mem::take(&mut self.refused)
     }
 
     fn identity(&self) -> redis::RedisResult<Arc<Identity>> {
@@ -280,7 +281,7 @@ impl Membership {
                 .exec(conn)?;
             live(conn, &prefix, &peers, &mut refused)
         })();
-        self.refused_heartbeats.extend(refused);
+        self.refused.extend(refused);
         if result.is_err() {
             self.conn = None;
         }
@@ -416,9 +417,22 @@ impl Membership {
         if snapshots.is_empty() {
             return Ok(());
         }
+        let identity = self.identity()?;
         let mut pipe = redis::pipe();
         for (id, s) in snapshots {
-            let mut bytes = Vec::with_capacity(4 + s.data.len());
+            let digest = snapshot_digest(s.version, &s.data);
+            let signed = identity.sign(&self.snapshot_purpose(id), &[("sha256", &digest)]);
+            let field = |name: &str| {
+                signed
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_bytes().to_vec())
+                    .unwrap_or_default()
+            };
+            let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER + 4 + s.data.len());
+            bytes.extend_from_slice(SNAPSHOT_MAGIC);
+            bytes.extend_from_slice(&field(identity::SIGNER_FIELD));
+            bytes.extend_from_slice(&field(identity::SIGNATURE_FIELD));
             bytes.extend_from_slice(&s.version.to_le_bytes());
             bytes.extend_from_slice(&s.data);
             pipe.cmd("SET")
@@ -434,21 +448,30 @@ impl Membership {
         result
     }
 
-    /// The latest snapshot kept for instance `id`, if any and no larger
-    /// than `max_bytes` of data. Anyone who can write to Redis can put a
-    /// value of any size there, so at most `max_bytes` (and the version) is
-    /// ever read: a larger value is refused without being copied whole.
+    fn snapshot_purpose(&self, id: &str) -> String {
+        format!("snapshot {} {id}", self.prefix)
+    }
+
+    /// The latest snapshot kept for instance `id`, if a trusted daemon key
+    /// signed it for this instance and it holds no more than `max_bytes` of
+    /// data. Anyone who can write to Redis can put a value of any size
+    /// there, so at most `max_bytes` (and the header) is ever read: a larger
+    /// value is refused without being copied whole; an unsigned or forged
+    /// one is refused and reported ([`Membership::take_refused`]).
     pub fn snapshot(&mut self, id: &str, max_bytes: usize) -> redis::RedisResult<Option<Snapshot>> {
         let key = self.snapshot_key(id);
         let conn = self.conn()?;
         // GETRANGE's end is inclusive: one byte past the limit tells an
         // oversized value from one exactly at it.
-        let end = max_bytes.saturating_add(4);
+        let end = max_bytes.saturating_add(SNAPSHOT_HEADER + 4);
         let b: Vec<u8> = redis::cmd("GETRANGE")
             .arg(&key)
             .arg(0)
             .arg(end)
             .query(conn)?;
+        if b.is_empty() {
+            return Ok(None);
+        }
         if b.len() > end {
             tracing::warn!(
                 instance = id,
@@ -457,17 +480,47 @@ impl Membership {
             );
             return Ok(None);
         }
-        let Some(version) = b
-            .get(..4)
+        match self.verified_snapshot(id, &b) {
+            Ok(snapshot) => Ok(Some(snapshot)),
+            Err(reason) => {
+                tracing::warn!(instance = id, "ignoring a snapshot: {reason}");
+                self.refused.push(Refusal {
+                    entry: key,
+                    kind: "snapshot",
+                    reason,
+                });
+                Ok(None)
+            }
+        }
+    }
+
+    /// Split and check a kept snapshot: magic, signer, signature, version, data.
+    fn verified_snapshot(&self, id: &str, b: &[u8]) -> Result<Snapshot, EntryRefused> {
+        let text = |range: std::ops::Range<usize>| {
+            b.get(range)
+                .and_then(|part| std::str::from_utf8(part).ok())
+                .map(str::to_string)
+                .ok_or(EntryRefused::Unsigned)
+        };
+        if !b.starts_with(SNAPSHOT_MAGIC) {
+            return Err(EntryRefused::Unsigned);
+        }
+        let at = SNAPSHOT_MAGIC.len();
+        let signer = text(at..at + KEY_ID_HEX)?;
+        let signature = text(at + KEY_ID_HEX..SNAPSHOT_HEADER)?;
+        let version = b
+            .get(SNAPSHOT_HEADER..SNAPSHOT_HEADER + 4)
             .and_then(|v| v.try_into().ok())
             .map(u32::from_le_bytes)
-        else {
-            return Ok(None);
-        };
-        Ok(Some(Snapshot {
-            version,
-            data: b[4..].to_vec(),
-        }))
+            .ok_or(EntryRefused::Unsigned)?;
+        let data = b.get(SNAPSHOT_HEADER + 4..).unwrap_or_default().to_vec();
+        let fields = vec![
+            ("sha256".to_string(), snapshot_digest(version, &data)),
+            (identity::SIGNER_FIELD.to_string(), signer),
+            (identity::SIGNATURE_FIELD.to_string(), signature),
+        ];
+        self.peers.verify(&self.snapshot_purpose(id), &fields)?;
+        Ok(Snapshot { version, data })
     }
 
     /// Forget instance `id`'s snapshot (it was retired).
@@ -521,6 +574,24 @@ end
 redis.call('XADD', KEYS[2], '*', unpack(fields))
 return 1
 "#;
+
+/// First bytes of a kept snapshot (signed format 1).
+const SNAPSHOT_MAGIC: &[u8] = b"gsn1";
+/// Hex characters of a key id.
+const KEY_ID_HEX: usize = 32;
+/// Hex characters of an ed25519 signature.
+const SIGNATURE_HEX: usize = 128;
+/// Bytes before the version: magic, signer, signature.
+const SNAPSHOT_HEADER: usize = 4 + KEY_ID_HEX + SIGNATURE_HEX;
+
+/// What a snapshot's signature covers: sha256 of its version and data.
+fn snapshot_digest(version: u32, data: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update(version.to_le_bytes());
+    h.update(data);
+    hex::encode(h.finalize())
+}
 
 /// What a daemon's heartbeat is signed for.
 fn heartbeat_purpose(prefix: &str, name: &str) -> String {

@@ -881,17 +881,24 @@ fn a_damaged_snapshot_in_redis_does_not_cost_the_instance() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("pipeline.toml");
     std::fs::write(&config, "[[module]]\nname = \"alpha-ema\"\n").expect("config");
-    let mut con = redis::Client::open(redis.url())
-        .and_then(|c| c.get_connection())
-        .expect("raw connection");
-    // A kept snapshot that is not what the module wrote: version 1, junk.
-    let mut junk = 1u32.to_le_bytes().to_vec();
-    junk.extend_from_slice(b"junk");
-    let _: () = redis::cmd("SET")
-        .arg(format!("{prefix}:snapshot:alpha-ema"))
-        .arg(junk)
-        .query(&mut con)
-        .expect("SET");
+    // A kept snapshot that a trusted daemon signed but the module cannot
+    // read (version 1, junk): the daemon's own key signs it here.
+    garden_tests::trust_daemon("a");
+    let (key, _) = cluster::Identity::load_or_create(
+        &garden_tests::garden_home().join("data/daemons/a.key.pem"),
+    )
+    .expect("the daemon's key");
+    cluster::Membership::connect(&redis.url(), prefix, "a", Duration::from_secs(3))
+        .expect("connects")
+        .signing(std::sync::Arc::new(key))
+        .save_snapshots(&[(
+            "alpha-ema".to_string(),
+            garden_host::types::Snapshot {
+                version: 1,
+                data: b"junk".to_vec(),
+            },
+        )])
+        .expect("saved");
     let cache = dir.path().join("cache");
     let _a = daemon_in(&redis, prefix, "a", &config, &cache, &[]);
     let log = daemon_log(&cache, "a");
@@ -924,20 +931,59 @@ fn a_huge_value_planted_as_a_snapshot_is_refused_without_being_read_whole() {
         .arg(huge)
         .query(&mut con)
         .expect("SET");
+    let key = cluster::Identity::new(garden_registry::SigningKey::generate());
+    let mut store = garden_registry::TrustStore::default();
+    store
+        .add_as(
+            &key.public(),
+            "d",
+            garden_registry::trust::Role::Daemon,
+            "now",
+        )
+        .expect("trusts");
     let mut m = cluster::Membership::connect(&redis.url(), "big", "d", Duration::from_secs(3))
-        .expect("connects");
+        .expect("connects")
+        .signing(std::sync::Arc::new(key))
+        .trusting(cluster::Peers::new(store));
     let cap = 1 << 20;
     assert_eq!(m.snapshot("alpha-ema", cap).expect("reads"), None);
-    // One exactly at the limit is kept; nothing kept is no snapshot.
-    let mut fits = 1u32.to_le_bytes().to_vec();
-    fits.resize(4 + cap, 7);
+    // A planted value of the right size but signed by nobody is refused
+    // and reported.
+    let mut planted = 1u32.to_le_bytes().to_vec();
+    planted.resize(4 + cap, 7);
     let _: () = redis::cmd("SET")
         .arg("big:snapshot:alpha-ema")
-        .arg(fits)
+        .arg(planted)
         .query(&mut con)
         .expect("SET");
+    assert_eq!(m.snapshot("alpha-ema", cap).expect("reads"), None);
+    let refused = m.take_refused();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].kind, "snapshot");
+    // One a trusted daemon signed, exactly at the limit, is kept; moved to
+    // another instance it is refused; nothing kept is no snapshot.
+    let fits = garden_host::types::Snapshot {
+        version: 1,
+        data: vec![7; cap],
+    };
+    m.save_snapshots(&[("alpha-ema".to_string(), fits)])
+        .expect("saved");
     let kept = m.snapshot("alpha-ema", cap).expect("reads").expect("kept");
     assert_eq!((kept.version, kept.data.len()), (1, cap));
+    let moved: Vec<u8> = redis::cmd("GET")
+        .arg("big:snapshot:alpha-ema")
+        .query(&mut con)
+        .expect("GET");
+    let _: () = redis::cmd("SET")
+        .arg("big:snapshot:other")
+        .arg(moved)
+        .query(&mut con)
+        .expect("SET");
+    assert_eq!(m.snapshot("other", cap).expect("reads"), None);
+    assert!(matches!(
+        m.take_refused()[0].reason,
+        cluster::EntryRefused::BadSignature(_)
+    ));
     assert_eq!(m.snapshot("nobody", cap).expect("reads"), None);
 }
 
