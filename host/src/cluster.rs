@@ -196,6 +196,12 @@ impl Membership {
         self
     }
 
+    /// Accept the daemon keys of `peers` from now on (the trust store
+    /// changed: a key was added or revoked).
+    pub fn set_peers(&mut self, peers: Peers) {
+        self.peers = peers;
+    }
+
     /// The keys this member accepts.
     pub fn peers(&self) -> &Peers {
         &self.peers

@@ -119,6 +119,37 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
+/// The file of a `sqlite://` URL, if it names one.
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://")?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.contains(":memory:")).then(|| path.into())
+}
+
+/// How often a process waiting for another's migration looks again.
+const MIGRATION_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// An exclusive lock on `PATH.lock`, held while the returned file lives.
+/// Without a lock file (a read-only directory) nothing is held: the
+/// migration then runs as before.
+async fn migration_turn(path: &std::path::Path) -> Option<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::path::PathBuf::from(name))
+        .ok()?;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Some(file),
+            Err(std::fs::TryLockError::WouldBlock) => tokio::time::sleep(MIGRATION_RETRY).await,
+            Err(std::fs::TryLockError::Error(_)) => return None,
+        }
+    }
+}
+
 impl Store {
     /// Connect (creating a SQLite file if needed) and migrate.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -148,6 +179,13 @@ impl Store {
                 url: shown.clone(),
                 source,
             })?;
+        // Two processes opening one new SQLite file at once would both
+        // apply the first migration; a lock file beside it makes them take
+        // turns (PostgreSQL's migrations take a lock of their own).
+        let _turn = match (kind, sqlite_path(url)) {
+            (Kind::Sqlite, Some(path)) => Some(migration_turn(&path).await),
+            _ => None,
+        };
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await

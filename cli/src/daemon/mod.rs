@@ -139,6 +139,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     let name = options.consumer.clone();
     let url = options.url.clone();
     let identity = identity(&args, &name, &trust)?;
+    let identity_id = identity.id();
     let mut bus = RedisBus::connect(options)?;
     // Acknowledged at each heartbeat, once the snapshots are saved.
     bus.hold_acks();
@@ -214,10 +215,19 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         leader: None,
         next_beat: Instant::now(),
         next_leader_poll: Instant::now(),
+        trust_file: TrustFile::new(
+            args.trust
+                .clone()
+                .unwrap_or_else(integrity::default_trust_path),
+        ),
+        identity_id,
+        stopped: None,
     };
-    loop {
+    while daemon.stopped.is_none() {
         daemon.step();
     }
+    daemon.membership.leave();
+    bail!(daemon.stopped.unwrap_or_default())
 }
 
 /// This daemon's key (made on first start), which its own trust store must
@@ -325,6 +335,45 @@ struct Daemon {
     leader: Option<Leader>,
     next_beat: Instant,
     next_leader_poll: Instant,
+    /// Re-read at every heartbeat when it changed, so a revoked daemon key
+    /// is ignored within one heartbeat.
+    trust_file: TrustFile,
+    identity_id: garden_registry::KeyId,
+    /// Why the daemon stops, once it must.
+    stopped: Option<String>,
+}
+
+/// The trust store's file and when it last changed.
+struct TrustFile {
+    path: PathBuf,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl TrustFile {
+    fn new(path: PathBuf) -> Self {
+        let modified = Self::modified_of(&path);
+        TrustFile { path, modified }
+    }
+
+    fn modified_of(path: &std::path::Path) -> Option<std::time::SystemTime> {
+        std::fs::metadata(path).and_then(|m| m.modified()).ok()
+    }
+
+    /// The store, if the file changed since the last call.
+    fn changed(&mut self) -> Option<garden_registry::TrustStore> {
+        let now = Self::modified_of(&self.path);
+        if now == self.modified {
+            return None;
+        }
+        self.modified = now;
+        match garden_registry::TrustStore::read(&self.path) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                eprintln!("the trust store changed but cannot be read ({e}); keeping the last one");
+                None
+            }
+        }
+    }
 }
 
 impl Daemon {
@@ -348,6 +397,10 @@ impl Daemon {
     /// lease, beat, checkpoint, and place the instances over the live
     /// daemons.
     fn beat(&mut self) {
+        self.reread_trust();
+        if self.stopped.is_some() {
+            return;
+        }
         self.status.beats += 1;
         self.status.bus_error = self.runtime.bus().last_error().map(str::to_string);
         let reports = self.runtime.instances();
@@ -381,6 +434,27 @@ impl Daemon {
             &mut self.runtime,
             &mut self.membership,
         );
+    }
+
+    /// Take up a changed trust store: a revoked daemon key is ignored from
+    /// this beat on; if it is this daemon's own, the daemon stops.
+    fn reread_trust(&mut self) {
+        let Some(store) = self.trust_file.changed() else {
+            return;
+        };
+        let peers = Peers::new(store);
+        if peers.name_of(&self.identity_id).is_none() {
+            let why = format!(
+                "this daemon's key {} is no longer a trusted daemon key in {}; stopping (the others ignore its entries now)",
+                self.identity_id,
+                self.trust_file.path.display()
+            );
+            self.watch
+                .audit()
+                .record("daemon-stopped", "daemon", &self.name, &why);
+            self.stopped = Some(why);
+        }
+        self.membership.set_peers(peers);
     }
 
     /// Count and audit what was refused since the last beat: decisions

@@ -760,6 +760,17 @@ fn layout_of(redis: &Redis, prefix: &str) -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
+/// Who runs what, believing the daemon keys of the trust store at `trust`.
+fn layout_trusting(redis: &Redis, prefix: &str, trust: &Path) -> BTreeMap<String, Vec<String>> {
+    let peers = cluster::Peers::new(garden_registry::TrustStore::read(trust).unwrap_or_default());
+    cluster::status(&redis.url(), prefix, &peers)
+        .map(|(d, _)| d)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| (d.name, d.instances.into_iter().map(|i| i.id).collect()))
+        .collect()
+}
+
 /// The daemons that say they lead, with their terms.
 fn leaders(redis: &Redis, prefix: &str) -> Vec<(String, u64)> {
     live_daemons(redis, prefix)
@@ -1093,4 +1104,90 @@ fn entries_no_trusted_daemon_signed_are_ignored_counted_and_audited() {
         text.contains("ignored 2 entries of the decision log"),
         "{text}"
     );
+}
+
+/// Revoking a daemon's key in the trust store takes effect within a
+/// heartbeat, without a restart: the others ignore its entries and take
+/// its instances, and the revoked daemon itself stops, saying why.
+#[test]
+fn a_revoked_daemon_key_is_ignored_within_a_heartbeat() {
+    let prefix = "revoke";
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let config = dir.path().join("two.toml");
+    std::fs::write(
+        &config,
+        "[[module]]\nname = \"expert-anomaly\"\ninstances = 4\n",
+    )
+    .expect("config");
+    let trust = dir.path().join("trust.toml");
+    let mut store = garden_registry::TrustStore::default();
+    let mut keys = Vec::new();
+    for name in ["r1", "r2"] {
+        let path = dir.path().join(format!("{name}.key.pem"));
+        let (key, _) = cluster::Identity::load_or_create(&path).expect("a key");
+        store
+            .add_as(
+                &key.public(),
+                name,
+                garden_registry::trust::Role::Daemon,
+                "now",
+            )
+            .expect("trusts");
+        keys.push((path, key.id()));
+    }
+    store.write(&trust).expect("writes the trust store");
+    let trust_arg = trust.to_str().expect("utf-8");
+    let start = |name: &str, key: &std::path::Path| {
+        let key = key.to_str().expect("utf-8");
+        daemon_in(
+            &redis,
+            prefix,
+            name,
+            &config,
+            &cache,
+            &["--trust", trust_arg, "--key", key],
+        )
+    };
+    let _r1 = start("r1", &keys[0].0);
+    let mut r2 = start("r2", &keys[1].0);
+    let began = Instant::now();
+    loop {
+        let layout = layout_trusting(&redis, prefix, &trust);
+        if layout.len() == 2 && layout.values().map(Vec::len).sum::<usize>() == 4 {
+            break;
+        }
+        let logs = |n: &str| std::fs::read_to_string(daemon_log(&cache, n)).unwrap_or_default();
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "both daemons live, all four placed: {layout:?}\nr1: {}\nr2: {}",
+            logs("r1"),
+            logs("r2")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let revoked = garden_tests::garden()
+        .args(["trust", "revoke", &keys[1].1.to_string()])
+        .args(["--reason", "test", "--trust", trust_arg])
+        .output()
+        .expect("garden trust revoke");
+    assert!(revoked.status.success());
+    let at = Instant::now();
+    wait_for("r1 alone runs all four", Duration::from_secs(20), || {
+        let layout = layout_trusting(&redis, prefix, &trust);
+        layout.len() == 1 && layout.get("r1").is_some_and(|v| v.len() == 4)
+    });
+    // Heartbeats every 300 ms; a few of them, not a restart.
+    assert!(at.elapsed() < Duration::from_secs(10), "{:?}", at.elapsed());
+    let status = loop {
+        if let Some(status) = r2.0.try_wait().expect("waits") {
+            break status;
+        }
+        assert!(at.elapsed() < Duration::from_secs(20), "r2 still runs");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let log = std::fs::read_to_string(daemon_log(&cache, "r2")).expect("log");
+    assert!(log.contains("no longer a trusted daemon key"), "{log}");
 }
