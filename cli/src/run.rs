@@ -106,6 +106,15 @@ pub(crate) struct Loaded {
     pub modules: Vec<(garden_host::config::ModuleConfig, Arc<garden_host::Module>)>,
 }
 
+/// The trust store given with `--trust` (which must exist), else the
+/// default one (which may be absent).
+pub(crate) fn read_trust(path: Option<&PathBuf>) -> Result<integrity::Trust> {
+    Ok(match path {
+        Some(path) => integrity::Trust::read(path, true)?,
+        None => integrity::Trust::read(&integrity::default_trust_path(), false)?,
+    })
+}
+
 /// Start the engine, open the audit log in the store at `store_url`, and
 /// load the pipeline's modules, each checked against the trust store
 /// (default: $GARDEN_TRUST or ~/.config/garden/trust.toml) and its load
@@ -127,10 +136,7 @@ pub(crate) fn load(
             )
         }));
     let engine = Arc::new(engine);
-    let trust = match trust {
-        Some(path) => integrity::Trust::read(path, true)?,
-        None => integrity::Trust::read(&integrity::default_trust_path(), false)?,
-    };
+    let trust = read_trust(trust)?;
     let audit = garden_host::audit::Audit::open(store_url)?;
     let modules = config.load_audited(&engine, &trust, Some(&audit))?;
     let mut versions = integrity::Versions::read(audit.data_dir())?;

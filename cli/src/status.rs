@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use garden_host::cluster::{self, Peers};
-use garden_host::integrity;
 
 /// Options of `garden status`.
 #[derive(clap::Args)]
@@ -75,10 +74,7 @@ fn print_population(p: &cluster::PopulationView) {
 
 /// Run `garden status`.
 pub fn status(args: StatusArgs) -> Result<()> {
-    let trust = match &args.trust {
-        Some(path) => integrity::Trust::read(path, true)?,
-        None => integrity::Trust::read(&integrity::default_trust_path(), false)?,
-    };
+    let trust = crate::run::read_trust(args.trust.as_ref())?;
     let peers = Peers::new(trust.operator().clone());
     let bus = args.passwords.bus(args.bus.clone())?;
     let (daemons, refused) = cluster::status(&bus, &args.prefix, &peers)?;

@@ -42,7 +42,7 @@ mod identity;
 mod leader;
 
 pub use decisions::{Decision, Follower, Refusal, variant_of};
-pub use identity::{EntryRefused, Identity, IdentityError, Peers};
+pub use identity::{EntryRefused, Identity, IdentityError, Peers, public_key_path};
 pub use leader::{Leader, LeaderTopics};
 
 /// What a daemon says about itself in its heartbeat.
@@ -427,18 +427,12 @@ impl Membership {
         let mut pipe = redis::pipe();
         for (id, s) in snapshots {
             let digest = snapshot_digest(s.version, &s.data);
-            let signed = identity.sign(&self.snapshot_purpose(id), &[("sha256", &digest)]);
-            let field = |name: &str| {
-                signed
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_bytes().to_vec())
-                    .unwrap_or_default()
-            };
+            let (signer, signature) =
+                identity.signature(&self.snapshot_purpose(id), &[("sha256", &digest)]);
             let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER + 4 + s.data.len());
             bytes.extend_from_slice(SNAPSHOT_MAGIC);
-            bytes.extend_from_slice(&field(identity::SIGNER_FIELD));
-            bytes.extend_from_slice(&field(identity::SIGNATURE_FIELD));
+            bytes.extend_from_slice(signer.as_bytes());
+            bytes.extend_from_slice(signature.as_bytes());
             bytes.extend_from_slice(&s.version.to_le_bytes());
             bytes.extend_from_slice(&s.data);
             pipe.cmd("SET")

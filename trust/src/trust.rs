@@ -353,17 +353,16 @@ impl TrustStore {
         })
     }
 
-    /// The trusted, unrevoked key `id` in `role`, with its name.
-    pub fn key_in_role(&self, id: &KeyId, role: Role) -> Option<(PublicKey, &str)> {
-        if self.revoked.iter().any(|r| r.id.matches(id)) {
-            return None;
-        }
-        let trusted = self
-            .keys
+    /// Every trusted, unrevoked key in `role`, parsed, with its name.
+    pub fn keys_in_role(&self, role: Role) -> Vec<(PublicKey, String)> {
+        self.keys
             .iter()
-            .find(|k| k.id.matches(id) && k.role == role)?;
-        let key = PublicKey::from_pem(&trusted.public_key, Path::new("trust store")).ok()?;
-        key.id().matches(id).then_some((key, trusted.name.as_str()))
+            .filter(|k| k.role == role && !self.revoked.iter().any(|r| r.id.matches(&k.id)))
+            .filter_map(|k| {
+                let key = PublicKey::from_pem(&k.public_key, Path::new("trust store")).ok()?;
+                key.id().matches(&k.id).then(|| (key, k.name.clone()))
+            })
+            .collect()
     }
 }
 
@@ -517,26 +516,20 @@ mod tests {
             store.verify(&signed),
             Err(TrustError::Untrusted(_))
         ));
-        assert!(
+        let has = |store: &TrustStore, role| {
             store
-                .key_in_role(&daemon.public().id(), Role::Daemon)
-                .is_some()
-        );
-        assert!(
-            store
-                .key_in_role(&daemon.public().id(), Role::Publisher)
-                .is_none()
-        );
+                .keys_in_role(role)
+                .iter()
+                .any(|(k, _)| k.id() == daemon.public().id())
+        };
+        assert!(has(&store, Role::Daemon));
+        assert!(!has(&store, Role::Publisher));
         let err = store.add(&daemon.public(), "host-a", "now").unwrap_err();
         assert!(
             err.to_string().contains("trusted as a daemon already"),
             "{err}"
         );
         store.revoke(daemon.public().id(), "gone", "now");
-        assert!(
-            store
-                .key_in_role(&daemon.public().id(), Role::Daemon)
-                .is_none()
-        );
+        assert!(!has(&store, Role::Daemon));
     }
 }

@@ -32,6 +32,9 @@ const RECORD_FLUSH_WAIT: Duration = Duration::from_millis(200);
 /// Shortest heartbeat lifetime accepted, ms: below it a busy daemon would
 /// be declared dead between two beats.
 const HEARTBEAT_TTL_MIN_MS: u64 = 30;
+/// Refused heartbeats remembered so each is audited once; past this many
+/// the memory starts again (a repeat is audited again, nothing is lost).
+const MAX_AUDITED_HEARTBEATS: usize = 4096;
 
 /// Options of `garden daemon`.
 #[derive(clap::Args)]
@@ -138,7 +141,8 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     let plan = garden_host::loader::plan(&modules, args.seed, None)?;
     let name = options.consumer.clone();
     let url = options.url.clone();
-    let identity = identity(&args, &name, &trust)?;
+    let peers = Peers::new(trust.operator().clone());
+    let identity = identity(&args, &name, &peers)?;
     let identity_id = identity.id();
     let mut bus = RedisBus::connect(options)?;
     // Acknowledged at each heartbeat, once the snapshots are saved.
@@ -162,7 +166,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         Duration::from_millis(args.heartbeat_ttl_ms.max(HEARTBEAT_TTL_MIN_MS)),
     )?
     .signing(identity)
-    .trusting(Peers::new(trust.operator().clone()));
+    .trusting(peers);
     eprintln!(
         "garden daemon {name}: {} instances in the pipeline, prefix {}",
         plan.len(),
@@ -232,19 +236,14 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
 
 /// This daemon's key (made on first start), which its own trust store must
 /// list as a daemon key: otherwise every other daemon would ignore it.
-fn identity(args: &DaemonArgs, name: &str, trust: &integrity::Trust) -> Result<Arc<Identity>> {
+fn identity(args: &DaemonArgs, name: &str, peers: &Peers) -> Result<Arc<Identity>> {
     let path = args.key.clone().unwrap_or_else(|| {
         garden_host::paths::data_dir()
             .join("daemons")
             .join(format!("{name}.key.pem"))
     });
     let (identity, made) = Identity::load_or_create(&path)?;
-    let public = path.with_file_name(
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".key.pem"))
-            .map_or_else(|| "daemon.pub.pem".to_string(), |n| format!("{n}.pub.pem")),
-    );
+    let public = cluster::public_key_path(&path);
     if made {
         eprintln!(
             "made this daemon's key {} at {} (public half {})",
@@ -253,10 +252,7 @@ fn identity(args: &DaemonArgs, name: &str, trust: &integrity::Trust) -> Result<A
             public.display()
         );
     }
-    if Peers::new(trust.operator().clone())
-        .name_of(&identity.id())
-        .is_none()
-    {
+    if peers.name_of(&identity.id()).is_none() {
         bail!(
             "this daemon's key {} is not a trusted daemon key, so no daemon would accept its entries: \
              run `garden trust add --role daemon {}` on every host of this garden (and give the same trust file with --trust)",
@@ -464,8 +460,14 @@ impl Daemon {
         let heartbeats = self.membership.take_refused();
         for r in decisions.into_iter().chain(heartbeats) {
             let detail = format!("{}: {}", r.entry, r.reason);
-            if r.kind == "heartbeat" && !self.audited_heartbeats.insert(detail.clone()) {
-                continue;
+            if r.kind == "heartbeat" {
+                // A forger can vary what it writes: the set is bounded.
+                if self.audited_heartbeats.len() >= MAX_AUDITED_HEARTBEATS {
+                    self.audited_heartbeats.clear();
+                }
+                if !self.audited_heartbeats.insert(detail.clone()) {
+                    continue;
+                }
             }
             self.status.refused += 1;
             eprintln!("refused a {} entry {detail}", r.kind);

@@ -216,7 +216,10 @@ fn the_python_check_in_docs_verifies_a_garden_signature() {
     )
     .expect("write");
     let key = concat!(env!("CARGO_MANIFEST_DIR"), "/../keys/dev.pub.pem");
+    // In the scratch directory: the script writes the message and the
+    // signature it checked beside it.
     let out = Command::new("python3")
+        .current_dir(dir.path())
         .arg(&script)
         .arg(&signed)
         .arg(key)
@@ -236,7 +239,10 @@ fn the_python_check_in_docs_verifies_a_garden_signature() {
     let mut bytes = std::fs::read(&signed).expect("read");
     bytes[500] ^= 1;
     std::fs::write(&signed, bytes).expect("write");
+    // In the scratch directory: the script writes the message and the
+    // signature it checked beside it.
     let out = Command::new("python3")
+        .current_dir(dir.path())
         .arg(&script)
         .arg(&signed)
         .arg(key)

@@ -84,12 +84,7 @@ impl Identity {
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".key.pem"))
-                .unwrap_or("daemon");
-            key.write_pair(dir, name).map_err(err)?;
+            key.write_pair(dir, key_name(path)).map_err(err)?;
             key
         } else {
             SigningKey::read(path).map_err(err)?
@@ -113,31 +108,42 @@ impl Identity {
         self.key.public()
     }
 
+    /// The signer (this key's id) and the hex signature over `purpose` and
+    /// `fields`, for a caller that stores them its own way.
+    pub fn signature(&self, purpose: &str, fields: &[(&str, &str)]) -> (String, String) {
+        (
+            self.id.to_string(),
+            hex::encode(self.key.sign(&message(purpose, fields))),
+        )
+    }
+
     /// `fields` with the signer and the signature over `purpose` and them
     /// appended.
     pub fn sign(&self, purpose: &str, fields: &[(&str, &str)]) -> Vec<(String, String)> {
-        let signature = hex::encode(self.key.sign(&message(purpose, fields)));
+        let (signer, signature) = self.signature(purpose, fields);
         let mut out: Vec<(String, String)> = fields
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        out.push((SIGNER_FIELD.into(), self.id.to_string()));
+        out.push((SIGNER_FIELD.into(), signer));
         out.push((SIGNATURE_FIELD.into(), signature));
         out
     }
 }
 
 /// The daemon keys a reader accepts: those its trust store lists in the
-/// daemon role.
+/// daemon role, parsed once.
 #[derive(Debug, Clone, Default)]
 pub struct Peers {
-    store: TrustStore,
+    keys: Vec<(PublicKey, String)>,
 }
 
 impl Peers {
     /// Accept the daemon keys of `store`.
     pub fn new(store: TrustStore) -> Peers {
-        Peers { store }
+        Peers {
+            keys: store.keys_in_role(Role::Daemon),
+        }
     }
 
     /// Check a signed entry: the fields other than signer and signature, in
@@ -154,10 +160,7 @@ impl Peers {
         };
         let untrusted = || EntryRefused::Untrusted(printable(signer));
         let id: KeyId = signer.parse().map_err(|_| untrusted())?;
-        let (key, _) = self
-            .store
-            .key_in_role(&id, Role::Daemon)
-            .ok_or_else(untrusted)?;
+        let (key, _) = self.key(&id).ok_or_else(untrusted)?;
         let signed: Vec<(&str, &str)> = fields
             .iter()
             .filter(|(k, _)| k != SIGNER_FIELD && k != SIGNATURE_FIELD)
@@ -173,8 +176,27 @@ impl Peers {
 
     /// The name the trust store gives daemon key `id`, if it trusts it.
     pub fn name_of(&self, id: &KeyId) -> Option<&str> {
-        self.store.key_in_role(id, Role::Daemon).map(|(_, n)| n)
+        self.key(id).map(|(_, name)| name.as_str())
     }
+
+    fn key(&self, id: &KeyId) -> Option<&(PublicKey, String)> {
+        self.keys.iter().find(|(k, _)| k.id().matches(id))
+    }
+}
+
+/// `NAME` of a private key file `NAME.key.pem` (`daemon` for another name).
+fn key_name(private: &Path) -> &str {
+    private
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".key.pem"))
+        .unwrap_or("daemon")
+}
+
+/// Where [`Identity::load_or_create`] keeps the public half of the key at
+/// `private`: `NAME.pub.pem` beside it.
+pub fn public_key_path(private: &Path) -> PathBuf {
+    private.with_file_name(format!("{}.pub.pem", key_name(private)))
 }
 
 /// What is signed: the domain line, the purpose, then each field as
@@ -254,6 +276,7 @@ mod tests {
         let path = dir.path().join("host-a.key.pem");
         let (first, made) = Identity::load_or_create(&path).expect("made");
         assert!(made && dir.path().join("host-a.pub.pem").exists());
+        assert_eq!(public_key_path(&path), dir.path().join("host-a.pub.pem"));
         let (again, made) = Identity::load_or_create(&path).expect("read");
         assert!(!made && again.id() == first.id());
         std::fs::write(&path, "not a key").expect("writes");
