@@ -61,7 +61,8 @@ fn plan(n: u64, sent_nanos: i64) -> Envelope {
 }
 
 fn consumer(redis: &Redis, prefix: &str) -> RedisBus {
-    let mut bus = RedisBus::connect(options(redis, prefix, "decision-daemon")).expect("connects");
+    let mut bus =
+        garden_tests::shared_bus(options(redis, prefix, "decision-daemon")).expect("connects");
     bus.subscribe(&Subscriber {
         instance: "decision".into(),
         group: "decision".into(),
@@ -112,7 +113,7 @@ fn throughput(redis: &Redis, publishers: u64) -> f64 {
         .map(|p| {
             let opts = options(redis, &prefix, &format!("alpha-daemon-{p}"));
             std::thread::spawn(move || {
-                let mut bus = RedisBus::connect(opts).expect("connects");
+                let mut bus = garden_tests::shared_bus(opts).expect("connects");
                 for n in (p..MESSAGES).step_by(publishers as usize) {
                     bus.publish(plan(n, 0)).expect("publishes");
                     if n % 256 == 255 {
@@ -163,7 +164,7 @@ fn latency(redis: &Redis) -> (f64, f64, f64) {
         let opts = options(redis, "latency", "alpha-daemon");
         let done = done.clone();
         std::thread::spawn(move || {
-            let mut bus = RedisBus::connect(opts).expect("connects");
+            let mut bus = garden_tests::shared_bus(opts).expect("connects");
             // Ten plans every millisecond, each stamped when published.
             let per_tick = rate / 1_000;
             for tick in 0..total / per_tick {

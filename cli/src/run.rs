@@ -282,8 +282,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
     };
     let summary = match config.bus.redis(&format!("garden:run:{seed}-{millis}"))? {
-        Some(mut redis) => {
-            redis.bar_topic = Some(config.feed_topic.clone());
+        Some(redis) => {
             eprintln!(
                 "bus: Redis at {} (prefix {})",
                 garden_host::bus::redis::redacted(&redis.url),

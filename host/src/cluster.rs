@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bindings::types::Snapshot;
 use crate::bus::fnv1a;
-use crate::bus::redis::{Fields, RedisBusError};
+use crate::bus::redis::{EntryAuth, Fields, RedisBusError};
 
 mod decisions;
 mod identity;
@@ -68,8 +68,8 @@ pub struct DaemonStatus {
     /// daemon of a garden must show the same.
     #[serde(default)]
     pub plan: String,
-    /// Entries it refused so far: decisions and heartbeats no trusted
-    /// daemon key signed (each is audited).
+    /// Entries it refused so far: decisions, heartbeats and messages no
+    /// trusted daemon key signed or tagged (each is audited).
     #[serde(default)]
     pub refused: u64,
 }
@@ -158,6 +158,8 @@ pub struct Membership {
     ttl: Duration,
     identity: Option<Arc<Identity>>,
     peers: Peers,
+    /// Checks who wrote the message entries the leader reads.
+    auth: Option<EntryAuth>,
     refused: Vec<Refusal>,
 }
 
@@ -179,6 +181,7 @@ impl Membership {
             ttl,
             identity: None,
             peers: Peers::default(),
+            auth: None,
             refused: Vec::new(),
         })
     }
@@ -187,12 +190,13 @@ impl Membership {
     /// read but neither beat nor decide.
     pub fn signing(mut self, identity: Arc<Identity>) -> Self {
         self.identity = Some(identity);
+        self.rekey();
         self
     }
 
     /// Use only what the daemon keys of `peers` signed (by default none).
     pub fn trusting(mut self, peers: Peers) -> Self {
-        self.peers = peers;
+        self.set_peers(peers);
         self
     }
 
@@ -200,6 +204,18 @@ impl Membership {
     /// changed: a key was added or revoked).
     pub fn set_peers(&mut self, peers: Peers) {
         self.peers = peers;
+        self.rekey();
+    }
+
+    /// The keys message entries are tagged and checked with: this daemon's
+    /// own and its peers' (none without a daemon key). The bus of the same
+    /// daemon takes a copy, so both accept the same writers.
+    pub fn entry_auth(&self) -> Option<&EntryAuth> {
+        self.auth.as_ref()
+    }
+
+    fn rekey(&mut self) {
+        self.auth = self.identity.as_ref().map(|i| i.entry_auth(&self.peers));
     }
 
     /// The keys this member accepts.

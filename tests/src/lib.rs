@@ -255,6 +255,36 @@ pub fn trust_daemon(name: &str) {
     .expect("trusts the daemon key");
 }
 
+/// A Redis bus that tags with, and accepts, one key shared by every bus
+/// this test process connects this way: buses of one test read each other,
+/// as daemons that trust each other do.
+pub fn shared_bus(
+    options: garden_host::bus::RedisOptions,
+) -> Result<garden_host::bus::RedisBus, garden_host::bus::redis::RedisBusError> {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
+    let key = KEY.get_or_init(SigningKey::generate);
+    let mut bus = garden_host::bus::RedisBus::connect(options)?;
+    bus.set_auth(garden_host::bus::redis::EntryAuth::new(key, &[]));
+    Ok(bus)
+}
+
+/// A Redis bus client the daemons of [`garden`] accept: it holds daemon
+/// `name`'s key, trusted as a daemon key, and tags for every daemon key the
+/// trust store lists now (so trust the daemons first).
+pub fn trusted_bus(
+    name: &str,
+    options: garden_host::bus::RedisOptions,
+) -> garden_host::bus::RedisBus {
+    trust_daemon(name);
+    let key = garden_home()
+        .join("data/daemons")
+        .join(format!("{name}.key.pem"));
+    let (identity, _) = garden_host::cluster::Identity::load_or_create(&key).expect("a daemon key");
+    let mut bus = garden_host::bus::RedisBus::connect(options).expect("connects");
+    bus.set_auth(identity.entry_auth(&daemon_peers()));
+    bus
+}
+
 /// The daemon keys [`garden`]'s trust store lists, as a daemon reads them.
 pub fn daemon_peers() -> garden_host::cluster::Peers {
     let store = TrustStore::read(&garden_home().join("trust.toml")).expect("the trust store");

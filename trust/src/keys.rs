@@ -212,6 +212,24 @@ impl SigningKey {
         self.0.sign(message).to_bytes()
     }
 
+    /// The X25519 secret this key shares with `peer` (RFC 7748 over the
+    /// keys' Montgomery forms): `a.agree(B) == b.agree(A)`, and nobody
+    /// without one of the two private keys can compute it. `None` for a
+    /// peer key of small order, whose shared secret would be public.
+    ///
+    /// One key pair serves signing and agreement: the garden's daemons are
+    /// known by one key in the trust store, and the agreed secret is only
+    /// ever used through a key derivation (see eprint 2021/509 on why this
+    /// combination is sound).
+    pub fn agree(&self, peer: &PublicKey) -> Option<[u8; 32]> {
+        let shared = peer
+            .0
+            .to_montgomery()
+            .mul_clamped(self.0.to_scalar_bytes())
+            .to_bytes();
+        (shared != [0u8; 32]).then_some(shared)
+    }
+
     /// Read PKCS#8 PEM text; `origin` names it in errors.
     pub fn from_pem(text: &str, origin: &Path) -> Result<Self, KeyError> {
         ed25519_dalek::SigningKey::from_pkcs8_pem(text.trim())
@@ -291,6 +309,24 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_keys_agree_on_one_secret_that_a_third_does_not_share() {
+        let (a, b, c) = (
+            SigningKey::generate(),
+            SigningKey::generate(),
+            SigningKey::generate(),
+        );
+        let ab = a.agree(&b.public()).expect("agrees");
+        assert_eq!(Some(ab), b.agree(&a.public()));
+        assert_ne!(Some(ab), c.agree(&a.public()));
+        assert_ne!(Some(ab), c.agree(&b.public()));
+        // The identity point has small order: refused, not a zero secret.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let small = PublicKey(ed25519_dalek::VerifyingKey::from_bytes(&identity).expect("a point"));
+        assert_eq!(a.agree(&small), None);
+    }
 
     #[test]
     fn keys_round_trip_through_pem_and_sign() {

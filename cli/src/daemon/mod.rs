@@ -145,6 +145,8 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     let identity = identity(&args, &name, &peers)?;
     let identity_id = identity.id();
     let mut bus = RedisBus::connect(options)?;
+    // Messages are tagged for, and accepted from, the trusted daemons only.
+    bus.set_auth(identity.entry_auth(&peers));
     // Acknowledged at each heartbeat, once the snapshots are saved.
     bus.hold_acks();
     if let Some(url) = &store {
@@ -215,6 +217,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         recorder,
         warned_plans: false,
         audited_heartbeats: HashSet::new(),
+        messages_refused: 0,
         quarantined: HashMap::new(),
         leader: None,
         next_beat: Instant::now(),
@@ -283,7 +286,7 @@ fn redis_options(args: &DaemonArgs, config: &PipelineConfig) -> Result<RedisOpti
     let Some(mut options) = bus_config.redis(&args.prefix)? else {
         bail!("garden daemon needs a shared Redis: give --bus redis://host:port");
     };
-    options.bar_topic = Some(config.feed_topic.clone());
+    options.feed_topic = Some(config.feed_topic.clone());
     Ok(options)
 }
 
@@ -327,6 +330,8 @@ struct Daemon {
     warned_plans: bool,
     /// Refused heartbeats already audited (one record each, not one per beat).
     audited_heartbeats: HashSet<String>,
+    /// Message entries the bus had refused at the last heartbeat.
+    messages_refused: u64,
     quarantined: HashMap<String, String>,
     leader: Option<Leader>,
     next_beat: Instant,
@@ -451,6 +456,9 @@ impl Daemon {
             self.stopped = Some(why);
         }
         self.membership.set_peers(peers);
+        if let Some(auth) = self.membership.entry_auth() {
+            self.runtime.bus_mut().set_auth(auth.clone());
+        }
     }
 
     /// Count and audit what was refused since the last beat: decisions
@@ -474,6 +482,21 @@ impl Daemon {
             self.watch
                 .audit()
                 .record("refused-entry", r.kind, &self.name, &detail);
+        }
+        // Message entries: each is in the dead-letter stream with its
+        // reason; the audit gets one line per beat that saw any.
+        let messages = self.runtime.bus().stats().refused;
+        if messages > self.messages_refused {
+            let new = messages - self.messages_refused;
+            self.messages_refused = messages;
+            self.status.refused += new;
+            let detail = format!(
+                "{new} message entries no trusted daemon wrote were refused since the last heartbeat (each is in the dead-letter stream with why)"
+            );
+            eprintln!("{detail}");
+            self.watch
+                .audit()
+                .record("refused-entry", "message", &self.name, &detail);
         }
     }
 

@@ -138,6 +138,9 @@ pub struct BusStats {
     pub overflowed: u64,
     /// Dead letters recorded.
     pub dead_letters: u64,
+    /// Entries refused because no trusted writer made them (each is also a
+    /// dead letter).
+    pub refused: u64,
 }
 
 /// Why a bus operation failed.

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use garden_trust::{KeyId, PublicKey, Role, SigningKey, TrustStore};
 
+use crate::bus::redis::EntryAuth;
+
 /// Field holding the writer's key id.
 pub const SIGNER_FIELD: &str = "signer";
 /// Field holding the hex ed25519 signature.
@@ -106,6 +108,13 @@ impl Identity {
     /// Its public key.
     pub fn public(&self) -> PublicKey {
         self.key.public()
+    }
+
+    /// The keys to tag message entries for, and check them from, the
+    /// daemons of `peers` (see [`EntryAuth`]).
+    pub fn entry_auth(&self, peers: &Peers) -> EntryAuth {
+        let keys: Vec<PublicKey> = peers.keys.iter().map(|(k, _)| k.clone()).collect();
+        EntryAuth::new(&self.key, &keys)
     }
 
     /// The signer (this key's id) and the hex signature over `purpose` and

@@ -19,8 +19,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::Envelope;
 use crate::bindings::types::{Body, Setting};
-use crate::bus::redis::{Fields, decode_entry};
+use crate::bus::redis::{AUTH_FIELD, Fields, decode_entry, field};
 use crate::config::EvolutionConfig;
 use crate::engine::Module;
 use crate::loader::Planned;
@@ -231,16 +232,17 @@ impl Leader {
             self.base = Some(usize::try_from(added.saturating_sub(held)).unwrap_or(0));
         }
         for fields in read_new(m, &bars, &mut self.after[0])? {
-            // A bar that does not decode still takes its place in the
-            // count; it keeps the previous bar's time.
-            let time = decode_entry(&self.topics.bars, &fields, true)
-                .map(|(e, _, _)| e.time)
-                .unwrap_or_else(|_| self.times.last().copied().unwrap_or(0));
+            // A bar that is refused or does not decode still takes its
+            // place in the count (every daemon counts the same stream); it
+            // keeps the previous bar's time.
+            let time = trusted(m, &bars, &self.topics.bars, &fields)
+                .map(|e| e.time)
+                .unwrap_or_else(|| self.times.last().copied().unwrap_or(0));
             self.times.push(time);
         }
         let fitness = m.stream(&self.topics.fitness);
         for fields in read_new(m, &fitness, &mut self.after[1])? {
-            let Ok((e, _, _)) = decode_entry(&self.topics.fitness, &fields, false) else {
+            let Some(e) = trusted(m, &fitness, &self.topics.fitness, &fields) else {
                 continue;
             };
             if let Body::Fitness(f) = &e.body
@@ -258,7 +260,7 @@ impl Leader {
         if let Some(topic) = self.topics.context.clone() {
             let stream = m.stream(&topic);
             for fields in read_new(m, &stream, &mut self.after[2])? {
-                if let Ok((e, _, _)) = decode_entry(&topic, &fields, false)
+                if let Some(e) = trusted(m, &stream, &topic, &fields)
                     && let Body::Context(c) = &e.body
                     && let Some(bar) = self.bar_at(e.time)
                 {
@@ -394,4 +396,17 @@ impl Habitat for Decider<'_> {
     fn quarantined(&self, id: &str) -> Option<String> {
         self.quarantined.get(id).cloned()
     }
+}
+
+/// The message of an entry a trusted daemon wrote on `stream`; `None`
+/// for one it did not (what a plain Redis client writes never steers
+/// selection) or that does not decode.
+fn trusted(m: &Membership, stream: &str, topic: &str, fields: &Fields) -> Option<Envelope> {
+    let auth = m.entry_auth()?;
+    let message = field(fields, "m")?;
+    if let Err(refused) = auth.check(stream, message, field(fields, AUTH_FIELD)) {
+        tracing::debug!(%stream, "leader ignores an entry: {refused}");
+        return None;
+    }
+    decode_entry(topic, fields).ok().map(|(e, _, _)| e)
 }

@@ -170,7 +170,7 @@ fn pending_plans(con: &mut redis::Connection, who: &str) -> Vec<String> {
             .query(con)
             .expect("XRANGE");
         for (_, fields) in entries {
-            if let Ok((e, _, _)) = decode_entry("plan", &fields, false)
+            if let Ok((e, _, _)) = decode_entry("plan", &fields)
                 && let Body::Plan(p) = e.body
             {
                 out.push(p.id);
@@ -198,15 +198,13 @@ fn judged_plans_in(
         .unwrap_or_default();
     entries
         .iter()
-        .filter_map(
-            |(_, fields)| match decode_entry("evidence", fields, false) {
-                Ok((e, _, _)) => match e.body {
-                    Body::Evidence(e) => Some(e.plan_id),
-                    _ => None,
-                },
-                Err(_) => None,
+        .filter_map(|(_, fields)| match decode_entry("evidence", fields) {
+            Ok((e, _, _)) => match e.body {
+                Body::Evidence(e) => Some(e.plan_id),
+                _ => None,
             },
-        )
+            Err(_) => None,
+        })
         .collect()
 }
 
@@ -222,7 +220,7 @@ fn evidence(con: &mut redis::Connection) -> (usize, usize, usize) {
     let mut ids = std::collections::BTreeSet::new();
     let mut by_a = 0;
     for (_, fields) in &entries {
-        if let Ok((e, from, _)) = decode_entry("evidence", fields, false) {
+        if let Ok((e, from, _)) = decode_entry("evidence", fields) {
             by_a += usize::from(from.starts_with("a@"));
             if let Body::Evidence(e) = e.body {
                 ids.insert(e.plan_id);
@@ -234,6 +232,8 @@ fn evidence(con: &mut redis::Connection) -> (usize, usize, usize) {
 
 #[test]
 fn a_daemon_killed_mid_stream_loses_nothing() {
+    // The test's producer is a trusted writer before the daemons start.
+    garden_tests::trust_daemon("producer");
     let redis = Redis::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("pipeline.toml");
@@ -261,7 +261,7 @@ fn a_daemon_killed_mid_stream_loses_nothing() {
     let mut o = RedisOptions::new(&redis.url());
     o.prefix = PREFIX.into();
     o.consumer = "producer".into();
-    let mut producer = RedisBus::connect(o).expect("connects");
+    let mut producer = garden_tests::trusted_bus("producer", o);
     let total = 4_000u64;
     let mut at_kill = (0, 0, 0);
     let mut con = redis::Client::open(redis.url())
@@ -490,12 +490,12 @@ fn field(f: &[(String, String)], k: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Write bundled bars `rows` to the bar stream as a plain producer would.
+/// Write bundled bars `rows` to the feed stream as a plain producer would.
 fn feed_bars(con: &mut redis::Connection, prefix: &str, rows: &[garden_host::feed::csv::Row]) {
     let mut pipe = redis::pipe();
     for r in rows {
         pipe.cmd("XADD")
-            .arg(format!("{prefix}:t:bar"))
+            .arg(format!("{prefix}:feed"))
             .arg("*")
             .arg("symbol")
             .arg("EURUSD")
@@ -782,6 +782,8 @@ fn leaders(redis: &Redis, prefix: &str) -> Vec<(String, u64)> {
 
 #[test]
 fn daemons_reconnect_after_a_redis_restart_and_go_on() {
+    // The test's producer is a trusted writer before the daemons start.
+    garden_tests::trust_daemon("producer");
     let prefix = "phoenix";
     let mut redis = Redis::start();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -811,7 +813,7 @@ fn daemons_reconnect_after_a_redis_restart_and_go_on() {
     let mut o = RedisOptions::new(&redis.url());
     o.prefix = prefix.into();
     o.consumer = "producer".into();
-    let mut producer = RedisBus::connect(o).expect("connects");
+    let mut producer = garden_tests::trusted_bus("producer", o);
     let publish = |producer: &mut RedisBus, range: std::ops::Range<u64>| {
         for n in range {
             producer.publish(plan(n)).expect("publishes");
@@ -1080,6 +1082,19 @@ fn entries_no_trusted_daemon_signed_are_ignored_counted_and_audited() {
         .ignore()
         .query(&mut con)
         .expect("SET");
+    // A plan written straight into the topic's stream, as from an alpha:
+    // before message tags the expert judged it.
+    let forged = serde_json::json!({
+        "v": 2, "key": "p-forged", "source": "alpha-ema.0", "time": 1,
+        "from": "mallory@1", "n": 1, "body": plan(7).body,
+    });
+    let _: String = redis::cmd("XADD")
+        .arg(format!("{prefix}:t:plan"))
+        .arg("*")
+        .arg("m")
+        .arg(forged.to_string())
+        .query(&mut con)
+        .expect("XADD");
     // A few heartbeats (300 ms apart): time enough for the daemon to act on
     // the forged retirement, as it did before daemon keys. Nothing changed:
     // the instance runs, on the one real daemon, which alone leads.
@@ -1111,8 +1126,12 @@ fn entries_no_trusted_daemon_signed_are_ignored_counted_and_audited() {
                 .filter(|(k, m)| k == "refused-entry" && m == kind)
                 .count()
         };
-        refused("decision") == 2 && refused("heartbeat") == 1
+        refused("decision") == 2 && refused("heartbeat") == 1 && refused("message") == 1
     });
+    assert!(
+        judged_plans_in(&mut con, prefix).is_empty(),
+        "the forged plan was judged"
+    );
     let status = || {
         let out = garden_tests::garden()
             .args(["status", "--bus", &redis.url(), "--prefix", prefix])
@@ -1125,7 +1144,7 @@ fn entries_no_trusted_daemon_signed_are_ignored_counted_and_audited() {
     wait_for(
         "the count in the heartbeat",
         Duration::from_secs(10),
-        || status().contains("3 entries refused"),
+        || status().contains("4 entries refused"),
     );
     let text = status();
     assert!(!text.contains("31337"), "{text}");

@@ -1,8 +1,9 @@
 //! The Redis Streams bus against a real redis-server started on a free
 //! loopback port: the pipeline gives the same result as on the memory bus,
 //! bad entries are dead-lettered with a reason, a dead consumer's entries are
-//! reclaimed, a Redis restart is survived, AUTH works, and bars can come
-//! from any producer.
+//! reclaimed, a Redis restart is survived, AUTH works, entries no trusted
+//! bus wrote are refused, and bars can come from any producer through the
+//! feed stream.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,23 @@ fn msg(topic: &str, key: &str, n: i64) -> Envelope {
         source: "test".into(),
         body: Body::Retired(format!("{key}-{n}")),
     }
+}
+
+/// The reasons of the dead letters in `stream`, in order.
+fn dead_reasons(con: &mut redis::Connection, stream: &str) -> Vec<String> {
+    let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .expect("dead letters");
+    dead.iter()
+        .filter_map(|(_, f)| {
+            f.iter()
+                .find(|(k, _)| k == "reason")
+                .map(|(_, v)| v.clone())
+        })
+        .collect()
 }
 
 fn raw(redis: &Redis) -> redis::Connection {
@@ -123,7 +141,7 @@ fn the_pipeline_over_redis_gives_what_it_gives_over_the_memory_bus() {
     let rows: Vec<_> = bundled_rows().into_iter().take(700).collect();
     let config = PipelineConfig::embedded().expect("embedded pipeline");
     let (memory, memory_msgs) = run_on(MemoryBus::new(config.limits.inbox_capacity), &rows);
-    let bus = RedisBus::connect(options(&redis, "same", "daemon-1")).expect("connects");
+    let bus = garden_tests::shared_bus(options(&redis, "same", "daemon-1")).expect("connects");
     let (over_redis, redis_msgs) = run_on(bus, &rows);
     assert!(memory_msgs.len() > 100, "the run says something");
     assert_eq!(memory_msgs.len(), redis_msgs.len());
@@ -162,7 +180,7 @@ fn the_pipeline_over_redis_gives_what_it_gives_over_the_memory_bus() {
 #[test]
 fn shared_delivery_keeps_per_key_order_and_broadcast_reaches_everyone() {
     let redis = Redis::start();
-    let mut bus = RedisBus::connect(options(&redis, "order", "d")).expect("connects");
+    let mut bus = garden_tests::shared_bus(options(&redis, "order", "d")).expect("connects");
     bus.subscribe(&sub("w1", "workers", "job", Delivery::Shared));
     bus.subscribe(&sub("w2", "workers", "job", Delivery::Shared));
     bus.subscribe(&sub("log", "log", "job", Delivery::Broadcast));
@@ -196,62 +214,52 @@ fn shared_delivery_keeps_per_key_order_and_broadcast_reaches_everyone() {
 #[test]
 fn malformed_entries_are_dead_lettered_with_a_reason_and_the_consumer_goes_on() {
     let redis = Redis::start();
-    let mut bus = RedisBus::connect(options(&redis, "bad", "d")).expect("connects");
+    let mut bus = garden_tests::shared_bus(options(&redis, "bad", "d")).expect("connects");
     bus.subscribe(&sub("x", "x", "t", Delivery::Shared));
     bus.pump();
     let mut con = raw(&redis);
+    // Broken entries a trusted writer tagged (a bug, not an attack): they
+    // pass the tag check and fail to decode.
+    let auth = bus.auth().clone();
     let add = |con: &mut redis::Connection, fields: &[(&str, &str)]| {
         let mut cmd = redis::cmd("XADD");
         cmd.arg("bad:t:t").arg("*");
+        let m = fields
+            .iter()
+            .find(|(k, _)| *k == "m")
+            .map_or("", |(_, v)| *v);
         for (k, v) in fields {
             cmd.arg(*k).arg(*v);
         }
+        cmd.arg("a").arg(auth.seal("bad:t:t", m));
         let _: String = cmd.query(con).expect("XADD");
     };
     add(&mut con, &[("hello", "world")]);
     add(
         &mut con,
-        &[
-            ("v", "1"),
-            ("key", "k"),
-            ("source", "s"),
-            ("time", "1"),
-            ("from", "p"),
-            ("n", "1"),
-            ("body", "\u{1}garbage"),
-        ],
+        &[(
+            "m",
+            "{\"v\":2,\"key\":\"k\",\"source\":\"s\",\"time\":1,\"from\":\"p\",\"n\":1,\"body\":\"\u{1}garbage\"}",
+        )],
     );
-    add(&mut con, &[("v", "9"), ("body", "{}")]);
+    add(&mut con, &[("m", "{\"v\":9,\"body\":{}}")]);
     add(&mut con, &[("m", "{\"v\":2,\"key\":")]);
     bus.publish(msg("t", "k", 7))
         .expect("a good one after them");
     let got = drain(&mut bus, "x");
     assert_eq!(got.iter().map(|m| label(m)).collect::<Vec<_>>(), ["k-7"]);
     bus.pump();
-    let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg("bad:dead")
-        .arg("-")
-        .arg("+")
-        .query(&mut con)
-        .expect("dead letters");
-    let reasons: Vec<String> = dead
-        .iter()
-        .filter_map(|(_, f)| {
-            f.iter()
-                .find(|(k, _)| k == "reason")
-                .map(|(_, v)| v.clone())
-        })
-        .collect();
+    let reasons = dead_reasons(&mut con, "bad:dead");
     assert_eq!(reasons.len(), 4, "{reasons:?}");
     assert!(reasons[0].contains("missing field `m`"), "{reasons:?}");
-    assert!(reasons[1].contains("`body` does not decode"), "{reasons:?}");
+    assert!(reasons[1].contains("`m` does not decode"), "{reasons:?}");
     assert!(reasons[2].contains("format `9`"), "{reasons:?}");
     assert!(reasons[3].contains("`m` does not decode"), "{reasons:?}");
     assert_eq!(bus.stats().dead_letters, 4);
     // An oversized message is refused at publish, with the reason.
     let mut small = options(&redis, "bad", "p");
     small.max_entry_bytes = 64;
-    let mut publisher = RedisBus::connect(small).expect("connects");
+    let mut publisher = garden_tests::shared_bus(small).expect("connects");
     let mut big = msg("t", "k", 8);
     big.body = Body::Retired("x".repeat(1000));
     match publisher.publish(big) {
@@ -267,7 +275,7 @@ fn entries_a_dead_consumer_left_pending_are_reclaimed_and_poison_is_dead_lettere
         let mut o = options(&redis, "claim", consumer);
         o.claim_idle = Duration::from_millis(300);
         o.max_deliveries = max_deliveries;
-        RedisBus::connect(o).expect("connects")
+        garden_tests::shared_bus(o).expect("connects")
     };
     // Consumer a takes five entries and dies before acknowledging them.
     let mut a = claim("a", 5);
@@ -331,7 +339,7 @@ fn entries_a_dead_consumer_left_pending_are_reclaimed_and_poison_is_dead_lettere
 #[test]
 fn a_redis_restart_is_survived_and_publishes_made_meanwhile_arrive() {
     let mut redis = Redis::start();
-    let mut bus = RedisBus::connect(options(&redis, "restart", "d")).expect("connects");
+    let mut bus = garden_tests::shared_bus(options(&redis, "restart", "d")).expect("connects");
     bus.subscribe(&sub("x", "x", "t", Delivery::Shared));
     bus.pump();
     bus.publish(msg("t", "k", 1)).expect("publishes");
@@ -358,7 +366,8 @@ fn a_redis_restart_is_survived_and_publishes_made_meanwhile_arrive() {
 #[test]
 fn redis_auth_with_a_user_and_password_and_a_clear_error_without() {
     let redis = Redis::start_with_user("garden", "s3cret-pw");
-    let mut bus = RedisBus::connect(options(&redis, "auth", "d")).expect("the right password");
+    let mut bus =
+        garden_tests::shared_bus(options(&redis, "auth", "d")).expect("the right password");
     bus.subscribe(&sub("x", "x", "t", Delivery::Shared));
     bus.pump();
     bus.publish(msg("t", "k", 1)).expect("publishes");
@@ -375,15 +384,10 @@ fn redis_auth_with_a_user_and_password_and_a_clear_error_without() {
     );
 }
 
-#[test]
-fn bars_written_by_any_producer_arrive_and_bad_ones_are_dead_lettered() {
-    let redis = Redis::start();
-    let mut bus = RedisBus::connect(options(&redis, "feed", "d")).expect("connects");
-    bus.subscribe(&sub("alpha", "alpha", "bar", Delivery::Broadcast));
-    bus.pump();
-    let mut con = raw(&redis);
+/// Write a plain bar to `stream` as any Redis client can.
+fn xadd_bar(con: &mut redis::Connection, stream: &str, close: &str) {
     let _: String = redis::cmd("XADD")
-        .arg("feed:t:bar")
+        .arg(stream)
         .arg("*")
         .arg(&[
             ("symbol", "EURUSD"),
@@ -391,36 +395,187 @@ fn bars_written_by_any_producer_arrive_and_bad_ones_are_dead_lettered() {
             ("open", "1.0850"),
             ("high", "1.0862"),
             ("low", "1.0841"),
-            ("close", "1.0857"),
+            ("close", close),
             ("volume", "1520"),
         ])
-        .query(&mut con)
+        .query(con)
         .expect("XADD");
+}
+
+#[test]
+fn bars_written_to_the_feed_arrive_once_and_bad_ones_are_dead_lettered() {
+    let redis = Redis::start();
+    let mut con = raw(&redis);
+    // Written before any daemon reads the feed: the feed is a queue, read
+    // from its start.
+    xadd_bar(&mut con, "feed:feed", "1.0857");
+    let mut o = options(&redis, "feed", "d");
+    o.feed_topic = Some("bar".into());
+    let mut bus = garden_tests::shared_bus(o.clone()).expect("connects");
+    o.consumer = "e".into();
+    let mut other = garden_tests::shared_bus(o).expect("connects");
+    bus.subscribe(&sub("alpha", "alpha", "bar", Delivery::Broadcast));
+    bus.pump();
     let _: String = redis::cmd("XADD")
-        .arg("feed:t:bar")
+        .arg("feed:feed")
         .arg("*")
         .arg(&[("symbol", "EURUSD"), ("time", "soon")])
         .query(&mut con)
         .expect("XADD");
-    let got = drain(&mut bus, "alpha");
-    assert_eq!(got.len(), 1);
-    match &got[0].body {
-        Body::Bar(b) => {
-            assert_eq!(
-                (b.symbol.as_str(), b.close, b.volume),
-                ("EURUSD", 1.0857, 1520.0)
-            );
-            assert_eq!(got[0].key, "EURUSD");
-        }
-        other => panic!("a bar, not {other:?}"),
+    xadd_bar(&mut con, "feed:feed", "1.0860");
+    // Two daemons read the feed: each bar is taken by one of them.
+    for _ in 0..3 {
+        other.pump();
     }
-    assert_eq!(bus.stats().dead_letters, 1);
+    let got = drain(&mut bus, "alpha");
+    let closes: Vec<f64> = got
+        .iter()
+        .map(|m| match &m.body {
+            Body::Bar(b) => {
+                assert_eq!((b.symbol.as_str(), b.volume), ("EURUSD", 1520.0));
+                assert_eq!((m.key.as_str(), m.source.as_str()), ("EURUSD", "$feed"));
+                b.close
+            }
+            other => panic!("a bar, not {other:?}"),
+        })
+        .collect();
+    assert_eq!(closes, [1.0857, 1.0860]);
+    let dead = bus.stats().dead_letters + other.stats().dead_letters;
+    assert_eq!(dead, 1, "the bar with a bad time is a dead letter");
+}
+
+/// The producer of docs/redis.md's ACL: it can write the feed and nothing
+/// else, and its bars arrive.
+#[test]
+fn a_producer_limited_to_the_feed_by_an_acl_feeds_bars_and_nothing_else() {
+    let redis = Redis::start();
+    let mut admin = raw(&redis);
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "feeder",
+            "on",
+            ">feeder-password",
+            "resetkeys",
+            "~acl:feed",
+            "resetchannels",
+            "-@all",
+            "+xadd",
+        ])
+        .query(&mut admin)
+        .expect("ACL SETUSER");
+    let mut o = options(&redis, "acl", "d");
+    o.feed_topic = Some("bar".into());
+    let mut bus = garden_tests::shared_bus(o).expect("connects");
+    bus.subscribe(&sub("alpha", "alpha", "bar", Delivery::Broadcast));
+    bus.pump();
+    let mut feeder = redis::Client::open(format!(
+        "redis://feeder:feeder-password@127.0.0.1:{}",
+        redis.port()
+    ))
+    .and_then(|c| c.get_connection())
+    .expect("the feeder connects");
+    xadd_bar(&mut feeder, "acl:feed", "1.0857");
+    for stream in ["acl:t:bar", "acl:t:plan", "acl:decisions"] {
+        let refused: redis::RedisResult<String> = redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("m")
+            .arg("x")
+            .query(&mut feeder);
+        let err = refused.expect_err("only the feed is writable");
+        assert!(err.to_string().to_lowercase().contains("noperm"), "{err}");
+    }
+    let got = drain(&mut bus, "alpha");
+    assert_eq!(got.len(), 1, "the bar arrives through the feed");
+}
+
+/// The attack: any Redis client writes a message into a topic's stream,
+/// claiming a source, or copies a real entry onto another topic. Before
+/// entries were authenticated every one of these was delivered.
+#[test]
+fn entries_no_trusted_bus_wrote_are_refused_and_dead_lettered() {
+    let redis = Redis::start();
+    let mut bus = garden_tests::shared_bus(options(&redis, "forge", "d")).expect("connects");
+    bus.subscribe(&sub("x", "x", "plan", Delivery::Broadcast));
+    bus.subscribe(&sub("y", "y", "fill", Delivery::Broadcast));
+    bus.pump();
+    let mut con = raw(&redis);
+    // A real entry, to copy.
+    bus.publish(msg("plan", "k", 1)).expect("publishes");
+    let real = drain(&mut bus, "x");
+    assert_eq!(real.len(), 1, "a trusted bus's entry is delivered");
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("forge:t:plan")
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .expect("XRANGE");
+    let fields = entries[0].1.clone();
+    let get = |k: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .expect("field")
+    };
+    let (m, a) = (get("m"), get("a"));
+    // Another source, and a new counter so it is not taken for a
+    // redelivery of the real one.
+    let mut value: serde_json::Value = serde_json::from_str(&m).expect("JSON");
+    value["source"] = "alpha-ema.0".into();
+    value["n"] = 99.into();
+    let forged_m = value.to_string();
+    let add = |con: &mut redis::Connection, stream: &str, pairs: &[(&str, &str)]| {
+        let _: String = redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg(pairs)
+            .query(con)
+            .expect("XADD");
+    };
+    // No tag at all; a forged source under the real tag; the real entry
+    // moved to another topic; a tag under another key's name.
+    add(&mut con, "forge:t:plan", &[("m", &forged_m)]);
+    add(&mut con, "forge:t:plan", &[("m", &forged_m), ("a", &a)]);
+    add(&mut con, "forge:t:fill", &[("m", &m), ("a", &a)]);
+    let mallory = garden_host::bus::redis::EntryAuth::ephemeral();
+    let by_mallory = mallory.seal("forge:t:plan", &forged_m);
+    add(
+        &mut con,
+        "forge:t:plan",
+        &[("m", &forged_m), ("a", &by_mallory)],
+    );
+    assert!(
+        drain(&mut bus, "x").is_empty(),
+        "no forged plan is delivered"
+    );
+    assert!(
+        drain(&mut bus, "y").is_empty(),
+        "no moved entry is delivered"
+    );
+    assert_eq!(bus.stats().refused, 4);
+    let reasons = dead_reasons(&mut con, "forge:dead");
+    // Two streams: entries of one millisecond may come in either order.
+    let count = |what: &str| reasons.iter().filter(|r| r.contains(what)).count();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert_eq!(count("not written by a garden host"), 1, "{reasons:?}");
+    assert_eq!(count("does not match"), 2, "{reasons:?}");
+    assert_eq!(count("not a trusted daemon key"), 1, "{reasons:?}");
+    // A plain bar on the bar topic itself is refused too: outside bars go
+    // through the feed.
+    let mut bars = garden_tests::shared_bus(options(&redis, "forge", "b")).expect("connects");
+    bars.subscribe(&sub("z", "z", "bar", Delivery::Broadcast));
+    bars.pump();
+    xadd_bar(&mut con, "forge:t:bar", "1.0857");
+    assert!(drain(&mut bars, "z").is_empty());
+    assert_eq!(bars.stats().refused, 1);
 }
 
 #[test]
 fn a_bus_with_nothing_to_send_or_read_answers_at_once() {
     let redis = Redis::start();
-    let mut bus = RedisBus::connect(options(&redis, "idle", "d")).expect("connects");
+    let mut bus = garden_tests::shared_bus(options(&redis, "idle", "d")).expect("connects");
     let started = std::time::Instant::now();
     assert!(!bus.pump(), "nothing arrived");
     assert!(
@@ -435,7 +590,7 @@ fn publishes_made_while_redis_is_down_are_parked_in_the_store_and_survive_a_cras
     let mut redis = Redis::start();
     let pg = garden_tests::servers::Postgres::start();
     let parking = || Box::new(StoreParking::new(&pg.url(), "d"));
-    let mut bus = RedisBus::connect(options(&redis, "ob", "d")).expect("connects");
+    let mut bus = garden_tests::shared_bus(options(&redis, "ob", "d")).expect("connects");
     bus.set_parking(parking());
     bus.subscribe(&sub("x", "x", "t", Delivery::Shared));
     bus.pump();
@@ -449,7 +604,7 @@ fn publishes_made_while_redis_is_down_are_parked_in_the_store_and_survive_a_cras
     // The daemon dies; its memory is gone, the parked publishes are not.
     drop(bus);
     redis.restart();
-    let mut again = RedisBus::connect(options(&redis, "ob", "d")).expect("connects");
+    let mut again = garden_tests::shared_bus(options(&redis, "ob", "d")).expect("connects");
     again.set_parking(parking());
     again.subscribe(&sub("x", "x", "t", Delivery::Shared));
     again.publish(msg("t", "k", 4)).expect("publishes");
@@ -489,7 +644,7 @@ fn held_acknowledgements_wait_for_the_checkpoint_and_only_later_work_is_handled_
     let bus = |consumer: &str| {
         let mut o = options(&redis, "held", consumer);
         o.claim_idle = Duration::from_millis(300);
-        RedisBus::connect(o).expect("connects")
+        garden_tests::shared_bus(o).expect("connects")
     };
     let mut con = raw(&redis);
     let mut a = bus("a");
@@ -528,8 +683,8 @@ fn shared_delivery_keeps_per_key_order_across_daemons() {
     let redis = Redis::start();
     // One subscribing group of three members on two daemons, a and b.
     let roster: Vec<String> = ["w.0", "w.1", "w.2"].map(String::from).to_vec();
-    let mut a = RedisBus::connect(options(&redis, "spread", "a")).expect("connects");
-    let mut b = RedisBus::connect(options(&redis, "spread", "b")).expect("connects");
+    let mut a = garden_tests::shared_bus(options(&redis, "spread", "a")).expect("connects");
+    let mut b = garden_tests::shared_bus(options(&redis, "spread", "b")).expect("connects");
     a.set_roster("workers", roster.clone());
     b.set_roster("workers", roster.clone());
     a.subscribe(&sub("w.0", "workers", "job", Delivery::Shared));
@@ -537,7 +692,7 @@ fn shared_delivery_keeps_per_key_order_across_daemons() {
     b.subscribe(&sub("w.1", "workers", "job", Delivery::Shared));
     a.pump();
     b.pump();
-    let mut producer = RedisBus::connect(options(&redis, "spread", "p")).expect("connects");
+    let mut producer = garden_tests::shared_bus(options(&redis, "spread", "p")).expect("connects");
     let total = 600;
     for n in 0..total {
         producer
@@ -595,7 +750,7 @@ fn a_topic_never_lands_on_a_control_key() {
     // stream and no daemon could lead again. Manifests now refuse such
     // names, and topics live under `{prefix}:t:` whatever they are called.
     let redis = Redis::start();
-    let mut bus = RedisBus::connect(options(&redis, "ns", "d")).expect("connects");
+    let mut bus = garden_tests::shared_bus(options(&redis, "ns", "d")).expect("connects");
     bus.subscribe(&sub("x", "x", "leader", Delivery::Broadcast));
     bus.pump();
     for topic in ["leader", "decisions", "daemons"] {
@@ -633,7 +788,7 @@ fn an_entry_above_the_size_limit_is_dead_lettered_unparsed() {
     let redis = Redis::start();
     let mut o = options(&redis, "huge", "d");
     o.max_entry_bytes = 1 << 10;
-    let mut bus = RedisBus::connect(o).expect("connects");
+    let mut bus = garden_tests::shared_bus(o).expect("connects");
     bus.subscribe(&sub("x", "x", "t", Delivery::Shared));
     bus.pump();
     let mut con = raw(&redis);
@@ -679,7 +834,7 @@ fn commands_processed(con: &mut redis::Connection) -> u64 {
 #[test]
 fn an_idle_bus_blocks_on_redis_instead_of_polling_and_wakes_for_an_entry() {
     let redis = Redis::start();
-    let mut bus = RedisBus::connect(options(&redis, "wait", "d")).expect("connects");
+    let mut bus = garden_tests::shared_bus(options(&redis, "wait", "d")).expect("connects");
     bus.subscribe(&sub("a", "a", "t", Delivery::Broadcast));
     bus.pump();
     let mut con = raw(&redis);
@@ -717,7 +872,7 @@ fn an_idle_bus_blocks_on_redis_instead_of_polling_and_wakes_for_an_entry() {
 }
 
 fn bus_for(redis: &Redis, prefix: &str, consumer: &str) -> RedisBus {
-    RedisBus::connect(options(redis, prefix, consumer)).expect("connects")
+    garden_tests::shared_bus(options(redis, prefix, consumer)).expect("connects")
 }
 
 #[test]
@@ -736,7 +891,7 @@ fn an_idle_bus_is_not_woken_by_a_stream_s_history() {
             .query(&mut con)
             .expect("XADD");
     }
-    let mut bus = RedisBus::connect(options(&redis, "history", "d")).expect("connects");
+    let mut bus = garden_tests::shared_bus(options(&redis, "history", "d")).expect("connects");
     bus.subscribe(&sub("a", "a", "t", Delivery::Broadcast));
     bus.pump();
     let before = commands_processed(&mut con);

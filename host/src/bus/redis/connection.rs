@@ -43,8 +43,11 @@ pub struct RedisOptions {
     pub max_deliveries: u64,
     /// Largest entry accepted at publish, in bytes.
     pub max_entry_bytes: usize,
-    /// Topic whose entries may be plain bar fields (see `docs/redis.md`).
-    pub bar_topic: Option<String>,
+    /// The topic bars taken from the feed stream (`{prefix}:feed`, plain
+    /// bar fields any producer may write) are published on; `None` (the
+    /// default, and a replay's choice: its bars come from its data) does
+    /// not read the feed.
+    pub feed_topic: Option<String>,
 }
 
 impl RedisOptions {
@@ -59,7 +62,7 @@ impl RedisOptions {
             claim_idle: Duration::from_secs(30),
             max_deliveries: 5,
             max_entry_bytes: 1 << 20,
-            bar_topic: Some("bar".into()),
+            feed_topic: None,
         }
     }
 }

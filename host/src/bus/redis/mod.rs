@@ -1,12 +1,20 @@
 //! The Redis Streams bus: daemons on many machines share one Redis.
 //!
 //! **Streams.** Every topic is one stream, `{prefix}:t:{topic}`, written with
-//! `XADD ... MAXLEN ~ {maxlen}`. An entry has one field, `m` (layout in
-//! `docs/redis.md`): the message as JSON with `v` (format, `2`), `key`,
+//! `XADD ... MAXLEN ~ {maxlen}`. An entry has two fields (layout in
+//! `docs/redis.md`): `m`, the message as JSON with `v` (format, `2`), `key`,
 //! `source`, `time`, `from` (the publishing daemon's incarnation), `n` (its
-//! publish counter) and `body`. Format 1 (the same values as separate
-//! fields) is still read. Entries on the `bar_topic` may instead carry plain
-//! bar fields, so any producer can feed bars with `redis-cli XADD`.
+//! publish counter) and `body`; and `a`, the writer's key id and a tag per
+//! reader ([`EntryAuth`]). An entry no trusted daemon wrote is refused
+//! before it is decoded: dead-lettered with the reason and counted, never
+//! delivered, so `source` is always what a trusted host set.
+//!
+//! **Feed.** Producers outside garden (`redis-cli XADD`) write plain bar
+//! fields to `{prefix}:feed`, which a bus with a `feed_topic` reads through
+//! the one group `feed`: each entry is taken by one daemon, checked like a
+//! CSV row, and published on the bar topic as that daemon's entry, with
+//! (`$feed`, the feed entry's position) as its publisher and counter, so a
+//! bar taken twice (after a failover) is delivered once.
 //!
 //! **Groups.** Each local subscription reads through a consumer group of
 //! its own: `i:{instance}` for broadcast (it sees every entry), `a:{instance}`
@@ -41,15 +49,21 @@
 //! **Faults.** A lost connection is retried with backoff (up to
 //! [`RECONNECT_MAX`]) inside `pump`; nothing buffered is dropped meanwhile.
 
+mod auth;
 mod connection;
 mod reply;
 mod wire;
+
+pub use auth::{AUTH_FIELD, EntryAuth, Unauthenticated};
 
 pub use connection::{
     CONNECT_TIMEOUT, IO_TIMEOUT, RECONNECT_FIRST, RECONNECT_MAX, RedisBusError, RedisOptions,
     connect, hostname, open, redacted,
 };
-pub use wire::{ENTRY_FORMAT, Fields, decode_entry, entry_position, topic_stream};
+pub use wire::{
+    ENTRY_FORMAT, FEED_SOURCE, Fields, decode_entry, entry_position, feed_stream, field,
+    topic_stream,
+};
 
 use std::collections::VecDeque;
 
@@ -62,7 +76,7 @@ use super::{Bus, BusError, BusStats, DeadLetter, Delivery, RecentDeadLetters, Su
 use crate::Envelope;
 use redis::Value;
 use reply::{entry_list, pending_count, stream_entries_by_name};
-use wire::{WireOut, parse_id, xadd};
+use wire::{WireOut, decode_feed_bar, parse_id, xadd};
 
 /// Recently handled (publisher, counter) pairs remembered per group, to
 /// skip redeliveries.
@@ -98,6 +112,8 @@ struct Route {
     /// Read this consumer's own pending entries first (id `0`), left by an
     /// earlier incarnation of this daemon, before new ones (`>`).
     history: bool,
+    /// The feed: entries are bars to check and publish, not deliveries.
+    feed: bool,
     /// (hash of the publisher, its counter) of recent deliveries.
     seen: HashSet<(u64, u64)>,
     seen_order: VecDeque<(u64, u64)>,
@@ -157,6 +173,10 @@ pub struct RedisBus {
     conn: Option<redis::Connection>,
     /// This process: distinguishes its publishes from an earlier run's.
     incarnation: String,
+    /// Tags what it writes and checks who wrote what it reads.
+    auth: EntryAuth,
+    /// (stream hash, position) of entries refused lately.
+    refused_entries: HashSet<(u64, u64)>,
     counter: u64,
     routes: Vec<Route>,
     inboxes: HashMap<String, VecDeque<(Arc<Envelope>, Receipt)>>,
@@ -196,13 +216,29 @@ impl RedisBus {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        Ok(RedisBus {
+        let feed = options.feed_topic.clone().map(|topic| Route {
+            shared: None,
+            stream: feed_stream(&options.prefix),
+            group: "feed".into(),
+            topic,
+            delivery: Delivery::Shared,
+            addressed: false,
+            members: vec![FEED_SOURCE.into()],
+            create: true,
+            history: true,
+            feed: true,
+            seen: HashSet::default(),
+            seen_order: VecDeque::new(),
+        });
+        let mut bus = RedisBus {
             incarnation: format!("{}@{nanos:x}", options.consumer),
+            auth: EntryAuth::ephemeral(),
+            refused_entries: HashSet::default(),
             options,
             client,
             conn: Some(conn),
             counter: 0,
-            routes: Vec::new(),
+            routes: feed.into_iter().collect(),
             inboxes: HashMap::default(),
             inflight: HashMap::default(),
             outgoing: Vec::new(),
@@ -220,7 +256,21 @@ impl RedisBus {
             fetched_last: 0,
             last_seen: HashMap::default(),
             parked: 0,
-        })
+        };
+        bus.create_groups_now();
+        Ok(bus)
+    }
+
+    /// Tag and check entries with `auth` from now on: a daemon's own key
+    /// and the daemon keys it trusts (until then, a key of its own made at
+    /// connect that trusts no other).
+    pub fn set_auth(&mut self, auth: EntryAuth) {
+        self.auth = auth;
+    }
+
+    /// The keys entries are tagged and checked with.
+    pub fn auth(&self) -> &EntryAuth {
+        &self.auth
     }
 
     /// Keep publishes in `parking` while Redis is unreachable, and forward
@@ -401,16 +451,23 @@ impl RedisBus {
         );
     }
 
-    /// Encode `message` as XADD fields (format 2: the one field `m`), or
-    /// say why it cannot be sent.
-    fn encode(&mut self, message: &Envelope) -> Result<Vec<(&'static str, String)>, BusError> {
+    /// Encode `message` for `stream` as XADD fields (format 2: the message
+    /// `m` and its writer's tags `a`) as publish `n` of `from`, or say why
+    /// it cannot be sent.
+    fn encode(
+        &self,
+        message: &Envelope,
+        stream: &str,
+        from: &str,
+        n: u64,
+    ) -> Result<Vec<(&'static str, String)>, BusError> {
         let m = serde_json::to_string(&WireOut {
             v: ENTRY_FORMAT,
             key: &message.key,
             source: &message.source,
             time: message.time,
-            from: &self.incarnation,
-            n: self.counter + 1,
+            from,
+            n,
             body: &message.body,
         })
         .map_err(|e| BusError::Refused {
@@ -427,8 +484,8 @@ impl RedisBus {
                 ),
             });
         }
-        self.counter += 1;
-        Ok(vec![("m", m)])
+        let a = self.auth.seal(stream, &m);
+        Ok(vec![("m", m), (AUTH_FIELD, a)])
     }
 
     /// Park the unsent publishes, if there is one: from
@@ -829,11 +886,10 @@ impl RedisBus {
         Ok(())
     }
 
-    fn decode(&self, route: usize, id: String, fields: Fields) -> Fetched {
+    fn decode(&mut self, route: usize, id: String, fields: Fields) -> Fetched {
         let (ms, seq) = parse_id(&id);
         let position = entry_position(&id);
         let r = &self.routes[route];
-        let is_bar_topic = self.options.bar_topic.as_deref() == Some(r.topic.as_str());
         // Whoever can write to Redis can write an entry of any size: one
         // above the limit is dead-lettered before it is parsed.
         let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -842,18 +898,27 @@ impl RedisBus {
                 "the entry is {size} bytes, over the {} byte limit (max_entry_bytes)",
                 self.options.max_entry_bytes
             ))
+        } else if r.feed {
+            // Identified by its place in the feed, whoever takes it.
+            decode_feed_bar(&r.topic, &fields).map(|e| (e, fnv1a(FEED_SOURCE.as_bytes()), position))
         } else {
-            decode_entry(&r.topic, &fields, is_bar_topic)
+            let m = field(&fields, "m").unwrap_or_default();
+            match self.auth.check(&r.stream, m, field(&fields, AUTH_FIELD)) {
+                Ok(_) => decode_entry(&r.topic, &fields)
+                    .map(|(e, from, n)| (e, fnv1a(from.as_bytes()), n)),
+                Err(refused) => {
+                    // Counted once, however many of its groups read it.
+                    let entry = (fnv1a(r.stream.as_bytes()), position);
+                    if self.refused_entries.len() >= SEEN_KEPT {
+                        self.refused_entries.clear();
+                    }
+                    if self.refused_entries.insert(entry) {
+                        self.stats.refused += 1;
+                    }
+                    Err(format!("refused: {refused}"))
+                }
+            }
         };
-        // Plain entries (no publisher) hash to 0 and are never skipped.
-        let result = result.map(|(e, from, n)| {
-            let h = if from.is_empty() {
-                0
-            } else {
-                fnv1a(from.as_bytes())
-            };
-            (e, h, n)
-        });
         let order = match &result {
             Ok((_, from, n)) => (ms, seq, *from, *n),
             Err(_) => (ms, seq, 0, 0),
@@ -920,6 +985,31 @@ impl RedisBus {
         }
     }
 
+    /// Publish a bar taken from the feed as this daemon's entry, numbered
+    /// by its place in the feed; the feed entry is acknowledged in the same
+    /// exchange that sends it.
+    fn republish(&mut self, bar: Envelope, n: u64, receipt: Receipt, fields: &[(String, String)]) {
+        let stream = self.stream(&bar.topic);
+        match self.encode(&bar, &stream, FEED_SOURCE, n) {
+            Ok(fields) => {
+                self.outgoing.push((stream, fields));
+                let r = &mut self.routes[receipt.route];
+                r.seen.insert((fnv1a(FEED_SOURCE.as_bytes()), n));
+                r.seen_order.push_back((fnv1a(FEED_SOURCE.as_bytes()), n));
+                if r.seen_order.len() > SEEN_KEPT
+                    && let Some(old) = r.seen_order.pop_front()
+                {
+                    r.seen.remove(&old);
+                }
+                self.acks.entry(receipt.route).or_default().push(receipt.id);
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                self.dead_entry(receipt.route, &receipt.id, fields, &reason);
+            }
+        }
+    }
+
     fn deliver(&mut self, f: Fetched) {
         let (envelope, from, n) = match f.result {
             Ok(x) => x,
@@ -937,6 +1027,10 @@ impl RedisBus {
         let mark = (from, n);
         if from != 0 && r.seen.contains(&mark) {
             self.acks.entry(receipt.route).or_default().push(receipt.id);
+            return;
+        }
+        if r.feed {
+            self.republish(envelope, n, receipt, &f.fields);
             return;
         }
         let target = if r.addressed {
@@ -1014,6 +1108,7 @@ impl Bus for RedisBus {
                 members: vec![s.instance.clone()],
                 create: true,
                 history: true,
+                feed: false,
                 seen: HashSet::default(),
                 seen_order: VecDeque::new(),
             }),
@@ -1049,8 +1144,9 @@ impl Bus for RedisBus {
     }
 
     fn publish(&mut self, message: Envelope) -> Result<(), BusError> {
-        let fields = self.encode(&message)?;
         let stream = self.stream(&message.topic);
+        let fields = self.encode(&message, &stream, &self.incarnation, self.counter + 1)?;
+        self.counter += 1;
         self.outgoing.push((stream, fields));
         Ok(())
     }
@@ -1139,6 +1235,8 @@ fn xgroup_create(pipe: &mut redis::Pipeline, route: &Route) {
         .arg("CREATE")
         .arg(&route.stream)
         .arg(&route.group)
-        .arg("$")
+        // The feed is a queue, read from its start; a subscriber sees what
+        // is published after it subscribed.
+        .arg(if route.feed { "0" } else { "$" })
         .arg("MKSTREAM");
 }

@@ -1,12 +1,12 @@
 //! The wire format of the Redis bus: stream names, the entry layout
-//! (format 2: one field `m` holding the message as JSON; format 1 and
-//! plain bar fields still read), and the decoding of an entry back into an
-//! envelope, with a reason when it cannot be decoded. The layout is
-//! documented in `docs/redis.md`.
+//! (format 2: field `m` holding the message as JSON and field `a` naming
+//! its writer, see `auth`), the plain bar fields of the feed stream, and
+//! the decoding of an entry back into an envelope, with a reason when it
+//! cannot be decoded. The layout is documented in `docs/redis.md`.
 //!
-//! Invariants: a topic's stream is `{prefix}:t:{topic}`, a namespace no
-//! control key shares; decoding never panics on what a stream holds and
-//! says which field is wrong.
+//! Invariants: a topic's stream is `{prefix}:t:{topic}` and the feed is
+//! `{prefix}:feed`, a namespace no control key shares; decoding never
+//! panics on what a stream holds and says which field is wrong.
 
 use crate::Envelope;
 use crate::types::{Bar, Body};
@@ -14,8 +14,8 @@ use crate::types::{Bar, Body};
 /// The entry format this host writes: one field `m`, the whole message as
 /// JSON.
 pub const ENTRY_FORMAT: u32 = 2;
-/// The earlier format, one field per header value, still read.
-const ENTRY_FORMAT_1: &str = "1";
+/// The `source` of a bar taken from the feed stream.
+pub const FEED_SOURCE: &str = "$feed";
 
 /// A message as written (format 2).
 #[derive(serde::Serialize)]
@@ -70,6 +70,13 @@ pub fn topic_stream(prefix: &str, topic: &str) -> String {
     format!("{prefix}:t:{topic}")
 }
 
+/// The stream producers outside garden write bars to: `{prefix}:feed`.
+/// A daemon reads it, checks each bar and publishes it on the bar topic
+/// as its own, authenticated entry.
+pub fn feed_stream(prefix: &str) -> String {
+    format!("{prefix}:feed")
+}
+
 /// A stream entry id (`ms-seq`) as one number that grows with the id:
 /// the milliseconds shifted past a 16-bit sequence.
 pub fn entry_position(id: &str) -> u64 {
@@ -83,55 +90,28 @@ pub(super) fn parse_id(id: &str) -> (u64, u64) {
     let seq = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     (ms, seq)
 }
-/// Decode an entry of `topic` into (envelope, publisher, counter), or say
-/// what is wrong with it.
+/// Decode a message entry of `topic` into (envelope, publisher, counter),
+/// or say what is wrong with it. This reads what the entry claims: whether
+/// a trusted daemon wrote it is [`super::EntryAuth::check`]'s to say.
 pub fn decode_entry(
     topic: &str,
     fields: &[(String, String)],
-    plain_bars: bool,
 ) -> Result<(Envelope, String, u64), String> {
-    let get = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    if let Some(m) = get("m") {
-        return decode_message(topic, m);
+    match field(fields, "m") {
+        Some(m) => decode_message(topic, m),
+        None if field(fields, "v") == Some("1") => Err(format!(
+            "entry format 1 is no longer read (this host reads format {ENTRY_FORMAT}, written with field `a`)"
+        )),
+        None => Err("missing field `m` (the message)".into()),
     }
-    if get("body").is_none() && plain_bars {
-        return decode_bar(topic, &get);
-    }
-    match get("v") {
-        Some(ENTRY_FORMAT_1) => {}
-        Some(other) => {
-            return Err(format!(
-                "entry format `{other}` is not supported (this host reads formats 1 and {ENTRY_FORMAT})"
-            ));
-        }
-        None => return Err("missing field `m` (the message) or `v` (entry format 1)".into()),
-    }
-    let need = |name: &str| get(name).ok_or_else(|| format!("missing field `{name}`"));
-    let time = need("time")?
-        .parse::<i64>()
-        .map_err(|e| format!("field `time` is not an integer: {e}"))?;
-    let n = need("n")?
-        .parse::<u64>()
-        .map_err(|e| format!("field `n` is not an unsigned integer: {e}"))?;
-    let body: Body = serde_json::from_str(need("body")?)
-        .map_err(|e| format!("field `body` does not decode: {e}"))?;
-    Ok((
-        Envelope {
-            topic: topic.to_string(),
-            key: need("key")?.to_string(),
-            seq: 0,
-            time,
-            source: need("source")?.to_string(),
-            body,
-        },
-        need("from")?.to_string(),
-        n,
-    ))
+}
+
+/// The value of the first field called `name`.
+pub fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// A format 2 entry: the field `m`.
@@ -145,7 +125,7 @@ fn decode_message(topic: &str, m: &str) -> Result<(Envelope, String, u64), Strin
                 .and_then(|x| x.get("v")?.as_u64());
             return Err(match v {
                 Some(v) if v != u64::from(ENTRY_FORMAT) => format!(
-                    "entry format `{v}` is not supported (this host reads formats 1 and {ENTRY_FORMAT})"
+                    "entry format `{v}` is not supported (this host reads format {ENTRY_FORMAT})"
                 ),
                 _ => format!("field `m` does not decode: {e}"),
             });
@@ -153,7 +133,7 @@ fn decode_message(topic: &str, m: &str) -> Result<(Envelope, String, u64), Strin
     };
     if w.v != ENTRY_FORMAT {
         return Err(format!(
-            "entry format `{}` is not supported (this host reads formats 1 and {ENTRY_FORMAT})",
+            "entry format `{}` is not supported (this host reads format {ENTRY_FORMAT})",
             w.v
         ));
     }
@@ -171,12 +151,14 @@ fn decode_message(topic: &str, m: &str) -> Result<(Envelope, String, u64), Strin
     ))
 }
 
-/// A bar written by any producer: `symbol time open high low close
-/// [volume]` (time in milliseconds since the epoch).
-fn decode_bar<'a>(
+/// A bar a producer outside garden wrote to the feed stream: `symbol time
+/// open high low close [volume]` (time in milliseconds since the epoch),
+/// checked as a CSV row is, as an envelope of `topic` from `$feed`.
+pub(super) fn decode_feed_bar(
     topic: &str,
-    get: &dyn Fn(&str) -> Option<&'a str>,
-) -> Result<(Envelope, String, u64), String> {
+    fields: &[(String, String)],
+) -> Result<Envelope, String> {
+    let get = |name: &str| field(fields, name);
     let num = |name: &str| -> Result<f64, String> {
         let raw = get(name).ok_or_else(|| format!("bar entry: missing field `{name}`"))?;
         let x: f64 = raw
@@ -203,27 +185,22 @@ fn decode_bar<'a>(
     };
     crate::feed::check_bar(open, high, low, close, volume)
         .map_err(|problem| format!("bar entry: {problem}"))?;
-    Ok((
-        Envelope {
-            topic: topic.to_string(),
-            key: symbol.clone(),
-            seq: 0,
+    Ok(Envelope {
+        topic: topic.to_string(),
+        key: symbol.clone(),
+        seq: 0,
+        time,
+        source: FEED_SOURCE.into(),
+        body: Body::Bar(Bar {
+            symbol,
             time,
-            source: "$feed".into(),
-            body: Body::Bar(Bar {
-                symbol,
-                time,
-                open,
-                high,
-                low,
-                close,
-                volume,
-            }),
-        },
-        // Plain entries have no publisher counter: never deduplicated.
-        String::new(),
-        0,
-    ))
+            open,
+            high,
+            low,
+            close,
+            volume,
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -248,7 +225,7 @@ mod tests {
             ("close", "1.15"),
             ("volume", "10"),
         ]);
-        let (e, _, _) = decode_entry("bar", &ok, true).unwrap();
+        let e = decode_feed_bar("bar", &ok).unwrap();
         assert!(matches!(e.body, Body::Bar(ref b) if b.close == 1.15 && b.symbol == "EURUSD"));
         assert_eq!(e.key, "EURUSD");
         let cases: [(&[(&str, &str)], &str); 6] = [
@@ -300,7 +277,7 @@ mod tests {
             ),
         ];
         for (f, want) in cases {
-            let err = decode_entry("bar", &fields(f), true).unwrap_err();
+            let err = decode_feed_bar("bar", &fields(f)).unwrap_err();
             assert!(err.contains(want), "{err} should say {want}");
         }
     }
@@ -318,7 +295,7 @@ mod tests {
             body: &body,
         })
         .unwrap();
-        let (e, from, n) = decode_entry("t", &fields(&[("m", &m)]), true).unwrap();
+        let (e, from, n) = decode_entry("t", &fields(&[("m", &m)])).unwrap();
         assert_eq!(
             (e.topic.as_str(), e.key.as_str(), e.source.as_str(), e.time),
             ("t", "k", "s", 5)
@@ -326,72 +303,35 @@ mod tests {
         assert_eq!((from.as_str(), n, e.body), ("d@1", 3, body));
         let later = m.replace("\"v\":2", "\"v\":3");
         assert!(
-            decode_entry("t", &fields(&[("m", &later)]), false)
+            decode_entry("t", &fields(&[("m", &later)]))
                 .unwrap_err()
                 .contains("format `3` is not supported")
         );
         let broken = m.replace("\"key\":\"k\",", "");
         assert!(
-            decode_entry("t", &fields(&[("m", &broken)]), false)
+            decode_entry("t", &fields(&[("m", &broken)]))
                 .unwrap_err()
                 .contains("field `m` does not decode: missing field `key`")
         );
         assert!(
-            decode_entry("t", &fields(&[("m", "\u{1}garbage")]), false)
+            decode_entry("t", &fields(&[("m", "\u{1}garbage")]))
                 .unwrap_err()
                 .starts_with("field `m` does not decode")
         );
         assert!(
-            decode_entry("t", &fields(&[("other", "1")]), false)
+            decode_entry("t", &fields(&[("other", "1")]))
                 .unwrap_err()
                 .contains("missing field `m`")
         );
     }
 
     #[test]
-    fn envelopes_need_every_field_and_a_known_format() {
-        let body = serde_json::to_string(&Body::Retired("x".into())).unwrap();
-        let good = fields(&[
-            ("v", "1"),
-            ("key", "k"),
-            ("source", "s"),
-            ("time", "5"),
-            ("from", "d@1"),
-            ("n", "3"),
-            ("body", &body),
-        ]);
-        let (e, from, n) = decode_entry("t", &good, false).unwrap();
-        assert_eq!(
-            (e.key.as_str(), e.time, from.as_str(), n),
-            ("k", 5, "d@1", 3)
-        );
-        assert_eq!(e.body, Body::Retired("x".into()));
-        let mut v9 = good.clone();
-        v9[0].1 = "9".into();
+    fn format_1_entries_are_refused_with_a_reason() {
+        let old = fields(&[("v", "1"), ("key", "k"), ("source", "s")]);
         assert!(
-            decode_entry("t", &v9, false)
+            decode_entry("t", &old)
                 .unwrap_err()
-                .contains("format `9`")
-        );
-        let no_key: Vec<_> = good.iter().filter(|(k, _)| k != "key").cloned().collect();
-        assert!(
-            decode_entry("t", &no_key, false)
-                .unwrap_err()
-                .contains("`key`")
-        );
-        let mut junk = good.clone();
-        junk[6].1 = "{not json".into();
-        assert!(
-            decode_entry("t", &junk, false)
-                .unwrap_err()
-                .contains("`body` does not decode")
-        );
-        let mut time = good.clone();
-        time[3].1 = "soon".into();
-        assert!(
-            decode_entry("t", &time, false)
-                .unwrap_err()
-                .contains("`time`")
+                .contains("format 1 is no longer read")
         );
     }
 }
