@@ -1,5 +1,6 @@
 //! Real servers for tests (PostgreSQL, Redis), started on free loopback
-//! ports in temporary directories and stopped when dropped. Never a fake.
+//! ports in temporary directories and stopped when dropped, in the clear
+//! or over TLS with certificates made for the test. Never a fake.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -40,11 +41,120 @@ fn need_with(tool: &str, how: &str) {
     assert!(found, "`{tool}` is not on PATH: {how}");
 }
 
+/// Certificates made for one test with openssl: a CA, a server
+/// certificate it signed for `localhost` and 127.0.0.1, a client
+/// certificate it signed, and a second CA that signed nothing here.
+pub struct Certificates {
+    dir: tempfile::TempDir,
+}
+
+impl Certificates {
+    /// Make them (P-256 keys, valid two days).
+    pub fn make() -> Certificates {
+        need_with(
+            "openssl",
+            "install OpenSSL (Debian: `apt-get install openssl`)",
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("garden-tls")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let (key, pem, subject) = (
+                format!("{ca}.key"),
+                format!("{ca}.pem"),
+                format!("/CN=garden test {ca}"),
+            );
+            let mut args = vec!["req", "-x509"];
+            args.extend(ec);
+            args.extend([
+                "-keyout",
+                &key,
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-subj",
+                &subject,
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]);
+            openssl(&args);
+        }
+        for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+            let (key, csr, pem, ext) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+            );
+            std::fs::write(
+                dir.path().join(&ext),
+                format!(
+                    "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage={usage}\n"
+                ),
+            )
+            .expect("extensions file");
+            let mut args = vec!["req"];
+            args.extend(ec);
+            args.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=localhost"]);
+            openssl(&args);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ]);
+        }
+        Certificates { dir }
+    }
+
+    /// A file of theirs: `ca.pem`, `other-ca.pem`, `server.pem`,
+    /// `server.key`, `client.pem`, `client.key`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
 /// A PostgreSQL server of its own.
 pub struct Postgres {
     dir: PathBuf,
     port: u16,
     root: bool,
+    /// The CA to check its certificate with, when it speaks TLS only.
+    tls_ca: Option<PathBuf>,
     _tmp: tempfile::TempDir,
 }
 
@@ -52,6 +162,17 @@ impl Postgres {
     /// initdb into a temp dir and start on a free port. As root, runs as
     /// the `postgres` user (initdb refuses root).
     pub fn start() -> Postgres {
+        Self::start_with(None)
+    }
+
+    /// As [`Postgres::start`], but it takes TCP connections over TLS only
+    /// (`ssl = on`, `hostnossl` rejected), with `certificates`' server
+    /// certificate; [`Postgres::url`] asks for `sslmode=verify-full`.
+    pub fn start_tls(certificates: &Certificates) -> Postgres {
+        Self::start_with(Some(certificates))
+    }
+
+    fn start_with(tls: Option<&Certificates>) -> Postgres {
         need("initdb");
         need("pg_ctl");
         let tmp = tempfile::Builder::new()
@@ -86,10 +207,35 @@ impl Postgres {
             ],
             "initdb",
         );
+        if let Some(c) = tls {
+            for f in ["server.pem", "server.key"] {
+                std::fs::copy(c.path(f), dir.join(f)).expect("certificate copied");
+            }
+            set_mode(&dir.join("server.key"), 0o600);
+            let conf = dir.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
+            text.push_str("ssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n");
+            std::fs::write(&conf, text).expect("postgresql.conf");
+            std::fs::write(
+                dir.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .expect("pg_hba.conf");
+            if root {
+                let ok = Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&dir)
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                assert!(ok, "chown to the postgres user failed");
+            }
+        }
         let pg = Postgres {
             dir,
             port,
             root,
+            tls_ca: tls.map(|c| c.path("ca.pem")),
             _tmp: tmp,
         };
         pg.start_again();
@@ -138,15 +284,25 @@ impl Postgres {
         );
     }
 
-    /// Connection URL.
+    /// Connection URL (for a TLS server, with `sslmode=verify-full` and
+    /// the test's CA).
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        let plain = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        match &self.tls_ca {
+            Some(ca) => format!("{plain}?sslmode=verify-full&sslrootcert={}", ca.display()),
+            None => plain,
+        }
     }
 
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
 fn run_pg(root: bool, args: &[&str], what: &str) {
@@ -188,6 +344,8 @@ pub struct Redis {
     child: Option<Child>,
     /// (user, password) of an ACL user the server requires, if any.
     auth: Option<(String, String)>,
+    /// The directory of its certificates, when it speaks TLS only.
+    tls: Option<PathBuf>,
     relaunches: u32,
 }
 
@@ -203,7 +361,17 @@ impl Redis {
         Self::start_with(Some((user.to_string(), password.to_string())))
     }
 
+    /// Start on a free port that speaks TLS only, with `certificates`'
+    /// server certificate, and wants a client certificate its CA signed.
+    pub fn start_tls(certificates: &Certificates) -> Redis {
+        Self::start_on(None, Some(certificates.path("")))
+    }
+
     fn start_with(auth: Option<(String, String)>) -> Redis {
+        Self::start_on(auth, None)
+    }
+
+    fn start_on(auth: Option<(String, String)>, tls: Option<PathBuf>) -> Redis {
         need_with(
             "redis-server",
             "install Redis 7 (Debian: `apt-get install redis-server`)",
@@ -212,6 +380,7 @@ impl Redis {
             port: free_port(),
             child: None,
             auth,
+            tls,
             relaunches: 0,
         };
         redis.launch();
@@ -220,8 +389,20 @@ impl Redis {
 
     fn launch(&mut self) {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
+        match &self.tls {
+            Some(dir) => {
+                let file = |f: &str| dir.join(f).to_string_lossy().into_owned();
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .args(["--tls-cert-file", &file("server.pem")])
+                    .args(["--tls-key-file", &file("server.key")])
+                    .args(["--tls-ca-cert-file", &file("ca.pem")])
+                    .args(["--tls-auth-clients", "yes"]);
+            }
+            None => {
+                cmd.args(["--port", &self.port.to_string()]);
+            }
+        }
+        cmd.args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -268,10 +449,7 @@ impl Redis {
 
     /// The process id of the server answering on the port, if one does.
     fn server_pid(&self) -> Option<u32> {
-        let mut con = redis::Client::open(self.url())
-            .ok()?
-            .get_connection()
-            .ok()?;
+        let (_, mut con) = garden_host::bus::redis::connect(&self.url()).ok()?;
         let info: String = redis::cmd("INFO").arg("server").query(&mut con).ok()?;
         info.lines()
             .find_map(|l| l.strip_prefix("process_id:"))
@@ -280,6 +458,16 @@ impl Redis {
 
     /// The URL to reach it (with the credentials, if it needs them).
     pub fn url(&self) -> String {
+        if let Some(dir) = &self.tls {
+            let file = |f: &str| dir.join(f).display().to_string();
+            return format!(
+                "rediss://127.0.0.1:{}/?ca={}&cert={}&key={}",
+                self.port,
+                file("ca.pem"),
+                file("client.pem"),
+                file("client.key")
+            );
+        }
         match &self.auth {
             Some((user, password)) => format!("redis://{user}:{password}@127.0.0.1:{}", self.port),
             None => format!("redis://127.0.0.1:{}", self.port),

@@ -24,7 +24,9 @@ use crate::config::BusConfig;
 
 /// A bus URL that names no bus garden has.
 #[derive(Debug, thiserror::Error)]
-#[error("`{0}` is not a bus garden knows: use `memory` or redis://[user:password@]host:port")]
+#[error(
+    "`{0}` is not a bus garden knows: use `memory`, redis://[user:password@]host:port or rediss://... (TLS)"
+)]
 pub struct UnknownBus(pub String);
 
 impl BusConfig {

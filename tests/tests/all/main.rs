@@ -13,3 +13,4 @@ mod readme;
 mod records;
 mod redis_bus;
 mod registry;
+mod tls;

@@ -2,9 +2,17 @@
 //! (client and first connection, with timeouts) and the errors that say
 //! which part failed.
 //!
+//! **TLS.** `rediss://host:port` connects over TLS (rustls), checking the
+//! server's certificate against the system's roots and the host name in
+//! the URL. Three query parameters, read here and never passed on, point
+//! at PEM files: `ca` (the roots to trust instead of the system's), and
+//! `cert` with `key` (a client certificate, for a server that asks for
+//! one), e.g. `rediss://127.0.0.1:6380/?ca=ca.pem&cert=daemon.pem&key=daemon.key`.
+//!
 //! Invariants: every connection has read and write timeouts, so a stalled
 //! server cannot hang the host; a URL appears in errors and logs only
-//! through [`redacted`], never with its password.
+//! through [`redacted`], never with its password; TLS parameters on a
+//! plain `redis://` URL are refused, never silently ignored.
 
 use std::time::Duration;
 
@@ -84,6 +92,29 @@ pub fn hostname() -> String {
 /// Why the Redis bus could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisBusError {
+    /// A TLS file named in the URL cannot be read.
+    #[error("cannot read the TLS {what} file {path} named in the Redis URL: {source}")]
+    TlsFile {
+        /// `ca`, `cert` or `key`.
+        what: &'static str,
+        /// The path given.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS parameters were given in a way that cannot work.
+    #[error("{0}")]
+    TlsOptions(String),
+    /// The TLS handshake or the certificate check failed.
+    #[error(
+        "cannot reach Redis over TLS at {url}: {source}; is its certificate signed by the CA given with ?ca= (or a system root), for the host name in the URL, and does the server want a client certificate (?cert= and ?key=)?"
+    )]
+    Tls {
+        /// The URL, without its password.
+        url: String,
+        /// What failed.
+        source: redis::RedisError,
+    },
     /// The URL does not parse.
     #[error("`{url}` is not a Redis URL ({source}); write redis://[user:password@]host:port")]
     Url {
@@ -107,14 +138,18 @@ pub enum RedisBusError {
 /// A client for `url` and a first connection to it, or the error that
 /// says which of the two failed.
 pub fn connect(url: &str) -> Result<(redis::Client, redis::Connection), RedisBusError> {
-    let client = redis::Client::open(url).map_err(|source| RedisBusError::Url {
-        url: redacted(url),
-        source,
-    })?;
-    let mut conn = open(&client).map_err(|source| RedisBusError::Connect {
-        url: redacted(url),
-        source,
-    })?;
+    let (client, tls) = client(url)?;
+    let failed = |source| match tls {
+        true => RedisBusError::Tls {
+            url: redacted(url),
+            source,
+        },
+        false => RedisBusError::Connect {
+            url: redacted(url),
+            source,
+        },
+    };
+    let mut conn = open(&client).map_err(failed)?;
     // A server that wants a password (or another one) answers only now:
     // say so at once instead of retrying a connection that cannot work.
     redis::cmd("PING")
@@ -124,6 +159,85 @@ pub fn connect(url: &str) -> Result<(redis::Client, redis::Connection), RedisBus
             source,
         })?;
     Ok((client, conn))
+}
+
+/// The TLS files a URL names, by their query parameter.
+const TLS_PARAMS: [&str; 3] = ["ca", "cert", "key"];
+
+/// A client for `url`, with the TLS files its query names; and whether it
+/// speaks TLS.
+fn client(url: &str) -> Result<(redis::Client, bool), RedisBusError> {
+    let bad_url = |source| RedisBusError::Url {
+        url: redacted(url),
+        source,
+    };
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return redis::Client::open(url)
+            .map(|c| (c, false))
+            .map_err(bad_url);
+    };
+    let tls = parsed.scheme() == "rediss";
+    let mut files: Vec<(String, String)> = Vec::new();
+    let mut rest: Vec<(String, String)> = Vec::new();
+    for (k, v) in parsed.query_pairs() {
+        if TLS_PARAMS.contains(&k.as_ref()) {
+            files.push((k.into_owned(), v.into_owned()));
+        } else {
+            rest.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    if !tls {
+        if let Some((k, _)) = files.first() {
+            return Err(RedisBusError::TlsOptions(format!(
+                "`?{k}=` is a TLS setting, but {} is not a TLS URL: write rediss://",
+                redacted(url)
+            )));
+        }
+        return redis::Client::open(url)
+            .map(|c| (c, false))
+            .map_err(bad_url);
+    }
+    // One process-wide provider (ring); set once, later calls are no-ops.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if files.is_empty() {
+        return redis::Client::open(url).map(|c| (c, true)).map_err(bad_url);
+    }
+    let read = |what: &'static str| -> Result<Option<Vec<u8>>, RedisBusError> {
+        let Some((_, path)) = files.iter().find(|(k, _)| k == what) else {
+            return Ok(None);
+        };
+        std::fs::read(path)
+            .map(Some)
+            .map_err(|source| RedisBusError::TlsFile {
+                what,
+                path: path.clone(),
+                source,
+            })
+    };
+    let client_tls = match (read("cert")?, read("key")?) {
+        (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig {
+            client_cert,
+            client_key,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(RedisBusError::TlsOptions(
+                "a client certificate needs both ?cert= and ?key= in the Redis URL".into(),
+            ));
+        }
+    };
+    let certificates = redis::TlsCertificates {
+        client_tls,
+        root_cert: read("ca")?,
+    };
+    if rest.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(rest);
+    }
+    redis::Client::build_with_tls(parsed.as_str(), certificates)
+        .map(|c| (c, true))
+        .map_err(bad_url)
 }
 
 /// A connection with timeouts, so a stalled server cannot hang the host.
