@@ -13,6 +13,8 @@
 //!   at a steady 10,000 per second, each timed from its publish until the
 //!   consumer holds it; p50 and p99.
 //!
+//! * the same end-to-end run over TLS (`rediss://` with a client
+//!   certificate, against a redis-server that speaks TLS only);
 //! * the cost of authenticated entries: tagging a plan for one and for
 //!   three reading daemons, and checking a tag (every bus above tags for
 //!   one reader, the key all its buses share).
@@ -265,6 +267,12 @@ fn main() {
     let one = throughput(&redis, 1);
     let four = throughput(&redis, 4);
     let (p50, p99, max) = latency(&redis);
+    // The same bus over TLS (a redis-server speaking TLS only, with a
+    // client certificate), in the same run.
+    let certs = garden_tests::servers::Certificates::make();
+    let tls = Redis::start_tls(&certs);
+    let one_tls = throughput(&tls, 1);
+    let four_tls = throughput(&tls, 4);
     println!(
         "Redis Streams bus, redis-server on 127.0.0.1:{}",
         redis.port()
@@ -290,6 +298,11 @@ fn main() {
     );
     println!(
         "  plan latency, alpha to decision, 10,000 plans/s: p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms"
+    );
+    println!(
+        "  over TLS (rediss://, client certificate): 1 publisher {one_tls:.0} msgs/s ({:.0}% of the clear), 4 publishers {four_tls:.0} msgs/s ({:.0}%)",
+        100.0 * one_tls / one,
+        100.0 * four_tls / four
     );
     println!(
         "  entry tags: seal {seal1:.2} us for 1 reader, {seal3:.2} us for 3; check {check1:.2} us (1), {check3:.2} us (3)"

@@ -176,11 +176,10 @@ pub fn trust(cmd: TrustCommand) -> Result<()> {
         } => {
             let path = trust_path(trust);
             let public = PublicKey::read(&key)?;
+            // `alice.pub.pem`, as `garden key generate` names it, is alice.
             let name = name.unwrap_or_else(|| {
-                key.file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or("key")
-                    .to_string()
+                let stem = key.file_stem().and_then(|s| s.to_str()).unwrap_or("key");
+                stem.strip_suffix(".pub").unwrap_or(stem).to_string()
             });
             let role = garden_registry::trust::Role::from(role);
             let id = TrustStore::update(&path, |store| {

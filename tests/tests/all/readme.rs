@@ -45,6 +45,10 @@ fn tour(doc: &str) -> usize {
     // $GARDEN_REGISTRY.
     let registry = format!("127.0.0.1:{}", free_port());
     let mut replace = vec![("127.0.0.1:7878".to_string(), registry.clone())];
+    // The TLS walk-through starts a redis-server of its own on 6380.
+    let tls_port = free_port().to_string();
+    replace.push(("127.0.0.1:6380".into(), format!("127.0.0.1:{tls_port}")));
+    replace.push(("--tls-port 6380".into(), format!("--tls-port {tls_port}")));
     if let Some(r) = &redis {
         replace.push(("127.0.0.1:6379".into(), format!("127.0.0.1:{}", r.port())));
     }
