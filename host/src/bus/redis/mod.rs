@@ -119,6 +119,20 @@ struct Route {
     seen_order: VecDeque<(u64, u64)>,
 }
 
+impl Route {
+    /// Remember a delivery, forgetting the oldest past [`SEEN_KEPT`].
+    fn remember(&mut self, mark: (u64, u64)) {
+        if self.seen_order.len() >= SEEN_KEPT
+            && let Some(old) = self.seen_order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        if self.seen.insert(mark) {
+            self.seen_order.push_back(mark);
+        }
+    }
+}
+
 /// The members of a subscribing group that share its entries by key.
 struct Roster {
     members: Vec<String>,
@@ -993,14 +1007,7 @@ impl RedisBus {
         match self.encode(&bar, &stream, FEED_SOURCE, n) {
             Ok(fields) => {
                 self.outgoing.push((stream, fields));
-                let r = &mut self.routes[receipt.route];
-                r.seen.insert((fnv1a(FEED_SOURCE.as_bytes()), n));
-                r.seen_order.push_back((fnv1a(FEED_SOURCE.as_bytes()), n));
-                if r.seen_order.len() > SEEN_KEPT
-                    && let Some(old) = r.seen_order.pop_front()
-                {
-                    r.seen.remove(&old);
-                }
+                self.routes[receipt.route].remember((fnv1a(FEED_SOURCE.as_bytes()), n));
                 self.acks.entry(receipt.route).or_default().push(receipt.id);
             }
             Err(e) => {
@@ -1055,14 +1062,8 @@ impl RedisBus {
                 }
             }
         };
-        if r.seen_order.len() == SEEN_KEPT
-            && let Some(old) = r.seen_order.pop_front()
-        {
-            r.seen.remove(&old);
-        }
         if from != 0 {
-            r.seen.insert(mark);
-            r.seen_order.push_back(mark);
+            r.remember(mark);
         }
         match target {
             Some(k) => {
