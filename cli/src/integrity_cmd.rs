@@ -22,6 +22,10 @@ pub enum KeyCommand {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
     },
+    /// Replace a daemon's key while it runs: the new key is trusted, the
+    /// old one expires after --grace, and the daemon takes the new one up
+    /// at its next heartbeat.
+    Rotate(crate::rotate::RotateArgs),
     /// Print the key id of a public key (PEM): what `garden trust revoke`,
     /// `garden delegate` and the manifests' `publisher` name it by.
     Id {
@@ -140,7 +144,7 @@ pub(crate) fn named_trust(p: Option<PathBuf>) -> Result<TrustStore> {
 
 /// Record a trust change in the default audit store (a failure to open it
 /// is reported, not fatal: the trust file already changed).
-fn audit_trust(kind: &str, key: &str, detail: &str) {
+pub(crate) fn audit_trust(kind: &str, key: &str, detail: &str) {
     match garden_host::audit::Audit::open(&garden_host::audit::default_store_url()) {
         Ok(a) => a.record(kind, "-", key, detail),
         Err(e) => eprintln!("warning: trust change not audited: {e}"),
@@ -158,6 +162,7 @@ pub fn key(cmd: KeyCommand) -> Result<()> {
             println!("public key  {}", public.display());
             Ok(())
         }
+        KeyCommand::Rotate(args) => crate::rotate::rotate(args),
         KeyCommand::Id { key } => {
             println!("{}", PublicKey::read(&key)?.id());
             Ok(())

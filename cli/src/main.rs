@@ -4,6 +4,7 @@ mod daemon;
 mod integrity_cmd;
 mod new_cmd;
 mod registry_cmd;
+mod rotate;
 mod run;
 mod secrets;
 mod status;
@@ -35,7 +36,7 @@ enum Command {
     /// The live daemons under a Redis prefix: their instances, inbox
     /// depths, unacknowledged messages and last errors.
     Status(status::StatusArgs),
-    /// Publisher keys.
+    /// Publisher and daemon keys: make one, print its id, rotate a daemon's.
     #[command(subcommand)]
     Key(integrity_cmd::KeyCommand),
     /// The host's trust store: keys it trusts and keys it revoked.

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::bindings::types::Snapshot;
 use crate::bus::fnv1a;
 use crate::bus::redis::{EntryAuth, Fields, RedisBusError};
+use crate::keyring::Keyring;
 
 mod decisions;
 mod identity;
@@ -160,6 +161,8 @@ pub struct Membership {
     peers: Peers,
     /// Checks who wrote the message entries the leader reads.
     auth: Option<EntryAuth>,
+    /// Body keys: seal snapshots, and open the bodies the leader reads.
+    body_keys: Option<Arc<Keyring>>,
     refused: Vec<Refusal>,
 }
 
@@ -182,6 +185,7 @@ impl Membership {
             identity: None,
             peers: Peers::default(),
             auth: None,
+            body_keys: None,
             refused: Vec::new(),
         })
     }
@@ -192,6 +196,12 @@ impl Membership {
         self.identity = Some(identity);
         self.rekey();
         self
+    }
+
+    /// Sign with `identity` from now on (the daemon's key was rotated).
+    pub fn set_identity(&mut self, identity: Arc<Identity>) {
+        self.identity = Some(identity);
+        self.rekey();
     }
 
     /// Use only what the daemon keys of `peers` signed (by default none).
@@ -214,8 +224,18 @@ impl Membership {
         self.auth.as_ref()
     }
 
+    /// Seal message bodies and snapshots with `keys` from now on, and open
+    /// them with it (none: in the clear).
+    pub fn set_body_keys(&mut self, keys: Option<Arc<Keyring>>) {
+        self.body_keys = keys;
+        self.rekey();
+    }
+
     fn rekey(&mut self) {
-        self.auth = self.identity.as_ref().map(|i| i.entry_auth(&self.peers));
+        self.auth = self.identity.as_ref().map(|i| {
+            i.entry_auth(&self.peers)
+                .with_body_keys(self.body_keys.clone())
+        });
     }
 
     /// The keys this member accepts.
@@ -245,6 +265,12 @@ impl Membership {
     /// How often to beat: a third of the time to live.
     pub fn interval(&self) -> Duration {
         self.ttl / 3
+    }
+
+    /// How long a heartbeat lives: within it every live daemon beats, and
+    /// so re-reads its trust store, at least twice.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     fn set_key(prefix: &str) -> String {
@@ -442,15 +468,30 @@ impl Membership {
         let identity = self.identity()?;
         let mut pipe = redis::pipe();
         for (id, s) in snapshots {
-            let digest = snapshot_digest(s.version, &s.data);
+            // Sealed first, then signed: a reader checks who wrote it
+            // before it opens anything.
+            let sealed = match &self.body_keys {
+                Some(keys) => Some(
+                    keys.seal(self.snapshot_key(id).as_bytes(), &s.data)
+                        .map_err(|e| {
+                            redis::RedisError::from(std::io::Error::other(e.to_string()))
+                        })?,
+                ),
+                None => None,
+            };
+            let (magic, data) = match &sealed {
+                Some(text) => (SEALED_SNAPSHOT_MAGIC, text.as_bytes()),
+                None => (SNAPSHOT_MAGIC, s.data.as_slice()),
+            };
+            let digest = snapshot_digest(s.version, data);
             let (signer, signature) =
                 identity.signature(&self.snapshot_purpose(id), &[("sha256", &digest)]);
-            let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER + 4 + s.data.len());
-            bytes.extend_from_slice(SNAPSHOT_MAGIC);
+            let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER + 4 + data.len());
+            bytes.extend_from_slice(magic);
             bytes.extend_from_slice(signer.as_bytes());
             bytes.extend_from_slice(signature.as_bytes());
             bytes.extend_from_slice(&s.version.to_le_bytes());
-            bytes.extend_from_slice(&s.data);
+            bytes.extend_from_slice(data);
             pipe.cmd("SET")
                 .arg(self.snapshot_key(id))
                 .arg(bytes)
@@ -479,7 +520,7 @@ impl Membership {
         let conn = self.conn()?;
         // GETRANGE's end is inclusive: one byte past the limit tells an
         // oversized value from one exactly at it.
-        let end = max_bytes.saturating_add(SNAPSHOT_HEADER + 4);
+        let end = sealed_len(max_bytes).saturating_add(SNAPSHOT_HEADER + 4);
         let b: Vec<u8> = redis::cmd("GETRANGE")
             .arg(&key)
             .arg(0)
@@ -518,7 +559,8 @@ impl Membership {
                 .map(str::to_string)
                 .ok_or(EntryRefused::Unsigned)
         };
-        if !b.starts_with(SNAPSHOT_MAGIC) {
+        let sealed = b.starts_with(SEALED_SNAPSHOT_MAGIC);
+        if !sealed && !b.starts_with(SNAPSHOT_MAGIC) {
             return Err(EntryRefused::Unsigned);
         }
         let at = SNAPSHOT_MAGIC.len();
@@ -536,6 +578,20 @@ impl Membership {
             (identity::SIGNATURE_FIELD.to_string(), signature),
         ];
         self.peers.verify(&self.snapshot_purpose(id), &fields)?;
+        if !sealed {
+            // Signed in the clear before the garden had body keys.
+            return Ok(Snapshot { version, data });
+        }
+        let keys = self.body_keys.as_ref().ok_or_else(|| {
+            EntryRefused::Sealed(
+                "it is encrypted, and this daemon has no body keys (--body-keys)".into(),
+            )
+        })?;
+        let text = std::str::from_utf8(&data)
+            .map_err(|_| EntryRefused::Sealed("its sealed data is not text".into()))?;
+        let data = keys
+            .open(self.snapshot_key(id).as_bytes(), text)
+            .map_err(|e| EntryRefused::Sealed(e.to_string()))?;
         Ok(Snapshot { version, data })
     }
 
@@ -544,6 +600,26 @@ impl Membership {
         let key = self.snapshot_key(id);
         let conn = self.conn()?;
         redis::cmd("DEL").arg(key).query(conn)
+    }
+
+    /// Give up the leader's lease if this daemon holds it, so that the
+    /// next term is taken anew (by whoever beats first, this daemon
+    /// included). A daemon that rotated its key resigns: a term's decisions
+    /// are believed only under the key that announced it.
+    pub fn resign(&mut self) -> redis::RedisResult<()> {
+        let (prefix, name) = (self.prefix.clone(), self.name.clone());
+        let result = (|| {
+            let conn = self.conn()?;
+            redis::Script::new(RESIGN)
+                .key(format!("{prefix}:leader"))
+                .arg(&name)
+                .invoke::<i64>(conn)
+                .map(|_| ())
+        })();
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
     }
 
     /// Leave: remove the heartbeat now instead of letting it expire.
@@ -562,6 +638,14 @@ impl Membership {
         }
     }
 }
+
+/// Drop the lease if `ARGV[1]` holds it.
+const RESIGN: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
 
 /// Take the lease if free (a new term), renew it if ours; the term while
 /// leading, 0 otherwise.
@@ -593,6 +677,14 @@ return 1
 
 /// First bytes of a kept snapshot (signed format 1).
 const SNAPSHOT_MAGIC: &[u8] = b"gsn1";
+/// First bytes of a kept snapshot whose data is sealed with a body key.
+const SEALED_SNAPSHOT_MAGIC: &[u8] = b"gsn2";
+
+/// The most bytes `plain` bytes take once sealed: key id, base64 of nonce,
+/// data and tag.
+fn sealed_len(plain: usize) -> usize {
+    plain.saturating_add(64).saturating_mul(4) / 3 + 32
+}
 /// Hex characters of a key id.
 const KEY_ID_HEX: usize = 32;
 /// Hex characters of an ed25519 signature.

@@ -34,6 +34,7 @@ pub mod engine;
 pub mod feed;
 pub mod genes;
 pub mod integrity;
+pub mod keyring;
 pub mod limits;
 pub mod loader;
 pub mod message;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use garden_store::{Blocking, RecordRow, StoreError};
 
 use crate::Envelope;
+use crate::keyring::{Keyring, KeyringError};
 
 /// Topics `garden run --records` keeps: enough to replay and audit a run.
 pub const RECORDED_TOPICS: [&str; 7] = [
@@ -78,6 +79,8 @@ enum Command {
 pub struct Recorder {
     run: String,
     next: i64,
+    /// Body keys, where records are encrypted at rest.
+    keys: Option<Arc<Keyring>>,
     tx: Sender<Command>,
     handle: Option<JoinHandle<RecorderReport>>,
 }
@@ -100,6 +103,7 @@ impl Recorder {
         Recorder {
             run: run.to_string(),
             next: 0,
+            keys: None,
             tx,
             handle,
         }
@@ -110,13 +114,21 @@ impl Recorder {
         &self.run
     }
 
+    /// Encrypt the bodies of the records written from now on with `keys`
+    /// (none: in the clear). A sealed body is stored as the JSON object
+    /// `{"sealed": "ID.BASE64"}`, bound to its run, topic and number;
+    /// [`open_body`] opens it.
+    pub fn seal_bodies(&mut self, keys: Option<Arc<Keyring>>) {
+        self.keys = keys;
+    }
+
     /// Record these messages, in order, after those recorded before.
     pub fn record(&mut self, messages: &[Arc<Envelope>]) {
         let rows: Vec<RecordRow> = messages
             .iter()
             .map(|m| {
                 self.next += 1;
-                row(self.next, m)
+                row(&self.run, self.next, m, self.keys.as_deref())
             })
             .collect();
         self.send(rows);
@@ -128,7 +140,10 @@ impl Recorder {
     pub fn record_by_seq(&mut self, messages: &[Arc<Envelope>]) {
         let rows: Vec<RecordRow> = messages
             .iter()
-            .map(|m| row(i64::try_from(m.seq).unwrap_or(i64::MAX), m))
+            .map(|m| {
+                let n = i64::try_from(m.seq).unwrap_or(i64::MAX);
+                row(&self.run, n, m, self.keys.as_deref())
+            })
             .collect();
         self.send(rows);
     }
@@ -183,18 +198,53 @@ impl Recorder {
     }
 }
 
-fn row(n: i64, m: &Envelope) -> RecordRow {
+fn row(run: &str, n: i64, m: &Envelope, keys: Option<&Keyring>) -> RecordRow {
+    // A body that does not encode is recorded as what went wrong, never
+    // as an empty string that reads like a message.
+    let mut body = serde_json::to_string(&m.body)
+        .unwrap_or_else(|e| serde_json::json!({ "unencodable": e.to_string() }).to_string());
+    if let Some(keys) = keys {
+        body = match keys.seal(&record_aad(run, &m.topic, n), body.as_bytes()) {
+            Ok(sealed) => serde_json::json!({ "sealed": sealed }).to_string(),
+            Err(e) => serde_json::json!({ "unsealable": e.to_string() }).to_string(),
+        };
+    }
     RecordRow {
         n,
         topic: m.topic.clone(),
         key: m.key.clone(),
         source: m.source.clone(),
         time: m.time,
-        // A body that does not encode is recorded as what went wrong, never
-        // as an empty string that reads like a message.
-        body: serde_json::to_string(&m.body)
-            .unwrap_or_else(|e| serde_json::json!({ "unencodable": e.to_string() }).to_string()),
+        body,
     }
+}
+
+/// What a sealed record body is bound to: its place in the store.
+fn record_aad(run: &str, topic: &str, n: i64) -> Vec<u8> {
+    format!("record\n{run}\n{topic}\n{n}").into_bytes()
+}
+
+/// The JSON body of record `n` of `topic` in `run` as stored: a body in
+/// the clear as it is, a sealed one opened with `keys` (any key of the
+/// ring: the store holds what this garden wrote).
+pub fn open_body(
+    keys: Option<&Keyring>,
+    run: &str,
+    topic: &str,
+    n: i64,
+    body: &str,
+) -> Result<String, KeyringError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sealed {
+        sealed: String,
+    }
+    let Ok(Sealed { sealed }) = serde_json::from_str::<Sealed>(body) else {
+        return Ok(body.to_string());
+    };
+    let keys = keys.ok_or_else(|| KeyringError::UnknownKey(sealed.chars().take(8).collect()))?;
+    let plain = keys.open_stored(&record_aad(run, topic, n), &sealed)?;
+    String::from_utf8(plain).map_err(|_| KeyringError::Malformed)
 }
 
 fn write_loop(
@@ -280,5 +330,41 @@ fn write_loop(
                 backoff = (backoff * 2).min(options.backoff_max);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Body;
+
+    #[test]
+    fn a_sealed_record_body_opens_only_in_its_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("body.keys");
+        Keyring::rotate(&path, Duration::from_secs(60)).expect("made");
+        let keys = Keyring::read(&path).expect("reads");
+        let message = Envelope {
+            topic: "fill".into(),
+            key: "k".into(),
+            seq: 0,
+            time: 1,
+            source: "trader".into(),
+            body: Body::Retired("alpha-ema.3".into()),
+        };
+        let clear = row("run-1", 7, &message, None).body;
+        let stored = row("run-1", 7, &message, Some(&keys)).body;
+        assert!(!stored.contains("alpha-ema.3"), "{stored}");
+        assert_eq!(
+            open_body(Some(&keys), "run-1", "fill", 7, &stored),
+            Ok(clear.clone())
+        );
+        assert_eq!(
+            open_body(None, "run-1", "fill", 7, &clear),
+            Ok(clear.clone())
+        );
+        assert!(open_body(Some(&keys), "run-1", "fill", 8, &stored).is_err());
+        assert!(open_body(Some(&keys), "run-2", "fill", 7, &stored).is_err());
+        assert!(open_body(None, "run-1", "fill", 7, &stored).is_err());
     }
 }

@@ -187,7 +187,10 @@ impl PublicKey {
     }
 }
 
-/// A publisher's private key.
+/// A private key: a publisher's or a daemon's. Cloned only where one
+/// process needs it twice (a daemon rotating its key reads with the old
+/// and the new one for a while); the seed is wiped when a copy is dropped.
+#[derive(Clone)]
 pub struct SigningKey(ed25519_dalek::SigningKey);
 
 impl fmt::Debug for SigningKey {
@@ -288,6 +291,26 @@ impl SigningKey {
         write_new(&private, self.to_pem().as_bytes(), 0o600).map_err(io(&private))?;
         write_new(&public, self.public().to_pem().as_bytes(), 0o644).map_err(io(&public))?;
         Ok((private, public))
+    }
+
+    /// Put this key at `private` (mode 0600) and its public half at
+    /// `public`, replacing the keys there: each file is written aside and
+    /// renamed over the old one, so a reader (a daemon watching its key
+    /// file) sees the old key or the new one, never half of one, and a
+    /// symlink in the way is replaced, not written through.
+    pub fn replace_pair(&self, private: &Path, public: &Path) -> Result<(), KeyError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| KeyError::Io { path, source }
+        };
+        crate::files::replace(public, &[self.public().to_pem().as_bytes()]).map_err(io(public))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(public, std::fs::Permissions::from_mode(0o644))
+                .map_err(io(public))?;
+        }
+        crate::files::replace(private, &[self.to_pem().as_bytes()]).map_err(io(private))
     }
 }
 

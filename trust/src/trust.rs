@@ -1,13 +1,18 @@
 //! The host's trust store: publisher keys it trusts and keys it has revoked.
 //! A TOML file; `garden trust add|list|revoke` edit it.
 //!
-//! Invariant: a key has one role. A publisher key signs components and
-//! nothing else; a daemon key signs what a daemon writes to the shared bus
-//! (decisions, heartbeats) and never a component, so a stolen daemon key
-//! cannot publish code and a publisher cannot steer a garden.
+//! Invariants:
+//! - a key has one role. A publisher key signs components and nothing else;
+//!   a daemon key signs what a daemon writes to the shared bus (decisions,
+//!   heartbeats) and never a component, so a stolen daemon key cannot
+//!   publish code and a publisher cannot steer a garden;
+//! - a daemon key may carry an expiry (`garden key rotate` sets one on the
+//!   key it replaces): from that instant on it is trusted no more, as if
+//!   revoked; an expiry that does not parse counts as passed.
 
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::signature::{self, SignatureError, SignedComponent};
@@ -124,6 +129,27 @@ pub struct TrustedKey {
     pub public_key: String,
     /// When it was added, RFC 3339.
     pub added_at: String,
+    /// When it stops being trusted, RFC 3339 (none: until revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+impl TrustedKey {
+    /// Whether its expiry, if it has one, has passed at `now`.
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.expiry()
+            .is_some_and(|at| at.is_none_or(|at| at <= now))
+    }
+
+    /// Its expiry: `None` without one, `Some(None)` for one that does not
+    /// parse (and so has passed).
+    fn expiry(&self) -> Option<Option<DateTime<Utc>>> {
+        self.expires_at.as_ref().map(|text| {
+            DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        })
+    }
 }
 
 /// A revoked key.
@@ -285,6 +311,7 @@ impl TrustStore {
                 role,
                 public_key: key.to_pem(),
                 added_at: now.into(),
+                expires_at: None,
             });
         }
         Ok(id)
@@ -353,11 +380,62 @@ impl TrustStore {
         })
     }
 
-    /// Every trusted, unrevoked key in `role`, parsed, with its name.
+    /// Stop trusting daemon key `id` at `at` (RFC 3339): what `garden key
+    /// rotate` does to the key it replaces, so that entries it wrote are
+    /// still read for a while. Only a daemon key expires; a publisher key
+    /// is revoked.
+    pub fn expire(&mut self, id: &KeyId, at: &str) -> Result<(), TrustError> {
+        let store = |message: String| TrustError::Store {
+            path: PathBuf::from("trust store"),
+            message,
+        };
+        DateTime::parse_from_rfc3339(at)
+            .map_err(|e| store(format!("expiry `{at}` is not an RFC 3339 time: {e}")))?;
+        let key = self
+            .keys
+            .iter_mut()
+            .find(|k| k.id.matches(id))
+            .ok_or_else(|| store(format!("key {id} is not trusted here, so it cannot expire")))?;
+        if key.role != Role::Daemon {
+            return Err(store(format!(
+                "key {id} is a {} key; only a daemon key expires (revoke a publisher key instead)",
+                key.role
+            )));
+        }
+        key.expires_at = Some(at.to_string());
+        Ok(())
+    }
+
+    /// The first expiry after `now` of a key in `role`: when the keys that
+    /// role trusts change next without the file changing.
+    pub fn next_expiry(&self, role: Role, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.keys
+            .iter()
+            .filter(|k| k.role == role)
+            .filter_map(|k| k.expiry().flatten())
+            .filter(|at| *at > now)
+            .min()
+    }
+
+    /// How long from now until [`TrustStore::next_expiry`].
+    pub fn next_expiry_in(&self, role: Role) -> Option<std::time::Duration> {
+        let now = Utc::now();
+        self.next_expiry(role, now)
+            .and_then(|at| (at - now).to_std().ok())
+    }
+
+    /// Every trusted, unrevoked, unexpired key in `role`, parsed, with its
+    /// name.
     pub fn keys_in_role(&self, role: Role) -> Vec<(PublicKey, String)> {
+        self.keys_in_role_at(role, Utc::now())
+    }
+
+    /// [`TrustStore::keys_in_role`] as of `now`.
+    pub fn keys_in_role_at(&self, role: Role, now: DateTime<Utc>) -> Vec<(PublicKey, String)> {
         self.keys
             .iter()
             .filter(|k| k.role == role && !self.revoked.iter().any(|r| r.id.matches(&k.id)))
+            .filter(|k| !k.expired(now))
             .filter_map(|k| {
                 let key = PublicKey::from_pem(&k.public_key, Path::new("trust store")).ok()?;
                 key.id().matches(&k.id).then(|| (key, k.name.clone()))
@@ -497,6 +575,68 @@ mod tests {
             store.verify(&by_bob),
             Err(TrustError::Revoked { .. })
         ));
+    }
+
+    #[test]
+    fn an_expired_daemon_key_is_trusted_no_more_and_a_garbled_expiry_counts_as_passed() {
+        let old = SigningKey::generate();
+        let new = SigningKey::generate();
+        let mut store = TrustStore::default();
+        for k in [&old, &new] {
+            store
+                .add_as(&k.public(), "host-a", Role::Daemon, "2026-01-01T00:00:00Z")
+                .unwrap();
+        }
+        store
+            .expire(&old.public().id(), "2026-06-01T12:00:00Z")
+            .unwrap();
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc);
+        let ids = |store: &TrustStore, now| -> Vec<KeyId> {
+            store
+                .keys_in_role_at(Role::Daemon, now)
+                .iter()
+                .map(|(k, _)| k.id())
+                .collect()
+        };
+        assert_eq!(
+            ids(&store, at("2026-06-01T11:59:59Z")),
+            vec![old.public().id(), new.public().id()]
+        );
+        assert_eq!(
+            ids(&store, at("2026-06-01T12:00:00Z")),
+            vec![new.public().id()]
+        );
+        assert_eq!(
+            store.next_expiry(Role::Daemon, at("2026-05-01T00:00:00Z")),
+            Some(at("2026-06-01T12:00:00Z"))
+        );
+        assert_eq!(
+            store.next_expiry(Role::Daemon, at("2026-07-01T00:00:00Z")),
+            None
+        );
+        // Written to the file and read back, the expiry holds.
+        let again: TrustStore = toml::from_str(&toml::to_string(&store).unwrap()).unwrap();
+        assert_eq!(
+            again
+                .keys_in_role_at(Role::Daemon, at("2026-07-01T00:00:00Z"))
+                .len(),
+            1
+        );
+        store.keys[1].expires_at = Some("next tuesday".into());
+        assert_eq!(
+            ids(&store, at("2026-01-02T00:00:00Z")),
+            vec![old.public().id()]
+        );
+        assert!(store.expire(&new.public().id(), "soon").is_err());
+        let publisher = SigningKey::generate();
+        store.add(&publisher.public(), "p", "now").unwrap();
+        let err = store
+            .expire(&publisher.public().id(), "2026-06-01T12:00:00Z")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("only a daemon key expires"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -21,8 +21,10 @@ use garden_host::types::Snapshot;
 use garden_host::{Module, Runtime, integrity};
 
 mod garden;
+mod keys;
 
 use garden::{Garden, persist_lineage};
+use keys::{BodyKeysFile, KeyFile, Rotation, TrustFile};
 
 /// How often the leader reads the streams and acts.
 const LEADER_POLL: Duration = Duration::from_millis(100);
@@ -97,6 +99,12 @@ pub struct DaemonArgs {
         hide_env_values = true
     )]
     store: Option<String>,
+    /// The garden's body keyring (mode 0600; `garden key rotate
+    /// --body-keys FILE` makes one): message bodies on Redis, snapshots in
+    /// Redis and records in the store are encrypted with it. Every daemon
+    /// of the garden needs the same file.
+    #[arg(long, value_name = "FILE", env = "GARDEN_BODY_KEYS")]
+    body_keys: Option<PathBuf>,
     /// Run a module older than one this host ran before, on purpose.
     #[arg(long)]
     allow_downgrade: bool,
@@ -142,8 +150,15 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     let name = options.consumer.clone();
     let url = options.url.clone();
     let peers = Peers::new(trust.operator().clone());
-    let identity = identity(&args, &name, &peers)?;
-    let identity_id = identity.id();
+    let (identity, key_path) = identity(&args, &name, &peers)?;
+    let key_file = KeyFile::new(key_path, identity.key().clone());
+    let (body_keys_file, body_keys) = match &args.body_keys {
+        Some(path) => {
+            let (file, keys) = BodyKeysFile::open(path.clone())?;
+            (Some(file), Some(keys))
+        }
+        None => (None, None),
+    };
     let mut bus = RedisBus::connect(options)?;
     // Messages are tagged for, and accepted from, the trusted daemons only.
     bus.set_auth(identity.entry_auth(&peers));
@@ -160,8 +175,8 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         restarts: Restarts::Aside,
         ..RuntimeOptions::default()
     });
-    let recorder = store.map(|url| start_recorder(&mut runtime, &url, &args));
-    let membership = Membership::connect(
+    let mut recorder = store.map(|url| start_recorder(&mut runtime, &url, &args));
+    let mut membership = Membership::connect(
         &url,
         &args.prefix,
         &name,
@@ -169,6 +184,15 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     )?
     .signing(identity)
     .trusting(peers);
+    if body_keys.is_some() {
+        membership.set_body_keys(body_keys.clone());
+        if let Some(auth) = membership.entry_auth() {
+            runtime.bus_mut().set_auth(auth.clone());
+        }
+        if let Some(r) = recorder.as_mut() {
+            r.seal_bodies(body_keys);
+        }
+    }
     eprintln!(
         "garden daemon {name}: {} instances in the pipeline, prefix {}",
         plan.len(),
@@ -226,8 +250,10 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
             args.trust
                 .clone()
                 .unwrap_or_else(integrity::default_trust_path),
+            trust.operator(),
         ),
-        identity_id,
+        key_file,
+        body_keys_file,
         stopped: None,
     };
     while daemon.stopped.is_none() {
@@ -237,14 +263,18 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     bail!(daemon.stopped.unwrap_or_default())
 }
 
-/// This daemon's key (made on first start), which its own trust store must
-/// list as a daemon key: otherwise every other daemon would ignore it.
-fn identity(args: &DaemonArgs, name: &str, peers: &Peers) -> Result<Arc<Identity>> {
-    let path = args.key.clone().unwrap_or_else(|| {
-        garden_host::paths::data_dir()
-            .join("daemons")
-            .join(format!("{name}.key.pem"))
-    });
+/// Where daemon `name` keeps its key unless told (`--key`).
+pub(crate) fn default_key_path(name: &str) -> PathBuf {
+    garden_host::paths::data_dir()
+        .join("daemons")
+        .join(format!("{name}.key.pem"))
+}
+
+/// This daemon's key (made on first start) and its file, which its own
+/// trust store must list as a daemon key: otherwise every other daemon
+/// would ignore it.
+fn identity(args: &DaemonArgs, name: &str, peers: &Peers) -> Result<(Arc<Identity>, PathBuf)> {
+    let path = args.key.clone().unwrap_or_else(|| default_key_path(name));
     let (identity, made) = Identity::load_or_create(&path)?;
     let public = cluster::public_key_path(&path);
     if made {
@@ -263,7 +293,7 @@ fn identity(args: &DaemonArgs, name: &str, peers: &Peers) -> Result<Arc<Identity
             public.display()
         );
     }
-    Ok(Arc::new(identity))
+    Ok((Arc::new(identity), path))
 }
 
 /// The Redis options of this daemon: the pipeline's `[bus]`, overridden
@@ -339,42 +369,12 @@ struct Daemon {
     /// Re-read at every heartbeat when it changed, so a revoked daemon key
     /// is ignored within one heartbeat.
     trust_file: TrustFile,
-    identity_id: garden_registry::KeyId,
+    /// Watched at every heartbeat, so a rotated key is taken up.
+    key_file: KeyFile,
+    /// Watched the same way, where bodies are encrypted.
+    body_keys_file: Option<BodyKeysFile>,
     /// Why the daemon stops, once it must.
     stopped: Option<String>,
-}
-
-/// The trust store's file and when it last changed.
-struct TrustFile {
-    path: PathBuf,
-    modified: Option<std::time::SystemTime>,
-}
-
-impl TrustFile {
-    fn new(path: PathBuf) -> Self {
-        let modified = Self::modified_of(&path);
-        TrustFile { path, modified }
-    }
-
-    fn modified_of(path: &std::path::Path) -> Option<std::time::SystemTime> {
-        std::fs::metadata(path).and_then(|m| m.modified()).ok()
-    }
-
-    /// The store, if the file changed since the last call.
-    fn changed(&mut self) -> Option<garden_registry::TrustStore> {
-        let now = Self::modified_of(&self.path);
-        if now == self.modified {
-            return None;
-        }
-        self.modified = now;
-        match garden_registry::TrustStore::read(&self.path) {
-            Ok(store) => Some(store),
-            Err(e) => {
-                eprintln!("the trust store changed but cannot be read ({e}); keeping the last one");
-                None
-            }
-        }
-    }
 }
 
 impl Daemon {
@@ -437,28 +437,71 @@ impl Daemon {
         );
     }
 
-    /// Take up a changed trust store: a revoked daemon key is ignored from
-    /// this beat on; if it is this daemon's own, the daemon stops.
+    /// Take up a changed trust store and a rotated key: a revoked or
+    /// expired daemon key is ignored from this beat on; if it is this
+    /// daemon's own and no trusted key replaces it, the daemon stops.
     fn reread_trust(&mut self) {
-        let Some(store) = self.trust_file.changed() else {
-            return;
-        };
-        let peers = Peers::new(store);
-        if peers.name_of(&self.identity_id).is_none() {
+        let mut changed = self.trust_file.changed().map(|store| {
+            self.membership.set_peers(Peers::new(store));
+        });
+        let settle = self.membership.ttl();
+        if let Some(keys) = self.body_keys_file.as_mut().and_then(|f| f.step(settle)) {
+            self.membership.set_body_keys(Some(keys.clone()));
+            if let Some(r) = self.recorder.as_mut() {
+                r.seal_bodies(Some(keys));
+            }
+            changed = Some(());
+        }
+        let rotation = self
+            .key_file
+            .step(self.membership.peers(), self.membership.ttl());
+        match rotation {
+            Some(Rotation::Reading(identity)) => {
+                eprintln!(
+                    "the daemon key file holds a new trusted key; reading with it now, writing with it in {:?}",
+                    self.membership.ttl()
+                );
+                self.membership.set_identity(Arc::new(identity));
+            }
+            Some(Rotation::Switched { identity, old }) => self.switch_key(identity, old),
+            None if changed.is_none() => return,
+            None => {}
+        }
+        let me = self.key_file.current();
+        if self.membership.peers().name_of(&me).is_none() {
             let why = format!(
-                "this daemon's key {} is no longer a trusted daemon key in {}; stopping (the others ignore its entries now)",
-                self.identity_id,
-                self.trust_file.path.display()
+                "this daemon's key {me} is no longer a trusted daemon key in {}; stopping (the others ignore its entries now)",
+                self.trust_file.path().display()
             );
             self.watch
                 .audit()
                 .record("daemon-stopped", "daemon", &self.name, &why);
             self.stopped = Some(why);
         }
-        self.membership.set_peers(peers);
         if let Some(auth) = self.membership.entry_auth() {
             self.runtime.bus_mut().set_auth(auth.clone());
         }
+    }
+
+    /// Write and sign with the rotated key from now on. A leader gives up
+    /// its term: a term's decisions are believed only under the key that
+    /// announced it, so the next term is announced under the new one.
+    fn switch_key(&mut self, identity: Identity, old: garden_registry::KeyId) {
+        let new = identity.id();
+        self.membership.set_identity(Arc::new(identity));
+        if self.leader.take().is_some() {
+            if let Err(e) = self.membership.resign() {
+                eprintln!(
+                    "could not give up the lease after the key rotation ({e}); it expires on its own"
+                );
+            }
+            self.status.leader_term = None;
+        }
+        let detail = format!("daemon key {old} replaced by {new}");
+        eprintln!("{detail}");
+        self.watch
+            .audit()
+            .record("daemon-key-rotated", "daemon", &self.name, &detail);
     }
 
     /// Count and audit what was refused since the last beat: decisions
@@ -482,6 +525,19 @@ impl Daemon {
             self.watch
                 .audit()
                 .record("refused-entry", r.kind, &self.name, &detail);
+        }
+        // What the leader read to select with: a forged bar, fitness or
+        // context entry steers nothing, and is counted here.
+        let ignored = self.leader.as_mut().map_or(0, Leader::take_refused);
+        if ignored > 0 {
+            self.status.refused += ignored;
+            let detail = format!(
+                "{ignored} bar, fitness or context entries no trusted daemon wrote were ignored by the leader since the last heartbeat"
+            );
+            eprintln!("{detail}");
+            self.watch
+                .audit()
+                .record("refused-entry", "leader-input", &self.name, &detail);
         }
         // Message entries: each is in the dead-letter stream with its
         // reason; the audit gets one line per beat that saw any.

@@ -53,6 +53,9 @@ pub enum EntryRefused {
     /// The signature does not match the entry.
     #[error("the signature by {0} does not match the entry: it was forged or altered")]
     BadSignature(String),
+    /// Signed by a trusted daemon, but sealed data that does not open.
+    #[error("signed by a trusted daemon, but not usable here: {0}")]
+    Sealed(String),
     /// A decision of a term by another key than the one that took the lease.
     #[error("a decision of term {term} signed by {signer}, but that term is led by {leader}")]
     NotTheLeader {
@@ -65,10 +68,14 @@ pub enum EntryRefused {
     },
 }
 
-/// This daemon's signing key.
+/// This daemon's signing key, and while it rotates, the other key it
+/// reads message entries with.
 pub struct Identity {
     key: SigningKey,
     id: KeyId,
+    /// Read with, never written with: the key being rotated to (until the
+    /// other daemons trust it) or from (while they still may write to it).
+    reading: Vec<SigningKey>,
 }
 
 impl Identity {
@@ -97,7 +104,25 @@ impl Identity {
     /// An identity from a key in hand.
     pub fn new(key: SigningKey) -> Identity {
         let id = key.public().id();
-        Identity { key, id }
+        Identity {
+            key,
+            id,
+            reading: Vec::new(),
+        }
+    }
+
+    /// This identity, reading message entries with `other` too, for as long
+    /// as the trust store trusts it (see [`Identity::entry_auth`]).
+    pub fn also_reading(mut self, other: SigningKey) -> Identity {
+        if other.public().id() != self.id {
+            self.reading.push(other);
+        }
+        self
+    }
+
+    /// The key it writes and signs with.
+    pub fn key(&self) -> &SigningKey {
+        &self.key
     }
 
     /// Its key id.
@@ -114,7 +139,13 @@ impl Identity {
     /// daemons of `peers` (see [`EntryAuth`]).
     pub fn entry_auth(&self, peers: &Peers) -> EntryAuth {
         let keys: Vec<PublicKey> = peers.keys.iter().map(|(k, _)| k.clone()).collect();
-        EntryAuth::new(&self.key, &keys)
+        // A key no longer trusted (expired after a rotation) is read with no more.
+        let reading: Vec<&SigningKey> = self
+            .reading
+            .iter()
+            .filter(|k| peers.name_of(&k.public().id()).is_some())
+            .collect();
+        EntryAuth::rotating(&self.key, &reading, &keys)
     }
 
     /// The signer (this key's id) and the hex signature over `purpose` and

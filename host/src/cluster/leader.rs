@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crate::Envelope;
 use crate::bindings::types::{Body, Setting};
-use crate::bus::redis::{AUTH_FIELD, Fields, decode_entry, field};
+use crate::bus::redis::{AUTH_FIELD, Fields, field, open_entry};
 use crate::config::EvolutionConfig;
 use crate::engine::Module;
 use crate::loader::Planned;
@@ -58,6 +58,8 @@ pub struct Leader {
     topics: LeaderTopics,
     /// Last entry id read, per stream (bars, fitness, context).
     after: [String; 3],
+    /// Entries refused since [`Leader::take_refused`].
+    refused: u64,
     /// Index of the first bar read.
     base: Option<usize>,
     /// Event time of each bar read, from `base` on.
@@ -123,7 +125,14 @@ impl Leader {
             next_step: decided.map_or(0, |b| b + 1),
             quarantined: HashMap::new(),
             lost: false,
+            refused: 0,
         })
+    }
+
+    /// Entries no trusted daemon wrote that the leader ignored (bars,
+    /// fitness, context) since the last call, to count and audit.
+    pub fn take_refused(&mut self) -> u64 {
+        std::mem::take(&mut self.refused)
     }
 
     /// The term this leader acts in.
@@ -235,14 +244,20 @@ impl Leader {
             // A bar that is refused or does not decode still takes its
             // place in the count (every daemon counts the same stream); it
             // keeps the previous bar's time.
-            let time = trusted(m, &bars, &self.topics.bars, &fields)
+            let time = trusted(m, &bars, &self.topics.bars, &fields, &mut self.refused)
                 .map(|e| e.time)
                 .unwrap_or_else(|| self.times.last().copied().unwrap_or(0));
             self.times.push(time);
         }
         let fitness = m.stream(&self.topics.fitness);
         for fields in read_new(m, &fitness, &mut self.after[1])? {
-            let Some(e) = trusted(m, &fitness, &self.topics.fitness, &fields) else {
+            let Some(e) = trusted(
+                m,
+                &fitness,
+                &self.topics.fitness,
+                &fields,
+                &mut self.refused,
+            ) else {
                 continue;
             };
             if let Body::Fitness(f) = &e.body
@@ -260,7 +275,7 @@ impl Leader {
         if let Some(topic) = self.topics.context.clone() {
             let stream = m.stream(&topic);
             for fields in read_new(m, &stream, &mut self.after[2])? {
-                if let Some(e) = trusted(m, &stream, &topic, &fields)
+                if let Some(e) = trusted(m, &stream, &topic, &fields, &mut self.refused)
                     && let Body::Context(c) = &e.body
                     && let Some(bar) = self.bar_at(e.time)
                 {
@@ -400,13 +415,26 @@ impl Habitat for Decider<'_> {
 
 /// The message of an entry a trusted daemon wrote on `stream`; `None`
 /// for one it did not (what a plain Redis client writes never steers
-/// selection) or that does not decode.
-fn trusted(m: &Membership, stream: &str, topic: &str, fields: &Fields) -> Option<Envelope> {
+/// selection: it is counted in `refused`) or that does not decode.
+fn trusted(
+    m: &Membership,
+    stream: &str,
+    topic: &str,
+    fields: &Fields,
+    refused: &mut u64,
+) -> Option<Envelope> {
     let auth = m.entry_auth()?;
-    let message = field(fields, "m")?;
-    if let Err(refused) = auth.check(stream, message, field(fields, AUTH_FIELD)) {
-        tracing::debug!(%stream, "leader ignores an entry: {refused}");
+    let checked = auth.check(
+        stream,
+        field(fields, "m").unwrap_or_default(),
+        field(fields, AUTH_FIELD),
+    );
+    if let Err(why) = checked {
+        tracing::warn!(%stream, "the leader ignores an entry: {why}");
+        *refused += 1;
         return None;
     }
-    decode_entry(topic, fields).ok().map(|(e, _, _)| e)
+    open_entry(topic, stream, fields, auth.body_keys())
+        .ok()
+        .map(|(e, _, _)| e)
 }

@@ -1243,3 +1243,228 @@ fn a_revoked_daemon_key_is_ignored_within_a_heartbeat() {
     let log = std::fs::read_to_string(daemon_log(&cache, "r2")).expect("log");
     assert!(log.contains("no longer a trusted daemon key"), "{log}");
 }
+
+/// The live daemons of `prefix` as seen by a reader of the trust store at
+/// `trust`.
+fn statuses_trusting(redis: &Redis, prefix: &str, trust: &Path) -> Vec<cluster::DaemonStatus> {
+    let peers = cluster::Peers::new(garden_registry::TrustStore::read(trust).unwrap_or_default());
+    cluster::status(&redis.url(), prefix, &peers)
+        .map(|(d, _)| d)
+        .unwrap_or_default()
+}
+
+/// `garden key rotate` on a running daemon: messages go on flowing with no
+/// entry refused on the way, the daemon writes with its new key, and once
+/// the grace is over an entry written with the old key is refused.
+#[test]
+fn a_daemon_key_rotated_while_running_keeps_messages_flowing() {
+    let prefix = "rotate";
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let config = dir.path().join("four.toml");
+    std::fs::write(
+        &config,
+        "[[module]]\nname = \"expert-anomaly\"\ninstances = 4\n",
+    )
+    .expect("config");
+    let trust = dir.path().join("trust.toml");
+    let mut store = garden_registry::TrustStore::default();
+    let key_of = |name: &str| dir.path().join(format!("{name}.key.pem"));
+    for name in ["r1", "r2", "producer"] {
+        let (key, _) = cluster::Identity::load_or_create(&key_of(name)).expect("a key");
+        store
+            .add_as(
+                &key.public(),
+                name,
+                garden_registry::trust::Role::Daemon,
+                "now",
+            )
+            .expect("trusts");
+    }
+    store.write(&trust).expect("writes the trust store");
+    let trust_arg = trust.to_str().expect("utf-8");
+    let start = |name: &str| {
+        let key = key_of(name);
+        daemon_in(
+            &redis,
+            prefix,
+            name,
+            &config,
+            &cache,
+            &["--trust", trust_arg, "--key", key.to_str().expect("utf-8")],
+        )
+    };
+    let _r1 = start("r1");
+    let _r2 = start("r2");
+    wait_for(
+        "both daemons share the four",
+        Duration::from_secs(60),
+        || {
+            let layout = layout_trusting(&redis, prefix, &trust);
+            layout.len() == 2 && layout.values().map(Vec::len).sum::<usize>() == 4
+        },
+    );
+    // The producer tags for the daemon keys the trust store lists now, as
+    // a daemon does after each heartbeat.
+    let (producer, _) = cluster::Identity::load_or_create(&key_of("producer")).expect("key");
+    let mut o = RedisOptions::new(&redis.url());
+    o.prefix = prefix.into();
+    o.consumer = "producer".into();
+    let mut bus = RedisBus::connect(o).expect("connects");
+    let peers = || cluster::Peers::new(garden_registry::TrustStore::read(&trust).expect("reads"));
+    let old_key = garden_registry::SigningKey::read(&key_of("r2")).expect("r2's key");
+    let total = 600u64;
+    for n in 0..total {
+        if n % 50 == 0 {
+            bus.set_auth(producer.entry_auth(&peers()));
+        }
+        bus.publish(plan(n)).expect("publishes");
+        if n % 10 == 0 {
+            bus.pump();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if n == total / 3 {
+            let rotated = garden_tests::garden()
+                .args(["key", "rotate", "--key"])
+                .arg(key_of("r2"))
+                .args(["--trust", trust_arg, "--grace", "4s"])
+                .output()
+                .expect("garden key rotate");
+            assert!(
+                rotated.status.success(),
+                "{}",
+                String::from_utf8_lossy(&rotated.stderr)
+            );
+        }
+    }
+    bus.pump();
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    let logs = || {
+        ["r1", "r2"]
+            .map(|n| std::fs::read_to_string(daemon_log(&cache, n)).unwrap_or_default())
+            .join("\n---\n")
+    };
+    let began = Instant::now();
+    while judged_plans_in(&mut con, prefix).len() < total as usize {
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "{} of {total} plans judged\n{}",
+            judged_plans_in(&mut con, prefix).len(),
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let new_key = garden_registry::SigningKey::read(&key_of("r2")).expect("the new key");
+    assert_ne!(new_key.public().id(), old_key.public().id());
+    wait_for(
+        "r2 writing with its new key",
+        Duration::from_secs(20),
+        || logs().contains(&format!("replaced by {}", new_key.public().id())),
+    );
+    // After the grace, r2 still beats (with the new key: the old one is
+    // trusted no more), and no entry was refused on the way.
+    std::thread::sleep(Duration::from_secs(5));
+    let statuses = statuses_trusting(&redis, prefix, &trust);
+    assert_eq!(
+        statuses.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        ["r1", "r2"],
+        "{}",
+        logs()
+    );
+    assert_eq!(
+        statuses.iter().map(|d| d.refused).sum::<u64>(),
+        0,
+        "{}",
+        logs()
+    );
+    // The old key, stolen after the rotation, writes nothing anyone takes.
+    let mut o = RedisOptions::new(&redis.url());
+    o.prefix = prefix.into();
+    o.consumer = "thief".into();
+    let mut thief = RedisBus::connect(o).expect("connects");
+    thief.set_auth(cluster::Identity::new(old_key).entry_auth(&peers()));
+    let mut stale = plan(total);
+    if let Body::Plan(p) = &mut stale.body {
+        p.id = "stale".into();
+    }
+    thief.publish(stale).expect("publishes");
+    thief.pump();
+    wait_for("the stale entry refused", Duration::from_secs(20), || {
+        statuses_trusting(&redis, prefix, &trust)
+            .iter()
+            .map(|d| d.refused)
+            .sum::<u64>()
+            > 0
+    });
+    assert!(!judged_plans_in(&mut con, prefix).contains("stale"));
+}
+
+/// A fitness report written straight into the fitness stream, as a trader
+/// would: the leader selects on nothing a trusted daemon did not write,
+/// and counts and audits what it ignored.
+#[test]
+fn a_forged_fitness_report_steers_nothing_and_is_counted() {
+    let prefix = "fitness";
+    let redis = Redis::start();
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let config = dir.path().join("population.toml");
+    std::fs::write(
+        &config,
+        "[[module]]\nname = \"alpha-ema\"\npopulation = true\ninstances = 2\n",
+    )
+    .expect("config");
+    let _a = daemon_in(
+        &redis,
+        prefix,
+        "a",
+        &config,
+        &cache,
+        &["--store", &pg.url()],
+    );
+    wait_for("a leader", Duration::from_secs(60), || {
+        leaders(&redis, prefix).len() == 1
+    });
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    let report = serde_json::json!({
+        "v": 2, "key": "alpha-ema.0", "source": "trader", "time": 1,
+        "from": "mallory@1", "n": 1,
+        "body": Body::Fitness(garden_host::types::Fitness {
+            subject: "alpha-ema.0".into(),
+            values: vec![1e9],
+            trades: 1_000,
+            metrics: Vec::new(),
+        }),
+    });
+    let _: String = redis::cmd("XADD")
+        .arg(format!("{prefix}:t:fitness"))
+        .arg("*")
+        .arg("m")
+        .arg(report.to_string())
+        .query(&mut con)
+        .expect("XADD");
+    wait_for("the forged report audited", Duration::from_secs(30), || {
+        audit_log(&pg.url())
+            .0
+            .iter()
+            .any(|(k, m)| k == "refused-entry" && m == "leader-input")
+    });
+    wait_for(
+        "the count in the heartbeat",
+        Duration::from_secs(10),
+        || {
+            live_daemons(&redis, prefix)
+                .unwrap_or_default()
+                .iter()
+                .map(|d| d.refused)
+                .sum::<u64>()
+                == 1
+        },
+    );
+}

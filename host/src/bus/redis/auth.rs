@@ -13,12 +13,18 @@
 //!   refused;
 //! - a reader accepts only writers its trust store lists as daemon keys now
 //!   (itself included), and compares tags in constant time;
+//! - a daemon rotating its key reads with both keys for a while (the one
+//!   it moves to before it writes with it, the one it leaves while that is
+//!   trusted), so no entry tagged for either is refused on the way;
 //! - a MAC, not a signature: a tag costs two SHA-256 blocks plus the
 //!   message (about half a microsecond), where an ed25519 signature and
 //!   its check cost about 140, more than the bus spends on a whole message
 //!   (`benches/README.md`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::keyring::Keyring;
 
 use garden_trust::{KeyId, PublicKey, SigningKey};
 use hmac::{Hmac, Mac};
@@ -75,13 +81,30 @@ pub struct EntryAuth {
     me_hex: String,
     /// K(me→R) for each reader R, with R's id prefix.
     to: Vec<(String, HmacSha256)>,
-    /// K(W→me) for each trusted writer W.
+    /// The keys this daemon reads with, the writing one first.
+    readers: Vec<Reader>,
+    /// Body keys, where the garden encrypts message bodies: they travel
+    /// with the tagging keys, so whatever checks an entry can open it.
+    bodies: Option<Arc<Keyring>>,
+}
+
+/// One key a daemon reads with: K(W→it) for each trusted writer W.
+#[derive(Clone)]
+struct Reader {
+    id: KeyId,
+    prefix: String,
     from: HashMap<KeyId, HmacSha256>,
 }
 
 impl std::fmt::Debug for EntryAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "EntryAuth({}, {} peers)", self.me, self.from.len())
+        write!(
+            f,
+            "EntryAuth({}, {} peers, {} reading keys)",
+            self.me,
+            self.to.len(),
+            self.readers.len()
+        )
     }
 }
 
@@ -90,26 +113,57 @@ impl EntryAuth {
     /// key itself. A trusted key of small order (no secret can be agreed
     /// with it) is left out.
     pub fn new(key: &SigningKey, trusted: &[PublicKey]) -> EntryAuth {
-        let me = key.public();
-        let my_id = me.id();
-        let mut peers: Vec<&PublicKey> = vec![&me];
-        peers.extend(trusted.iter().filter(|p| p.id() != my_id));
+        EntryAuth::rotating(key, &[], trusted)
+    }
+
+    /// Write with `key`, and read with it and with `also_reading` (a key
+    /// being rotated to or from): entries tagged for any of them are
+    /// accepted, from the daemon keys `trusted` and these keys themselves.
+    pub fn rotating(
+        key: &SigningKey,
+        also_reading: &[&SigningKey],
+        trusted: &[PublicKey],
+    ) -> EntryAuth {
+        let mut own: Vec<&SigningKey> = vec![key];
+        own.extend(
+            also_reading
+                .iter()
+                .filter(|k| k.public().id() != key.public().id()),
+        );
+        let mut peers: Vec<PublicKey> = own.iter().map(|k| k.public()).collect();
+        for p in trusted {
+            if !peers.iter().any(|q| q.id() == p.id()) {
+                peers.push(p.clone());
+            }
+        }
+        let my_id = key.public().id();
         let mut auth = EntryAuth {
             me: my_id,
             me_hex: my_id.to_string(),
             to: Vec::new(),
-            from: HashMap::new(),
+            readers: Vec::new(),
+            bodies: None,
         };
-        for peer in peers {
-            let Some(shared) = key.agree(peer) else {
-                tracing::warn!(key = %peer.id(), "a trusted daemon key of small order is ignored");
-                continue;
-            };
-            let peer_id = peer.id();
-            let to = derive(&shared, &my_id, &peer_id);
-            let from = derive(&shared, &peer_id, &my_id);
-            auth.to.push((prefix(&peer_id), to));
-            auth.from.insert(peer_id, from);
+        for reading in own {
+            let reader_id = reading.public().id();
+            let mut from = HashMap::new();
+            for peer in &peers {
+                let Some(shared) = reading.agree(peer) else {
+                    tracing::warn!(key = %peer.id(), "a trusted daemon key of small order is ignored");
+                    continue;
+                };
+                let peer_id = peer.id();
+                from.insert(peer_id, derive(&shared, &peer_id, &reader_id));
+                if reader_id == my_id {
+                    auth.to
+                        .push((prefix(&peer_id), derive(&shared, &my_id, &peer_id)));
+                }
+            }
+            auth.readers.push(Reader {
+                id: reader_id,
+                prefix: prefix(&reader_id),
+                from,
+            });
         }
         auth
     }
@@ -123,6 +177,18 @@ impl EntryAuth {
     /// This writer's key id.
     pub fn id(&self) -> KeyId {
         self.me
+    }
+
+    /// Encrypt the bodies of the entries written, and open those read,
+    /// with `keys` (none: bodies in the clear).
+    pub fn with_body_keys(mut self, keys: Option<Arc<Keyring>>) -> EntryAuth {
+        self.bodies = keys;
+        self
+    }
+
+    /// The body keys, if bodies are encrypted.
+    pub fn body_keys(&self) -> Option<&Keyring> {
+        self.bodies.as_deref()
     }
 
     /// The value of field `a` for an entry with message `m` on `stream`.
@@ -148,30 +214,33 @@ impl EntryAuth {
         let writer: KeyId = writer_text
             .parse()
             .map_err(|_| Unauthenticated::Malformed)?;
-        let key = self
-            .from
-            .iter()
-            .find(|(id, _)| id.matches(&writer))
-            .map(|(_, k)| k)
-            .ok_or_else(|| Unauthenticated::Untrusted(writer.to_string()))?;
-        let mine = &self.me_hex[..READER_HEX];
+        let find = |r: &Reader| {
+            r.from
+                .iter()
+                .find(|(id, _)| id.matches(&writer))
+                .map(|(_, k)| k.clone())
+        };
+        if !self.readers[0].from.keys().any(|id| id.matches(&writer)) {
+            return Err(Unauthenticated::Untrusted(writer.to_string()));
+        }
         let mut found = false;
         for part in parts {
             let (reader, tag_hex) = part
                 .split_at_checked(READER_HEX)
                 .ok_or(Unauthenticated::Malformed)?;
-            if reader != mine {
-                continue;
-            }
-            found = true;
-            let mut bytes = [0u8; TAG_BYTES];
-            if hex::decode_to_slice(tag_hex, &mut bytes).is_err() {
-                return Err(Unauthenticated::Malformed);
-            }
-            let mut mac = key.clone();
-            feed(&mut mac, stream, m);
-            if mac.verify_truncated_left(&bytes).is_ok() {
-                return Ok(writer);
+            for mine in self.readers.iter().filter(|r| r.prefix == reader) {
+                let Some(mut mac) = find(mine) else {
+                    continue;
+                };
+                found = true;
+                let mut bytes = [0u8; TAG_BYTES];
+                if hex::decode_to_slice(tag_hex, &mut bytes).is_err() {
+                    return Err(Unauthenticated::Malformed);
+                }
+                feed(&mut mac, stream, m);
+                if mac.verify_truncated_left(&bytes).is_ok() {
+                    return Ok(writer);
+                }
             }
         }
         Err(if found {
@@ -179,7 +248,7 @@ impl EntryAuth {
         } else {
             Unauthenticated::NotForReader {
                 writer,
-                reader: self.me,
+                reader: self.readers[0].id,
             }
         })
     }
@@ -281,5 +350,49 @@ mod tests {
         let own = alone.seal("s", "m");
         assert_eq!(alone.check("s", "m", Some(&own)), Ok(alone.id()));
         assert!(at_a.check("s", "m", Some(&own)).is_err());
+    }
+
+    #[test]
+    fn a_rotating_reader_accepts_entries_tagged_for_either_of_its_keys() {
+        let (a, b_old, b_new) = (
+            SigningKey::generate(),
+            SigningKey::generate(),
+            SigningKey::generate(),
+        );
+        // A trusts B's old key only (it has not re-read its trust store
+        // yet); B reads with both while it rotates, and still writes with
+        // the old one.
+        let at_a = EntryAuth::new(&a, &[b_old.public()]);
+        let at_b = EntryAuth::rotating(&b_old, &[&b_new], &[a.public()]);
+        let by_a = at_a.seal("s", "m");
+        assert_eq!(at_b.check("s", "m", Some(&by_a)), Ok(a.public().id()));
+        assert_eq!(
+            at_a.check("s", "m", Some(&at_b.seal("s", "m"))),
+            Ok(b_old.public().id())
+        );
+        // Once A trusts both and B writes with the new key, both ways work,
+        // and B's entries written with the old key are still read.
+        let at_a = EntryAuth::new(&a, &[b_old.public(), b_new.public()]);
+        let old_entry = at_b.seal("s", "m");
+        let at_b = EntryAuth::rotating(&b_new, &[&b_old], &[a.public()]);
+        assert_eq!(at_b.id(), b_new.public().id());
+        assert_eq!(
+            at_a.check("s", "m", Some(&at_b.seal("s", "m"))),
+            Ok(b_new.public().id())
+        );
+        assert_eq!(
+            at_a.check("s", "m", Some(&old_entry)),
+            Ok(b_old.public().id())
+        );
+        assert_eq!(
+            at_b.check("s", "m", Some(&at_a.seal("s", "m"))),
+            Ok(a.public().id())
+        );
+        // When the old key expires, A drops it: what it wrote is refused.
+        let at_a = EntryAuth::new(&a, &[b_new.public()]);
+        assert_eq!(
+            at_a.check("s", "m", Some(&old_entry)),
+            Err(Unauthenticated::Untrusted(b_old.public().id().to_string()))
+        );
     }
 }

@@ -62,7 +62,7 @@ pub use connection::{
 };
 pub use wire::{
     ENTRY_FORMAT, FEED_SOURCE, Fields, decode_entry, entry_position, feed_stream, field,
-    topic_stream,
+    open_entry, topic_stream,
 };
 
 use std::collections::VecDeque;
@@ -475,6 +475,21 @@ impl RedisBus {
         from: &str,
         n: u64,
     ) -> Result<Vec<(&'static str, String)>, BusError> {
+        let refused = |reason: String| BusError::Refused {
+            topic: message.topic.clone(),
+            reason,
+        };
+        let sealed = match self.auth.body_keys() {
+            Some(keys) => {
+                let plain = serde_json::to_vec(&message.body)
+                    .map_err(|e| refused(format!("its body does not encode: {e}")))?;
+                let sealed = keys
+                    .seal(stream.as_bytes(), &plain)
+                    .map_err(|e| refused(e.to_string()))?;
+                Some(sealed)
+            }
+            None => None,
+        };
         let m = serde_json::to_string(&WireOut {
             v: ENTRY_FORMAT,
             key: &message.key,
@@ -482,12 +497,10 @@ impl RedisBus {
             time: message.time,
             from,
             n,
-            body: &message.body,
+            body: sealed.is_none().then_some(&message.body),
+            enc: sealed.as_deref(),
         })
-        .map_err(|e| BusError::Refused {
-            topic: message.topic.clone(),
-            reason: format!("its body does not encode: {e}"),
-        })?;
+        .map_err(|e| refused(format!("its body does not encode: {e}")))?;
         if m.len() > self.options.max_entry_bytes {
             return Err(BusError::Refused {
                 topic: message.topic.clone(),
@@ -918,7 +931,7 @@ impl RedisBus {
         } else {
             let m = field(&fields, "m").unwrap_or_default();
             match self.auth.check(&r.stream, m, field(&fields, AUTH_FIELD)) {
-                Ok(_) => decode_entry(&r.topic, &fields)
+                Ok(_) => open_entry(&r.topic, &r.stream, &fields, self.auth.body_keys())
                     .map(|(e, from, n)| (e, fnv1a(from.as_bytes()), n)),
                 Err(refused) => {
                     // Counted once, however many of its groups read it.

@@ -9,6 +9,7 @@
 //! panics on what a stream holds and says which field is wrong.
 
 use crate::Envelope;
+use crate::keyring::Keyring;
 use crate::types::{Bar, Body};
 
 /// The entry format this host writes: one field `m`, the whole message as
@@ -26,7 +27,13 @@ pub(super) struct WireOut<'a> {
     pub(super) time: i64,
     pub(super) from: &'a str,
     pub(super) n: u64,
-    pub(super) body: &'a Body,
+    /// The body in the clear, where the garden has no body keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) body: Option<&'a Body>,
+    /// The body sealed with a body key (see `crate::keyring`), bound to
+    /// the stream's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) enc: Option<&'a str>,
 }
 
 /// A message as read (format 2).
@@ -38,7 +45,10 @@ struct WireIn {
     time: i64,
     from: String,
     n: u64,
-    body: Body,
+    #[serde(default)]
+    body: Option<Body>,
+    #[serde(default)]
+    enc: Option<String>,
 }
 
 /// An entry's fields, in order.
@@ -92,13 +102,26 @@ pub(super) fn parse_id(id: &str) -> (u64, u64) {
 }
 /// Decode a message entry of `topic` into (envelope, publisher, counter),
 /// or say what is wrong with it. This reads what the entry claims: whether
-/// a trusted daemon wrote it is [`super::EntryAuth::check`]'s to say.
+/// a trusted daemon wrote it is [`super::EntryAuth::check`]'s to say. An
+/// entry whose body is encrypted needs [`open_entry`].
 pub fn decode_entry(
     topic: &str,
     fields: &[(String, String)],
 ) -> Result<(Envelope, String, u64), String> {
+    open_entry(topic, "", fields, None)
+}
+
+/// [`decode_entry`] for an entry read from `stream`, opening its body with
+/// `keys` where the garden encrypts bodies. With keys, a body in the clear
+/// is refused: a writer without them would leak every body it wrote.
+pub fn open_entry(
+    topic: &str,
+    stream: &str,
+    fields: &[(String, String)],
+    keys: Option<&Keyring>,
+) -> Result<(Envelope, String, u64), String> {
     match field(fields, "m") {
-        Some(m) => decode_message(topic, m),
+        Some(m) => decode_message(topic, m, stream, keys),
         None if field(fields, "v") == Some("1") => Err(format!(
             "entry format 1 is no longer read (this host reads format {ENTRY_FORMAT}, written with field `a`)"
         )),
@@ -115,7 +138,12 @@ pub fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> 
 }
 
 /// A format 2 entry: the field `m`.
-fn decode_message(topic: &str, m: &str) -> Result<(Envelope, String, u64), String> {
+fn decode_message(
+    topic: &str,
+    m: &str,
+    stream: &str,
+    keys: Option<&Keyring>,
+) -> Result<(Envelope, String, u64), String> {
     let w: WireIn = match serde_json::from_str(m) {
         Ok(w) => w,
         Err(e) => {
@@ -137,6 +165,30 @@ fn decode_message(topic: &str, m: &str) -> Result<(Envelope, String, u64), Strin
             w.v
         ));
     }
+    let body = match (w.body, w.enc, keys) {
+        (Some(body), None, None) => body,
+        (None, Some(enc), Some(keys)) => {
+            let plain = keys
+                .open(stream.as_bytes(), &enc)
+                .map_err(|e| format!("its body: {e}"))?;
+            serde_json::from_slice(&plain)
+                .map_err(|e| format!("its body opens but does not decode: {e}"))?
+        }
+        (None, Some(enc), None) => {
+            let id = enc.split_once('.').map_or("?", |(id, _)| id);
+            return Err(format!(
+                "its body is encrypted with body key `{}`; give this host the garden's keyring (--body-keys)",
+                id.chars().take(16).collect::<String>()
+            ));
+        }
+        (Some(_), None, Some(_)) => {
+            return Err(
+                "its body is in the clear, but this garden encrypts bodies: its writer runs without the keyring (--body-keys)"
+                    .into(),
+            );
+        }
+        _ => return Err("a message holds exactly one of `body` and `enc`".into()),
+    };
     Ok((
         Envelope {
             topic: topic.to_string(),
@@ -144,7 +196,7 @@ fn decode_message(topic: &str, m: &str) -> Result<(Envelope, String, u64), Strin
             seq: 0,
             time: w.time,
             source: w.source,
-            body: w.body,
+            body,
         },
         w.from,
         w.n,
@@ -292,7 +344,8 @@ mod tests {
             time: 5,
             from: "d@1",
             n: 3,
-            body: &body,
+            body: Some(&body),
+            enc: None,
         })
         .unwrap();
         let (e, from, n) = decode_entry("t", &fields(&[("m", &m)])).unwrap();
