@@ -162,6 +162,34 @@ impl Store {
         Ok(out)
     }
 
+    /// The records of `topic` in `run`, in order, as (number, body as
+    /// stored: JSON, or `{"sealed": ...}` where the garden encrypts records
+    /// at rest), at most `limit`.
+    pub async fn record_bodies(
+        &self,
+        run: &str,
+        topic: &str,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = sqlx::query(
+            &self.sql("SELECT n, body FROM records WHERE run = ? AND topic = ? ORDER BY n LIMIT ?"),
+        )
+        .bind(run)
+        .bind(topic)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.db())?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<i64, _>("n").map_err(self.db())?,
+                    row.try_get::<String, _>("body").map_err(self.db())?,
+                ))
+            })
+            .collect()
+    }
+
     /// The latest run's id, or none.
     pub async fn latest_run(&self) -> Result<Option<String>, StoreError> {
         let row = sqlx::query(

@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use garden_host::Envelope;
-use garden_host::bus::redis::decode_entry;
+use garden_host::bus::redis::{decode_entry, open_entry};
 use garden_host::bus::{Bus, RedisBus, RedisOptions};
 use garden_host::cluster;
 use garden_host::types::{Body, Plan, Side};
@@ -1467,4 +1468,186 @@ fn a_forged_fitness_report_steers_nothing_and_is_counted() {
                 == 1
         },
     );
+}
+
+/// The record bodies of `topic` in run `run` in the store at `url`.
+fn stored_bodies(url: &str, run: &str, topic: &str) -> Vec<(i64, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = garden_registry::Store::connect(url).await.expect("store");
+        store
+            .record_bodies(run, topic, 100_000)
+            .await
+            .expect("record bodies")
+    })
+}
+
+/// With `--body-keys`, nothing of a message's body is in the clear on
+/// Redis, in a snapshot there or in a record in the store; the body key
+/// rotates while messages flow; a host without the keyring opens nothing.
+#[test]
+fn bodies_snapshots_and_records_are_encrypted_with_the_body_keys() {
+    use garden_host::keyring::Keyring;
+    let prefix = "sealed";
+    let redis = Redis::start();
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let keyring = dir.path().join("body.keys");
+    let rotate = || {
+        let out = garden_tests::garden()
+            .args(["key", "rotate", "--body-keys"])
+            .arg(&keyring)
+            .args(["--grace", "10m"])
+            .output()
+            .expect("garden key rotate");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(rotate().contains("made with key"));
+    let config = dir.path().join("two.toml");
+    std::fs::write(
+        &config,
+        "[[module]]\nname = \"expert-anomaly\"\ninstances = 2\n\n[[module]]\nname = \"alpha-ema\"\n",
+    )
+    .expect("config");
+    let ring = keyring.to_str().expect("utf-8");
+    // The test's producer is a trusted writer before the daemon starts.
+    garden_tests::trust_daemon("producer");
+    let _a = daemon_in(
+        &redis,
+        prefix,
+        "a",
+        &config,
+        &cache,
+        &["--store", &pg.url(), "--body-keys", ring],
+    );
+    wait_for("the daemon runs all three", Duration::from_secs(60), || {
+        layout_of(&redis, prefix)
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+            == 3
+    });
+    let mut o = RedisOptions::new(&redis.url());
+    o.prefix = prefix.into();
+    o.consumer = "producer".into();
+    let mut producer = garden_tests::trusted_bus("producer", o);
+    // As a daemon does, the producer goes on sealing with the key it has
+    // until the daemons have read the new one.
+    let seal = |bus: &mut RedisBus, with: &str| {
+        let keys = Keyring::read(&keyring)
+            .expect("the keyring")
+            .sealing_with(with);
+        let auth = bus.auth().clone().with_body_keys(Some(Arc::new(keys)));
+        bus.set_auth(auth);
+    };
+    let first = Keyring::read(&keyring)
+        .expect("the keyring")
+        .writer_id()
+        .to_string();
+    seal(&mut producer, &first);
+    let total = 200u64;
+    for n in 0..total {
+        if n == total / 2 {
+            assert!(rotate().contains("is current"));
+            seal(&mut producer, &first);
+        }
+        producer.publish(plan(n)).expect("publishes");
+        if n % 20 == 0 {
+            producer.pump();
+        }
+    }
+    producer.pump();
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    let raw = |con: &mut redis::Connection, topic: &str| -> Vec<Vec<(String, String)>> {
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(format!("{prefix}:t:{topic}"))
+            .arg("-")
+            .arg("+")
+            .query(con)
+            .unwrap_or_default();
+        entries.into_iter().map(|(_, f)| f).collect()
+    };
+    let log = || std::fs::read_to_string(daemon_log(&cache, "a")).unwrap_or_default();
+    let judged = |con: &mut redis::Connection| -> std::collections::BTreeSet<String> {
+        let keys = Keyring::read(&keyring).expect("the keyring");
+        let stream = format!("{prefix}:t:evidence");
+        raw(con, "evidence")
+            .iter()
+            .filter_map(|f| open_entry("evidence", &stream, f, Some(&keys)).ok())
+            .filter_map(|(e, _, _)| match e.body {
+                Body::Evidence(e) => Some(e.plan_id),
+                _ => None,
+            })
+            .collect()
+    };
+    let began = Instant::now();
+    while judged(&mut con).len() < total as usize {
+        let dead: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(format!("{prefix}:dead"))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(3)
+            .query(&mut con)
+            .unwrap_or_default();
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "{} of {total} plans judged; dead letters: {dead:?}\n{}",
+            judged(&mut con).len(),
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for(
+        "the daemon sealing with the new key",
+        Duration::from_secs(10),
+        || log().contains("sealing with body key"),
+    );
+    // On Redis: every body sealed, nothing of it readable.
+    for topic in ["plan", "evidence"] {
+        for f in raw(&mut con, topic) {
+            let m = &f.iter().find(|(k, _)| k == "m").expect("field m").1;
+            assert!(
+                m.contains("\"enc\"") && !m.contains("EURUSD") && !m.contains("plan_id"),
+                "{m}"
+            );
+        }
+    }
+    // Without the keyring, a reader opens nothing and says why.
+    let f = raw(&mut con, "plan").remove(0);
+    let err = decode_entry("plan", &f).expect_err("sealed");
+    assert!(err.contains("give this host the garden's keyring"), "{err}");
+    // The snapshot kept in Redis is sealed.
+    wait_for("a sealed snapshot", Duration::from_secs(20), || {
+        let kept: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(format!("{prefix}:snapshot:alpha-ema"))
+            .query(&mut con)
+            .unwrap_or(None);
+        kept.is_some_and(|b| b.starts_with(b"gsn2"))
+    });
+    // In the store, the records are sealed and open with the keyring.
+    let keys = Keyring::read(&keyring).expect("the keyring");
+    wait_for("the plans recorded", Duration::from_secs(30), || {
+        stored_bodies(&pg.url(), prefix, "plan").len() == total as usize
+    });
+    for (n, body) in stored_bodies(&pg.url(), prefix, "plan") {
+        assert!(
+            body.starts_with("{\"sealed\":") && !body.contains("EURUSD"),
+            "{body}"
+        );
+        let opened =
+            garden_host::records::open_body(Some(&keys), prefix, "plan", n, &body).expect("opens");
+        assert!(opened.contains("EURUSD"), "{opened}");
+    }
 }
