@@ -10,6 +10,7 @@ use garden_host::{Engine, Limits, Module};
 use garden_registry::{Manifest, SigningKey, TrustStore, signature};
 
 pub mod languages;
+pub mod netns;
 pub mod servers;
 pub mod tour;
 
@@ -228,8 +229,16 @@ pub fn garden_home() -> &'static std::path::Path {
 /// and heads, default store), trust store and cache in a directory of this
 /// test process, never the user's own.
 pub fn garden() -> std::process::Command {
+    with_garden_env(std::process::Command::new(garden_bin()))
+}
+
+/// [`garden`] run on test host `host` (in its network namespace).
+pub fn garden_on(host: &netns::Host) -> std::process::Command {
+    with_garden_env(host.command(&garden_bin()))
+}
+
+fn with_garden_env(mut command: std::process::Command) -> std::process::Command {
     let home = garden_home();
-    let mut command = std::process::Command::new(garden_bin());
     command
         .env("GARDEN_DATA", home.join("data"))
         .env("GARDEN_TRUST", home.join("trust.toml"))

@@ -346,6 +346,8 @@ pub struct Redis {
     auth: Option<(String, String)>,
     /// The directory of its certificates, when it speaks TLS only.
     tls: Option<PathBuf>,
+    /// Addresses it listens on besides 127.0.0.1 (test hosts' links).
+    binds: Vec<String>,
     relaunches: u32,
 }
 
@@ -371,7 +373,26 @@ impl Redis {
         Self::start_on(auth, None)
     }
 
+    /// Start on a free port, listening on `addresses` (the root side of
+    /// test hosts' links, see [`crate::netns`]) as well as 127.0.0.1.
+    pub fn start_binding(addresses: &[String]) -> Redis {
+        Self::start_full(None, None, addresses.to_vec())
+    }
+
+    /// The URL to reach it at `address` instead of 127.0.0.1.
+    pub fn url_at(&self, address: &str) -> String {
+        format!("redis://{address}:{}", self.port)
+    }
+
     fn start_on(auth: Option<(String, String)>, tls: Option<PathBuf>) -> Redis {
+        Self::start_full(auth, tls, Vec::new())
+    }
+
+    fn start_full(
+        auth: Option<(String, String)>,
+        tls: Option<PathBuf>,
+        binds: Vec<String>,
+    ) -> Redis {
         need_with(
             "redis-server",
             "install Redis 7 (Debian: `apt-get install redis-server`)",
@@ -381,6 +402,7 @@ impl Redis {
             child: None,
             auth,
             tls,
+            binds,
             relaunches: 0,
         };
         redis.launch();
@@ -402,8 +424,14 @@ impl Redis {
                 cmd.args(["--port", &self.port.to_string()]);
             }
         }
-        cmd.args(["--bind", "127.0.0.1"])
+        cmd.arg("--bind")
+            .arg("127.0.0.1")
+            .args(&self.binds)
             .args(["--save", "", "--appendonly", "no"])
+            // Test hosts reach it over their links, not loopback: without a
+            // password, protected mode would turn them away. The links
+            // exist only on this machine.
+            .args(["--protected-mode", if self.binds.is_empty() { "yes" } else { "no" }])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Some((user, password)) = &self.auth {

@@ -8,6 +8,7 @@ mod evolution;
 mod languages;
 mod loading;
 mod panel;
+mod partition;
 mod pipeline;
 mod readme;
 mod records;
