@@ -431,7 +431,10 @@ impl Redis {
             // Test hosts reach it over their links, not loopback: without a
             // password, protected mode would turn them away. The links
             // exist only on this machine.
-            .args(["--protected-mode", if self.binds.is_empty() { "yes" } else { "no" }])
+            .args([
+                "--protected-mode",
+                if self.binds.is_empty() { "yes" } else { "no" },
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Some((user, password)) = &self.auth {

@@ -164,6 +164,8 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     bus.set_auth(identity.entry_auth(&peers));
     // Acknowledged at each heartbeat, once the snapshots are saved.
     bus.hold_acks();
+    // Back from a partition, drop what others have taken over meanwhile.
+    bus.fence_on_loss();
     if let Some(url) = &store {
         // Publishes made while Redis is down wait in the store, and survive
         // this process.
@@ -245,6 +247,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         quarantined: HashMap::new(),
         leader: None,
         next_beat: Instant::now(),
+        last_beat: Instant::now(),
         next_leader_poll: Instant::now(),
         trust_file: TrustFile::new(
             args.trust
@@ -365,6 +368,8 @@ struct Daemon {
     quarantined: HashMap<String, String>,
     leader: Option<Leader>,
     next_beat: Instant,
+    /// When a heartbeat last went through.
+    last_beat: Instant,
     next_leader_poll: Instant,
     /// Re-read at every heartbeat when it changed, so a revoked daemon key
     /// is ignored within one heartbeat.
@@ -424,10 +429,18 @@ impl Daemon {
         persist_lineage(&mut self.garden.follower, self.recorder.as_ref());
         self.hold_lease();
         match self.membership.beat(&self.status) {
-            Ok(now) => self.see_garden(&now),
+            Ok(now) => {
+                // Presumed dead meanwhile: the others took its instances.
+                if self.last_beat.elapsed() >= self.membership.ttl() {
+                    self.runtime.bus_mut().fence();
+                }
+                self.last_beat = Instant::now();
+                self.see_garden(&now);
+            }
             Err(e) => eprintln!("heartbeat failed ({e}); keeping the last view"),
         }
         self.audit_refusals();
+        self.restart_if_fenced();
         checkpoint(&mut self.runtime, &mut self.membership);
         self.garden.place(
             &self.name,
@@ -435,6 +448,29 @@ impl Daemon {
             &mut self.runtime,
             &mut self.membership,
         );
+    }
+
+    /// After a partition (the bus lost Redis for longer than the claim idle
+    /// time, or the heartbeat lapsed), the instances here are stale: others
+    /// may have run them and claimed what they held. They are stopped
+    /// without a snapshot or an acknowledgement, and placing starts the
+    /// ones still this daemon's from the latest snapshots.
+    fn restart_if_fenced(&mut self) {
+        if !self.runtime.bus_mut().take_fence() {
+            return;
+        }
+        let ids: Vec<String> = self.runtime.instances().into_iter().map(|i| i.id).collect();
+        for id in &ids {
+            self.runtime.remove(id);
+        }
+        let detail = format!(
+            "cut off from the garden long enough to be presumed dead: {} instances restart from their snapshots, and what they held is left to whoever holds it now",
+            ids.len()
+        );
+        eprintln!("{detail}");
+        self.watch
+            .audit()
+            .record("fenced", "daemon", &self.name, &detail);
     }
 
     /// Take up a changed trust store and a rotated key: a revoked or

@@ -215,7 +215,7 @@ fn three_daemons_survive_partitions_of_a_follower_and_the_leader() {
         for _ in 0..count {
             producer.publish(plan(n)).expect("publishes");
             n += 1;
-            if n % 25 == 0 {
+            if n.is_multiple_of(25) {
                 producer.pump();
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -301,6 +301,20 @@ fn three_daemons_survive_partitions_of_a_follower_and_the_leader() {
         "{total} plans, {} judged, {twice} judged more than once",
         counts.len()
     );
+    // At least once: a plan handled after an instance's last checkpoint
+    // is handled again where it restarts from it (after a handover, a
+    // fence or a crash), and its evidence published again; the plan id
+    // makes that harmless downstream. Those are a minority.
+    assert!(
+        twice * 3 < total as usize,
+        "{twice} of {total} plans judged more than once"
+    );
+    // The follower, back after more than a heartbeat's lifetime, knew it
+    // had been presumed dead: it dropped what it held and restarted its
+    // instances from their snapshots.
+    let follower_log =
+        std::fs::read_to_string(dir.path().join(format!("{follower}.log"))).unwrap_or_default();
+    assert!(follower_log.contains("presumed dead"), "{follower_log}");
 
     // The log: each term announced once, terms rising, and no decision of
     // a term after a later one was announced.

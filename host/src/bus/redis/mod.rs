@@ -220,6 +220,13 @@ pub struct RedisBus {
     /// Per stream, the newest entry id seen, for [`RedisBus::wait`].
     last_seen: HashMap<String, String>,
     parked: u64,
+    /// Whether a long loss of Redis fences this bus ([`RedisBus::fence_on_loss`]).
+    fencing: bool,
+    /// Since when exchanges have failed, if they do.
+    down_since: Option<Instant>,
+    /// Fenced: what it held was dropped, and it reads nothing until
+    /// [`RedisBus::take_fence`].
+    fenced: bool,
 }
 
 impl RedisBus {
@@ -270,6 +277,9 @@ impl RedisBus {
             fetched_last: 0,
             last_seen: HashMap::default(),
             parked: 0,
+            fencing: false,
+            down_since: None,
+            fenced: false,
         };
         bus.create_groups_now();
         Ok(bus)
@@ -311,6 +321,36 @@ impl RedisBus {
                 self.acks.entry(k).or_default().extend(ids);
             }
         }
+    }
+
+    /// Fence this bus when it gets Redis back after losing it for longer
+    /// than the claim idle time (`claim_idle`): by then other daemons may
+    /// have claimed what it read and not acknowledged, and its instances
+    /// may have been started elsewhere. It then drops what it held (unsent
+    /// publishes, unacknowledged deliveries, acknowledgements not sent) and
+    /// reads nothing until [`RedisBus::take_fence`], so the daemon can
+    /// restart its instances from their snapshots first: what they had
+    /// handled since is handled once more, by whoever holds it now, instead
+    /// of a stale instance's output going out beside it.
+    pub fn fence_on_loss(&mut self) {
+        self.fencing = true;
+    }
+
+    /// Fence now (the daemon found its heartbeat had lapsed).
+    pub fn fence(&mut self) {
+        self.outgoing.clear();
+        self.acks.clear();
+        if let Some(held) = self.held.as_mut() {
+            held.clear();
+        }
+        self.inboxes.clear();
+        self.inflight.clear();
+        self.fenced = true;
+    }
+
+    /// Whether the bus was fenced since the last call; reading resumes.
+    pub fn take_fence(&mut self) -> bool {
+        std::mem::take(&mut self.fenced)
     }
 
     /// Publishes parked so far.
@@ -609,6 +649,15 @@ impl RedisBus {
         if self.conn.is_none() {
             self.conn = Some(open(&self.client)?);
             tracing::info!("reconnected to Redis");
+            if self.fencing
+                && self
+                    .down_since
+                    .is_some_and(|t| t.elapsed() >= self.options.claim_idle)
+            {
+                tracing::warn!("Redis was lost for longer than the claim idle time: fencing");
+                self.fence();
+            }
+            self.down_since = None;
         }
         let forwarding = self.take_parked();
         let mut pipe = redis::pipe();
@@ -733,6 +782,9 @@ impl RedisBus {
     /// broadcast subscriber's group spans its topics); the routes of each.
     fn queue_reads(&self, pipe: &mut redis::Pipeline) -> Vec<Vec<usize>> {
         let mut reading: Vec<Vec<usize>> = Vec::new();
+        if self.fenced {
+            return reading;
+        }
         for (i, r) in self.routes.iter().enumerate() {
             if r.members.is_empty() {
                 continue;
@@ -769,6 +821,9 @@ impl RedisBus {
     fn queue_claims(&self, pipe: &mut redis::Pipeline) -> Vec<usize> {
         let min_idle = self.options.claim_idle.as_millis().to_string();
         let mut claiming = Vec::new();
+        if self.fenced {
+            return claiming;
+        }
         for (i, r) in self.routes.iter().enumerate() {
             if r.members.is_empty() || r.history {
                 continue;
@@ -1211,6 +1266,7 @@ impl Bus for RedisBus {
                 tracing::warn!("Redis exchange failed: {e}; retrying in {:?}", self.backoff);
                 self.last_error = Some(e.to_string());
                 self.conn = None;
+                self.down_since.get_or_insert_with(Instant::now);
                 for r in &mut self.routes {
                     r.create = true;
                 }
