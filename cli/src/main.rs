@@ -2,6 +2,7 @@
 
 mod daemon;
 mod integrity_cmd;
+mod monitor;
 mod new_cmd;
 mod registry_cmd;
 mod rotate;

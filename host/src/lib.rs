@@ -38,6 +38,7 @@ pub mod keyring;
 pub mod limits;
 pub mod loader;
 pub mod message;
+pub mod metrics;
 pub mod parking;
 pub mod paths;
 pub mod records;

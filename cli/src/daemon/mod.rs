@@ -105,6 +105,11 @@ pub struct DaemonArgs {
     /// of the garden needs the same file.
     #[arg(long, value_name = "FILE", env = "GARDEN_BODY_KEYS")]
     body_keys: Option<PathBuf>,
+    /// Serve metrics (`/metrics`, Prometheus's text format) and health
+    /// (`/healthz`, `/readyz`) on this address, e.g. 127.0.0.1:9464
+    /// (`docs/metrics.md`).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Run a module older than one this host ran before, on purpose.
     #[arg(long)]
     allow_downgrade: bool,
@@ -200,7 +205,18 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         plan.len(),
         args.prefix
     );
+    let monitor = match args.metrics {
+        Some(addr) => {
+            // Two heartbeats' lifetime without one: not ready.
+            let ttl = Duration::from_millis(args.heartbeat_ttl_ms.max(HEARTBEAT_TTL_MIN_MS));
+            let monitor = crate::monitor::Monitor::serve(addr, 2 * ttl)?;
+            eprintln!("metrics on http://{}/metrics", monitor.addr());
+            Some((garden_host::metrics::Metrics::new(), monitor))
+        }
+        None => None,
+    };
     let mut daemon = Daemon {
+        monitor,
         status: DaemonStatus {
             name: name.clone(),
             host: garden_host::bus::redis::hostname(),
@@ -380,6 +396,8 @@ struct Daemon {
     body_keys_file: Option<BodyKeysFile>,
     /// Why the daemon stops, once it must.
     stopped: Option<String>,
+    /// Its metrics and where they are served, with `--metrics`.
+    monitor: Option<(garden_host::metrics::Metrics, crate::monitor::Monitor)>,
 }
 
 impl Daemon {
@@ -411,6 +429,9 @@ impl Daemon {
         self.status.bus_error = self.runtime.bus().last_error().map(str::to_string);
         let reports = self.runtime.instances();
         self.watch.note(&reports);
+        if let Some((metrics, _)) = self.monitor.as_mut() {
+            metrics.observe_instances(&reports);
+        }
         self.status.instances = reports
             .into_iter()
             .map(|i| InstanceStatus {
@@ -428,7 +449,9 @@ impl Daemon {
         self.garden.follow(&mut self.membership, &mut self.runtime);
         persist_lineage(&mut self.garden.follower, self.recorder.as_ref());
         self.hold_lease();
-        match self.membership.beat(&self.status) {
+        let beat = self.membership.beat(&self.status);
+        let beat_error = beat.as_ref().err().map(ToString::to_string);
+        match beat {
             Ok(now) => {
                 // Presumed dead meanwhile: the others took its instances.
                 if self.last_beat.elapsed() >= self.membership.ttl() {
@@ -448,6 +471,36 @@ impl Daemon {
             &mut self.runtime,
             &mut self.membership,
         );
+        self.report_metrics(beat_error);
+    }
+
+    /// Hand the monitor this heartbeat's metrics and whether the daemon is
+    /// of use: Redis reachable and the heartbeat through (so it is not cut
+    /// off from the lease and the others).
+    fn report_metrics(&mut self, beat_error: Option<String>) {
+        let Some((metrics, monitor)) = self.monitor.as_mut() else {
+            return;
+        };
+        metrics.observe_bus(self.runtime.bus().stats());
+        metrics.observe_inboxes(self.status.instances.iter().map(|i| {
+            garden_host::metrics::InboxRow {
+                instance: &i.id,
+                module: &i.module,
+                depth: i.depth,
+                lag: i.lag,
+            }
+        }));
+        metrics.observe_heartbeat(
+            self.status.leader_term,
+            self.live.len(),
+            self.status.refused,
+        );
+        let not_ready = match (&self.status.bus_error, beat_error) {
+            (Some(e), _) => Some(format!("Redis unreachable: {e}")),
+            (None, Some(e)) => Some(format!("the heartbeat did not go through: {e}")),
+            (None, None) => None,
+        };
+        monitor.update(metrics.encode(), not_ready);
     }
 
     /// After a partition (the bus lost Redis for longer than the claim idle

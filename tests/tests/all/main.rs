@@ -7,6 +7,7 @@ mod daemons;
 mod evolution;
 mod languages;
 mod loading;
+mod monitoring;
 mod panel;
 mod partition;
 mod pipeline;

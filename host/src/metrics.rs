@@ -1,0 +1,450 @@
+//! What a garden measures about itself, in the Prometheus text format
+//! (OpenMetrics), for `garden daemon --metrics ADDR` to serve at `/metrics`.
+//! The names and labels are listed in `docs/metrics.md`.
+//!
+//! Invariants:
+//! - names follow Prometheus's conventions: `garden_` first, counters end
+//!   in `_total`, amounts in base units (`_seconds`), one label set per
+//!   family;
+//! - counters only grow: they are fed the runtime's and the bus's running
+//!   totals, and add what grew since the last look; an instance that
+//!   starts again (its totals back at zero) adds its new totals;
+//! - gauges of instances (inbox depth, lag) list the instances running
+//!   now: one that left is dropped, not left at its last value.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::bus::BusStats;
+use crate::runtime::InstanceReport;
+
+/// A module's metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleLabel {
+    module: String,
+}
+
+/// A module's failed calls, by cause (fuel, deadline, memory, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    module: String,
+    cause: String,
+}
+
+/// One instance.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabel {
+    module: String,
+    instance: String,
+}
+
+/// Instances in one state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+/// An instance's running totals as last seen.
+#[derive(Default, Clone)]
+struct Seen {
+    received: u64,
+    published: u64,
+    refused: u64,
+    restarts: u64,
+    busy_micros: f64,
+    fuel: u64,
+    failures: HashMap<String, u64>,
+}
+
+/// What one instance's row of the inbox table says.
+pub struct InboxRow<'a> {
+    /// The instance.
+    pub instance: &'a str,
+    /// Its module.
+    pub module: &'a str,
+    /// Messages waiting in its inbox.
+    pub depth: usize,
+    /// Messages read for it and not acknowledged.
+    pub lag: usize,
+}
+
+/// The garden's metrics.
+pub struct Metrics {
+    registry: Registry,
+    received: Family<ModuleLabel, Counter>,
+    published: Family<ModuleLabel, Counter>,
+    refused_publishes: Family<ModuleLabel, Counter>,
+    failures: Family<CauseLabel, Counter>,
+    restarts: Family<ModuleLabel, Counter>,
+    handler_seconds: Family<ModuleLabel, Counter<f64, AtomicU64>>,
+    fuel: Family<ModuleLabel, Counter>,
+    instances: Family<StateLabel, Gauge>,
+    depth: Family<InstanceLabel, Gauge>,
+    lag: Family<InstanceLabel, Gauge>,
+    bus_published: Counter,
+    bus_delivered: Counter,
+    bus_dead_letters: Counter,
+    bus_refused: Counter,
+    entries_refused: Counter,
+    heartbeats: Counter,
+    leader_term: Gauge,
+    leading: Gauge,
+    live_daemons: Gauge,
+    seen: HashMap<String, Seen>,
+    bus_seen: BusStats,
+    refused_seen: u64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Every family registered, all at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let mut m = Metrics {
+            registry: Registry::default(),
+            received: Family::default(),
+            published: Family::default(),
+            refused_publishes: Family::default(),
+            failures: Family::default(),
+            restarts: Family::default(),
+            handler_seconds: Family::default(),
+            fuel: Family::default(),
+            instances: Family::default(),
+            depth: Family::default(),
+            lag: Family::default(),
+            bus_published: Counter::default(),
+            bus_delivered: Counter::default(),
+            bus_dead_letters: Counter::default(),
+            bus_refused: Counter::default(),
+            entries_refused: Counter::default(),
+            heartbeats: Counter::default(),
+            leader_term: Gauge::default(),
+            leading: Gauge::default(),
+            live_daemons: Gauge::default(),
+            seen: HashMap::new(),
+            bus_seen: BusStats::default(),
+            refused_seen: 0,
+        };
+        let r = &mut registry;
+        r.register(
+            "garden_messages_received",
+            "Messages instances took from their inboxes (handled, failed or dead-lettered)",
+            m.received.clone(),
+        );
+        r.register(
+            "garden_messages_published",
+            "Messages instances published",
+            m.published.clone(),
+        );
+        r.register(
+            "garden_publishes_refused",
+            "Publishes the host refused (undeclared topic, too large)",
+            m.refused_publishes.clone(),
+        );
+        r.register(
+            "garden_call_failures",
+            "Failed calls into modules, by cause (fuel, deadline, memory, panic, ...)",
+            m.failures.clone(),
+        );
+        r.register(
+            "garden_restarts",
+            "Instances started again after a trap",
+            m.restarts.clone(),
+        );
+        r.register_with_unit(
+            "garden_handler",
+            "Wall time spent in message handlers",
+            Unit::Seconds,
+            m.handler_seconds.clone(),
+        );
+        r.register(
+            "garden_fuel",
+            "Fuel (about one unit per Wasm instruction) message handlers used",
+            m.fuel.clone(),
+        );
+        r.register(
+            "garden_instances",
+            "Instances on this host, by state",
+            m.instances.clone(),
+        );
+        r.register(
+            "garden_inbox_depth",
+            "Messages waiting in an instance's inbox",
+            m.depth.clone(),
+        );
+        r.register(
+            "garden_consumer_lag",
+            "Messages read for an instance and not acknowledged",
+            m.lag.clone(),
+        );
+        r.register(
+            "garden_bus_published",
+            "Messages the bus accepted for publishing",
+            m.bus_published.clone(),
+        );
+        r.register(
+            "garden_bus_delivered",
+            "Deliveries into inboxes",
+            m.bus_delivered.clone(),
+        );
+        r.register(
+            "garden_bus_dead_letters",
+            "Dead letters recorded",
+            m.bus_dead_letters.clone(),
+        );
+        r.register(
+            "garden_bus_refused_entries",
+            "Bus entries refused because no trusted daemon wrote them",
+            m.bus_refused.clone(),
+        );
+        r.register("garden_entries_refused", "Entries (messages, decisions, heartbeats, snapshots, leader input) refused as not written by a trusted daemon", m.entries_refused.clone());
+        r.register(
+            "garden_heartbeats",
+            "Heartbeats this daemon wrote",
+            m.heartbeats.clone(),
+        );
+        r.register(
+            "garden_leader_term",
+            "The leadership term this daemon holds (0: it does not lead)",
+            m.leader_term.clone(),
+        );
+        r.register(
+            "garden_leading",
+            "1 while this daemon leads",
+            m.leading.clone(),
+        );
+        r.register(
+            "garden_live_daemons",
+            "Daemons whose heartbeats this daemon sees",
+            m.live_daemons.clone(),
+        );
+        m.registry = registry;
+        m
+    }
+
+    /// Take in the instances' running totals.
+    pub fn observe_instances(&mut self, reports: &[InstanceReport]) {
+        self.instances.clear();
+        for r in reports {
+            self.instances
+                .get_or_create(&StateLabel {
+                    state: r.state.label().to_string(),
+                })
+                .inc();
+            let now = Seen {
+                received: r.received,
+                published: r.published,
+                refused: r.refused_publishes,
+                restarts: r.restarts,
+                busy_micros: r.busy_micros,
+                fuel: r.fuel,
+                failures: r.failures.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            };
+            let before = self.seen.get(&r.id).cloned().unwrap_or_default();
+            // Totals that went down belong to a new start of the instance.
+            let before = if now.received < before.received || now.fuel < before.fuel {
+                Seen::default()
+            } else {
+                before
+            };
+            let module = ModuleLabel {
+                module: r.module.clone(),
+            };
+            self.received
+                .get_or_create(&module)
+                .inc_by(now.received - before.received);
+            self.published
+                .get_or_create(&module)
+                .inc_by(now.published.saturating_sub(before.published));
+            self.refused_publishes
+                .get_or_create(&module)
+                .inc_by(now.refused.saturating_sub(before.refused));
+            self.restarts
+                .get_or_create(&module)
+                .inc_by(now.restarts.saturating_sub(before.restarts));
+            self.handler_seconds
+                .get_or_create(&module)
+                .inc_by((now.busy_micros - before.busy_micros).max(0.0) / 1e6);
+            self.fuel
+                .get_or_create(&module)
+                .inc_by(now.fuel - before.fuel);
+            for (cause, n) in &now.failures {
+                let was = before.failures.get(cause).copied().unwrap_or(0);
+                self.failures
+                    .get_or_create(&CauseLabel {
+                        module: r.module.clone(),
+                        cause: cause.clone(),
+                    })
+                    .inc_by(n.saturating_sub(was));
+            }
+            self.seen.insert(r.id.clone(), now);
+        }
+    }
+
+    /// Take in the inbox depth and lag of the instances running now.
+    pub fn observe_inboxes<'a>(&mut self, rows: impl IntoIterator<Item = InboxRow<'a>>) {
+        self.depth.clear();
+        self.lag.clear();
+        for row in rows {
+            let label = InstanceLabel {
+                module: row.module.to_string(),
+                instance: row.instance.to_string(),
+            };
+            self.depth
+                .get_or_create(&label)
+                .set(i64::try_from(row.depth).unwrap_or(i64::MAX));
+            self.lag
+                .get_or_create(&label)
+                .set(i64::try_from(row.lag).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Take in the bus's running totals.
+    pub fn observe_bus(&mut self, now: BusStats) {
+        let was = std::mem::replace(&mut self.bus_seen, now);
+        self.bus_published
+            .inc_by(now.published.saturating_sub(was.published));
+        self.bus_delivered
+            .inc_by(now.delivered.saturating_sub(was.delivered));
+        self.bus_dead_letters
+            .inc_by(now.dead_letters.saturating_sub(was.dead_letters));
+        self.bus_refused
+            .inc_by(now.refused.saturating_sub(was.refused));
+    }
+
+    /// Take in a heartbeat: the daemon's term if it leads, the live
+    /// daemons it sees, and its running total of refused entries.
+    pub fn observe_heartbeat(&mut self, leader_term: Option<u64>, live: usize, refused: u64) {
+        self.heartbeats.inc();
+        let term = leader_term.map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX));
+        self.leader_term.set(term);
+        self.leading.set(i64::from(leader_term.is_some()));
+        self.live_daemons
+            .set(i64::try_from(live).unwrap_or(i64::MAX));
+        self.entries_refused
+            .inc_by(refused.saturating_sub(self.refused_seen));
+        self.refused_seen = self.refused_seen.max(refused);
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The content type of [`Metrics::encode`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::InstanceState;
+
+    fn report(id: &str, received: u64, fuel: u64) -> InstanceReport {
+        InstanceReport {
+            id: id.into(),
+            module: "alpha-ema".into(),
+            role: "alpha".into(),
+            cohort: id.into(),
+            params: Vec::new(),
+            state: InstanceState::Running,
+            received,
+            calls: received,
+            busy_micros: received as f64 * 10.0,
+            micros_per_message: 10.0,
+            fuel,
+            failures: [("fuel".to_string(), 1)].into_iter().collect(),
+            restarts: 0,
+            published: received / 2,
+            refused_publishes: 0,
+            last_error: None,
+        }
+    }
+
+    fn value(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+
+    #[test]
+    fn counters_grow_by_what_grew_and_a_restarted_instance_adds_its_new_totals() {
+        let mut m = Metrics::new();
+        m.observe_instances(&[report("a.0", 10, 1_000), report("a.1", 4, 400)]);
+        m.observe_instances(&[report("a.0", 15, 1_500), report("a.1", 4, 400)]);
+        let text = m.encode();
+        assert_eq!(
+            value(
+                &text,
+                "garden_messages_received_total{module=\"alpha-ema\"}"
+            ),
+            19.0
+        );
+        assert_eq!(
+            value(&text, "garden_fuel_total{module=\"alpha-ema\"}"),
+            1_900.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "garden_call_failures_total{module=\"alpha-ema\",cause=\"fuel\"}"
+            ),
+            2.0
+        );
+        assert_eq!(value(&text, "garden_instances{state=\"ok\"}"), 2.0);
+        assert!(
+            text.contains("# UNIT garden_handler_seconds seconds"),
+            "{text}"
+        );
+        // a.0 started again: its 3 new messages count, nothing goes back.
+        m.observe_instances(&[report("a.0", 3, 300)]);
+        let text = m.encode();
+        assert_eq!(
+            value(
+                &text,
+                "garden_messages_received_total{module=\"alpha-ema\"}"
+            ),
+            22.0
+        );
+        assert!(text.ends_with("# EOF\n"));
+        m.observe_inboxes([InboxRow {
+            instance: "a.0",
+            module: "alpha-ema",
+            depth: 7,
+            lag: 9,
+        }]);
+        m.observe_inboxes([InboxRow {
+            instance: "a.1",
+            module: "alpha-ema",
+            depth: 1,
+            lag: 1,
+        }]);
+        let text = m.encode();
+        assert!(
+            !text.contains("instance=\"a.0\""),
+            "a.0's depth is dropped: {text}"
+        );
+        m.observe_heartbeat(Some(3), 2, 5);
+        m.observe_heartbeat(Some(3), 2, 5);
+        let text = m.encode();
+        assert_eq!(value(&text, "garden_leader_term "), 3.0);
+        assert_eq!(value(&text, "garden_entries_refused_total "), 5.0);
+        assert_eq!(value(&text, "garden_heartbeats_total "), 2.0);
+    }
+}

@@ -1,0 +1,170 @@
+//! `garden daemon --metrics`: a Prometheus scrape of a running daemon sees
+//! its counters grow as bars flow, and its health endpoints tell an
+//! orchestrator whether it is alive and of use.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use garden_tests::servers::Redis;
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// (status code, headers, body) of `GET path` at `addr`.
+fn get(addr: &str, path: &str) -> Option<(u16, String, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    Some((code, head.to_string(), body.to_string()))
+}
+
+/// The value of the sample `name` (with its labels) in a scrape.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn feed(con: &mut redis::Connection, rows: &[garden_host::feed::csv::Row]) {
+    let mut pipe = redis::pipe();
+    for r in rows {
+        pipe.cmd("XADD")
+            .arg("watched:feed")
+            .arg("*")
+            .arg("symbol")
+            .arg("EURUSD")
+            .arg("time")
+            .arg(r.time)
+            .arg("open")
+            .arg(r.open)
+            .arg("high")
+            .arg(r.high)
+            .arg("low")
+            .arg(r.low)
+            .arg("close")
+            .arg(r.close)
+            .ignore();
+    }
+    pipe.exec(con).expect("bars written");
+}
+
+fn wait_for(what: &str, log: &dyn Fn() -> String, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_scrape_sees_counters_grow_and_readiness_follows_redis() {
+    let mut redis = Redis::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("d.log");
+    garden_tests::trust_daemon("watched");
+    let _daemon = Daemon(
+        garden_tests::garden()
+            .args(["daemon", "--bus", &redis.url(), "--prefix", "watched"])
+            .args(["--name", "watched", "--heartbeat-ttl-ms", "900"])
+            .args(["--metrics", "127.0.0.1:0"])
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).expect("log file"))
+            .spawn()
+            .expect("garden daemon starts"),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let mut addr = String::new();
+    wait_for("the metrics address", &log, || {
+        let text = log();
+        match text.split("metrics on http://").nth(1) {
+            Some(rest) => {
+                addr = rest.split('/').next().unwrap_or_default().to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    let (code, _, body) = get(&addr, "/healthz").expect("healthz answers");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    wait_for("ready", &log, || {
+        get(&addr, "/readyz").is_some_and(|(c, _, _)| c == 200)
+    });
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    let rows = garden_tests::bundled_rows();
+    let received = |text: &str| sample(text, "garden_messages_received_total{module=\"tape\"}");
+    feed(&mut con, &rows[..100]);
+    let mut first = String::new();
+    wait_for("the tape's messages counted", &log, || {
+        first = get(&addr, "/metrics")
+            .map(|(_, _, b)| b)
+            .unwrap_or_default();
+        received(&first) >= 100.0
+    });
+    let (_, head, _) = get(&addr, "/metrics").expect("metrics answer");
+    assert!(
+        head.to_lowercase().contains("application/openmetrics-text"),
+        "{head}"
+    );
+    feed(&mut con, &rows[100..300]);
+    let mut second = String::new();
+    wait_for("the count to grow", &log, || {
+        second = get(&addr, "/metrics")
+            .map(|(_, _, b)| b)
+            .unwrap_or_default();
+        received(&second) >= 300.0
+    });
+    assert!(
+        sample(&second, "garden_fuel_total{module=\"alpha-ema\"}")
+            > sample(&first, "garden_fuel_total{module=\"alpha-ema\"}")
+    );
+    assert!(sample(&second, "garden_handler_seconds_total{module=\"tape\"}") > 0.0);
+    assert_eq!(sample(&second, "garden_leader_term"), 1.0, "{second}");
+    assert!(
+        sample(&second, "garden_instances{state=\"ok\"}") >= 10.0,
+        "{second}"
+    );
+    assert!(
+        sample(&second, "garden_bus_published_total") > 0.0,
+        "{second}"
+    );
+    assert!(
+        second.contains("# TYPE garden_handler_seconds counter"),
+        "{second}"
+    );
+    assert!(
+        second.contains("# UNIT garden_handler_seconds seconds"),
+        "{second}"
+    );
+    // Redis gone: alive, not ready, and says why.
+    redis.kill();
+    wait_for("not ready", &log, || {
+        get(&addr, "/readyz").is_some_and(|(c, _, b)| c == 503 && b.contains("not ready"))
+    });
+    assert_eq!(get(&addr, "/healthz").map(|(c, _, _)| c), Some(200));
+}
