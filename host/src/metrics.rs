@@ -14,15 +14,149 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::bus::BusStats;
 use crate::runtime::InstanceReport;
+
+/// Upper bounds of the buckets of handler time per message, seconds: from
+/// a microsecond (a small Rust module) to a second (a deadline).
+pub const SECONDS_BOUNDS: [f64; 14] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 0.1, 0.5, 1.0,
+];
+/// Upper bounds of the buckets of fuel per message: from a hundred
+/// instructions to the default per-call budget and past it.
+pub const FUEL_BOUNDS: [f64; 12] = [1e2, 3e2, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7, 1e8];
+
+/// Observations in fixed buckets: a count per bucket (the last one past
+/// every bound: `N` is one more than the bounds) and the sum. Arrays, not
+/// vectors: it is counted for every message, and must cost next to
+/// nothing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Buckets<const N: usize> {
+    /// Observations per bucket, not cumulative.
+    pub counts: [u64; N],
+    /// Their sum.
+    pub sum: f64,
+}
+
+impl<const N: usize> Default for Buckets<N> {
+    fn default() -> Self {
+        Buckets {
+            counts: [0; N],
+            sum: 0.0,
+        }
+    }
+}
+
+impl<const N: usize> Buckets<N> {
+    fn observe(&mut self, bounds: &[f64], v: f64) {
+        // The first bucket whose bound is at or above v: Prometheus's `le`.
+        let i = bounds.partition_point(|b| *b < v).min(N - 1);
+        self.counts[i] += 1;
+        self.sum += v;
+    }
+
+    /// Add what `now` holds beyond `before` (all of `now` if it went back:
+    /// the instance started again).
+    fn add_growth(&mut self, now: &Buckets<N>, before: &Buckets<N>) {
+        let restarted = now.counts.iter().zip(&before.counts).any(|(n, b)| n < b);
+        for i in 0..N {
+            let was = if restarted { 0 } else { before.counts[i] };
+            self.counts[i] += now.counts[i] - was;
+        }
+        self.sum += if restarted {
+            now.sum
+        } else {
+            (now.sum - before.sum).max(0.0)
+        };
+    }
+}
+
+/// Buckets of time per message.
+pub type SecondsBuckets = Buckets<{ SECONDS_BOUNDS.len() + 1 }>;
+/// Buckets of fuel per message.
+pub type FuelBuckets = Buckets<{ FUEL_BOUNDS.len() + 1 }>;
+
+/// What each message an instance handled cost, in buckets.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Costs {
+    /// Handler time per message, seconds ([`SECONDS_BOUNDS`]).
+    pub seconds: SecondsBuckets,
+    /// Fuel per message ([`FUEL_BOUNDS`]).
+    pub fuel: FuelBuckets,
+}
+
+impl Costs {
+    /// Count one message that took `seconds` and `fuel`.
+    pub fn observe(&mut self, seconds: f64, fuel: u64) {
+        self.seconds.observe(&SECONDS_BOUNDS, seconds);
+        self.fuel.observe(&FUEL_BOUNDS, fuel as f64);
+    }
+}
+
+/// A histogram fed whole buckets at a time (the runtime counts, the
+/// metrics add what grew), encoded as Prometheus histograms are.
+#[derive(Clone, Debug)]
+struct Tally<const N: usize> {
+    bounds: &'static [f64],
+    buckets: Arc<Mutex<Buckets<N>>>,
+}
+
+fn seconds_tally() -> Tally<{ SECONDS_BOUNDS.len() + 1 }> {
+    Tally {
+        bounds: &SECONDS_BOUNDS,
+        buckets: Arc::default(),
+    }
+}
+
+fn fuel_tally() -> Tally<{ FUEL_BOUNDS.len() + 1 }> {
+    Tally {
+        bounds: &FUEL_BOUNDS,
+        buckets: Arc::default(),
+    }
+}
+
+impl<const N: usize> Tally<N> {
+    fn add_growth(&self, now: &Buckets<N>, before: &Buckets<N>) {
+        self.buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add_growth(now, before);
+    }
+}
+
+impl<const N: usize> TypedMetric for Tally<N> {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl<const N: usize> EncodeMetric for Tally<N> {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let b = *self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let buckets: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(b.counts.iter().copied())
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(b.sum, b.counts.iter().sum(), &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+type SecondsTally = Tally<{ SECONDS_BOUNDS.len() + 1 }>;
+type FuelTally = Tally<{ FUEL_BOUNDS.len() + 1 }>;
 
 /// A module's metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +194,7 @@ struct Seen {
     busy_micros: f64,
     fuel: u64,
     failures: HashMap<String, u64>,
+    costs: Costs,
 }
 
 /// What one instance's row of the inbox table says.
@@ -84,6 +219,8 @@ pub struct Metrics {
     restarts: Family<ModuleLabel, Counter>,
     handler_seconds: Family<ModuleLabel, Counter<f64, AtomicU64>>,
     fuel: Family<ModuleLabel, Counter>,
+    seconds_per_message: Family<ModuleLabel, SecondsTally, fn() -> SecondsTally>,
+    fuel_per_message: Family<ModuleLabel, FuelTally, fn() -> FuelTally>,
     instances: Family<StateLabel, Gauge>,
     depth: Family<InstanceLabel, Gauge>,
     lag: Family<InstanceLabel, Gauge>,
@@ -120,6 +257,8 @@ impl Metrics {
             restarts: Family::default(),
             handler_seconds: Family::default(),
             fuel: Family::default(),
+            seconds_per_message: Family::new_with_constructor(seconds_tally),
+            fuel_per_message: Family::new_with_constructor(fuel_tally),
             instances: Family::default(),
             depth: Family::default(),
             lag: Family::default(),
@@ -172,6 +311,17 @@ impl Metrics {
             "garden_fuel",
             "Fuel (about one unit per Wasm instruction) message handlers used",
             m.fuel.clone(),
+        );
+        r.register_with_unit(
+            "garden_message_handler",
+            "Handler time per message",
+            Unit::Seconds,
+            m.seconds_per_message.clone(),
+        );
+        r.register(
+            "garden_message_fuel",
+            "Fuel per message",
+            m.fuel_per_message.clone(),
         );
         r.register(
             "garden_instances",
@@ -250,6 +400,7 @@ impl Metrics {
                 busy_micros: r.busy_micros,
                 fuel: r.fuel,
                 failures: r.failures.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                costs: r.costs,
             };
             let before = self.seen.get(&r.id).cloned().unwrap_or_default();
             // Totals that went down belong to a new start of the instance.
@@ -279,6 +430,12 @@ impl Metrics {
             self.fuel
                 .get_or_create(&module)
                 .inc_by(now.fuel - before.fuel);
+            self.seconds_per_message
+                .get_or_create(&module)
+                .add_growth(&now.costs.seconds, &before.costs.seconds);
+            self.fuel_per_message
+                .get_or_create(&module)
+                .add_growth(&now.costs.fuel, &before.costs.fuel);
             for (cause, n) in &now.failures {
                 let was = before.failures.get(cause).copied().unwrap_or(0);
                 self.failures
@@ -369,6 +526,13 @@ mod tests {
             fuel,
             failures: [("fuel".to_string(), 1)].into_iter().collect(),
             restarts: 0,
+            costs: {
+                let mut c = Costs::default();
+                for _ in 0..received {
+                    c.observe(1e-5, 100);
+                }
+                c
+            },
             published: received / 2,
             refused_publishes: 0,
             last_error: None,
@@ -411,6 +575,19 @@ mod tests {
         assert!(
             text.contains("# UNIT garden_handler_seconds seconds"),
             "{text}"
+        );
+        // 19 messages of 10 µs and 100 fuel each, in their buckets.
+        assert_eq!(
+            value(
+                &text,
+                "garden_message_handler_seconds_bucket{le=\"0.00001\",module=\"alpha-ema\"}"
+            ),
+            19.0,
+            "{text}"
+        );
+        assert_eq!(
+            value(&text, "garden_message_fuel_count{module=\"alpha-ema\"}"),
+            19.0
         );
         // a.0 started again: its 3 new messages count, nothing goes back.
         m.observe_instances(&[report("a.0", 3, 300)]);

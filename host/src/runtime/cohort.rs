@@ -76,6 +76,8 @@ pub(super) struct Slot {
     pub(super) calls: u64,
     pub(super) busy: Duration,
     pub(super) fuel: u64,
+    /// Time and fuel per message, bucketed for the metrics.
+    pub(super) costs: crate::metrics::Costs,
     pub(super) failures: BTreeMap<String, u64>,
     pub(super) traps: u64,
     pub(super) restarts: u64,
@@ -109,6 +111,7 @@ impl Slot {
             calls: 0,
             busy: Duration::ZERO,
             fuel: 0,
+            costs: crate::metrics::Costs::default(),
             failures: BTreeMap::new(),
             traps: 0,
             restarts: 0,
@@ -397,6 +400,8 @@ impl Cohort {
         let slot = &mut self.members[k];
         slot.busy += busy / n;
         slot.fuel += fuel / u64::from(n);
+        slot.costs
+            .observe((busy / n).as_secs_f64(), fuel / u64::from(n));
     }
 
     /// The cost of a call that trapped, spread over the members it carried.

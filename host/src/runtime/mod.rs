@@ -135,6 +135,9 @@ pub struct InstanceReport {
     pub failures: BTreeMap<String, u64>,
     /// Re-instantiations.
     pub restarts: u64,
+    /// Time and fuel per message, bucketed (for the metrics' histograms).
+    #[serde(skip)]
+    pub costs: crate::metrics::Costs,
     /// Messages published (delivered to the bus).
     pub published: u64,
     /// Publishes the host refused (undeclared topic, too large).
@@ -610,6 +613,7 @@ impl<B: Bus> Runtime<B> {
                     },
                     failures: s.failures.clone(),
                     restarts: s.restarts,
+                    costs: s.costs,
                     published: s.published,
                     refused_publishes: s.refused,
                     last_error: s.last_error.clone(),

@@ -157,6 +157,21 @@ fn a_scrape_sees_counters_grow_and_readiness_follows_redis() {
         second.contains("# TYPE garden_handler_seconds counter"),
         "{second}"
     );
+    // Time and fuel per message, as histograms: every message counted.
+    assert!(
+        sample(
+            &second,
+            "garden_message_handler_seconds_count{module=\"tape\"}"
+        ) >= 300.0,
+        "{second}"
+    );
+    assert!(
+        sample(
+            &second,
+            "garden_message_fuel_bucket{le=\"+Inf\",module=\"tape\"}"
+        ) >= 300.0,
+        "{second}"
+    );
     assert!(
         second.contains("# UNIT garden_handler_seconds seconds"),
         "{second}"
