@@ -178,6 +178,12 @@ struct InstanceLabel {
     instance: String,
 }
 
+/// A birth's or a retirement's cause.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseOnly {
+    cause: String,
+}
+
 /// Instances in one state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
@@ -233,6 +239,13 @@ pub struct Metrics {
     leader_term: Gauge,
     leading: Gauge,
     live_daemons: Gauge,
+    births: Family<CauseOnly, Counter>,
+    retirements: Family<CauseOnly, Counter>,
+    population: Gauge,
+    generation: Gauge,
+    best_fitness: Gauge<f64, AtomicU64>,
+    /// Births and retirements counted, by cause.
+    lineage_seen: HashMap<(bool, String), u64>,
     seen: HashMap<String, Seen>,
     bus_seen: BusStats,
     refused_seen: u64,
@@ -271,6 +284,12 @@ impl Metrics {
             leader_term: Gauge::default(),
             leading: Gauge::default(),
             live_daemons: Gauge::default(),
+            births: Family::default(),
+            retirements: Family::default(),
+            population: Gauge::default(),
+            generation: Gauge::default(),
+            best_fitness: Gauge::default(),
+            lineage_seen: HashMap::new(),
             seen: HashMap::new(),
             bus_seen: BusStats::default(),
             refused_seen: 0,
@@ -379,8 +398,77 @@ impl Metrics {
             "Daemons whose heartbeats this daemon sees",
             m.live_daemons.clone(),
         );
+        r.register(
+            "garden_births",
+            "Variants born, by cause (initial, generation, threshold, diversity, recovery, regime)",
+            m.births.clone(),
+        );
+        r.register(
+            "garden_retirements",
+            "Variants retired, by cause (selection, quarantined, failed birth)",
+            m.retirements.clone(),
+        );
+        r.register(
+            "garden_population",
+            "Living variants of the population",
+            m.population.clone(),
+        );
+        r.register(
+            "garden_generation",
+            "The highest generation among the living variants",
+            m.generation.clone(),
+        );
+        r.register(
+            "garden_best_fitness",
+            "The best latest fitness among the living variants",
+            m.best_fitness.clone(),
+        );
         m.registry = registry;
         m
+    }
+
+    /// Take in the population's lineage as the decision log (or a replay)
+    /// tells it: births and retirements by cause, the living population,
+    /// its generation and its best latest fitness.
+    pub fn observe_lineage(&mut self, lineage: &[crate::replication::LineageRecord]) {
+        let mut totals: HashMap<(bool, String), u64> = HashMap::new();
+        let (mut living, mut generation, mut best) = (0i64, 0i64, f64::NEG_INFINITY);
+        for r in lineage {
+            let born = serde_json::to_value(r.birth_cause)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "unknown".into());
+            *totals.entry((true, born)).or_default() += 1;
+            match &r.death_cause {
+                Some(why) => *totals.entry((false, cause_class(why))).or_default() += 1,
+                None => {
+                    living += 1;
+                    generation = generation.max(i64::from(r.generation));
+                    if let Some((_, f)) = r.fitness.last() {
+                        best = best.max(*f);
+                    }
+                }
+            }
+        }
+        for (key, n) in totals {
+            let was = self.lineage_seen.get(&key).copied().unwrap_or(0);
+            let family = if key.0 {
+                &self.births
+            } else {
+                &self.retirements
+            };
+            family
+                .get_or_create(&CauseOnly {
+                    cause: key.1.clone(),
+                })
+                .inc_by(n.saturating_sub(was));
+            self.lineage_seen.insert(key, n.max(was));
+        }
+        self.population.set(living);
+        self.generation.set(generation);
+        if best.is_finite() {
+            self.best_fitness.set(best);
+        }
     }
 
     /// Take in the instances' running totals.
@@ -503,6 +591,19 @@ impl Metrics {
     }
 }
 
+/// A retirement's cause as a label: the words before its detail
+/// (`selection: fitness -0.2` is `selection`), so the label takes few
+/// values.
+fn cause_class(why: &str) -> String {
+    why.split(':')
+        .next()
+        .unwrap_or(why)
+        .trim()
+        .chars()
+        .take(32)
+        .collect()
+}
+
 /// The content type of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -617,6 +718,44 @@ mod tests {
             !text.contains("instance=\"a.0\""),
             "a.0's depth is dropped: {text}"
         );
+        let record = |id: &str, death: Option<&str>, generation: u32, fitness: f64| {
+            crate::replication::LineageRecord {
+                id: id.into(),
+                parents: Vec::new(),
+                component: String::new(),
+                blob: String::new(),
+                genes: Vec::new(),
+                generation,
+                birth_bar: 0,
+                death_bar: death.map(|_| 5),
+                birth_cause: crate::replication::BirthCause::Initial,
+                death_cause: death.map(str::to_string),
+                fitness: vec![(4, fitness)],
+                in_sample: None,
+                out_of_sample: None,
+                control: false,
+                fitness_by_label: Vec::new(),
+            }
+        };
+        m.observe_lineage(&[
+            record("a.0", None, 0, 0.5),
+            record("a.1", Some("selection: fitness -0.200"), 0, -0.2),
+            record("a.2", None, 2, 1.5),
+        ]);
+        m.observe_lineage(&[
+            record("a.0", None, 0, 0.5),
+            record("a.1", Some("selection: fitness -0.200"), 0, -0.2),
+            record("a.2", None, 2, 1.5),
+        ]);
+        let text = m.encode();
+        assert_eq!(value(&text, "garden_births_total{cause=\"initial\"}"), 3.0);
+        assert_eq!(
+            value(&text, "garden_retirements_total{cause=\"selection\"}"),
+            1.0
+        );
+        assert_eq!(value(&text, "garden_population "), 2.0);
+        assert_eq!(value(&text, "garden_generation "), 2.0);
+        assert_eq!(value(&text, "garden_best_fitness "), 1.5);
         m.observe_heartbeat(Some(3), 2, 5);
         m.observe_heartbeat(Some(3), 2, 5);
         let text = m.encode();

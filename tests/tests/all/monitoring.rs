@@ -176,6 +176,13 @@ fn a_scrape_sees_counters_grow_and_readiness_follows_redis() {
         second.contains("# UNIT garden_handler_seconds seconds"),
         "{second}"
     );
+    // The population as the decision log tells it.
+    assert_eq!(
+        sample(&second, "garden_births_total{cause=\"initial\"}"),
+        8.0,
+        "{second}"
+    );
+    assert!(sample(&second, "garden_population") >= 1.0, "{second}");
     // Redis gone: alive, not ready, and says why.
     redis.kill();
     wait_for("not ready", &log, || {
