@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use garden_host::bus::{MemoryBus, RedisBus};
@@ -16,6 +17,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// Longest the recorder keeps trying to write what is left when a run ends.
 const RECORDS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often a run with `--metrics` rebuilds its page.
+const METRICS_EVERY: Duration = Duration::from_secs(1);
+/// A run whose page was not rebuilt for this long is not ready (stuck).
+const METRICS_STALE: Duration = Duration::from_secs(30);
 
 /// Options of `garden run`.
 #[derive(clap::Args)]
@@ -46,6 +51,11 @@ pub struct RunArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Serve the run's metrics (`/metrics`) and health (`/healthz`,
+    /// `/readyz`) on this address while it runs, e.g. 127.0.0.1:9464
+    /// (`docs/metrics.md`).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Trust store (default: $GARDEN_TRUST or ~/.config/garden/trust.toml);
     /// the development key is trusted too unless the store revokes it.
     #[arg(long, value_name = "FILE")]
@@ -218,11 +228,32 @@ pub fn run(args: RunArgs) -> Result<()> {
         steps_per_year: 0.0,
         per_call: 0,
     };
-    let progress = |n: usize| {
+    let mut watched = match args.metrics {
+        Some(addr) => {
+            let monitor = crate::monitor::Monitor::serve(addr, METRICS_STALE)?;
+            eprintln!("metrics on http://{}/metrics", monitor.addr());
+            monitor.update(String::new(), None);
+            Some((
+                garden_host::metrics::Metrics::new(),
+                monitor,
+                Instant::now(),
+            ))
+        }
+        None => None,
+    };
+    let progress = |n: usize, view: &dyn garden_host::runtime::View| {
         if let Some(bar) = &bar
             && n.is_multiple_of(64)
         {
             bar.set_position(n as u64);
+        }
+        if let Some((metrics, monitor, last)) = watched.as_mut()
+            && last.elapsed() >= METRICS_EVERY
+        {
+            *last = Instant::now();
+            metrics.observe_instances(&view.reports());
+            metrics.observe_bus(view.bus_totals());
+            monitor.update(metrics.encode(), None);
         }
     };
     // A replay's keys are its own unless a prefix is given, so it never

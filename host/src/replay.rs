@@ -479,7 +479,7 @@ pub fn replay_on<B: Bus>(
     modules: &[(ModuleConfig, Arc<Module>)],
     rows: &[Row],
     options: ReplayOptions,
-    progress: impl FnMut(usize),
+    mut progress: impl FnMut(usize),
 ) -> Result<RunSummary, RunError> {
     replay_with(
         bus,
@@ -490,7 +490,7 @@ pub fn replay_on<B: Bus>(
         options,
         &[],
         |_| {},
-        progress,
+        |n, _| progress(n),
     )
 }
 
@@ -506,7 +506,7 @@ pub fn replay_with<B: Bus>(
     options: ReplayOptions,
     taps: &[&str],
     mut tapped: impl FnMut(&[Arc<crate::Envelope>]),
-    mut progress: impl FnMut(usize),
+    mut progress: impl FnMut(usize, &dyn crate::runtime::View),
 ) -> Result<RunSummary, RunError> {
     if rows.is_empty() {
         return Err(RunError::NoData);
@@ -532,7 +532,7 @@ pub fn replay_with<B: Bus>(
         if !taps.is_empty() {
             tapped(&replay.take_tapped());
         }
-        progress(n + 1);
+        progress(n + 1, replay.runtime());
     }
     let elapsed = started.elapsed().as_secs_f64();
     if taps.is_empty() {

@@ -146,6 +146,25 @@ pub struct InstanceReport {
     pub last_error: Option<String>,
 }
 
+/// What a runtime shows while it runs, whatever its bus: for progress
+/// callbacks that watch a replay (metrics of a long `garden run`).
+pub trait View {
+    /// A report per instance, in spawn order.
+    fn reports(&self) -> Vec<InstanceReport>;
+    /// The bus's running totals.
+    fn bus_totals(&self) -> crate::bus::BusStats;
+}
+
+impl<B: Bus> View for Runtime<B> {
+    fn reports(&self) -> Vec<InstanceReport> {
+        self.instances()
+    }
+
+    fn bus_totals(&self) -> crate::bus::BusStats {
+        self.bus.stats()
+    }
+}
+
 /// Totals over the run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RuntimeStats {

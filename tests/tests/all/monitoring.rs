@@ -190,3 +190,71 @@ fn a_scrape_sees_counters_grow_and_readiness_follows_redis() {
     });
     assert_eq!(get(&addr, "/healthz").map(|(c, _, _)| c), Some(200));
 }
+
+/// The bundled bars six times over, a year apart: a replay long enough to
+/// be scraped while it runs.
+fn long_data(dir: &std::path::Path) -> std::path::PathBuf {
+    let bundled =
+        std::fs::read_to_string(garden_tests::languages::root().join("data/EURUSD_H1.csv"))
+            .expect("the bundled data");
+    let mut lines = bundled.lines();
+    let mut out = String::from(lines.next().expect("a header"));
+    out.push('\n');
+    let rows: Vec<&str> = lines.collect();
+    for k in 0..6 {
+        for row in &rows {
+            let year: i32 = row[..4].parse().expect("a year");
+            out.push_str(&format!("{}{}\n", year + k, &row[4..]));
+        }
+    }
+    let path = dir.join("long.csv");
+    std::fs::write(&path, out).expect("writes");
+    path
+}
+
+#[test]
+fn a_long_run_serves_its_metrics_while_it_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = long_data(dir.path());
+    let log_path = dir.path().join("run.log");
+    let mut run = Daemon(
+        garden_tests::garden()
+            .args([
+                "run",
+                "--variants",
+                "50",
+                "--metrics",
+                "127.0.0.1:0",
+                "--data",
+            ])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).expect("log file"))
+            .spawn()
+            .expect("garden run starts"),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let mut addr = String::new();
+    wait_for("the metrics address", &log, || {
+        match log().split("metrics on http://").nth(1) {
+            Some(rest) => {
+                addr = rest.split('/').next().unwrap_or_default().to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    let received =
+        |text: &str| sample(text, "garden_messages_received_total{module=\"alpha-ema\"}");
+    let mut first = 0.0;
+    wait_for("a first count", &log, || {
+        first = get(&addr, "/metrics").map_or(0.0, |(_, _, b)| received(&b));
+        first > 0.0
+    });
+    wait_for("the count to grow while it runs", &log, || {
+        get(&addr, "/metrics").is_some_and(|(_, _, b)| received(&b) > first)
+    });
+    assert_eq!(get(&addr, "/readyz").map(|(c, _, _)| c), Some(200));
+    let status = run.0.wait().expect("the run ends");
+    assert!(status.success(), "{}", log());
+}
