@@ -84,6 +84,10 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Spans (load, instantiate, handle, publish, selection) print when
+        // they close, with their time, at the level GARDEN_LOG lets through.
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -334,6 +334,7 @@ impl Engine {
     /// reuse the cached artifact), link it against the host, ask it to
     /// describe itself and check that against the manifest. Unsigned code is
     /// never loaded.
+    #[tracing::instrument(name = "load", skip_all, fields(bytes = bytes.len(), module = tracing::field::Empty))]
     pub fn load(
         &self,
         bytes: &[u8],
@@ -342,6 +343,7 @@ impl Engine {
         check_header(bytes)?;
         let verified = trust.verify(bytes)?;
         let manifest = verified.manifest().clone();
+        tracing::Span::current().record("module", manifest.name.as_str());
         if manifest.wit_package != WIT_PACKAGE || manifest.wit_world != WIT_WORLD {
             return Err(LoadError::WrongWorld(format!(
                 "the manifest targets {}/{}, this host runs {WIT_PACKAGE}/{WIT_WORLD}",
@@ -473,6 +475,7 @@ impl Engine {
     }
 
     /// A new instance of `module` (not yet initialised), named `instance`.
+    #[tracing::instrument(name = "instantiate", skip(self, module, random_seed), fields(module = %module.info().name))]
     pub fn instantiate(
         &self,
         module: &Module,

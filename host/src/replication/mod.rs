@@ -548,6 +548,7 @@ impl Evolver {
     }
 
     /// Run the triggers after bar `bar` (event time `time`).
+    #[tracing::instrument(name = "selection", level = "debug", skip(self, board, habitat, time))]
     pub fn step<H: Habitat>(&mut self, bar: usize, time: i64, board: &Scoreboard, habitat: &mut H) {
         if !self.cfg.enabled || self.variants.is_empty() {
             return;

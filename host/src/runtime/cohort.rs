@@ -332,6 +332,8 @@ impl Cohort {
 
     /// One call with `takes`; its answers accounted to the members.
     fn call(&mut self, engine: &Engine, takes: &[Take]) {
+        let _span =
+            tracing::debug_span!("handle", instance = %self.tag, messages = takes.len()).entered();
         let Some(sandbox) = self.sandbox.as_mut() else {
             return;
         };

@@ -258,3 +258,49 @@ fn a_long_run_serves_its_metrics_while_it_runs() {
     let status = run.0.wait().expect("the run ends");
     assert!(status.success(), "{}", log());
 }
+
+/// With `GARDEN_LOG`, the spans of loading, instantiating, handling and
+/// selection print as they close, with the instance and their time.
+#[test]
+fn spans_show_what_the_host_did_and_for_how_long() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundled =
+        std::fs::read_to_string(garden_tests::languages::root().join("data/EURUSD_H1.csv"))
+            .expect("the bundled data");
+    let short: String = bundled
+        .lines()
+        .take(301)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let data = dir.path().join("short.csv");
+    std::fs::write(&data, short).expect("writes");
+    let out = garden_tests::garden()
+        .env("GARDEN_LOG", "garden_host=debug")
+        .args(["run", "--variants", "2", "--data"])
+        .arg(&data)
+        .output()
+        .expect("garden run");
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    let closed = |span: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("{span}{{")) && l.contains("close time.busy"))
+            .count()
+    };
+    assert!(closed("load") >= 10, "a load span per module");
+    assert!(
+        closed("instantiate") >= 10,
+        "an instantiate span per instance"
+    );
+    assert!(closed("handle") >= 300, "handle spans");
+    assert!(closed("selection") >= 300, "a selection span per bar");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("handle{instance=alpha-ema.1 messages=")),
+        "handle spans name the instance"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "no colour codes outside a terminal"
+    );
+}

@@ -690,6 +690,7 @@ impl RedisBus {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(false);
         };
+        let _span = tracing::debug_span!("publish", entries = writes).entered();
         let replies: Vec<Value> = pipe.query(conn)?;
         if claim {
             self.last_claim = Instant::now();
