@@ -77,7 +77,7 @@ pub(super) struct Slot {
     pub(super) busy: Duration,
     pub(super) fuel: u64,
     /// Time and fuel per message, bucketed for the metrics.
-    pub(super) costs: crate::metrics::Costs,
+    pub(super) costs: crate::runtime::costs::Costs,
     pub(super) failures: BTreeMap<String, u64>,
     pub(super) traps: u64,
     pub(super) restarts: u64,
@@ -111,7 +111,7 @@ impl Slot {
             calls: 0,
             busy: Duration::ZERO,
             fuel: 0,
-            costs: crate::metrics::Costs::default(),
+            costs: crate::runtime::costs::Costs::default(),
             failures: BTreeMap::new(),
             traps: 0,
             restarts: 0,

@@ -15,6 +15,7 @@
 //! quarantined: unsubscribed, its inbox dead-lettered.
 
 mod cohort;
+pub mod costs;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -137,7 +138,7 @@ pub struct InstanceReport {
     pub restarts: u64,
     /// Time and fuel per message, bucketed (for the metrics' histograms).
     #[serde(skip)]
-    pub costs: crate::metrics::Costs,
+    pub costs: crate::runtime::costs::Costs,
     /// Messages published (delivered to the bus).
     pub published: u64,
     /// Publishes the host refused (undeclared topic, too large).
