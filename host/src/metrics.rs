@@ -159,6 +159,10 @@ pub struct Metrics {
     bus_delivered: Counter,
     bus_dead_letters: Counter,
     bus_refused: Counter,
+    round_trips: Counter,
+    round_trip_seconds: Counter<f64, AtomicU64>,
+    audit_failures: Counter,
+    audit_failures_seen: u64,
     entries_refused: Counter,
     heartbeats: Counter,
     leader_term: Gauge,
@@ -204,6 +208,10 @@ impl Metrics {
             bus_delivered: Counter::default(),
             bus_dead_letters: Counter::default(),
             bus_refused: Counter::default(),
+            round_trips: Counter::default(),
+            round_trip_seconds: Counter::default(),
+            audit_failures: Counter::default(),
+            audit_failures_seen: 0,
             entries_refused: Counter::default(),
             heartbeats: Counter::default(),
             leader_term: Gauge::default(),
@@ -322,6 +330,22 @@ impl Metrics {
             "garden_live_daemons",
             "Daemons whose heartbeats this daemon sees",
             m.live_daemons.clone(),
+        );
+        r.register(
+            "garden_bus_round_trips",
+            "Pipelined exchanges with Redis",
+            m.round_trips.clone(),
+        );
+        r.register_with_unit(
+            "garden_bus_round_trip",
+            "Time spent in exchanges with Redis; divided by garden_bus_round_trips_total, the mean round trip",
+            Unit::Seconds,
+            m.round_trip_seconds.clone(),
+        );
+        r.register(
+            "garden_audit_write_failures",
+            "Audit records this process failed to write (each is noted in audit-failures.log)",
+            m.audit_failures.clone(),
         );
         r.register(
             "garden_births",
@@ -491,6 +515,17 @@ impl Metrics {
             .inc_by(now.dead_letters.saturating_sub(was.dead_letters));
         self.bus_refused
             .inc_by(now.refused.saturating_sub(was.refused));
+        self.round_trips
+            .inc_by(now.round_trips.saturating_sub(was.round_trips));
+        self.round_trip_seconds
+            .inc_by(now.round_trip_micros.saturating_sub(was.round_trip_micros) as f64 / 1e6);
+    }
+
+    /// Take in the audit log's running total of failed writes.
+    pub fn observe_audit_failures(&mut self, failures: u64) {
+        self.audit_failures
+            .inc_by(failures.saturating_sub(self.audit_failures_seen));
+        self.audit_failures_seen = self.audit_failures_seen.max(failures);
     }
 
     /// Take in a heartbeat: the daemon's term if it leads, the live

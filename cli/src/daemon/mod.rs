@@ -482,6 +482,7 @@ impl Daemon {
             return;
         };
         metrics.observe_bus(self.runtime.bus().stats());
+        metrics.observe_audit_failures(self.watch.audit().failures());
         metrics.observe_lineage(self.garden.follower.lineage());
         metrics.observe_inboxes(self.status.instances.iter().map(|i| {
             garden_host::metrics::InboxRow {

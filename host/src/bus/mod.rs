@@ -143,6 +143,10 @@ pub struct BusStats {
     /// Entries refused because no trusted writer made them (each is also a
     /// dead letter).
     pub refused: u64,
+    /// Round trips to a remote broker (one pipelined exchange each).
+    pub round_trips: u64,
+    /// Their total time, microseconds.
+    pub round_trip_micros: u64,
 }
 
 /// Why a bus operation failed.

@@ -691,7 +691,11 @@ impl RedisBus {
             return Ok(false);
         };
         let _span = tracing::debug_span!("publish", entries = writes).entered();
+        let sent = Instant::now();
         let replies: Vec<Value> = pipe.query(conn)?;
+        self.stats.round_trips += 1;
+        self.stats.round_trip_micros +=
+            u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
         if claim {
             self.last_claim = Instant::now();
         }
