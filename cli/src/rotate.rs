@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use garden_host::cluster::public_key_path;
+use garden_host::cluster::{key_name, public_key_path};
 use garden_host::integrity::{self, now_rfc3339, rfc3339_after};
 use garden_registry::trust::Role;
 use garden_registry::{SigningKey, TrustStore};
@@ -154,13 +154,8 @@ fn stage(staged: &Path, trust: &Path, name: &str) -> Result<()> {
         );
     }
     let dir = staged.parent().unwrap_or(Path::new("."));
-    let stem = staged
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_suffix(".key.pem"))
-        .unwrap_or("daemon.next");
     let next = SigningKey::generate();
-    let (_, public) = next.write_pair(dir, stem)?;
+    let (_, public) = next.write_pair(dir, key_name(staged))?;
     TrustStore::update(trust, |store| {
         store.add_as(&next.public(), name, Role::Daemon, &now_rfc3339())
     })?;
@@ -189,12 +184,7 @@ fn trusted_name(trust: &Path, key: &SigningKey) -> Result<String> {
 
 /// `NAME.next.key.pem` beside `NAME.key.pem`.
 fn staged_path(key: &Path) -> PathBuf {
-    let name = key
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_suffix(".key.pem"))
-        .unwrap_or("daemon");
-    key.with_file_name(format!("{name}.next.key.pem"))
+    key.with_file_name(format!("{}.next.key.pem", key_name(key)))
 }
 
 #[cfg(test)]

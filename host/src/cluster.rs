@@ -43,7 +43,7 @@ mod identity;
 mod leader;
 
 pub use decisions::{Decision, Follower, Refusal, variant_of};
-pub use identity::{EntryRefused, Identity, IdentityError, Peers, public_key_path};
+pub use identity::{EntryRefused, Identity, IdentityError, Peers, key_name, public_key_path};
 pub use leader::{Leader, LeaderTopics};
 
 /// What a daemon says about itself in its heartbeat.

@@ -317,3 +317,56 @@ pub fn garden_bin() -> std::path::PathBuf {
     );
     bin
 }
+
+/// Plan `p{n}` for EURUSD, as a test's producer publishes it (topic
+/// `plan`, key and id `p{n}`, event time `n`).
+pub fn plan(n: u64) -> garden_host::Envelope {
+    let id = format!("p{n}");
+    garden_host::Envelope {
+        topic: "plan".into(),
+        key: id.clone(),
+        seq: 0,
+        time: n as i64,
+        source: "test".into(),
+        body: garden_host::types::Body::Plan(garden_host::types::Plan {
+            id,
+            origin: "test".into(),
+            symbol: "EURUSD".into(),
+            side: garden_host::types::Side::Long,
+            entry: 1.0,
+            stop: 0.9,
+            target: 1.2,
+            size: 1.0,
+            horizon: 5,
+            confidence: 0.5,
+            time: n as i64,
+        }),
+    }
+}
+
+/// Write `rows` into the feed stream `{prefix}:feed` as an outside
+/// producer does (`symbol time open high low close volume`).
+pub fn feed_bars(con: &mut redis::Connection, prefix: &str, rows: &[Row]) {
+    let mut pipe = redis::pipe();
+    for r in rows {
+        pipe.cmd("XADD")
+            .arg(format!("{prefix}:feed"))
+            .arg("*")
+            .arg("symbol")
+            .arg("EURUSD")
+            .arg("time")
+            .arg(r.time)
+            .arg("open")
+            .arg(r.open)
+            .arg("high")
+            .arg(r.high)
+            .arg("low")
+            .arg(r.low)
+            .arg("close")
+            .arg(r.close)
+            .arg("volume")
+            .arg(r.volume)
+            .ignore();
+    }
+    pipe.exec(con).expect("bars written");
+}

@@ -225,7 +225,7 @@ impl Peers {
 }
 
 /// `NAME` of a private key file `NAME.key.pem` (`daemon` for another name).
-fn key_name(private: &Path) -> &str {
+pub fn key_name(private: &Path) -> &str {
     private
         .file_name()
         .and_then(|n| n.to_str())

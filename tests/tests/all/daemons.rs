@@ -8,12 +8,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use garden_host::Envelope;
 use garden_host::bus::redis::{decode_entry, open_entry};
 use garden_host::bus::{Bus, RedisBus, RedisOptions};
 use garden_host::cluster;
-use garden_host::types::{Body, Plan, Side};
+use garden_host::types::Body;
 use garden_tests::servers::{Postgres, Redis};
+use garden_tests::{feed_bars, plan};
 
 fn record_counts(url: &str) -> BTreeMap<String, i64> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -119,30 +119,6 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 /// Instances per live daemon.
 fn layout(redis: &Redis) -> BTreeMap<String, Vec<String>> {
     layout_of(redis, PREFIX)
-}
-
-fn plan(n: u64) -> Envelope {
-    let id = format!("p{n}");
-    Envelope {
-        topic: "plan".into(),
-        key: id.clone(),
-        seq: 0,
-        time: n as i64,
-        source: "test".into(),
-        body: Body::Plan(Plan {
-            id,
-            origin: "test".into(),
-            symbol: "EURUSD".into(),
-            side: Side::Long,
-            entry: 1.0,
-            stop: 0.9,
-            target: 1.2,
-            size: 1.0,
-            horizon: 5,
-            confidence: 0.5,
-            time: n as i64,
-        }),
-    }
 }
 
 /// Plan ids of the entries consumer `who` holds unacknowledged, in the
@@ -492,30 +468,6 @@ fn field(f: &[(String, String)], k: &str) -> String {
 }
 
 /// Write bundled bars `rows` to the feed stream as a plain producer would.
-fn feed_bars(con: &mut redis::Connection, prefix: &str, rows: &[garden_host::feed::csv::Row]) {
-    let mut pipe = redis::pipe();
-    for r in rows {
-        pipe.cmd("XADD")
-            .arg(format!("{prefix}:feed"))
-            .arg("*")
-            .arg("symbol")
-            .arg("EURUSD")
-            .arg("time")
-            .arg(r.time)
-            .arg("open")
-            .arg(r.open)
-            .arg("high")
-            .arg(r.high)
-            .arg("low")
-            .arg(r.low)
-            .arg("close")
-            .arg(r.close)
-            .arg("volume")
-            .arg(r.volume)
-            .ignore();
-    }
-    pipe.exec(con).expect("bars written");
-}
 
 #[test]
 fn the_leader_breeds_one_population_across_daemons_and_a_new_leader_goes_on() {

@@ -43,29 +43,6 @@ fn sample(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn feed(con: &mut redis::Connection, rows: &[garden_host::feed::csv::Row]) {
-    let mut pipe = redis::pipe();
-    for r in rows {
-        pipe.cmd("XADD")
-            .arg("watched:feed")
-            .arg("*")
-            .arg("symbol")
-            .arg("EURUSD")
-            .arg("time")
-            .arg(r.time)
-            .arg("open")
-            .arg(r.open)
-            .arg("high")
-            .arg(r.high)
-            .arg("low")
-            .arg(r.low)
-            .arg("close")
-            .arg(r.close)
-            .ignore();
-    }
-    pipe.exec(con).expect("bars written");
-}
-
 fn wait_for(what: &str, log: &dyn Fn() -> String, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !ok() {
@@ -118,7 +95,7 @@ fn a_scrape_sees_counters_grow_and_readiness_follows_redis() {
         .expect("raw connection");
     let rows = garden_tests::bundled_rows();
     let received = |text: &str| sample(text, "garden_messages_received_total{module=\"tape\"}");
-    feed(&mut con, &rows[..100]);
+    garden_tests::feed_bars(&mut con, "watched", &rows[..100]);
     let mut first = String::new();
     wait_for("the tape's messages counted", &log, || {
         first = get(&addr, "/metrics")
@@ -131,7 +108,7 @@ fn a_scrape_sees_counters_grow_and_readiness_follows_redis() {
         head.to_lowercase().contains("application/openmetrics-text"),
         "{head}"
     );
-    feed(&mut con, &rows[100..300]);
+    garden_tests::feed_bars(&mut con, "watched", &rows[100..300]);
     let mut second = String::new();
     wait_for("the count to grow", &log, || {
         second = get(&addr, "/metrics")

@@ -12,12 +12,12 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use garden_host::Envelope;
 use garden_host::bus::redis::decode_entry;
 use garden_host::bus::{Bus, RedisOptions};
 use garden_host::cluster;
-use garden_host::types::{Body, Plan, Side};
+use garden_host::types::Body;
 use garden_tests::netns::Host;
+use garden_tests::plan;
 use garden_tests::servers::Redis;
 
 const PREFIX: &str = "part";
@@ -97,30 +97,6 @@ fn wait_for(
             logs()
         );
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn plan(n: u64) -> Envelope {
-    let id = format!("p{n}");
-    Envelope {
-        topic: "plan".into(),
-        key: id.clone(),
-        seq: 0,
-        time: n as i64,
-        source: "test".into(),
-        body: Body::Plan(Plan {
-            id,
-            origin: "test".into(),
-            symbol: "EURUSD".into(),
-            side: Side::Long,
-            entry: 1.0,
-            stop: 0.9,
-            target: 1.2,
-            size: 1.0,
-            horizon: 5,
-            confidence: 0.5,
-            time: n as i64,
-        }),
     }
 }
 
