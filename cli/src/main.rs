@@ -5,6 +5,7 @@ mod integrity_cmd;
 mod monitor;
 mod new_cmd;
 mod registry_cmd;
+mod report_cmd;
 mod rotate;
 mod run;
 mod secrets;
@@ -75,6 +76,9 @@ enum Command {
     Audit(registry_cmd::AuditArgs),
     /// The family tree of a run's best variant; or its whole lineage as JSON or CSV.
     Lineage(registry_cmd::LineageArgs),
+    /// A recorded run as one HTML page: equity, drawdown, trades, lineage,
+    /// fitness per generation, calibration, experts and cost per module.
+    Report(report_cmd::ReportArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -109,6 +113,7 @@ fn main() -> std::process::ExitCode {
         Command::Delegate(args) => registry_cmd::delegate(args),
         Command::Audit(args) => registry_cmd::audit(args),
         Command::Lineage(args) => registry_cmd::lineage(args),
+        Command::Report(args) => report_cmd::report(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -88,6 +88,10 @@ pub struct RunArgs {
     /// written in batches off the hot path; `garden run` prints the run id.
     #[arg(long)]
     records: bool,
+    /// Write the run's report (`garden report`) to FILE.html when the replay
+    /// ends; implies `--records`.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<PathBuf>,
     /// Print every message published on TOPIC as it passes, one line each
     /// (time, topic, publisher, key, body); repeat for more topics.
     #[arg(long, value_name = "TOPIC")]
@@ -263,7 +267,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .map_or(0, |d| d.as_millis());
     let started = garden_host::integrity::now_rfc3339();
     let run_id = format!("{started}-{seed}");
-    let mut recorder = args.records.then(|| {
+    let mut recorder = (args.records || args.report.is_some()).then(|| {
         eprintln!(
             "recording run {run_id} into {}",
             garden_host::bus::redis::redacted(&store_url)
@@ -340,6 +344,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut watch = garden_host::audit::Watch::new(audit, "host");
     watch.note(&summary.instances);
     save_run(watch.audit(), &run_id, &started, seed, &summary)?;
+    if let Some(out) = &args.report {
+        let options = garden_report::ReportOptions::default();
+        crate::report_cmd::write(watch.audit(), &run_id, None, &options, out)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

@@ -24,7 +24,7 @@ pub mod runs;
 pub use audit::{AuditCheck, AuditFilter, AuditRecord};
 pub use blocking::Blocking;
 pub use index::ComponentRow;
-pub use runs::RecordRow;
+pub use runs::{RecordRow, RunInfo};
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;

@@ -26,6 +26,19 @@ pub struct RecordRow {
     pub body: String,
 }
 
+/// A stored run, as [`Store::run_info`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunInfo {
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// Its seed, as text (a u64 does not fit every database's integer).
+    pub seed: String,
+    /// The name of the data it replayed.
+    pub data: String,
+    /// Its JSON summary (empty while a daemon garden is still running).
+    pub summary: String,
+}
+
 impl Store {
     /// Record a run: its id, start time, seed, data name, a JSON summary,
     /// and one JSON lineage record per variant (written in one transaction).
@@ -188,6 +201,53 @@ impl Store {
                 ))
             })
             .collect()
+    }
+
+    /// Every record of `topic` in `run`, in order, bodies as stored (JSON,
+    /// or `{"sealed": ...}` where the garden encrypts records at rest).
+    pub async fn records(&self, run: &str, topic: &str) -> Result<Vec<RecordRow>, StoreError> {
+        let rows = sqlx::query(&self.sql(
+            "SELECT n, topic, msg_key, source, time, body FROM records \
+             WHERE run = ? AND topic = ? ORDER BY n",
+        ))
+        .bind(run)
+        .bind(topic)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.db())?;
+        rows.iter()
+            .map(|row| {
+                Ok(RecordRow {
+                    n: row.try_get("n").map_err(self.db())?,
+                    topic: row.try_get("topic").map_err(self.db())?,
+                    key: row.try_get("msg_key").map_err(self.db())?,
+                    source: row.try_get("source").map_err(self.db())?,
+                    time: row.try_get("time").map_err(self.db())?,
+                    body: row.try_get("body").map_err(self.db())?,
+                })
+            })
+            .collect()
+    }
+
+    /// A run's start time, seed, data name and JSON summary, or none if no
+    /// such run is stored.
+    pub async fn run_info(&self, run: &str) -> Result<Option<RunInfo>, StoreError> {
+        let row = sqlx::query(
+            &self.sql("SELECT started_at, seed, data, summary FROM runs WHERE run = ?"),
+        )
+        .bind(run)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.db())?;
+        row.map(|row| {
+            Ok(RunInfo {
+                started_at: row.try_get("started_at").map_err(self.db())?,
+                seed: row.try_get("seed").map_err(self.db())?,
+                data: row.try_get("data").map_err(self.db())?,
+                summary: row.try_get("summary").map_err(self.db())?,
+            })
+        })
+        .transpose()
     }
 
     /// The latest run's id, or none.

@@ -15,4 +15,5 @@ mod readme;
 mod records;
 mod redis_bus;
 mod registry;
+mod report;
 mod tls;
