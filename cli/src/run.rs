@@ -245,7 +245,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         None => None,
     };
-    let progress = |n: usize, view: &dyn garden_host::runtime::View| {
+    let progress = |n: usize, view: &dyn garden_host::replay::View| {
         if let Some(bar) = &bar
             && n.is_multiple_of(64)
         {
@@ -257,6 +257,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             *last = Instant::now();
             metrics.observe_instances(&view.reports());
             metrics.observe_bus(view.bus_totals());
+            metrics.observe_lineage(&view.lineage());
+            metrics.observe_diversity(view.diversity());
+            metrics.observe_reported(&view.reported());
             monitor.update(metrics.encode(), None);
         }
     };

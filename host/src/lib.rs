@@ -30,6 +30,7 @@ pub mod bus;
 pub mod cache;
 pub mod cluster;
 pub mod config;
+pub mod costs;
 pub mod engine;
 pub mod feed;
 pub mod genes;

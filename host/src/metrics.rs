@@ -24,8 +24,8 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::bus::BusStats;
+use crate::costs::{Buckets, Costs, FUEL_BOUNDS, SECONDS_BOUNDS};
 use crate::runtime::InstanceReport;
-use crate::runtime::costs::{Buckets, Costs, FUEL_BOUNDS, SECONDS_BOUNDS};
 
 /// A histogram fed whole buckets at a time (the runtime counts, the
 /// metrics add what grew), encoded as Prometheus histograms are.
@@ -109,6 +109,13 @@ struct CauseOnly {
     cause: String,
 }
 
+/// One metric a module reported about a subject.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReportLabel {
+    subject: String,
+    metric: String,
+}
+
 /// Instances in one state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
@@ -160,7 +167,7 @@ pub struct Metrics {
     bus_dead_letters: Counter,
     bus_refused: Counter,
     round_trips: Counter,
-    round_trip_seconds: Counter<f64, AtomicU64>,
+    round_trip_seconds: SecondsTally,
     audit_failures: Counter,
     audit_failures_seen: u64,
     entries_refused: Counter,
@@ -173,6 +180,9 @@ pub struct Metrics {
     population: Gauge,
     generation: Gauge,
     best_fitness: Gauge<f64, AtomicU64>,
+    diversity: Gauge<f64, AtomicU64>,
+    reported: Family<ReportLabel, Gauge<f64, AtomicU64>>,
+    lease_age: Gauge<f64, AtomicU64>,
     /// Births and retirements counted, by cause.
     lineage_seen: HashMap<(bool, String), u64>,
     seen: HashMap<String, Seen>,
@@ -209,7 +219,7 @@ impl Metrics {
             bus_dead_letters: Counter::default(),
             bus_refused: Counter::default(),
             round_trips: Counter::default(),
-            round_trip_seconds: Counter::default(),
+            round_trip_seconds: seconds_tally(),
             audit_failures: Counter::default(),
             audit_failures_seen: 0,
             entries_refused: Counter::default(),
@@ -222,6 +232,9 @@ impl Metrics {
             population: Gauge::default(),
             generation: Gauge::default(),
             best_fitness: Gauge::default(),
+            diversity: Gauge::default(),
+            reported: Family::default(),
+            lease_age: Gauge::default(),
             lineage_seen: HashMap::new(),
             seen: HashMap::new(),
             bus_seen: BusStats::default(),
@@ -326,6 +339,12 @@ impl Metrics {
             "1 while this daemon leads",
             m.leading.clone(),
         );
+        r.register_with_unit(
+            "garden_lease_age",
+            "Time since this daemon last renewed the leader lease, while it leads (0 otherwise); near the lease's lifetime, leadership is about to pass",
+            Unit::Seconds,
+            m.lease_age.clone(),
+        );
         r.register(
             "garden_live_daemons",
             "Daemons whose heartbeats this daemon sees",
@@ -338,7 +357,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "garden_bus_round_trip",
-            "Time spent in exchanges with Redis; divided by garden_bus_round_trips_total, the mean round trip",
+            "Time of each pipelined exchange with Redis; buckets from 1 µs to 1 s",
             Unit::Seconds,
             m.round_trip_seconds.clone(),
         );
@@ -347,6 +366,15 @@ impl Metrics {
             "Audit records this process failed to write (each is noted in audit-failures.log)",
             m.audit_failures.clone(),
         );
+        m.register_population(r);
+        m.registry = registry;
+        m
+    }
+
+    /// The population's and the modules' reports: births, retirements,
+    /// size, generation, fitness, diversity, and what modules report.
+    fn register_population(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "garden_births",
             "Variants born, by cause (initial, generation, threshold, diversity, recovery, regime)",
@@ -372,8 +400,16 @@ impl Metrics {
             "The best latest fitness among the living variants",
             m.best_fitness.clone(),
         );
-        m.registry = registry;
-        m
+        r.register(
+            "garden_diversity",
+            "The living population's spread of genes (mean normalised spread, 0: clones)",
+            m.diversity.clone(),
+        );
+        r.register(
+            "garden_reported",
+            "The latest metrics modules report about subjects outside the population (e.g. each expert's hit rate and Brier score, as fusion reports them)",
+            m.reported.clone(),
+        );
     }
 
     /// Take in the population's lineage as the decision log (or a replay)
@@ -518,7 +554,7 @@ impl Metrics {
         self.round_trips
             .inc_by(now.round_trips.saturating_sub(was.round_trips));
         self.round_trip_seconds
-            .inc_by(now.round_trip_micros.saturating_sub(was.round_trip_micros) as f64 / 1e6);
+            .add_growth(&now.round_trip_seconds, &was.round_trip_seconds);
     }
 
     /// Take in the audit log's running total of failed writes.
@@ -540,6 +576,34 @@ impl Metrics {
         self.entries_refused
             .inc_by(refused.saturating_sub(self.refused_seen));
         self.refused_seen = self.refused_seen.max(refused);
+    }
+
+    /// Take in the living population's spread of genes.
+    pub fn observe_diversity(&mut self, diversity: Option<f64>) {
+        if let Some(d) = diversity.filter(|d| d.is_finite()) {
+            self.diversity.set(d);
+        }
+    }
+
+    /// Take in what modules last reported about subjects outside the
+    /// population: (subject, [(metric, value)]).
+    pub fn observe_reported(&mut self, reported: &[(String, Vec<(String, f64)>)]) {
+        for (subject, metrics) in reported {
+            for (metric, value) in metrics.iter().filter(|(_, v)| v.is_finite()) {
+                self.reported
+                    .get_or_create(&ReportLabel {
+                        subject: subject.clone(),
+                        metric: metric.clone(),
+                    })
+                    .set(*value);
+            }
+        }
+    }
+
+    /// Take in the time since this daemon renewed the leader lease (none:
+    /// it does not lead).
+    pub fn observe_lease(&mut self, age: Option<std::time::Duration>) {
+        self.lease_age.set(age.map_or(0.0, |a| a.as_secs_f64()));
     }
 
     /// The metrics in the OpenMetrics text format.

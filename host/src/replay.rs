@@ -184,6 +184,57 @@ pub struct RunSummary {
     pub reports: Vec<Score>,
 }
 
+/// What a replay shows its progress callback while it runs (for
+/// `garden run --metrics`): the instances, the bus, the reports and the
+/// population.
+pub trait View {
+    /// A report per instance, in spawn order.
+    fn reports(&self) -> Vec<crate::runtime::InstanceReport>;
+    /// The bus's running totals.
+    fn bus_totals(&self) -> BusStats;
+    /// The latest metrics of each fitness report subject that is not a
+    /// member of the population (e.g. an expert judged by fusion).
+    fn reported(&self) -> Vec<(String, Vec<(String, f64)>)>;
+    /// Every variant's lineage so far (empty without evolution).
+    fn lineage(&self) -> Vec<LineageRecord>;
+    /// The living population's spread of genes, if it has one.
+    fn diversity(&self) -> Option<f64>;
+}
+
+impl<B: Bus> View for Replay<B> {
+    fn reports(&self) -> Vec<crate::runtime::InstanceReport> {
+        self.runtime.instances()
+    }
+
+    fn bus_totals(&self) -> crate::bus::BusStats {
+        self.runtime.bus().stats()
+    }
+
+    fn reported(&self) -> Vec<(String, Vec<(String, f64)>)> {
+        self.board
+            .latest_metrics()
+            .filter(|(subject, _)| !self.population.iter().any(|p| p == subject))
+            .filter(|(subject, _)| {
+                self.evolver
+                    .as_ref()
+                    .is_none_or(|ev| !ev.is_variant(subject))
+            })
+            .map(|(subject, metrics)| (subject.to_string(), metrics.to_vec()))
+            .collect()
+    }
+
+    fn lineage(&self) -> Vec<LineageRecord> {
+        self.evolver
+            .as_ref()
+            .map(Evolver::lineage)
+            .unwrap_or_default()
+    }
+
+    fn diversity(&self) -> Option<f64> {
+        self.evolver.as_ref().and_then(Evolver::diversity)
+    }
+}
+
 /// A pipeline ready to be fed: its instances started on a bus (the memory
 /// bus unless [`Replay::start_on`] is given another).
 pub struct Replay<B: Bus = MemoryBus> {
@@ -506,7 +557,7 @@ pub fn replay_with<B: Bus>(
     options: ReplayOptions,
     taps: &[&str],
     mut tapped: impl FnMut(&[Arc<crate::Envelope>]),
-    mut progress: impl FnMut(usize, &dyn crate::runtime::View),
+    mut progress: impl FnMut(usize, &dyn View),
 ) -> Result<RunSummary, RunError> {
     if rows.is_empty() {
         return Err(RunError::NoData);
@@ -532,7 +583,7 @@ pub fn replay_with<B: Bus>(
         if !taps.is_empty() {
             tapped(&replay.take_tapped());
         }
-        progress(n + 1, replay.runtime());
+        progress(n + 1, &replay);
     }
     let elapsed = started.elapsed().as_secs_f64();
     if taps.is_empty() {

@@ -110,6 +110,13 @@ impl Scoreboard {
         self.tracks.remove(subject);
     }
 
+    /// Each subject's latest metrics, in subject order.
+    pub fn latest_metrics(&self) -> impl Iterator<Item = (&str, &[(String, f64)])> {
+        self.tracks
+            .iter()
+            .map(|(s, t)| (s.as_str(), t.metrics.as_slice()))
+    }
+
     /// Subjects seen, in order.
     pub fn subjects(&self) -> impl Iterator<Item = &str> {
         self.tracks.keys().map(String::as_str)

@@ -262,6 +262,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         messages_refused: 0,
         quarantined: HashMap::new(),
         leader: None,
+        lease_renewed: None,
         next_beat: Instant::now(),
         last_beat: Instant::now(),
         next_leader_poll: Instant::now(),
@@ -383,6 +384,8 @@ struct Daemon {
     messages_refused: u64,
     quarantined: HashMap<String, String>,
     leader: Option<Leader>,
+    /// When this daemon last renewed the leader lease, while it leads.
+    lease_renewed: Option<Instant>,
     next_beat: Instant,
     /// When a heartbeat last went through.
     last_beat: Instant,
@@ -484,6 +487,9 @@ impl Daemon {
         metrics.observe_bus(self.runtime.bus().stats());
         metrics.observe_audit_failures(self.watch.audit().failures());
         metrics.observe_lineage(self.garden.follower.lineage());
+        metrics.observe_diversity(self.leader.as_ref().and_then(Leader::diversity));
+        let renewed = self.lease_renewed.filter(|_| self.leader.is_some());
+        metrics.observe_lease(renewed.map(|at| at.elapsed()));
         metrics.observe_inboxes(self.status.instances.iter().map(|i| {
             garden_host::metrics::InboxRow {
                 instance: &i.id,
@@ -674,15 +680,18 @@ impl Daemon {
                     );
                 }
                 self.status.leader_term = Some(t);
+                self.lease_renewed = Some(Instant::now());
             }
             Ok(None) => {
                 self.leader = None;
                 self.status.leader_term = None;
+                self.lease_renewed = None;
             }
             Err(e) => {
                 eprintln!("leader lease check failed ({e}); not leading");
                 self.leader = None;
                 self.status.leader_term = None;
+                self.lease_renewed = None;
             }
         }
     }

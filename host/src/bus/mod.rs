@@ -129,7 +129,7 @@ impl RecentDeadLetters {
 }
 
 /// Counters every backend keeps.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
 pub struct BusStats {
     /// Messages accepted by `publish`.
     pub published: u64,
@@ -147,6 +147,9 @@ pub struct BusStats {
     pub round_trips: u64,
     /// Their total time, microseconds.
     pub round_trip_micros: u64,
+    /// Their times, seconds, in buckets (for the metrics' histogram).
+    #[serde(skip)]
+    pub round_trip_seconds: crate::costs::SecondsBuckets,
 }
 
 /// Why a bus operation failed.

@@ -129,6 +129,11 @@ impl Leader {
         })
     }
 
+    /// The living population's spread of genes, once evolution started.
+    pub fn diversity(&self) -> Option<f64> {
+        self.evolver.as_ref().and_then(Evolver::diversity)
+    }
+
     /// Entries no trusted daemon wrote that the leader ignored (bars,
     /// fitness, context) since the last call, to count and audit.
     pub fn take_refused(&mut self) -> u64 {

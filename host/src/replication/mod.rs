@@ -747,24 +747,19 @@ impl Evolver {
                 break;
             }
         }
-        self.diversity(bar, habitat);
+        self.inject_if_collapsed(bar, habitat);
     }
 
-    fn diversity<H: Habitat>(&mut self, bar: usize, habitat: &mut H) {
+    /// Fresh random variants when the genes have collapsed.
+    fn inject_if_collapsed<H: Habitat>(&mut self, bar: usize, habitat: &mut H) {
         let Some(first) = self.variants.iter().find(|v| v.alive()) else {
             return;
         };
         let module = first.module.clone();
-        let genes = module.info().genes.clone();
-        let living: Vec<&[Param]> = self
-            .variants
-            .iter()
-            .filter(|v| v.alive() && v.record.component == module.digest())
-            .map(|v| v.params.as_slice())
-            .collect();
-        if living.len() < 2 || genome::diversity(&genes, &living) >= self.cfg.diversity_min {
+        if self.diversity().is_none_or(|d| d >= self.cfg.diversity_min) {
             return;
         }
+        let genes = module.info().genes.clone();
         let room = self.cfg.cap.saturating_sub(self.living());
         for _ in 0..self.cfg.inject.min(room) {
             let params = crate::genes::random(&genes, &mut self.rng);
@@ -800,6 +795,26 @@ impl Evolver {
                 .collect();
             self.variants[i].record.fitness_by_label = by_label;
         }
+    }
+
+    /// The living population's spread of genes (mean normalised spread
+    /// of the variants running the first living variant's code, as the
+    /// diversity rule measures it), or none with fewer than two.
+    pub fn diversity(&self) -> Option<f64> {
+        let first = self.variants.iter().find(|v| v.alive())?;
+        let module = &first.module;
+        let living: Vec<&[Param]> = self
+            .variants
+            .iter()
+            .filter(|v| v.alive() && v.record.component == module.digest())
+            .map(|v| v.params.as_slice())
+            .collect();
+        (living.len() >= 2).then(|| genome::diversity(&module.info().genes, &living))
+    }
+
+    /// Whether `id` is, or was, a variant of the population.
+    pub fn is_variant(&self, id: &str) -> bool {
+        self.variants.iter().any(|v| v.record.id == id)
     }
 
     /// Every variant that ever lived, in birth order.

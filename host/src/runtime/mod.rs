@@ -15,7 +15,8 @@
 //! quarantined: unsubscribed, its inbox dead-lettered.
 
 mod cohort;
-pub mod costs;
+/// Costs per message, kept here for the runtime's users.
+pub use crate::costs;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -145,25 +146,6 @@ pub struct InstanceReport {
     pub refused_publishes: u64,
     /// The latest failure, if any.
     pub last_error: Option<String>,
-}
-
-/// What a runtime shows while it runs, whatever its bus: for progress
-/// callbacks that watch a replay (metrics of a long `garden run`).
-pub trait View {
-    /// A report per instance, in spawn order.
-    fn reports(&self) -> Vec<InstanceReport>;
-    /// The bus's running totals.
-    fn bus_totals(&self) -> crate::bus::BusStats;
-}
-
-impl<B: Bus> View for Runtime<B> {
-    fn reports(&self) -> Vec<InstanceReport> {
-        self.instances()
-    }
-
-    fn bus_totals(&self) -> crate::bus::BusStats {
-        self.bus.stats()
-    }
 }
 
 /// Totals over the run.

@@ -26,7 +26,9 @@
 //! supported and opposed, hit rate of its supported plans, the Brier score
 //! of the fused confidence over the plans it spoke about, weight) and itself (`fusion`: the Brier score of the fused
 //! confidence and a calibration table of confidence bins against realised
-//! win rates) as fitness reports the host lists.
+//! win rates) as fitness reports the host lists: at the end of the stream,
+//! and every `report-every` bars if that setting is above 0 (so that
+//! `garden run --metrics` and a daemon's page show them as they change).
 //!
 //! A plan
 //! waits for every expert named in the `experts` setting (comma-separated)
@@ -171,6 +173,9 @@ pub struct Fusion {
     experts: Vec<String>,
     deadline_bars: u32,
     confirm_min: usize,
+    /// Report the experts every this many bars (0: only at the end).
+    report_every: u32,
+    bars_since_report: u32,
     /// Keyed by plan id; BTreeMap so flushing order is deterministic.
     pending: BTreeMap<String, Pending>,
     records: BTreeMap<String, Record>,
@@ -369,6 +374,11 @@ impl Fusion {
     }
 
     fn on_bar(&mut self, symbol: &str, out: &mut Outbox) {
+        self.bars_since_report += 1;
+        if self.report_every > 0 && self.bars_since_report >= self.report_every {
+            self.bars_since_report = 0;
+            self.report(out);
+        }
         let mut due = Vec::new();
         for (id, p) in self.pending.iter_mut() {
             if p.symbol.as_deref().is_none_or(|s| s == symbol) {
@@ -410,6 +420,12 @@ impl Module for Fusion {
             ));
         }
         let confirm_min = ctx.setting_f64("confirm-min", experts.len().div_ceil(2) as f64)?;
+        let report_every = ctx.setting_f64("report-every", 0.0)?;
+        if !(0.0..=1e9).contains(&report_every) || report_every.fract() != 0.0 {
+            return Err(format!(
+                "report-every must be a whole number of bars (0: only at the end), got {report_every}"
+            ));
+        }
         if !(0.0..=100.0).contains(&confirm_min) || confirm_min.fract() != 0.0 {
             return Err(format!(
                 "confirm-min must be a whole number in 0..=100, got {confirm_min}"
@@ -423,6 +439,8 @@ impl Module for Fusion {
             experts,
             deadline_bars: deadline as u32,
             confirm_min: confirm_min as usize,
+            report_every: report_every as u32,
+            bars_since_report: 0,
             pending: BTreeMap::new(),
             open: BTreeMap::new(),
             outcomes: Vec::new(),
@@ -531,6 +549,51 @@ mod tests {
             close: 1.0,
             volume: 1.0,
         })
+    }
+
+    #[test]
+    fn reports_come_every_report_every_bars_when_asked() {
+        let reports = |every: &str, bars: usize| {
+            let mut f = Fusion::init(InitContext {
+                member: 0,
+                snapshot: None,
+                instance: "f".into(),
+                params: vec![],
+                settings: vec![
+                    Setting {
+                        name: "experts".into(),
+                        value: "e1,e2".into(),
+                    },
+                    Setting {
+                        name: "report-every".into(),
+                        value: every.into(),
+                    },
+                ],
+            })
+            .unwrap();
+            let mut out = Outbox::new();
+            for _ in 0..bars {
+                f.on_message(&env(bar()), &mut out).unwrap();
+            }
+            out.messages()
+                .iter()
+                .filter(|m| matches!(m.body, Body::Fitness(_)))
+                .count()
+        };
+        // Two experts and fusion itself, twice in five bars.
+        assert_eq!(reports("2", 5), 6);
+        assert_eq!(reports("0", 5), 0);
+        let bad = Fusion::init(InitContext {
+            member: 0,
+            snapshot: None,
+            instance: "f".into(),
+            params: vec![],
+            settings: vec![Setting {
+                name: "report-every".into(),
+                value: "1.5".into(),
+            }],
+        });
+        assert!(bad.is_err());
     }
 
     fn scored(out: &Outbox) -> Vec<ScoredPlan> {

@@ -158,8 +158,14 @@ fn a_scrape_sees_counters_grow_and_readiness_follows_redis() {
         sample(&second, "garden_bus_round_trips_total") > 0.0,
         "{second}"
     );
+    let timed = sample(&second, "garden_bus_round_trip_seconds_bucket{le=\"+Inf\"}");
     assert!(
-        sample(&second, "garden_bus_round_trip_seconds_total") > 0.0,
+        timed > 0.0 && timed == sample(&second, "garden_bus_round_trips_total"),
+        "every round trip is in the histogram: {second}"
+    );
+    assert!(
+        sample(&second, "garden_lease_age_seconds") >= 0.0
+            && second.contains("# TYPE garden_lease_age_seconds gauge"),
         "{second}"
     );
     assert!(
@@ -243,6 +249,17 @@ fn a_long_run_serves_its_metrics_while_it_runs() {
     });
     wait_for("the count to grow while it runs", &log, || {
         get(&addr, "/metrics").is_some_and(|(_, _, b)| received(&b) > first)
+    });
+    // What fusion reports about each expert, the population and its spread.
+    wait_for("the experts' reports and the population", &log, || {
+        get(&addr, "/metrics").is_some_and(|(_, _, b)| {
+            b.contains("garden_reported{subject=\"expert:expert-anomaly\",metric=\"hit-rate\"}")
+                && b.contains(
+                    "garden_reported{subject=\"expert:expert-sequence\",metric=\"brier\"}",
+                )
+                && sample(&b, "garden_population") >= 2.0
+                && sample(&b, "garden_diversity") > 0.0
+        })
     });
     assert_eq!(get(&addr, "/readyz").map(|(c, _, _)| c), Some(200));
     assert!(

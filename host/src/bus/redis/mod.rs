@@ -694,8 +694,11 @@ impl RedisBus {
         let sent = Instant::now();
         let replies: Vec<Value> = pipe.query(conn)?;
         self.stats.round_trips += 1;
-        self.stats.round_trip_micros +=
-            u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let took = sent.elapsed();
+        self.stats.round_trip_micros += u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.stats
+            .round_trip_seconds
+            .observe_seconds(took.as_secs_f64());
         if claim {
             self.last_claim = Instant::now();
         }
