@@ -484,23 +484,27 @@ mod tests {
     use garden_sdk::{Bar, Setting, Side};
 
     fn fusion(experts: &str, deadline: u32) -> Fusion {
+        with_settings(&[
+            ("experts", experts),
+            ("deadline-bars", &deadline.to_string()),
+        ])
+        .unwrap()
+    }
+
+    fn with_settings(settings: &[(&str, &str)]) -> Result<Fusion, String> {
         Fusion::init(InitContext {
             member: 0,
             snapshot: None,
             instance: "f".into(),
             params: vec![],
-            settings: vec![
-                Setting {
-                    name: "experts".into(),
-                    value: experts.into(),
-                },
-                Setting {
-                    name: "deadline-bars".into(),
-                    value: deadline.to_string(),
-                },
-            ],
+            settings: settings
+                .iter()
+                .map(|(name, value)| Setting {
+                    name: (*name).into(),
+                    value: (*value).into(),
+                })
+                .collect(),
         })
-        .unwrap()
     }
 
     fn plan(id: &str, confidence: f64) -> Plan {
@@ -554,23 +558,7 @@ mod tests {
     #[test]
     fn reports_come_every_report_every_bars_when_asked() {
         let reports = |every: &str, bars: usize| {
-            let mut f = Fusion::init(InitContext {
-                member: 0,
-                snapshot: None,
-                instance: "f".into(),
-                params: vec![],
-                settings: vec![
-                    Setting {
-                        name: "experts".into(),
-                        value: "e1,e2".into(),
-                    },
-                    Setting {
-                        name: "report-every".into(),
-                        value: every.into(),
-                    },
-                ],
-            })
-            .unwrap();
+            let mut f = with_settings(&[("experts", "e1,e2"), ("report-every", every)]).unwrap();
             let mut out = Outbox::new();
             for _ in 0..bars {
                 f.on_message(&env(bar()), &mut out).unwrap();
@@ -583,16 +571,7 @@ mod tests {
         // Two experts and fusion itself, twice in five bars.
         assert_eq!(reports("2", 5), 6);
         assert_eq!(reports("0", 5), 0);
-        let bad = Fusion::init(InitContext {
-            member: 0,
-            snapshot: None,
-            instance: "f".into(),
-            params: vec![],
-            settings: vec![Setting {
-                name: "report-every".into(),
-                value: "1.5".into(),
-            }],
-        });
+        let bad = with_settings(&[("report-every", "1.5")]);
         assert!(bad.is_err());
     }
 
