@@ -52,6 +52,7 @@ fn plan(i: usize, row: &Row) -> Envelope {
             confidence: 0.55,
             time: row.time,
         }),
+        trace: garden_host::message::Trace::default(),
     }
 }
 

@@ -64,6 +64,7 @@ fn plan(n: u64, sent_nanos: i64) -> Envelope {
             confidence: 0.61,
             time: 1_700_000_000_000,
         }),
+        trace: garden_host::message::Trace::default(),
     }
 }
 

@@ -10,6 +10,7 @@ mod rotate;
 mod run;
 mod secrets;
 mod status;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,11 @@ use clap::{Parser, Subcommand};
     about = "A host for sandboxed WebAssembly modules that evolve"
 )]
 struct Cli {
+    /// Export spans (load, instantiate; with GARDEN_OTLP_LOG=garden_host=debug
+    /// also handle, publish, selection) to an OpenTelemetry collector over
+    /// OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces (or $GARDEN_OTLP).
+    #[arg(long, global = true, value_name = "URL", env = "GARDEN_OTLP")]
+    otlp: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -82,18 +88,14 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GARDEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // Spans (load, instantiate, handle, publish, selection) print when
-        // they close, with their time, at the level GARDEN_LOG lets through.
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-        .init();
     let cli = Cli::parse();
+    let telemetry = match telemetry::Telemetry::init(cli.otlp.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Daemon(args) => daemon::daemon(args),
@@ -115,6 +117,7 @@ fn main() -> std::process::ExitCode {
         Command::Lineage(args) => registry_cmd::lineage(args),
         Command::Report(args) => report_cmd::report(args),
     };
+    telemetry.shutdown();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

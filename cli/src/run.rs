@@ -1,5 +1,6 @@
 //! `garden run`: replay data through the pipeline and report.
 
+use std::cell::{Cell, RefCell};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use garden_host::integrity;
 use garden_host::records::{RECORDED_TOPICS, Recorder};
 use garden_host::replay::{ReplayOptions, replay_with};
 use garden_host::{Engine, render};
+use garden_report::latency::Latency;
+use garden_report::topics;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Longest the recorder keeps trying to write what is left when a run ends.
@@ -232,35 +235,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         steps_per_year: 0.0,
         per_call: 0,
     };
-    let mut watched = match args.metrics {
-        Some(addr) => {
-            let monitor = crate::monitor::Monitor::serve(addr, METRICS_STALE)?;
-            eprintln!("metrics on http://{}/metrics", monitor.addr());
-            monitor.update(String::new(), None);
-            Some((
-                garden_host::metrics::Metrics::new(),
-                monitor,
-                Instant::now(),
-            ))
-        }
-        None => None,
-    };
+    let watched = args.metrics.map(Watched::serve).transpose()?;
     let progress = |n: usize, view: &dyn garden_host::replay::View| {
         if let Some(bar) = &bar
             && n.is_multiple_of(64)
         {
             bar.set_position(n as u64);
         }
-        if let Some((metrics, monitor, last)) = watched.as_mut()
-            && last.elapsed() >= METRICS_EVERY
-        {
-            *last = Instant::now();
-            metrics.observe_instances(&view.reports());
-            metrics.observe_bus(view.bus_totals());
-            metrics.observe_lineage(&view.lineage());
-            metrics.observe_diversity(view.diversity());
-            metrics.observe_reported(&view.reported());
-            monitor.update(metrics.encode(), None);
+        if let Some(w) = &watched {
+            w.progress(view);
         }
     };
     // A replay's keys are its own unless a prefix is given, so it never
@@ -283,12 +266,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let mut taps: Vec<&str> = args.show.iter().map(String::as_str).collect();
     if recorder.is_some() {
-        taps.extend(
-            RECORDED_TOPICS
-                .iter()
-                .filter(|t| !args.show.iter().any(|s| s == *t)),
-        );
+        taps.extend(RECORDED_TOPICS);
     }
+    if watched.is_some() {
+        taps.extend(LATENCY_TOPICS);
+    }
+    taps.sort_unstable();
+    taps.dedup();
     // Topics tapped only because --show asked: the host reads the fitness
     // and context topics itself, and those are recorded with a run.
     let show_only: Vec<&str> = args
@@ -302,6 +286,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         })
         .collect();
     let record = |m: &[Arc<garden_host::Envelope>]| {
+        if let Some(w) = &watched {
+            w.tapped(m);
+        }
         for shown in m.iter().filter(|m| args.show.contains(&m.topic)) {
             let line = render::message_line(shown);
             match &bar {
@@ -357,6 +344,58 @@ pub fn run(args: RunArgs) -> Result<()> {
         print!("{}", render::table(&summary));
     }
     never_started(&summary.instances)
+}
+
+/// Topics whose messages time the trading path (`garden_latency_seconds`).
+const LATENCY_TOPICS: [&str; 3] = [topics::PLAN, topics::DECISION, topics::FILL];
+/// Plans and decisions at most waiting for their match.
+const LATENCY_PENDING: usize = 100_000;
+
+/// A run's metrics page while it runs: rebuilt from the replay's view every
+/// [`METRICS_EVERY`], and the path's latency timed from the tapped messages.
+struct Watched {
+    metrics: RefCell<garden_host::metrics::Metrics>,
+    monitor: crate::monitor::Monitor,
+    last: Cell<Instant>,
+    latency: RefCell<Latency>,
+}
+
+impl Watched {
+    fn serve(addr: std::net::SocketAddr) -> Result<Watched> {
+        let monitor = crate::monitor::Monitor::serve(addr, METRICS_STALE)?;
+        eprintln!("metrics on http://{}/metrics", monitor.addr());
+        monitor.update(String::new(), None);
+        Ok(Watched {
+            metrics: RefCell::new(garden_host::metrics::Metrics::new()),
+            monitor,
+            last: Cell::new(Instant::now()),
+            latency: RefCell::new(Latency::new(LATENCY_PENDING)),
+        })
+    }
+
+    fn progress(&self, view: &dyn garden_host::replay::View) {
+        if self.last.get().elapsed() < METRICS_EVERY {
+            return;
+        }
+        self.last.set(Instant::now());
+        let mut metrics = self.metrics.borrow_mut();
+        metrics.observe_instances(&view.reports());
+        metrics.observe_bus(view.bus_totals());
+        metrics.observe_lineage(&view.lineage());
+        metrics.observe_diversity(view.diversity());
+        metrics.observe_reported(&view.reported());
+        self.monitor.update(metrics.encode(), None);
+    }
+
+    fn tapped(&self, messages: &[Arc<garden_host::Envelope>]) {
+        let mut latency = self.latency.borrow_mut();
+        let mut metrics = self.metrics.borrow_mut();
+        for m in messages {
+            if let Some((hop, took)) = latency.observe(m) {
+                metrics.observe_latency(hop.name(), took.as_secs_f64());
+            }
+        }
+    }
 }
 
 /// An error naming every module none of whose instances ever handled a

@@ -351,6 +351,7 @@ mod tests {
             time: 1,
             source: "trader".into(),
             body: Body::Retired("alpha-ema.3".into()),
+            trace: crate::message::Trace::default(),
         };
         let clear = row("run-1", 7, &message, None).body;
         let stored = row("run-1", 7, &message, Some(&keys)).body;

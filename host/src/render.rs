@@ -301,6 +301,7 @@ mod tests {
             time: 1_700_000_000_000,
             source: "rsi-watch.0".into(),
             body,
+            trace: crate::message::Trace::default(),
         }
     }
 

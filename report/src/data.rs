@@ -19,6 +19,10 @@ use crate::ReportError;
 pub mod topics {
     /// Bars of the replayed data.
     pub const BAR: &str = "bar";
+    /// The alphas' plans.
+    pub const PLAN: &str = "plan";
+    /// The risk module's decisions.
+    pub const DECISION: &str = "decision";
     /// Fused plans (their confidence is what the calibration judges).
     pub const SCORED: &str = "scored";
     /// The experts' opinions.

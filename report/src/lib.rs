@@ -10,6 +10,7 @@
 
 mod data;
 mod figures;
+pub mod latency;
 mod page;
 
 pub use data::{InstanceCost, RunData, Summary, topics};

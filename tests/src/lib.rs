@@ -341,6 +341,7 @@ pub fn plan(n: u64) -> garden_host::Envelope {
             confidence: 0.5,
             time: n as i64,
         }),
+        trace: garden_host::message::Trace::default(),
     }
 }
 

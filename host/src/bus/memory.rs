@@ -232,6 +232,7 @@ mod tests {
             time: 0,
             source: "test".into(),
             body: Body::Custom(vec![n]),
+            trace: crate::message::Trace::default(),
         }
     }
 

@@ -143,6 +143,10 @@ pub struct BusStats {
     /// Entries refused because no trusted writer made them (each is also a
     /// dead letter).
     pub refused: u64,
+    /// Handler outputs not written because the same output (same
+    /// publisher, input and place in the call) was written before: an
+    /// input handled again after a claim or a restart.
+    pub deduplicated: u64,
     /// Round trips to a remote broker (one pipelined exchange each).
     pub round_trips: u64,
     /// Their total time, microseconds.

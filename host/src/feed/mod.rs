@@ -122,6 +122,7 @@ pub fn bar_message(topic: &str, symbol: &str, row: &csv::Row) -> Envelope {
             close: row.close,
             volume: row.volume,
         }),
+        trace: crate::message::Trace::now(),
     }
 }
 

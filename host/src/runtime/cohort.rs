@@ -35,6 +35,8 @@ pub(super) enum Outcome {
     /// Handled; these were published (at the message's event time).
     Handled {
         time: i64,
+        /// The input's topic and sequence number (its identity on the bus).
+        input: (String, u64),
         staged: Vec<crate::sandbox::Staged>,
     },
     /// Failed; the message (if any) becomes a dead letter.
@@ -508,6 +510,7 @@ impl Cohort {
                 if !staged.is_empty() {
                     slot.outcomes.push(Outcome::Handled {
                         time: message.time,
+                        input: (message.topic.clone(), message.seq),
                         staged,
                     });
                 }

@@ -442,6 +442,7 @@ impl<B: Bus> Runtime<B> {
             time,
             source: HOST_SUBSCRIBER.into(),
             body: Body::EndOfStream,
+            trace: crate::message::Trace::now(),
         });
     }
 
@@ -521,6 +522,7 @@ impl<B: Bus> Runtime<B> {
             time,
             source: HOST_SUBSCRIBER.into(),
             body: Body::Retired(id.to_string()),
+            trace: crate::message::Trace::now(),
         });
         true
     }
@@ -718,9 +720,14 @@ impl<B: Bus> Runtime<B> {
         let outcomes = std::mem::take(&mut self.slot_mut(at).outcomes);
         for outcome in outcomes {
             match outcome {
-                Outcome::Handled { time, staged } => {
+                Outcome::Handled {
+                    time,
+                    input,
+                    staged,
+                } => {
                     let slot = self.slot_mut(at);
-                    for s in staged {
+                    let now = (!staged.is_empty()).then(std::time::SystemTime::now);
+                    for (index, s) in staged.into_iter().enumerate() {
                         slot.unsent.push_back(Envelope {
                             topic: s.topic,
                             key: s.key,
@@ -728,6 +735,14 @@ impl<B: Bus> Runtime<B> {
                             time,
                             source: slot.id.clone(),
                             body: s.body,
+                            trace: crate::message::Trace {
+                                published_at: now,
+                                origin: Some(crate::message::Origin {
+                                    topic: input.0.clone(),
+                                    seq: input.1,
+                                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                                }),
+                            },
                         });
                     }
                 }

@@ -194,6 +194,7 @@ fn feedback(to: &str, pnl: f64) -> Envelope {
             exit: FillKind::Target,
             bars_held: 1,
         }),
+        trace: garden_host::message::Trace::default(),
     }
 }
 

@@ -259,6 +259,8 @@ fn a_long_run_serves_its_metrics_while_it_runs() {
                 )
                 && sample(&b, "garden_population") >= 2.0
                 && sample(&b, "garden_diversity") > 0.0
+                && sample(&b, "garden_latency_seconds_count{hop=\"plan_to_decision\"}") > 0.0
+                && sample(&b, "garden_latency_seconds_count{hop=\"decision_to_fill\"}") > 0.0
         })
     });
     assert_eq!(get(&addr, "/readyz").map(|(c, _, _)| c), Some(200));
@@ -269,21 +271,27 @@ fn a_long_run_serves_its_metrics_while_it_runs() {
     );
 }
 
-/// With `GARDEN_LOG`, the spans of loading, instantiating, handling and
-/// selection print as they close, with the instance and their time.
-#[test]
-fn spans_show_what_the_host_did_and_for_how_long() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// The first `bars` bars of the bundled data, as a file in `dir`.
+fn short_data(dir: &std::path::Path, bars: usize) -> std::path::PathBuf {
     let bundled =
         std::fs::read_to_string(garden_tests::languages::root().join("data/EURUSD_H1.csv"))
             .expect("the bundled data");
     let short: String = bundled
         .lines()
-        .take(301)
+        .take(bars + 1)
         .map(|l| format!("{l}\n"))
         .collect();
-    let data = dir.path().join("short.csv");
+    let data = dir.join("short.csv");
     std::fs::write(&data, short).expect("writes");
+    data
+}
+
+/// With `GARDEN_LOG`, the spans of loading, instantiating, handling and
+/// selection print as they close, with the instance and their time.
+#[test]
+fn spans_show_what_the_host_did_and_for_how_long() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = short_data(dir.path(), 300);
     let out = garden_tests::garden()
         .env("GARDEN_LOG", "garden_host=debug")
         .args(["run", "--variants", "2", "--data"])
@@ -313,4 +321,89 @@ fn spans_show_what_the_host_did_and_for_how_long() {
         !log.contains('\u{1b}'),
         "no colour codes outside a terminal"
     );
+}
+
+/// A collector stand-in that is a real HTTP server: it answers every
+/// request `200` and keeps (path, content type, body).
+fn collector() -> (String, std::sync::mpsc::Receiver<(String, String, Vec<u8>)>) {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = listener.local_addr().expect("its address").to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split(' ').nth(1).unwrap_or_default().to_string();
+                    let (mut length, mut kind) = (0usize, String::new());
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let header = header.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        let (name, value) = header.split_once(':').unwrap_or((header, ""));
+                        match name.to_ascii_lowercase().as_str() {
+                            "content-length" => length = value.trim().parse().unwrap_or(0),
+                            "content-type" => kind = value.trim().to_string(),
+                            _ => {}
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let _ = tx.send((path, kind, body));
+                    let _ = reader
+                        .get_mut()
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// `--otlp URL` sends the spans to an OpenTelemetry collector over
+/// OTLP/HTTP: protobuf posts to the path given, naming the service and the
+/// spans, all flushed before the command exits.
+#[test]
+fn spans_are_exported_to_an_otlp_collector() {
+    let (addr, received) = collector();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = short_data(dir.path(), 200);
+    let out = garden_tests::garden()
+        .env("GARDEN_OTLP_LOG", "garden_host=debug")
+        .args(["run", "--variants", "2", "--otlp"])
+        .arg(format!("http://{addr}/v1/traces"))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .expect("garden run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let posts: Vec<_> = received.try_iter().collect();
+    assert!(!posts.is_empty(), "no span reached the collector");
+    let mut all = Vec::new();
+    for (path, kind, body) in &posts {
+        assert_eq!(path, "/v1/traces");
+        assert_eq!(kind, "application/x-protobuf");
+        all.extend_from_slice(body);
+    }
+    let has = |what: &str| all.windows(what.len()).any(|w| w == what.as_bytes());
+    for name in ["garden", "load", "instantiate", "handle", "selection"] {
+        assert!(has(name), "no `{name}` in what was exported");
+    }
 }

@@ -277,12 +277,16 @@ fn three_daemons_survive_partitions_of_a_follower_and_the_leader() {
         "{total} plans, {} judged, {twice} judged more than once",
         counts.len()
     );
-    // At least once: a plan handled after an instance's last checkpoint
-    // is handled again where it restarts from it (after a handover, a
-    // fence or a crash), and its evidence published again; the plan id
-    // makes that harmless downstream. Those are a minority.
+    // A plan handled after an instance's last checkpoint is handled again
+    // where it restarts from it (after a handover, a fence or a crash), but
+    // its outputs are written once: each carries a publish id (publisher,
+    // input, place in the call) that Redis keeps per stream. Before the
+    // ids, 153 to 169 of the 1,200 were judged twice; with them, none in
+    // every run so far. The bound leaves room for the one case the ids do
+    // not cover: a restarted instance that sees its pending inputs in
+    // another order may publish an output in answer to another input.
     assert!(
-        twice * 3 < total as usize,
+        twice * 100 < total as usize,
         "{twice} of {total} plans judged more than once"
     );
     // The follower, back after more than a heartbeat's lifetime, knew it

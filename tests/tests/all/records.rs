@@ -80,6 +80,7 @@ fn record_writes_are_retried_across_a_postgres_restart_and_none_is_lost() {
             time: n,
             source: "trader".into(),
             body: Body::Retired(format!("m{n}")),
+            trace: garden_host::message::Trace::default(),
         })
     };
     let mut recorder = Recorder::start(&pg.url(), "restart");

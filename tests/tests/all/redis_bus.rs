@@ -43,6 +43,7 @@ fn msg(topic: &str, key: &str, n: i64) -> Envelope {
         time: n,
         source: "test".into(),
         body: Body::Retired(format!("{key}-{n}")),
+        trace: garden_host::message::Trace::default(),
     }
 }
 
@@ -209,6 +210,58 @@ fn shared_delivery_keeps_per_key_order_and_broadcast_reaches_everyone() {
             assert!(times.is_empty() || other.iter().all(|m| m.key != key));
         }
     }
+}
+
+/// An output of `input`'s handling, `index`-th of its call.
+fn output(input_seq: u64, index: u32, n: i64) -> Envelope {
+    let mut m = msg("evidence", "p1", n);
+    m.source = "expert.0".into();
+    m.trace.origin = Some(garden_host::message::Origin {
+        topic: "plan".into(),
+        seq: input_seq,
+        index,
+    });
+    m
+}
+
+/// The same output of the same input, published by two daemons (the one
+/// that handled it first and the one that claimed the input after a
+/// partition) or twice by one (a restart from a snapshot, a resend after a
+/// lost reply), is written once; another output is not held back.
+#[test]
+fn an_output_handled_twice_is_written_once() {
+    let redis = Redis::start();
+    let mut first = garden_tests::shared_bus(options(&redis, "once", "d1")).expect("connects");
+    let mut second = garden_tests::shared_bus(options(&redis, "once", "d2")).expect("connects");
+    first.publish(output(42, 0, 1)).expect("publishes");
+    first.pump();
+    second.publish(output(42, 0, 2)).expect("publishes");
+    second.publish(output(42, 1, 3)).expect("publishes");
+    second.publish(output(43, 0, 4)).expect("publishes");
+    second.pump();
+    first.publish(output(42, 0, 5)).expect("publishes");
+    first.pump();
+    let mut con = raw(&redis);
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("once:t:evidence")
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .expect("the stream");
+    let times: Vec<i64> = entries
+        .iter()
+        .filter_map(|(_, fields)| fields.iter().find(|(k, _)| k == "m"))
+        .filter_map(|(_, m)| serde_json::from_str::<serde_json::Value>(m).ok())
+        .filter_map(|m| m["time"].as_i64())
+        .collect();
+    assert_eq!(
+        times,
+        [1, 3, 4],
+        "the first copy only, and every other output"
+    );
+    assert_eq!(first.stats().deduplicated + second.stats().deduplicated, 2);
+    // The id does not travel in the entry.
+    assert!(entries.iter().all(|(_, f)| f.iter().all(|(k, _)| k != "p")));
 }
 
 #[test]

@@ -43,6 +43,7 @@ fn the_bus_speaks_tls_to_redis_and_refuses_a_server_it_cannot_verify() {
         time: 1,
         source: "test".into(),
         body: Body::Retired("over TLS".into()),
+        trace: garden_host::message::Trace::default(),
     })
     .expect("publishes");
     for _ in 0..3 {

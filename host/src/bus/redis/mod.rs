@@ -164,6 +164,8 @@ struct Fetched {
 /// routes acknowledged, the groups read and the routes claimed from.
 struct Round {
     creating: Vec<usize>,
+    /// The pipeline loads [`wire::PUBLISH_ONCE`] before its writes.
+    loaded: bool,
     forwarding: Vec<(i64, String, Fields)>,
     acked: Vec<usize>,
     reading: Vec<Vec<usize>>,
@@ -183,6 +185,8 @@ impl Round {
 /// The Redis Streams bus.
 pub struct RedisBus {
     options: RedisOptions,
+    /// [`wire::PUBLISH_ONCE`], loaded by every pipeline that uses it.
+    once: redis::Script,
     client: redis::Client,
     conn: Option<redis::Connection>,
     /// This process: distinguishes its publishes from an earlier run's.
@@ -252,6 +256,7 @@ impl RedisBus {
             seen_order: VecDeque::new(),
         });
         let mut bus = RedisBus {
+            once: redis::Script::new(wire::PUBLISH_ONCE),
             incarnation: format!("{}@{nanos:x}", options.consumer),
             auth: EntryAuth::ephemeral(),
             refused_entries: HashSet::default(),
@@ -607,13 +612,12 @@ impl RedisBus {
         let maxlen = self.options.maxlen.to_string();
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
+        let loaded = wire::any_once(self.outgoing.iter().map(|(_, f)| f.as_slice()));
+        if loaded {
+            pipe.load_script(&self.once);
+        }
         for (stream, fields) in &self.outgoing {
-            xadd(
-                &mut pipe,
-                stream,
-                &maxlen,
-                fields.iter().map(|(k, v)| (*k, v)),
-            );
+            wire::append(&mut pipe, &self.once, stream, &maxlen, fields);
         }
         let creating: Vec<usize> = (0..self.routes.len())
             .filter(|i| self.routes[*i].create)
@@ -624,7 +628,7 @@ impl RedisBus {
         match pipe.query::<Vec<Value>>(conn) {
             Ok(replies) => {
                 self.stats.published += self.outgoing.len() as u64;
-                let sent = self.outgoing.len();
+                let sent = self.outgoing.len() + usize::from(loaded);
                 self.outgoing.clear();
                 for (i, reply) in creating.into_iter().zip(replies.into_iter().skip(sent)) {
                     match reply {
@@ -663,7 +667,7 @@ impl RedisBus {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         let creating = self.queue_group_creation(&mut pipe);
-        self.queue_writes(&mut pipe, &forwarding);
+        let loaded = self.queue_writes(&mut pipe, &forwarding);
         let writes = self.outgoing.len() + self.dead_out.len();
         let acked = self.queue_acks(&mut pipe);
         let reading = self.queue_reads(&mut pipe);
@@ -674,6 +678,7 @@ impl RedisBus {
         };
         let plan = Round {
             creating,
+            loaded,
             forwarding,
             acked,
             reading,
@@ -752,14 +757,23 @@ impl RedisBus {
 
     /// Queue the XADDs: parked entries first (`forwarding`, given here
     /// only to keep their order), then this round's publishes, then dead
-    /// letters.
-    fn queue_writes(&self, pipe: &mut redis::Pipeline, forwarding: &[(i64, String, Fields)]) {
+    /// letters. True if the pipeline loads [`wire::PUBLISH_ONCE`] first.
+    fn queue_writes(
+        &self,
+        pipe: &mut redis::Pipeline,
+        forwarding: &[(i64, String, Fields)],
+    ) -> bool {
         let maxlen = self.options.maxlen.to_string();
+        let loaded = wire::any_once(forwarding.iter().map(|(_, _, f)| f.as_slice()))
+            || wire::any_once(self.outgoing.iter().map(|(_, f)| f.as_slice()));
+        if loaded {
+            pipe.load_script(&self.once);
+        }
         for (_, stream, fields) in forwarding {
-            xadd(pipe, stream, &maxlen, fields.iter().map(|(k, v)| (k, v)));
+            wire::append(pipe, &self.once, stream, &maxlen, fields);
         }
         for (stream, fields) in &self.outgoing {
-            xadd(pipe, stream, &maxlen, fields.iter().map(|(k, v)| (*k, v)));
+            wire::append(pipe, &self.once, stream, &maxlen, fields);
         }
         let dead_stream = format!("{}:dead", self.options.prefix);
         for fields in &self.dead_out {
@@ -770,6 +784,7 @@ impl RedisBus {
                 fields.iter().map(|(k, v)| (*k, v)),
             );
         }
+        loaded
     }
 
     /// Queue the XACKs; the routes they are for.
@@ -860,10 +875,19 @@ impl RedisBus {
             }
             self.routes[i].create = false;
         }
+        if plan.loaded
+            && let Some(Value::ServerError(e)) = replies.next()
+        {
+            tracing::warn!("SCRIPT LOAD refused by Redis: {e:?}");
+        }
         let forwarding = &plan.forwarding;
         for _ in forwarding {
-            if let Some(Value::ServerError(e)) = replies.next() {
-                tracing::warn!("XADD of a parked entry refused by Redis: {e:?}");
+            match replies.next() {
+                Some(Value::ServerError(e)) => {
+                    tracing::warn!("XADD of a parked entry refused by Redis: {e:?}");
+                }
+                Some(Value::Nil) => self.stats.deduplicated += 1,
+                _ => {}
             }
         }
         if let (Some(o), Some((last, ..))) = (&mut self.parking, forwarding.last()) {
@@ -880,8 +904,10 @@ impl RedisBus {
         self.stats.published += forwarding.len() as u64;
         let sent = self.outgoing.len();
         for _ in 0..sent + self.dead_out.len() {
-            if let Some(Value::ServerError(e)) = replies.next() {
-                tracing::warn!("XADD refused by Redis: {e:?}");
+            match replies.next() {
+                Some(Value::ServerError(e)) => tracing::warn!("XADD refused by Redis: {e:?}"),
+                Some(Value::Nil) => self.stats.deduplicated += 1,
+                _ => {}
             }
         }
         self.stats.published += sent as u64;
@@ -1019,6 +1045,8 @@ impl RedisBus {
             order,
             result: result.map(|(mut e, from, n)| {
                 e.seq = position;
+                e.trace.published_at =
+                    Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
                 (e, from, n)
             }),
             fields,
@@ -1222,7 +1250,12 @@ impl Bus for RedisBus {
 
     fn publish(&mut self, message: Envelope) -> Result<(), BusError> {
         let stream = self.stream(&message.topic);
-        let fields = self.encode(&message, &stream, &self.incarnation, self.counter + 1)?;
+        let mut fields = self.encode(&message, &stream, &self.incarnation, self.counter + 1)?;
+        // A handler's output is written once however often its input is
+        // handled (a claim after a partition, a restart from a snapshot).
+        if let Some(origin) = &message.trace.origin {
+            fields.push((wire::ONCE_FIELD, wire::publish_id(&message.source, origin)));
+        }
         self.counter += 1;
         self.outgoing.push((stream, fields));
         Ok(())

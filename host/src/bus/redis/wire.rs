@@ -54,6 +54,83 @@ struct WireIn {
 /// An entry's fields, in order.
 pub type Fields = Vec<(String, String)>;
 
+/// The field that carries an entry's publish id until it is written (it
+/// is not written: the id goes to the stream's window, [`once_key`]).
+pub(super) const ONCE_FIELD: &str = "p";
+
+/// Append an entry unless its publish id is in the stream's window of the
+/// ids written before; keep the window as long as the stream (`MAXLEN`).
+/// KEYS: stream, window. ARGV: publish id, maxlen, field, value, ... Answers
+/// the entry's id, or nil for a duplicate.
+pub(super) const PUBLISH_ONCE: &str = r"
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return false end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+redis.call('ZADD', KEYS[2], tonumber(string.match(id, '^%d+')), ARGV[1])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[2])
+if over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1) end
+return id
+";
+
+/// The window of publish ids written to `stream`: `{stream}:once`, which
+/// no topic stream can be (topics have no `:`).
+pub(super) fn once_key(stream: &str) -> String {
+    format!("{stream}:once")
+}
+
+/// A publish id: the same for an output wherever and however often its
+/// input is handled, different for any other output. Hex of the first 16
+/// bytes of SHA-256 over the publisher, the input's topic and sequence
+/// number, and the output's index in the call.
+pub(super) fn publish_id(source: &str, origin: &crate::message::Origin) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(source.as_bytes());
+    h.update([0]);
+    h.update(origin.topic.as_bytes());
+    h.update([0]);
+    h.update(origin.seq.to_le_bytes());
+    h.update(origin.index.to_le_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// Queue an entry on `pipe`: through [`PUBLISH_ONCE`] if it carries a
+/// publish id, else a plain XADD.
+pub(super) fn append<K: AsRef<str>>(
+    pipe: &mut redis::Pipeline,
+    once: &redis::Script,
+    stream: &str,
+    maxlen: &str,
+    fields: &[(K, String)],
+) {
+    let Some((_, pid)) = fields.iter().find(|(k, _)| k.as_ref() == ONCE_FIELD) else {
+        xadd(
+            pipe,
+            stream,
+            maxlen,
+            fields.iter().map(|(k, v)| (k.as_ref(), v)),
+        );
+        return;
+    };
+    let mut invocation = once.prepare_invoke();
+    invocation
+        .key(stream)
+        .key(once_key(stream))
+        .arg(pid)
+        .arg(maxlen);
+    for (k, v) in fields.iter().filter(|(k, _)| k.as_ref() != ONCE_FIELD) {
+        invocation.arg(k.as_ref()).arg(v);
+    }
+    pipe.invoke_script(&invocation);
+}
+
+/// Whether any of `entries` carries a publish id (the pipeline then loads
+/// [`PUBLISH_ONCE`] first).
+pub(super) fn any_once<'a, K: AsRef<str> + 'a>(
+    mut entries: impl Iterator<Item = &'a [(K, String)]>,
+) -> bool {
+    entries.any(|fields| fields.iter().any(|(k, _)| k.as_ref() == ONCE_FIELD))
+}
+
 /// Queue `XADD stream MAXLEN ~ maxlen * field value ...` on `pipe`.
 pub(super) fn xadd<'a, K: redis::ToRedisArgs + 'a>(
     pipe: &mut redis::Pipeline,
@@ -197,6 +274,7 @@ fn decode_message(
             time: w.time,
             source: w.source,
             body,
+            trace: crate::message::Trace::default(),
         },
         w.from,
         w.n,
@@ -252,6 +330,7 @@ pub(super) fn decode_feed_bar(
             close,
             volume,
         }),
+        trace: crate::message::Trace::default(),
     })
 }
 
