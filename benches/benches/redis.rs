@@ -15,6 +15,8 @@
 //!
 //! * the same end-to-end run over TLS (`rediss://` with a client
 //!   certificate, against a redis-server that speaks TLS only);
+//! * the cost of outputs written once: the same end-to-end run with every
+//!   plan carrying a publish id, appended by the `PUBLISH_ONCE` script;
 //! * the cost of authenticated entries: tagging a plan for one and for
 //!   three reading daemons, and checking a tag (every bus above tags for
 //!   one reader, the key all its buses share).
@@ -127,12 +129,23 @@ fn ceiling(redis: &Redis) -> Option<f64> {
 /// with `publishers` publishing daemons (threads, each with its own bus and
 /// connection, as daemons on several machines would) and one reader.
 fn throughput(redis: &Redis, publishers: u64) -> f64 {
-    throughput_sealing(redis, publishers, None)
+    throughput_sealing(redis, publishers, None, false)
 }
 
-/// [`throughput`] with bodies sealed with `keys`.
-fn throughput_sealing(redis: &Redis, publishers: u64, keys: Option<&Arc<Keyring>>) -> f64 {
-    let prefix = format!("tput{publishers}{}", if keys.is_some() { "s" } else { "" });
+/// [`throughput`] with bodies sealed with `keys`, and with `once` each plan
+/// carrying a publish id (as a handler's output does), written through
+/// `PUBLISH_ONCE`.
+fn throughput_sealing(
+    redis: &Redis,
+    publishers: u64,
+    keys: Option<&Arc<Keyring>>,
+    once: bool,
+) -> f64 {
+    let prefix = format!(
+        "tput{publishers}{}{}",
+        if keys.is_some() { "s" } else { "" },
+        if once { "o" } else { "" }
+    );
     let mut reader = consumer_sealing(redis, &prefix, keys);
     let started = Instant::now();
     let producers: Vec<_> = (0..publishers)
@@ -142,7 +155,15 @@ fn throughput_sealing(redis: &Redis, publishers: u64, keys: Option<&Arc<Keyring>
             std::thread::spawn(move || {
                 let mut bus = sealing_bus(opts, keys.as_ref());
                 for n in (p..MESSAGES).step_by(publishers as usize) {
-                    bus.publish(plan(n, 0)).expect("publishes");
+                    let mut message = plan(n, 0);
+                    if once {
+                        message.trace.origin = Some(garden_host::message::Origin {
+                            topic: "bar".into(),
+                            seq: n,
+                            index: 0,
+                        });
+                    }
+                    bus.publish(message).expect("publishes");
                     if n % 256 == 255 {
                         bus.pump();
                     }
@@ -315,8 +336,10 @@ fn main() {
     let ceiling = ceiling(&redis);
     let one = throughput(&redis, 1);
     let four = throughput(&redis, 4);
-    let one_sealed = throughput_sealing(&redis, 1, Some(&keys));
-    let four_sealed = throughput_sealing(&redis, 4, Some(&keys));
+    let one_sealed = throughput_sealing(&redis, 1, Some(&keys), false);
+    let four_sealed = throughput_sealing(&redis, 4, Some(&keys), false);
+    let one_once = throughput_sealing(&redis, 1, None, true);
+    let four_once = throughput_sealing(&redis, 4, None, true);
     let (p50, p99, max) = latency(&redis);
     // The same bus over TLS (a redis-server speaking TLS only, with a
     // client certificate), in the same run.
@@ -359,6 +382,11 @@ fn main() {
         "  entry tags: seal {seal1:.2} us for 1 reader, {seal3:.2} us for 3; check {check1:.2} us (1), {check3:.2} us (3)"
     );
     println!("  ed25519 instead: sign {sign:.2} us, verify {verify:.2} us");
+    println!(
+        "  outputs written once (publish ids through PUBLISH_ONCE): 1 publisher {one_once:.0} msgs/s ({:.0}% of plain XADD), 4 publishers {four_once:.0} msgs/s ({:.0}%)",
+        100.0 * one_once / one,
+        100.0 * four_once / four
+    );
     println!(
         "  bodies sealed (--body-keys): 1 publisher {one_sealed:.0} msgs/s ({:.0}% of the clear), 4 publishers {four_sealed:.0} msgs/s ({:.0}%); seal {body_seal:.2} us, open {body_open:.2} us per plan body",
         100.0 * one_sealed / one,

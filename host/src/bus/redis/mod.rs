@@ -164,8 +164,8 @@ struct Fetched {
 /// routes acknowledged, the groups read and the routes claimed from.
 struct Round {
     creating: Vec<usize>,
-    /// The pipeline loads [`wire::PUBLISH_ONCE`] before its writes.
-    loaded: bool,
+    /// Write commands queued (XADDs and script calls).
+    writes: usize,
     forwarding: Vec<(i64, String, Fields)>,
     acked: Vec<usize>,
     reading: Vec<Vec<usize>>,
@@ -612,13 +612,20 @@ impl RedisBus {
         let maxlen = self.options.maxlen.to_string();
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        let loaded = wire::any_once(self.outgoing.iter().map(|(_, f)| f.as_slice()));
-        if loaded {
-            pipe.load_script(&self.once);
-        }
+        let mut once = wire::OnceBatch::default();
+        let mut writes = 0;
         for (stream, fields) in &self.outgoing {
-            wire::append(&mut pipe, &self.once, stream, &maxlen, fields);
+            if !once.take(stream, fields) {
+                xadd(
+                    &mut pipe,
+                    stream,
+                    &maxlen,
+                    fields.iter().map(|(k, v)| (*k, v)),
+                );
+                writes += 1;
+            }
         }
+        writes += once.queue(&mut pipe, &self.once, &maxlen);
         let creating: Vec<usize> = (0..self.routes.len())
             .filter(|i| self.routes[*i].create)
             .collect();
@@ -628,9 +635,10 @@ impl RedisBus {
         match pipe.query::<Vec<Value>>(conn) {
             Ok(replies) => {
                 self.stats.published += self.outgoing.len() as u64;
-                let sent = self.outgoing.len() + usize::from(loaded);
                 self.outgoing.clear();
-                for (i, reply) in creating.into_iter().zip(replies.into_iter().skip(sent)) {
+                let mut replies = replies.into_iter();
+                self.take_writes(writes, &mut replies);
+                for (i, reply) in creating.into_iter().zip(replies) {
                     match reply {
                         Value::ServerError(e) if e.code() != "BUSYGROUP" => {
                             tracing::warn!(group = %self.routes[i].group, "XGROUP CREATE failed: {e:?}");
@@ -667,7 +675,7 @@ impl RedisBus {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         let creating = self.queue_group_creation(&mut pipe);
-        let loaded = self.queue_writes(&mut pipe, &forwarding);
+        let write_commands = self.queue_writes(&mut pipe, &forwarding);
         let writes = self.outgoing.len() + self.dead_out.len();
         let acked = self.queue_acks(&mut pipe);
         let reading = self.queue_reads(&mut pipe);
@@ -678,7 +686,7 @@ impl RedisBus {
         };
         let plan = Round {
             creating,
-            loaded,
+            writes: write_commands,
             forwarding,
             acked,
             reading,
@@ -755,26 +763,31 @@ impl RedisBus {
         creating
     }
 
-    /// Queue the XADDs: parked entries first (`forwarding`, given here
+    /// Queue the writes: parked entries first (`forwarding`, given here
     /// only to keep their order), then this round's publishes, then dead
-    /// letters. True if the pipeline loads [`wire::PUBLISH_ONCE`] first.
+    /// letters; entries with publish ids through one [`wire::PUBLISH_ONCE`]
+    /// call per stream, in their order. How many commands were queued.
     fn queue_writes(
         &self,
         pipe: &mut redis::Pipeline,
         forwarding: &[(i64, String, Fields)],
-    ) -> bool {
+    ) -> usize {
         let maxlen = self.options.maxlen.to_string();
-        let loaded = wire::any_once(forwarding.iter().map(|(_, _, f)| f.as_slice()))
-            || wire::any_once(self.outgoing.iter().map(|(_, f)| f.as_slice()));
-        if loaded {
-            pipe.load_script(&self.once);
-        }
+        let mut commands = 0;
+        let mut once = wire::OnceBatch::default();
         for (_, stream, fields) in forwarding {
-            wire::append(pipe, &self.once, stream, &maxlen, fields);
+            if !once.take(stream, fields) {
+                xadd(pipe, stream, &maxlen, fields.iter().map(|(k, v)| (k, v)));
+                commands += 1;
+            }
         }
         for (stream, fields) in &self.outgoing {
-            wire::append(pipe, &self.once, stream, &maxlen, fields);
+            if !once.take(stream, fields) {
+                xadd(pipe, stream, &maxlen, fields.iter().map(|(k, v)| (*k, v)));
+                commands += 1;
+            }
         }
+        commands += once.queue(pipe, &self.once, &maxlen);
         let dead_stream = format!("{}:dead", self.options.prefix);
         for fields in &self.dead_out {
             xadd(
@@ -783,8 +796,32 @@ impl RedisBus {
                 &maxlen,
                 fields.iter().map(|(k, v)| (*k, v)),
             );
+            commands += 1;
         }
-        loaded
+        commands
+    }
+
+    /// Take the replies of `commands` queued writes: count what was not
+    /// written again, say what Redis refused.
+    fn take_writes(&mut self, commands: usize, replies: &mut impl Iterator<Item = Value>) {
+        for _ in 0..commands {
+            match replies.next() {
+                Some(Value::ServerError(e)) => tracing::warn!("a write refused by Redis: {e:?}"),
+                Some(Value::Nil) => self.stats.deduplicated += 1,
+                Some(Value::Array(each)) => {
+                    for reply in each {
+                        match reply {
+                            Value::Nil => self.stats.deduplicated += 1,
+                            Value::ServerError(e) => {
+                                tracing::warn!("XADD refused by Redis: {e:?}")
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Queue the XACKs; the routes they are for.
@@ -875,21 +912,8 @@ impl RedisBus {
             }
             self.routes[i].create = false;
         }
-        if plan.loaded
-            && let Some(Value::ServerError(e)) = replies.next()
-        {
-            tracing::warn!("SCRIPT LOAD refused by Redis: {e:?}");
-        }
+        self.take_writes(plan.writes, replies);
         let forwarding = &plan.forwarding;
-        for _ in forwarding {
-            match replies.next() {
-                Some(Value::ServerError(e)) => {
-                    tracing::warn!("XADD of a parked entry refused by Redis: {e:?}");
-                }
-                Some(Value::Nil) => self.stats.deduplicated += 1,
-                _ => {}
-            }
-        }
         if let (Some(o), Some((last, ..))) = (&mut self.parking, forwarding.last()) {
             if let Err(e) = o.forwarded(*last) {
                 // Sent but still kept: sent again later, skipped by the
@@ -902,15 +926,7 @@ impl RedisBus {
             self.parking_waiting = false;
         }
         self.stats.published += forwarding.len() as u64;
-        let sent = self.outgoing.len();
-        for _ in 0..sent + self.dead_out.len() {
-            match replies.next() {
-                Some(Value::ServerError(e)) => tracing::warn!("XADD refused by Redis: {e:?}"),
-                Some(Value::Nil) => self.stats.deduplicated += 1,
-                _ => {}
-            }
-        }
-        self.stats.published += sent as u64;
+        self.stats.published += self.outgoing.len() as u64;
         self.outgoing.clear();
         self.dead_out.clear();
         for &key in &plan.acked {

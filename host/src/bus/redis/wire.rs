@@ -58,17 +58,31 @@ pub type Fields = Vec<(String, String)>;
 /// is not written: the id goes to the stream's window, [`once_key`]).
 pub(super) const ONCE_FIELD: &str = "p";
 
-/// Append an entry unless its publish id is in the stream's window of the
-/// ids written before; keep the window as long as the stream (`MAXLEN`).
-/// KEYS: stream, window. ARGV: publish id, maxlen, field, value, ... Answers
-/// the entry's id, or nil for a duplicate.
+/// Append entries to one stream, each unless its publish id is in the
+/// stream's window of the ids written before; keep the window as long as
+/// the stream (`MAXLEN`). One call per stream and exchange: a script call
+/// costs more than the few commands inside it.
+/// KEYS: stream, window. ARGV: maxlen, then per entry its publish id, its
+/// number of fields and the fields (name, value, ...). Answers one reply
+/// per entry: its id, or nil for a duplicate.
 pub(super) const PUBLISH_ONCE: &str = r"
-if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return false end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
-redis.call('ZADD', KEYS[2], tonumber(string.match(id, '^%d+')), ARGV[1])
-local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[2])
+local maxlen = tonumber(ARGV[1])
+local now = redis.call('TIME')
+local score = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local out = {}
+local i = 2
+while i <= #ARGV do
+  local pid, n = ARGV[i], tonumber(ARGV[i + 1])
+  if redis.call('ZADD', KEYS[2], 'NX', score, pid) == 0 then
+    out[#out + 1] = false
+  else
+    out[#out + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, i + 2, i + 1 + 2 * n))
+  end
+  i = i + 2 + 2 * n
+end
+local over = redis.call('ZCARD', KEYS[2]) - maxlen
 if over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1) end
-return id
+return out
 ";
 
 /// The window of publish ids written to `stream`: `{stream}:once`, which
@@ -93,42 +107,69 @@ pub(super) fn publish_id(source: &str, origin: &crate::message::Origin) -> Strin
     hex::encode(&h.finalize()[..16])
 }
 
-/// Queue an entry on `pipe`: through [`PUBLISH_ONCE`] if it carries a
-/// publish id, else a plain XADD.
-pub(super) fn append<K: AsRef<str>>(
-    pipe: &mut redis::Pipeline,
-    once: &redis::Script,
-    stream: &str,
-    maxlen: &str,
-    fields: &[(K, String)],
-) {
-    let Some((_, pid)) = fields.iter().find(|(k, _)| k.as_ref() == ONCE_FIELD) else {
-        xadd(
-            pipe,
-            stream,
-            maxlen,
-            fields.iter().map(|(k, v)| (k.as_ref(), v)),
-        );
-        return;
-    };
-    let mut invocation = once.prepare_invoke();
-    invocation
-        .key(stream)
-        .key(once_key(stream))
-        .arg(pid)
-        .arg(maxlen);
-    for (k, v) in fields.iter().filter(|(k, _)| k.as_ref() != ONCE_FIELD) {
-        invocation.arg(k.as_ref()).arg(v);
-    }
-    pipe.invoke_script(&invocation);
+/// The publish id among an entry's fields, if it has one.
+pub(super) fn publish_id_of<K: AsRef<str>>(fields: &[(K, String)]) -> Option<&str> {
+    fields
+        .iter()
+        .find(|(k, _)| k.as_ref() == ONCE_FIELD)
+        .map(|(_, v)| v.as_str())
 }
 
-/// Whether any of `entries` carries a publish id (the pipeline then loads
-/// [`PUBLISH_ONCE`] first).
-pub(super) fn any_once<'a, K: AsRef<str> + 'a>(
-    mut entries: impl Iterator<Item = &'a [(K, String)]>,
-) -> bool {
-    entries.any(|fields| fields.iter().any(|(k, _)| k.as_ref() == ONCE_FIELD))
+/// Entries with publish ids, gathered per stream in the order they come,
+/// to be appended by one [`PUBLISH_ONCE`] call per stream.
+#[derive(Default)]
+pub(super) struct OnceBatch<'a> {
+    streams: Vec<(&'a str, Vec<(&'a str, Vec<(&'a str, &'a str)>)>)>,
+}
+
+impl<'a> OnceBatch<'a> {
+    /// Take `fields` if they carry a publish id; false (and nothing taken)
+    /// if not.
+    pub(super) fn take<K: AsRef<str>>(
+        &mut self,
+        stream: &'a str,
+        fields: &'a [(K, String)],
+    ) -> bool {
+        let Some(pid) = publish_id_of(fields) else {
+            return false;
+        };
+        let rest = fields
+            .iter()
+            .filter(|(k, _)| k.as_ref() != ONCE_FIELD)
+            .map(|(k, v)| (k.as_ref(), v.as_str()))
+            .collect();
+        match self.streams.iter_mut().find(|(s, _)| *s == stream) {
+            Some((_, entries)) => entries.push((pid, rest)),
+            None => self.streams.push((stream, vec![(pid, rest)])),
+        }
+        true
+    }
+
+    /// Queue the script calls (loading the script first); how many
+    /// commands were queued.
+    pub(super) fn queue(
+        &self,
+        pipe: &mut redis::Pipeline,
+        once: &redis::Script,
+        maxlen: &str,
+    ) -> usize {
+        if self.streams.is_empty() {
+            return 0;
+        }
+        pipe.load_script(once);
+        for (stream, entries) in &self.streams {
+            let mut invocation = once.prepare_invoke();
+            invocation.key(*stream).key(once_key(stream)).arg(maxlen);
+            for (pid, fields) in entries {
+                invocation.arg(*pid).arg(fields.len());
+                for (k, v) in fields {
+                    invocation.arg(*k).arg(*v);
+                }
+            }
+            pipe.invoke_script(&invocation);
+        }
+        1 + self.streams.len()
+    }
 }
 
 /// Queue `XADD stream MAXLEN ~ maxlen * field value ...` on `pipe`.
