@@ -15,7 +15,6 @@ use garden_host::records::{RECORDED_TOPICS, Recorder};
 use garden_host::replay::{ReplayOptions, replay_with};
 use garden_host::{Engine, render};
 use garden_report::latency::Latency;
-use garden_report::topics;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Longest the recorder keeps trying to write what is left when a run ends.
@@ -269,7 +268,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         taps.extend(RECORDED_TOPICS);
     }
     if watched.is_some() {
-        taps.extend(LATENCY_TOPICS);
+        taps.extend(garden_report::latency::TOPICS);
     }
     taps.sort_unstable();
     taps.dedup();
@@ -346,11 +345,6 @@ pub fn run(args: RunArgs) -> Result<()> {
     never_started(&summary.instances)
 }
 
-/// Topics whose messages time the trading path (`garden_latency_seconds`).
-const LATENCY_TOPICS: [&str; 3] = [topics::PLAN, topics::DECISION, topics::FILL];
-/// Plans and decisions at most waiting for their match.
-const LATENCY_PENDING: usize = 100_000;
-
 /// A run's metrics page while it runs: rebuilt from the replay's view every
 /// [`METRICS_EVERY`], and the path's latency timed from the tapped messages.
 struct Watched {
@@ -369,7 +363,7 @@ impl Watched {
             metrics: RefCell::new(garden_host::metrics::Metrics::new()),
             monitor,
             last: Cell::new(Instant::now()),
-            latency: RefCell::new(Latency::new(LATENCY_PENDING)),
+            latency: RefCell::new(Latency::new(garden_report::latency::PENDING)),
         })
     }
 

@@ -15,6 +15,16 @@ use std::time::{Duration, SystemTime};
 use garden_host::Envelope;
 use garden_host::types::{Body, FillKind, Verdict};
 
+/// The topics whose messages time the path.
+pub const TOPICS: [&str; 3] = [
+    crate::topics::PLAN,
+    crate::topics::DECISION,
+    crate::topics::FILL,
+];
+
+/// Plans (and decisions) at most waiting for their match, by default.
+pub const PENDING: usize = 100_000;
+
 /// The seed's target from a plan to its decision.
 pub const PLAN_TO_DECISION_TARGET: Duration = Duration::from_millis(100);
 /// The seed's target from a decision to its fill.

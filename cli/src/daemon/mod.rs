@@ -207,6 +207,11 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     );
     let monitor = match args.metrics {
         Some(addr) => {
+            // Every plan, decision and fill, through a group of this
+            // daemon's own, to time the path between them.
+            for topic in garden_report::latency::TOPICS {
+                runtime.watch(topic, &format!("$watch.{name}"));
+            }
             // Two heartbeats' lifetime without one: not ready.
             let ttl = Duration::from_millis(args.heartbeat_ttl_ms.max(HEARTBEAT_TTL_MIN_MS));
             let monitor = crate::monitor::Monitor::serve(addr, 2 * ttl)?;
@@ -217,6 +222,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     };
     let mut daemon = Daemon {
         monitor,
+        latency: garden_report::latency::Latency::new(garden_report::latency::PENDING),
         status: DaemonStatus {
             name: name.clone(),
             host: garden_host::bus::redis::hostname(),
@@ -401,6 +407,8 @@ struct Daemon {
     stopped: Option<String>,
     /// Its metrics and where they are served, with `--metrics`.
     monitor: Option<(garden_host::metrics::Metrics, crate::monitor::Monitor)>,
+    /// Plans and decisions waiting for their match, to time the path.
+    latency: garden_report::latency::Latency,
 }
 
 impl Daemon {
@@ -417,6 +425,7 @@ impl Daemon {
         }
         self.runtime.run_until_idle();
         self.record();
+        self.time_the_path();
         self.wait();
     }
 
@@ -748,6 +757,21 @@ impl Daemon {
         if self.leader.as_ref().is_some_and(|l| !l.leading()) {
             eprintln!("a newer leader exists; no longer leading");
             self.leader = None;
+        }
+    }
+
+    /// Time plan to decision and decision to fill from what the daemon
+    /// watches (with `--metrics`); the entries' ids are Redis's clock, so
+    /// every daemon measures alike.
+    fn time_the_path(&mut self) {
+        let watched = self.runtime.take_watched();
+        let Some((metrics, _)) = self.monitor.as_mut() else {
+            return;
+        };
+        for m in &watched {
+            if let Some((hop, took)) = self.latency.observe(m) {
+                metrics.observe_latency(hop.name(), took.as_secs_f64());
+            }
         }
     }
 

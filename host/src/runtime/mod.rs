@@ -34,6 +34,8 @@ use cohort::{Cohort, Outcome, Slot};
 pub const SYSTEM_TOPIC: &str = "$system";
 /// The subscriber name under which the host itself reads topics.
 pub const HOST_SUBSCRIBER: &str = "$host";
+/// The inbox of what the host watches ([`Runtime::watch`]).
+pub const WATCH_SUBSCRIBER: &str = "$watch";
 
 /// What to start: an id, a loaded module and its parameters.
 #[derive(Debug, Clone)]
@@ -299,6 +301,31 @@ impl<B: Bus> Runtime<B> {
             delivery: Delivery::Broadcast,
             addressed: false,
         });
+    }
+
+    /// Read `topic` through a group of this host's own, `group`, apart
+    /// from the instances and the shared host subscriber: every message on
+    /// it, to watch (metrics), taken with [`Runtime::take_watched`].
+    pub fn watch(&mut self, topic: &str, group: &str) {
+        self.bus.subscribe(&Subscriber {
+            instance: WATCH_SUBSCRIBER.into(),
+            group: group.into(),
+            topic: topic.into(),
+            delivery: Delivery::Broadcast,
+            addressed: false,
+        });
+    }
+
+    /// What the watched topics brought since the last call, acknowledged.
+    pub fn take_watched(&mut self) -> Vec<Arc<Envelope>> {
+        let mut out = Vec::new();
+        while let Some(m) = self.bus.poll(WATCH_SUBSCRIBER) {
+            out.push(m);
+        }
+        if !out.is_empty() {
+            self.bus.ack(WATCH_SUBSCRIBER, out.len());
+        }
+        out
     }
 
     fn find(&self, id: &str) -> Option<At> {

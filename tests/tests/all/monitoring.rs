@@ -120,6 +120,14 @@ fn a_scrape_sees_counters_grow_and_readiness_follows_redis() {
         sample(&second, "garden_fuel_total{module=\"alpha-ema\"}")
             > sample(&first, "garden_fuel_total{module=\"alpha-ema\"}")
     );
+    // The path timed from the daemon's own watch of plans, decisions and
+    // fills (the times are Redis's).
+    wait_for("plans and fills timed", &log, || {
+        get(&addr, "/metrics").is_some_and(|(_, _, b)| {
+            sample(&b, "garden_latency_seconds_count{hop=\"plan_to_decision\"}") > 0.0
+                && sample(&b, "garden_latency_seconds_count{hop=\"decision_to_fill\"}") > 0.0
+        })
+    });
     assert!(sample(&second, "garden_handler_seconds_total{module=\"tape\"}") > 0.0);
     assert_eq!(sample(&second, "garden_leader_term"), 1.0, "{second}");
     assert!(

@@ -119,8 +119,11 @@ pub(super) fn publish_id_of<K: AsRef<str>>(fields: &[(K, String)]) -> Option<&st
 /// to be appended by one [`PUBLISH_ONCE`] call per stream.
 #[derive(Default)]
 pub(super) struct OnceBatch<'a> {
-    streams: Vec<(&'a str, Vec<(&'a str, Vec<(&'a str, &'a str)>)>)>,
+    streams: Vec<(&'a str, Vec<OnceEntry<'a>>)>,
 }
+
+/// An entry to append once: its publish id and its other fields.
+type OnceEntry<'a> = (&'a str, Vec<(&'a str, &'a str)>);
 
 impl<'a> OnceBatch<'a> {
     /// Take `fields` if they carry a publish id; false (and nothing taken)
