@@ -186,6 +186,7 @@ fn pipeline(c: &mut Criterion) {
                         total_bars: 0,
                         steps_per_year: 0.0,
                         per_call: 0,
+                        deploys: Vec::new(),
                     };
                     replay(engine.clone(), config, &modules, &rows, options, |_| {}).expect("runs")
                 })

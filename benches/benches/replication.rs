@@ -124,6 +124,7 @@ fn main() {
             total_bars: 0,
             steps_per_year: 0.0,
             per_call: 0,
+            deploys: Vec::new(),
         };
         let before = rss_kib();
         let summary =

@@ -213,9 +213,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     )?;
     let Loaded {
         engine,
+        trust,
         audit,
         modules,
-        ..
     } = load(
         &config,
         cache,
@@ -233,6 +233,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         total_bars: 0,
         steps_per_year: 0.0,
         per_call: 0,
+        // Read, verified and compiled from now on, off the message path.
+        deploys: garden_host::loader::deploy::start_all(&engine, &trust, &config),
     };
     let watched = args.metrics.map(Watched::serve).transpose()?;
     let progress = |n: usize, view: &dyn garden_host::replay::View| {
@@ -332,6 +334,27 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     let mut watch = garden_host::audit::Watch::new(audit, "host");
     watch.note(&summary.instances);
+    for d in &summary.deploys {
+        let touched: Vec<String> = d
+            .instances
+            .iter()
+            .map(|(id, what)| format!("{id}: {what}"))
+            .collect();
+        watch.audit().record(
+            "deploy",
+            &d.code,
+            d.signer.as_deref().unwrap_or("-"),
+            &format!(
+                "bar {} module {} sha256:{} strategy {}: {} [{}]",
+                d.bar,
+                d.module,
+                d.digest,
+                d.strategy,
+                d.outcome,
+                touched.join(", ")
+            ),
+        );
+    }
     save_run(watch.audit(), &run_id, &started, seed, &summary)?;
     if let Some(out) = &args.report {
         let options = garden_report::ReportOptions::default();

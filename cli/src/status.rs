@@ -124,10 +124,12 @@ pub fn status(args: StatusArgs) -> Result<()> {
             } else {
                 String::new()
             },
-            d.bus_error
-                .as_deref()
-                .map(|e| format!("; bus error: {e}"))
-                .unwrap_or_default()
+            // What its /readyz says: a live daemon's heartbeats go
+            // through, so it is ready unless it cannot reach Redis.
+            d.bus_error.as_deref().map_or_else(
+                || ", ready".to_string(),
+                |e| format!("; not ready: Redis unreachable: {e}")
+            )
         );
         println!(
             "  {:<22} {:<12} {:>9} {:>6} {:>6}  last error",

@@ -83,6 +83,12 @@ pub struct Costs {
 }
 
 impl Costs {
+    /// Add `other`'s counts to these.
+    pub fn add(&mut self, other: &Costs) {
+        self.seconds.add_growth(&other.seconds, &Buckets::default());
+        self.fuel.add_growth(&other.fuel, &Buckets::default());
+    }
+
     /// Count one message that took `seconds` and `fuel`.
     pub fn observe(&mut self, seconds: f64, fuel: u64) {
         self.seconds.observe(&SECONDS_BOUNDS, seconds);

@@ -46,6 +46,7 @@ pub mod records;
 pub mod render;
 pub mod replay;
 pub mod replication;
+pub mod rollout;
 pub mod runtime;
 pub mod sandbox;
 pub mod scoring;

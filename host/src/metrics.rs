@@ -805,6 +805,7 @@ mod tests {
                 out_of_sample: None,
                 control: false,
                 fitness_by_label: Vec::new(),
+                code_changes: Vec::new(),
             }
         };
         m.observe_lineage(&[

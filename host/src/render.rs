@@ -50,9 +50,39 @@ pub fn table(s: &RunSummary) -> String {
         evolution(&mut out, e, s.bars);
     }
     reports(&mut out, s);
+    deploys(&mut out, s);
     cost_per_module(&mut out, s);
     totals(&mut out, s);
     out
+}
+
+/// One line per deploy: when, what, how, and what became of it.
+fn deploys(out: &mut String, s: &RunSummary) {
+    if s.deploys.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\ndeploys:");
+    for d in &s.deploys {
+        let touched: Vec<String> = d
+            .instances
+            .iter()
+            .map(|(id, what)| format!("{id} {what}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  bar {}: {} -> {} ({}): {}{}",
+            d.bar,
+            d.module,
+            d.code,
+            d.strategy,
+            d.outcome,
+            if touched.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", touched.join(", "))
+            }
+        );
+    }
 }
 
 /// One row per variant (the best first), its metrics, scores and state.

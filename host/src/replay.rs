@@ -86,6 +86,9 @@ pub struct ReplayOptions {
     /// default ([`RuntimeOptions::per_call`]). The results are the same for
     /// any size.
     pub per_call: usize,
+    /// New code to load while it runs (`[[deploy]]`), loading already
+    /// ([`crate::loader::deploy::start_all`]).
+    pub deploys: Vec<crate::loader::deploy::Deploy>,
 }
 
 /// One member of the population, with its scores.
@@ -182,6 +185,8 @@ pub struct RunSummary {
     /// Fitness reports about other subjects (e.g. each expert, the fusion's
     /// calibration), as their modules reported them.
     pub reports: Vec<Score>,
+    /// What each deploy did, in order.
+    pub deploys: Vec<crate::rollout::DeployReport>,
 }
 
 /// What a replay shows its progress callback while it runs (for
@@ -248,6 +253,12 @@ pub struct Replay<B: Bus = MemoryBus> {
     tapping: bool,
     evolver: Option<Evolver>,
     bar: usize,
+    /// Deploys still to come, in bar order.
+    pending: std::collections::VecDeque<crate::loader::deploy::Deploy>,
+    /// The code each pipeline module runs now.
+    current: crate::rollout::Current,
+    /// What the deploys so far did.
+    deployed: Vec<crate::rollout::DeployReport>,
 }
 
 impl Replay<MemoryBus> {
@@ -313,7 +324,16 @@ impl<B: Bus> Replay<B> {
             }
             runtime.spawn(p.spec)?;
         }
+        let current = modules
+            .iter()
+            .map(|(m, module)| (m.name.clone(), module.clone()))
+            .collect();
+        let mut pending: Vec<_> = options.deploys.clone();
+        pending.sort_by_key(|d| d.config.at_bar);
         Ok(Replay {
+            pending: pending.into(),
+            current,
+            deployed: Vec::new(),
             runtime,
             board: Scoreboard::default(),
             feed_topic: config.feed_topic.clone(),
@@ -330,6 +350,22 @@ impl<B: Bus> Replay<B> {
     /// Feed one row, run until every instance is idle, then let the
     /// population breed.
     pub fn feed(&mut self, row: &Row) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|d| d.config.at_bar <= self.bar)
+        {
+            if let Some(d) = self.pending.pop_front() {
+                let report = crate::rollout::apply(
+                    &mut self.runtime,
+                    self.evolver.as_mut(),
+                    &mut self.current,
+                    &d,
+                    self.bar,
+                );
+                self.deployed.push(report);
+            }
+        }
         let message = feed::bar_message(&self.feed_topic, &self.options.symbol, row);
         self.runtime.publish(message);
         self.runtime.run_until_idle();
@@ -467,6 +503,7 @@ impl<B: Bus> Replay<B> {
             evolution,
             reports,
             lineage,
+            deploys: std::mem::take(&mut self.deployed),
         };
         (summary, tapped)
     }

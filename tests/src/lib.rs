@@ -170,6 +170,7 @@ pub fn replay_embedded_changed(
         total_bars: rows.len(),
         steps_per_year: garden_host::scoring::steps_per_year(rows.len(), first, last),
         per_call: batch,
+        deploys: garden_host::loader::deploy::start_all(&engine, &pipeline_trust(), &config),
     };
     let mut replay = Replay::start(engine, &config, &modules, options).expect("starts");
     for t in topics {

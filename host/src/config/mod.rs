@@ -16,4 +16,6 @@ pub mod pipeline;
 pub use crate::limits::Limits;
 pub use bus::BusConfig;
 pub use evolution::{EvolutionConfig, FitnessConfig, Mutation};
-pub use pipeline::{ConfigError, DEFAULT_PIPELINE, ModuleConfig, PipelineConfig};
+pub use pipeline::{
+    ConfigError, DEFAULT_PIPELINE, DeployConfig, ModuleConfig, PipelineConfig, Strategy,
+};

@@ -47,6 +47,53 @@ pub struct PipelineConfig {
     /// The modules, in the order they are started.
     #[serde(rename = "module")]
     pub modules: Vec<ModuleConfig>,
+    /// New code to load while a replay runs (`[[deploy]]`), in bar order.
+    #[serde(default, rename = "deploy")]
+    pub deploys: Vec<DeployConfig>,
+}
+
+/// New code for a module, loaded while a replay runs: "at bar 2,000 load
+/// this component as alpha-ema".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployConfig {
+    /// The bar (index from 0) before which the new code takes over.
+    pub at_bar: usize,
+    /// The pipeline module it is new code for (its `name` there).
+    pub module: String,
+    /// The signed component file; relative to the pipeline file's
+    /// directory when read from a file.
+    pub path: PathBuf,
+    /// How it takes over.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// With `compete`: how many variants of the new code join (default:
+    /// as many as the module's instances).
+    pub variants: Option<u32>,
+}
+
+/// How new code takes over from the old.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Every instance of the old code goes on, under its id, on the new
+    /// code, from its snapshot.
+    #[default]
+    Replace,
+    /// New variants of the new code join the population and compete with
+    /// the old code's on fitness (a population module only, with
+    /// evolution on).
+    Compete,
+}
+
+impl Strategy {
+    /// The strategy as written in a pipeline file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Replace => "replace",
+            Strategy::Compete => "compete",
+        }
+    }
 }
 
 fn default_feed_topic() -> String {
@@ -156,6 +203,11 @@ impl PipelineConfig {
                 *file = base.join(&*file);
             }
         }
+        for deploy in &mut config.deploys {
+            if deploy.path.is_relative() {
+                deploy.path = base.join(&deploy.path);
+            }
+        }
         Ok(config)
     }
 
@@ -177,6 +229,20 @@ impl PipelineConfig {
             if let Some(topic) = topic {
                 garden_trust::topic::check(topic)
                     .map_err(|e| ConfigError::Invalid(format!("`{field}`: {e}")))?;
+            }
+        }
+        for d in &self.deploys {
+            let Some(target) = self.modules.iter().find(|m| m.name == d.module) else {
+                return Err(ConfigError::Invalid(format!(
+                    "[[deploy]] at bar {} is for module `{}`, which the pipeline does not have",
+                    d.at_bar, d.module
+                )));
+            };
+            if d.strategy == Strategy::Compete && !(target.population && self.evolution.enabled) {
+                return Err(ConfigError::Invalid(format!(
+                    "[[deploy]] at bar {}: `compete` needs `{}` to be the population and [evolution] enabled; use `replace`",
+                    d.at_bar, d.module
+                )));
             }
         }
         Ok(())

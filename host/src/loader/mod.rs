@@ -8,6 +8,7 @@
 //! the trust store for its bytes; with an audit log, every load and every
 //! refusal is recorded before the caller sees the result.
 
+pub mod deploy;
 pub mod plan;
 
 pub use plan::{Planned, plan};

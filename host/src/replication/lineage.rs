@@ -149,6 +149,7 @@ mod tests {
             out_of_sample: None,
             control: false,
             fitness_by_label: vec![],
+            code_changes: Vec::new(),
         }
     }
 

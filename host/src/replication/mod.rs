@@ -54,6 +54,8 @@ pub enum BirthCause {
     Recovery,
     /// The context (regime) changed to a label its parent did well in.
     Regime,
+    /// New code was deployed to compete with the old (`compete`).
+    Deploy,
 }
 
 impl BirthCause {
@@ -66,6 +68,7 @@ impl BirthCause {
             BirthCause::Diversity => "diversity",
             BirthCause::Recovery => "recovery",
             BirthCause::Regime => "regime",
+            BirthCause::Deploy => "deploy",
         }
     }
 }
@@ -118,6 +121,10 @@ pub struct LineageRecord {
     pub control: bool,
     /// Fitness over the bars of each context label it lived through.
     pub fitness_by_label: Vec<(String, f64)>,
+    /// New code it was switched to while it lived (a `replace` deploy):
+    /// (bar, sha256 of the code). `component` is the code it was born with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub code_changes: Vec<(usize, String)>,
 }
 
 struct Variant {
@@ -324,6 +331,7 @@ impl Evolver {
                 out_of_sample: None,
                 control,
                 fitness_by_label: Vec::new(),
+                code_changes: Vec::new(),
             },
             module,
             params,
@@ -759,19 +767,30 @@ impl Evolver {
         if self.diversity().is_none_or(|d| d >= self.cfg.diversity_min) {
             return;
         }
-        let genes = module.info().genes.clone();
         let room = self.cfg.cap.saturating_sub(self.living());
-        for _ in 0..self.cfg.inject.min(room) {
+        self.fresh(
+            habitat,
+            &module,
+            self.cfg.inject.min(room),
+            bar,
+            BirthCause::Diversity,
+        );
+    }
+
+    /// `count` variants of `module` with random genes and no parents, born
+    /// at `bar` for `cause`.
+    fn fresh<H: Habitat>(
+        &mut self,
+        habitat: &mut H,
+        module: &Arc<Module>,
+        count: usize,
+        bar: usize,
+        cause: BirthCause,
+    ) {
+        let genes = module.info().genes.clone();
+        for _ in 0..count {
             let params = crate::genes::random(&genes, &mut self.rng);
-            self.birth(
-                habitat,
-                module.clone(),
-                params,
-                Vec::new(),
-                0,
-                bar,
-                BirthCause::Diversity,
-            );
+            self.birth(habitat, module.clone(), params, Vec::new(), 0, bar, cause);
         }
     }
 
@@ -810,6 +829,52 @@ impl Evolver {
             .map(|v| v.params.as_slice())
             .collect();
         (living.len() >= 2).then(|| genome::diversity(&module.info().genes, &living))
+    }
+
+    /// New code for the living variants running `old` (a digest): the
+    /// runtime has switched them; they go on under their ids on `new`,
+    /// their lineage notes the change at `bar`, and children of theirs are
+    /// born on `new`.
+    pub fn replace_code(&mut self, old: &str, new: &Arc<Module>, bar: usize) {
+        if let Some(entry) = self.codes.remove(old) {
+            self.codes.insert(new.digest().to_string(), entry);
+        }
+        for v in self
+            .variants
+            .iter_mut()
+            .filter(|v| v.alive() && v.module.digest() == old)
+        {
+            v.module = new.clone();
+            v.record.code_changes.push((bar, new.digest().to_string()));
+        }
+    }
+
+    /// `count` variants of new code `module` join the population at `bar`
+    /// with random genes, to compete with the variants of `old` (whose
+    /// settings they take); crossover stays within one code. Their ids.
+    pub fn compete<H: Habitat>(
+        &mut self,
+        habitat: &mut H,
+        old: &str,
+        module: &Arc<Module>,
+        count: u32,
+        bar: usize,
+    ) -> Vec<String> {
+        let settings = self
+            .codes
+            .get(old)
+            .map_or_else(|| self.settings.clone(), |(_, s)| s.clone());
+        self.codes.insert(
+            module.digest().to_string(),
+            (module.info().name.clone(), settings),
+        );
+        let first = self.variants.len();
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
+        self.fresh(habitat, module, count, bar, BirthCause::Deploy);
+        self.variants[first..]
+            .iter()
+            .map(|v| v.record.id.clone())
+            .collect()
     }
 
     /// Whether `id` is, or was, a variant of the population.

@@ -128,6 +128,33 @@ impl Slot {
         matches!(self.state, InstanceState::Quarantined { .. })
     }
 
+    /// Take over what `old` (this instance on its former code) leaves: its
+    /// place in the publishing order, what it had taken and not handled,
+    /// what it had not acknowledged, and its counters, so the instance's
+    /// report and metrics go on as one.
+    pub(super) fn carry_over(&mut self, old: Slot) {
+        self.order = old.order;
+        let mut pending = old.pending;
+        pending.extend(self.pending.drain(..));
+        self.pending = pending;
+        self.unacked += old.unacked;
+        self.received += old.received;
+        self.calls += old.calls;
+        self.busy += old.busy;
+        self.fuel += old.fuel;
+        self.costs.add(&old.costs);
+        for (cause, n) in old.failures {
+            *self.failures.entry(cause).or_default() += n;
+        }
+        self.traps += old.traps;
+        self.restarts += old.restarts;
+        self.published += old.published;
+        self.refused += old.refused;
+        let mut unsent = old.unsent;
+        unsent.extend(self.unsent.drain(..));
+        self.unsent = unsent;
+    }
+
     /// Seated and neither quarantined nor retired: it should be started.
     fn live(&self) -> bool {
         self.seated && !self.quarantined() && self.state != InstanceState::Retired
@@ -248,17 +275,23 @@ impl Cohort {
         }
     }
 
-    /// Forget member `k` (it leaves for another host): it gives up its
-    /// seat, and its slot goes. Returns whether the cohort is now empty.
-    pub(super) fn remove(&mut self, k: usize) -> bool {
+    /// Take member `k` out, its slot with it (it is given new code).
+    pub(super) fn take_member(&mut self, k: usize) -> Slot {
         self.vacate(k);
-        self.members.remove(k);
+        let slot = self.members.remove(k);
         for seat in self.seats.iter_mut() {
             *seat = match *seat {
                 Some(p) if p > k => Some(p - 1),
                 other => other,
             };
         }
+        slot
+    }
+
+    /// Forget member `k` (it leaves for another host): it gives up its
+    /// seat, and its slot goes. Returns whether the cohort is now empty.
+    pub(super) fn remove(&mut self, k: usize) -> bool {
+        self.take_member(k);
         self.members.is_empty()
     }
 

@@ -52,6 +52,38 @@ pub struct InstanceSpec {
     pub snapshot: Option<Snapshot>,
 }
 
+/// What became of an instance given new code ([`Runtime::upgrade`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Upgraded {
+    /// The new code runs from the old code's snapshot.
+    FromSnapshot,
+    /// The new code started fresh: why it did not start from the snapshot.
+    Fresh(String),
+    /// The new code could not start at all (it is restarted with backoff,
+    /// then quarantined, like any instance that fails).
+    Failed(String),
+}
+
+/// Why an instance could not be given new code.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    /// No instance has that id here.
+    #[error("no instance `{0}` runs here")]
+    NoSuchInstance(String),
+    /// It is quarantined, retiring or retired.
+    #[error("instance `{id}` is {state}: only a running instance takes new code")]
+    NotRunning {
+        /// The instance.
+        id: String,
+        /// Its state.
+        state: String,
+    },
+    /// The new instance could not be added.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+}
+
 /// Why an instance could not be added.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -566,6 +598,97 @@ impl<B: Bus> Runtime<B> {
         if n > 0 {
             self.bus.ack(HOST_SUBSCRIBER, n);
         }
+    }
+
+    /// Run instance `id` on new code, `module`, keeping its id, its
+    /// parameters, its counters and its inbox: what waits for it is handled
+    /// by the new code, in order, so per-key order holds across the switch.
+    /// The new code starts from the old one's snapshot; if it refuses that
+    /// snapshot (a state it does not know), it starts fresh and the outcome
+    /// says why. Call it between rounds, when nothing is in flight.
+    pub fn upgrade(&mut self, id: &str, module: Arc<Module>) -> Result<Upgraded, UpgradeError> {
+        let at = self
+            .find(id)
+            .ok_or_else(|| UpgradeError::NoSuchInstance(id.to_string()))?;
+        if !matches!(
+            self.slot(at).state,
+            InstanceState::Running | InstanceState::Restarting
+        ) {
+            return Err(UpgradeError::NotRunning {
+                id: id.to_string(),
+                state: self.slot(at).state.to_string(),
+            });
+        }
+        let snapshot = self.snapshot_of(id);
+        let old = self
+            .detach(id)
+            .ok_or_else(|| UpgradeError::NoSuchInstance(id.to_string()))?;
+        let spec = |snapshot| InstanceSpec {
+            id: id.to_string(),
+            module: module.clone(),
+            params: old.ctx.params.clone(),
+            settings: old.ctx.settings.clone(),
+            snapshot,
+        };
+        let from_snapshot = snapshot.is_some();
+        self.spawn(spec(snapshot))?;
+        let mut outcome = Upgraded::FromSnapshot;
+        if let Some(at) = self.find(id)
+            && !self.slot(at).started
+        {
+            let why = self
+                .slot(at)
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "it did not start".into());
+            if !from_snapshot {
+                outcome = Upgraded::Failed(why);
+            } else {
+                self.detach(id);
+                self.spawn(spec(None))?;
+                outcome = match self.find(id).map(|at| self.slot(at).started) {
+                    Some(true) => Upgraded::Fresh(why),
+                    _ => Upgraded::Failed(why),
+                };
+            }
+        } else if !from_snapshot {
+            outcome = Upgraded::Fresh("the old code gave no snapshot".into());
+        }
+        if let Some(at) = self.find(id) {
+            self.slot_mut(at).carry_over(old);
+            self.order_stale = true;
+        }
+        Ok(outcome)
+    }
+
+    /// The running (or restarting) instances whose code has digest
+    /// `digest`, in spawn order.
+    pub fn instances_of(&self, digest: &str) -> Vec<String> {
+        let mut found: Vec<(u64, String)> = self
+            .cohorts
+            .iter()
+            .flat_map(|c| c.members.iter())
+            .filter(|s| {
+                s.module.digest() == digest
+                    && matches!(s.state, InstanceState::Running | InstanceState::Restarting)
+            })
+            .map(|s| (s.order, s.id.clone()))
+            .collect();
+        found.sort();
+        found.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Take instance `id` out of its cohort and off its subscriptions,
+    /// keeping its inbox on the bus; its slot.
+    fn detach(&mut self, id: &str) -> Option<Slot> {
+        let (c, k) = self.find(id)?;
+        let slot = self.cohorts[c].take_member(k);
+        if self.cohorts[c].members.is_empty() {
+            self.cohorts.remove(c);
+        }
+        self.order_stale = true;
+        self.bus.unsubscribe(id);
+        Some(slot)
     }
 
     /// Stop instance `id` and forget it, because it now runs elsewhere:

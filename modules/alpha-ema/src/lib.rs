@@ -18,8 +18,12 @@ use garden_sdk::{
     Subscription,
 };
 
-/// Version of the snapshot format: the decayed win and close counts.
-const SNAPSHOT_VERSION: u32 = 1;
+/// Version of the snapshot format: the decayed win and close counts, then
+/// (since version 2) the last plan number and the owner's instance id.
+/// A child inherits the counts only; the instance itself (restarted, or
+/// given new code by a `replace` deploy) also goes on numbering its plans
+/// where it stopped, so a plan id is never used twice.
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// One variant's state.
 pub struct Alpha {
@@ -118,23 +122,9 @@ impl Module for Alpha {
         };
         let horizon = ctx.int("horizon")?;
         // Inherit the parent's (or its own last) track record.
-        let (wins, closed) = match &ctx.snapshot {
-            None => (0.0, 0.0),
-            Some(snap) if snap.version == SNAPSHOT_VERSION && snap.data.len() == 16 => {
-                let f = |b: &[u8]| f64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-                let (w, c) = (f(&snap.data[..8]), f(&snap.data[8..]));
-                if !(w.is_finite() && c.is_finite() && 0.0 <= w && w <= c) {
-                    return Err(format!("snapshot holds impossible counts: {w} wins of {c}"));
-                }
-                (w, c)
-            }
-            Some(snap) => {
-                return Err(format!(
-                    "snapshot version {} ({} bytes) is not version {SNAPSHOT_VERSION} (16 bytes)",
-                    snap.version,
-                    snap.data.len()
-                ));
-            }
+        let (wins, closed, next_id) = match &ctx.snapshot {
+            None => (0.0, 0.0, 0),
+            Some(snap) => restore(snap, &ctx.instance)?,
         };
         Ok(Alpha {
             fast: Ema::new(period(fast, "fast")?),
@@ -150,7 +140,7 @@ impl Module for Alpha {
             allow_short: ctx.boolean("allow-short")?,
             instance: ctx.instance,
             last_sign: None,
-            next_id: 0,
+            next_id,
             wins,
             closed,
         })
@@ -174,11 +164,47 @@ impl Module for Alpha {
     fn snapshot(&self) -> Option<Snapshot> {
         let mut data = self.wins.to_le_bytes().to_vec();
         data.extend_from_slice(&self.closed.to_le_bytes());
+        data.extend_from_slice(&self.next_id.to_le_bytes());
+        data.extend_from_slice(self.instance.as_bytes());
         Some(Snapshot {
             version: SNAPSHOT_VERSION,
             data,
         })
     }
+}
+
+/// (wins, closes, next plan number) from a snapshot of version 1 (counts
+/// only) or 2 (counts, plan number, owner); the plan number only if the
+/// snapshot is `instance`'s own.
+fn restore(snap: &Snapshot, instance: &str) -> Result<(f64, f64, u64), String> {
+    let f = |b: &[u8]| f64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+    let (counts, rest) = match snap.version {
+        1 | 2 if snap.data.len() >= 16 => snap.data.split_at(16),
+        _ => {
+            return Err(format!(
+                "snapshot version {} ({} bytes) is not version 1 or {SNAPSHOT_VERSION}",
+                snap.version,
+                snap.data.len()
+            ));
+        }
+    };
+    let (w, c) = (f(&counts[..8]), f(&counts[8..]));
+    if !(w.is_finite() && c.is_finite() && 0.0 <= w && w <= c) {
+        return Err(format!("snapshot holds impossible counts: {w} wins of {c}"));
+    }
+    let next_id = match (snap.version, rest.len()) {
+        (1, 0) => 0,
+        (2, n) if n >= 8 => {
+            let (number, owner) = rest.split_at(8);
+            if owner == instance.as_bytes() {
+                u64::from_le_bytes(number.try_into().unwrap_or([0; 8]))
+            } else {
+                0
+            }
+        }
+        _ => return Err(format!("snapshot version {} is truncated", snap.version)),
+    };
+    Ok((w, c, next_id))
 }
 
 garden_sdk::export_module!(Alpha);
@@ -240,6 +266,23 @@ mod tests {
         c.snapshot = Some(snap);
         let child = Alpha::init(c).unwrap();
         assert_eq!((child.wins, child.closed), (3.0, 5.0));
+        // A child starts its own numbering; the instance itself goes on.
+        let mut numbered = Alpha::init(ctx(2, 4)).unwrap();
+        numbered.next_id = 41;
+        let mut other = ctx(2, 4);
+        other.instance = "a2".into();
+        other.snapshot = numbered.snapshot();
+        assert_eq!(Alpha::init(other).unwrap().next_id, 0);
+        let mut same = ctx(2, 4);
+        same.snapshot = numbered.snapshot();
+        assert_eq!(Alpha::init(same).unwrap().next_id, 41);
+        // Version 1 (counts only) still reads.
+        let mut old = ctx(2, 4);
+        old.snapshot = Some(Snapshot {
+            version: 1,
+            data: [3.0f64.to_le_bytes(), 5.0f64.to_le_bytes()].concat(),
+        });
+        assert_eq!(Alpha::init(old).unwrap().closed, 5.0);
         let mut bad = ctx(2, 4);
         bad.snapshot = Some(Snapshot {
             version: 9,

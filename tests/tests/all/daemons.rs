@@ -1010,6 +1010,7 @@ fn entries_no_trusted_daemon_signed_are_ignored_counted_and_audited() {
         out_of_sample: None,
         control: false,
         fitness_by_label: Vec::new(),
+        code_changes: Vec::new(),
     })
     .expect("encodes");
     xadd(

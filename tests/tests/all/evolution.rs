@@ -29,6 +29,7 @@ fn run(evolution: EvolutionConfig, variants: u32, seed: u64) -> RunSummary {
         total_bars: 0,
         steps_per_year: 0.0,
         per_call: 0,
+        deploys: Vec::new(),
     };
     replay(engine, &config, &modules, &bundled_rows(), options, |_| {}).expect("runs")
 }
@@ -63,7 +64,7 @@ fn lineage_keeps_its_invariants() {
                 assert_eq!((l.birth_bar + 1) % cfg.threshold_every, 0);
                 assert_eq!(l.parents.len(), 1);
             }
-            BirthCause::Diversity => assert!(l.parents.is_empty()),
+            BirthCause::Diversity | BirthCause::Deploy => assert!(l.parents.is_empty()),
             BirthCause::Recovery | BirthCause::Regime => assert_eq!(l.parents.len(), 1),
         }
         if !l.parents.is_empty() {
@@ -221,16 +222,22 @@ fn a_child_inherits_its_parents_snapshot_and_a_refused_one_is_a_failed_birth() {
     }
     rt.run_until_idle();
     let snap = rt.snapshot_of("parent").expect("alpha saves a snapshot");
-    assert_eq!(snap.version, 1);
+    assert_eq!(snap.version, 2);
     let wins = f64::from_le_bytes(snap.data[..8].try_into().expect("8 bytes"));
-    let closed = f64::from_le_bytes(snap.data[8..].try_into().expect("8 bytes"));
+    let closed = f64::from_le_bytes(snap.data[8..16].try_into().expect("8 bytes"));
     assert_eq!((wins, closed), (2.0, 3.0), "two wins of three");
-    rt.spawn(spec("child", Some(snap.clone()))).expect("spawns");
-    assert_eq!(
-        rt.snapshot_of("child"),
-        Some(snap),
-        "the child starts from its parent's state"
+    assert!(
+        snap.data.ends_with(b"parent"),
+        "the snapshot names its owner"
     );
+    rt.spawn(spec("child", Some(snap.clone()))).expect("spawns");
+    let child = rt.snapshot_of("child").expect("the child saves a snapshot");
+    assert_eq!(
+        child.data[..16],
+        snap.data[..16],
+        "the child starts from its parent's track record"
+    );
+    assert!(child.data.ends_with(b"child"), "and numbers its own plans");
     // A snapshot the module refuses: a failed birth, the host goes on.
     rt.spawn(spec(
         "broken",
@@ -338,6 +345,7 @@ fn a_quarantined_variant_is_replaced_by_a_mutant_of_a_healthy_one() {
         total_bars: 0,
         steps_per_year: 0.0,
         per_call: 0,
+        deploys: Vec::new(),
     };
     let rows = bundled_rows();
     let s = replay(engine, &config, &modules, &rows[..400], options, |_| {}).expect("runs");

@@ -333,6 +333,7 @@ fn rust_python_and_javascript_variants_share_one_population_deterministically() 
                 rows[rows.len() - 1].time,
             ),
             per_call: 0,
+            deploys: Vec::new(),
         };
         let mut replay = Replay::start(engine.clone(), &config, &modules, options).expect("starts");
         replay.tap("scored");

@@ -5,6 +5,7 @@
 mod adversarial;
 mod daemons;
 mod evolution;
+mod hotload;
 mod languages;
 mod loading;
 mod monitoring;

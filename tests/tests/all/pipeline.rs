@@ -245,6 +245,7 @@ fn limits_from_test_config_still_run_the_real_pipeline() {
         total_bars: 0,
         steps_per_year: 0.0,
         per_call: 0,
+        deploys: Vec::new(),
     };
     let rows = bundled_rows();
     let summary =

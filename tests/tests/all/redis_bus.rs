@@ -107,6 +107,7 @@ fn run_on<B: Bus>(
         total_bars: rows.len(),
         steps_per_year: 6_000.0,
         per_call: 0,
+        deploys: Vec::new(),
     };
     let mut replay = Replay::start_on(bus, engine, &config, &modules, options).expect("starts");
     for t in ["plan", "evidence", "scored", "decision", "fill"] {

@@ -1,0 +1,100 @@
+//! New code loaded while a pipeline runs (`[[deploy]]` in a pipeline file):
+//! each component is read, verified against the trust store and compiled
+//! on a thread of its own from the start, off the message path, so the
+//! instances go on handling messages meanwhile; the switch waits for it
+//! only if it is not ready by its bar.
+//!
+//! Invariant: a deploy whose component cannot be read, is not trusted or
+//! does not compile yields its error, and the old code goes on.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::config::{DeployConfig, PipelineConfig};
+use crate::engine::{Engine, Module};
+use crate::integrity::Trust;
+
+/// One scheduled deploy and its code, loading or loaded.
+#[derive(Clone)]
+pub struct Deploy {
+    /// What the pipeline file asked for.
+    pub config: DeployConfig,
+    code: Arc<Mutex<Loading>>,
+}
+
+enum Loading {
+    Running(JoinHandle<Result<Arc<Module>, String>>),
+    Done(Result<Arc<Module>, String>),
+}
+
+impl std::fmt::Debug for Deploy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deploy")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deploy {
+    /// Start loading `config`'s component (in cohorts of `cohort`, as the
+    /// module it replaces runs).
+    pub fn start(engine: Arc<Engine>, trust: Trust, config: DeployConfig, cohort: u32) -> Deploy {
+        let path = config.path.clone();
+        let handle = std::thread::spawn(move || {
+            let bytes =
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let module = engine
+                .load(&bytes, trust.store_for(&bytes))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            match cohort {
+                0 | 1 => Ok(module),
+                size => module
+                    .in_cohorts_of(size)
+                    .map_err(|e| format!("{}: {e}", path.display())),
+            }
+        });
+        Deploy {
+            config,
+            code: Arc::new(Mutex::new(Loading::Running(handle))),
+        }
+    }
+
+    /// The new code, waiting for its load if it is still going; or why it
+    /// cannot be had.
+    pub fn code(&self) -> Result<Arc<Module>, String> {
+        let mut loading = self.code.lock().unwrap_or_else(|p| p.into_inner());
+        if let Loading::Running(_) = &*loading {
+            let Loading::Running(handle) =
+                std::mem::replace(&mut *loading, Loading::Done(Err("loading".into())))
+            else {
+                return Err("loading".into());
+            };
+            let result = handle
+                .join()
+                .unwrap_or_else(|_| Err("the load panicked".into()));
+            *loading = Loading::Done(result);
+        }
+        match &*loading {
+            Loading::Done(result) => result.clone(),
+            Loading::Running(_) => Err("loading".into()),
+        }
+    }
+}
+
+/// Start loading every deploy of `pipeline`, in bar order.
+pub fn start_all(engine: &Arc<Engine>, trust: &Trust, pipeline: &PipelineConfig) -> Vec<Deploy> {
+    let mut deploys: Vec<Deploy> = pipeline
+        .deploys
+        .iter()
+        .map(|d| {
+            let cohort = pipeline
+                .modules
+                .iter()
+                .find(|m| m.name == d.module)
+                .map_or(1, |m| m.cohort);
+            Deploy::start(engine.clone(), trust.clone(), d.clone(), cohort)
+        })
+        .collect();
+    deploys.sort_by_key(|d| d.config.at_bar);
+    deploys
+}

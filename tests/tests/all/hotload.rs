@@ -1,0 +1,273 @@
+//! Hot-loading in a replay (`[[deploy]]` in a pipeline file): new code
+//! takes over at a bar while the pipeline runs. `replace` with the same
+//! code changes no outcome (every plan, decision and fill is the same, each
+//! once, so nothing was lost or handled twice at the switch); `compete`
+//! adds variants of another code that live, trade and breed within their
+//! code; a tampered component is refused and the old code goes on; and
+//! `garden run` audits each deploy.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use garden_host::Envelope;
+use garden_host::config::{DeployConfig, Strategy};
+use garden_host::replay::RunSummary;
+use garden_host::replication::BirthCause;
+use garden_host::types::{Body, FillKind};
+use garden_tests::{bundled_rows, replay_embedded_changed};
+
+const TOPICS: [&str; 3] = ["plan", "decision", "fill"];
+
+/// Built-in module `name` as a component file in `dir`.
+fn component(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.signed.wasm"));
+    let bytes = garden_modules::module(name).expect("a built-in module");
+    std::fs::write(&path, bytes).expect("writes");
+    path
+}
+
+fn deploy(at_bar: usize, path: &Path, strategy: Strategy, variants: Option<u32>) -> DeployConfig {
+    DeployConfig {
+        at_bar,
+        module: "alpha-ema".into(),
+        path: path.to_path_buf(),
+        strategy,
+        variants,
+    }
+}
+
+/// Replay 2,000 bundled bars with four variants, with `deploys`.
+fn run(deploys: Vec<DeployConfig>) -> (RunSummary, Vec<Arc<Envelope>>) {
+    let rows = bundled_rows();
+    replay_embedded_changed(7, 4, 0, 0, &rows[..2_000], &TOPICS, |c| c.deploys = deploys)
+}
+
+/// Every tapped message as (topic, key, source, body), in order.
+fn contents(messages: &[Arc<Envelope>]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {} {} {}",
+                m.topic,
+                m.key,
+                m.source,
+                serde_json::to_string(&m.body).unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// Two message sequences are the same; if not, where they part.
+fn same(got: &[String], want: &[String]) {
+    let first = got.iter().zip(want).position(|(g, w)| g != w);
+    if let Some(i) = first {
+        let near = |v: &[String]| {
+            v[i.saturating_sub(2)..(i + 3).min(v.len())]
+                .iter()
+                .map(|m| m.chars().take(90).collect::<String>())
+                .collect::<Vec<_>>()
+                .join("\n    ")
+        };
+        panic!(
+            "message {i} of {} differs:\n got {}\nwant {}\nnear got:\n    {}\nnear want:\n    {}",
+            want.len(),
+            got[i].chars().take(400).collect::<String>(),
+            want[i].chars().take(400).collect::<String>(),
+            near(got),
+            near(want)
+        );
+    }
+    assert_eq!(got.len(), want.len(), "as many messages");
+}
+
+/// Counts of plan ids in plans, decisions and entry fills.
+fn accounted(messages: &[Arc<Envelope>]) -> HashMap<String, (u32, u32, u32)> {
+    let mut seen: HashMap<String, (u32, u32, u32)> = HashMap::new();
+    for m in messages {
+        match &m.body {
+            Body::Plan(p) => seen.entry(p.id.clone()).or_default().0 += 1,
+            Body::Decision(d) => seen.entry(d.plan.id.clone()).or_default().1 += 1,
+            Body::Fill(f) if matches!(f.kind, FillKind::Entry) => {
+                seen.entry(f.plan_id.clone()).or_default().2 += 1
+            }
+            _ => {}
+        }
+    }
+    seen
+}
+
+#[test]
+fn replacing_alpha_mid_run_keeps_every_plan_decision_and_fill_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alpha = component(dir.path(), "alpha-ema");
+    let (plain, plain_messages) = run(Vec::new());
+    let (swapped, messages) = run(vec![deploy(1_000, &alpha, Strategy::Replace, None)]);
+    let report = &swapped.deploys[0];
+    assert_eq!(report.outcome, "done", "{report:?}");
+    assert_eq!(report.strategy, "replace");
+    assert!(report.code.starts_with("alpha-ema@"), "{report:?}");
+    let living: Vec<&str> = plain
+        .lineage
+        .iter()
+        .filter(|l| l.birth_bar < 1_000 && l.death_bar.is_none_or(|d| d >= 1_000))
+        .map(|l| l.id.as_str())
+        .collect();
+    assert_eq!(report.instances.len(), living.len(), "{report:?}");
+    assert!(
+        report
+            .instances
+            .iter()
+            .all(|(_, what)| what == "from-snapshot"),
+        "{report:?}"
+    );
+    // Up to the switch, the run is the run without it.
+    let switch = bundled_rows()[1_000].time;
+    let before = |m: &[Arc<Envelope>]| {
+        let kept: Vec<Arc<Envelope>> = m.iter().filter(|m| m.time < switch).cloned().collect();
+        contents(&kept)
+    };
+    same(&before(&messages), &before(&plain_messages));
+    // Across it, every plan once (the new code goes on numbering where the
+    // old one stopped: its snapshot says where), at most one decision and
+    // one entry per plan, and none without its plan.
+    let counts = accounted(&messages);
+    for (id, (plans, decisions, entries)) in &counts {
+        assert_eq!(*plans, 1, "plan {id} published {plans} times");
+        assert!(
+            *decisions <= 1 && *entries <= *decisions,
+            "{id}: {decisions} decisions, {entries} entries"
+        );
+    }
+    // The replaced variants go on trading on the new code.
+    let after: Vec<&str> = messages
+        .iter()
+        .filter(|m| m.time >= switch && m.topic == "plan")
+        .map(|m| m.source.as_str())
+        .collect();
+    assert!(
+        living.iter().any(|id| after.contains(id)),
+        "no plan after the switch"
+    );
+    // The lineage says which code each variant ran from when.
+    let changed: Vec<_> = swapped
+        .lineage
+        .iter()
+        .filter(|l| !l.code_changes.is_empty())
+        .collect();
+    assert_eq!(changed.len(), living.len());
+    assert!(
+        changed
+            .iter()
+            .all(|l| l.code_changes == [(1_000, report.digest.clone())])
+    );
+}
+
+#[test]
+fn competing_code_joins_the_population_and_breeds_within_its_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sma = component(dir.path(), "sma-cross");
+    let (summary, _) = run(vec![deploy(800, &sma, Strategy::Compete, Some(3))]);
+    let report = &summary.deploys[0];
+    assert_eq!(report.outcome, "done", "{report:?}");
+    assert_eq!(report.instances.len(), 3, "{report:?}");
+    let born: Vec<_> = summary
+        .lineage
+        .iter()
+        .filter(|l| l.birth_cause == BirthCause::Deploy)
+        .collect();
+    assert_eq!(born.len(), 3);
+    for l in &born {
+        assert_eq!(l.component, report.digest);
+        assert_eq!(l.birth_bar, 800);
+        assert!(l.id.starts_with("sma-cross."), "{}", l.id);
+    }
+    // They trade: their plans reach the trader and come back as fitness.
+    let scored = summary
+        .variants
+        .iter()
+        .filter(|v| v.id.starts_with("sma-cross.") && v.score.is_some())
+        .count();
+    assert!(scored > 0, "no sma-cross variant reported fitness");
+    // Crossover stays within one code.
+    let by_id: std::collections::HashMap<&str, &str> = summary
+        .lineage
+        .iter()
+        .map(|l| (l.id.as_str(), l.component.as_str()))
+        .collect();
+    for l in &summary.lineage {
+        for p in &l.parents {
+            assert_eq!(
+                by_id.get(p.as_str()),
+                Some(&l.component.as_str()),
+                "{}",
+                l.id
+            );
+        }
+    }
+}
+
+#[test]
+fn a_tampered_component_is_refused_and_the_old_code_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alpha = component(dir.path(), "alpha-ema");
+    let mut bytes = std::fs::read(&alpha).expect("reads");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&alpha, bytes).expect("writes");
+    let (plain, plain_messages) = run(Vec::new());
+    let (summary, messages) = run(vec![deploy(1_000, &alpha, Strategy::Replace, None)]);
+    let report = &summary.deploys[0];
+    assert!(report.outcome.starts_with("refused: "), "{report:?}");
+    assert!(report.instances.is_empty());
+    same(&contents(&messages), &contents(&plain_messages));
+    assert_eq!(summary.lineage.len(), plain.lineage.len());
+}
+
+#[test]
+fn garden_run_deploys_on_schedule_and_audits_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    component(dir.path(), "alpha-ema");
+    let pipeline = garden_host::config::DEFAULT_PIPELINE.to_string()
+        + "\n[[deploy]]\nat_bar = 500\nmodule = \"alpha-ema\"\npath = \"alpha-ema.signed.wasm\"\nstrategy = \"replace\"\n";
+    let file = dir.path().join("pipeline.toml");
+    std::fs::write(&file, pipeline).expect("writes");
+    let store = format!("sqlite://{}", dir.path().join("g.db").display());
+    let out = garden_tests::garden()
+        .args([
+            "run",
+            "--seed",
+            "3",
+            "--variants",
+            "2",
+            "--store",
+            &store,
+            "--config",
+        ])
+        .arg(&file)
+        .output()
+        .expect("garden run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("deploys:"), "{stdout}");
+    assert!(
+        stdout.contains("bar 500: alpha-ema -> alpha-ema@"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("from-snapshot"), "{stdout}");
+    let audit = garden_tests::garden()
+        .args(["audit", "--kind", "deploy", "--store", &store])
+        .output()
+        .expect("garden audit");
+    let listed = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        listed.contains("strategy replace: done"),
+        "{listed}\n{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+}
