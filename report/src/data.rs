@@ -183,9 +183,15 @@ impl RunData {
                 _ => None,
             })
             .await?;
-        // Fitness reports are recorded on whatever topic the pipeline names;
-        // they are read from every recorded topic that holds them.
-        for topic in store.record_counts(run).await?.into_keys() {
+        // Fitness reports are recorded on whatever topic the pipeline names,
+        // beside the message topics every run records (read above, or of
+        // no use here): they are looked for on the others.
+        let others = store
+            .record_counts(run)
+            .await?
+            .into_keys()
+            .filter(|t| !garden_host::records::RECORDED_TOPICS.contains(&t.as_str()));
+        for topic in others {
             let found = reader
                 .bodies(&topic, |b| match b {
                     Body::Fitness(x) => Some(x),

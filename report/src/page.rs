@@ -54,6 +54,31 @@ mod tests {
         }
     }
 
+    /// A run id, variant id or reason is text a module or a user chose: one
+    /// that tries to close the data block and add a script stays data.
+    #[test]
+    fn hostile_text_in_the_data_cannot_leave_the_data_block() {
+        let hostile = "</script><script>alert(1)</script><!--";
+        let mut f = crate::figures(&crate::RunData::default(), &Default::default());
+        f.meta.run = hostile.into();
+        f.meta.warnings.push(hostile.into());
+        let page = render(&f).unwrap();
+        assert!(!page.contains("alert(1)</script>"), "the script got out");
+        let start = page.find(r#"id="garden-data">"#).unwrap() + r#"id="garden-data">"#.len();
+        let len = page[start..].find("</script>").unwrap();
+        let data: serde_json::Value = serde_json::from_str(&page[start..start + len]).unwrap();
+        assert_eq!(data["meta"]["run"], hostile, "and reads back as it was");
+        let ours = [TEMPLATE, ECHARTS, SCRIPT, STYLE]
+            .iter()
+            .map(|t| t.matches("<script").count())
+            .sum::<usize>();
+        assert_eq!(
+            page.matches("<script").count(),
+            ours,
+            "no script element from the data"
+        );
+    }
+
     #[test]
     fn the_page_names_no_outside_resource() {
         for text in [TEMPLATE, STYLE, SCRIPT] {

@@ -7,7 +7,7 @@
 //! Invariant: a deploy whose component cannot be read, is not trusted or
 //! does not compile yields its error, and the old code goes on.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use crate::config::{DeployConfig, PipelineConfig};
@@ -19,12 +19,16 @@ use crate::integrity::Trust;
 pub struct Deploy {
     /// What the pipeline file asked for.
     pub config: DeployConfig,
-    code: Arc<Mutex<Loading>>,
+    code: Arc<Code>,
 }
 
-enum Loading {
-    Running(JoinHandle<Result<Arc<Module>, String>>),
-    Done(Result<Arc<Module>, String>),
+/// The new code, or why it cannot be had.
+type Loaded = Result<Arc<Module>, String>;
+
+/// The load's thread until it is joined, then what it gave.
+struct Code {
+    loading: Mutex<Option<JoinHandle<Loaded>>>,
+    loaded: OnceLock<Loaded>,
 }
 
 impl std::fmt::Debug for Deploy {
@@ -55,35 +59,38 @@ impl Deploy {
         });
         Deploy {
             config,
-            code: Arc::new(Mutex::new(Loading::Running(handle))),
+            code: Arc::new(Code {
+                loading: Mutex::new(Some(handle)),
+                loaded: OnceLock::new(),
+            }),
         }
     }
 
     /// The new code, waiting for its load if it is still going; or why it
     /// cannot be had.
-    pub fn code(&self) -> Result<Arc<Module>, String> {
-        let mut loading = self.code.lock().unwrap_or_else(|p| p.into_inner());
-        if let Loading::Running(_) = &*loading {
-            let Loading::Running(handle) =
-                std::mem::replace(&mut *loading, Loading::Done(Err("loading".into())))
-            else {
-                return Err("loading".into());
-            };
-            let result = handle
-                .join()
-                .unwrap_or_else(|_| Err("the load panicked".into()));
-            *loading = Loading::Done(result);
-        }
-        match &*loading {
-            Loading::Done(result) => result.clone(),
-            Loading::Running(_) => Err("loading".into()),
-        }
+    pub fn code(&self) -> Loaded {
+        self.code
+            .loaded
+            .get_or_init(|| {
+                let handle = self
+                    .code
+                    .loading
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                match handle {
+                    Some(h) => h.join().unwrap_or_else(|_| Err("the load panicked".into())),
+                    None => Err("the load was lost".into()),
+                }
+            })
+            .clone()
     }
 }
 
-/// Start loading every deploy of `pipeline`, in bar order.
+/// Start loading every deploy of `pipeline` (a replay applies them in bar
+/// order).
 pub fn start_all(engine: &Arc<Engine>, trust: &Trust, pipeline: &PipelineConfig) -> Vec<Deploy> {
-    let mut deploys: Vec<Deploy> = pipeline
+    pipeline
         .deploys
         .iter()
         .map(|d| {
@@ -94,7 +101,5 @@ pub fn start_all(engine: &Arc<Engine>, trust: &Trust, pipeline: &PipelineConfig)
                 .map_or(1, |m| m.cohort);
             Deploy::start(engine.clone(), trust.clone(), d.clone(), cohort)
         })
-        .collect();
-    deploys.sort_by_key(|d| d.config.at_bar);
-    deploys
+        .collect()
 }

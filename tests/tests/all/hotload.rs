@@ -225,6 +225,36 @@ fn a_tampered_component_is_refused_and_the_old_code_goes_on() {
     assert_eq!(summary.lineage.len(), plain.lineage.len());
 }
 
+/// Code signed, validly, by a key the host does not trust: an attacker
+/// who can write the pipeline's component file but holds no trusted key.
+#[test]
+fn a_component_signed_by_an_untrusted_key_is_refused_and_the_old_code_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stranger = garden_registry::SigningKey::generate();
+    let name = "panic-message";
+    let bytes = garden_registry::signature::sign(
+        &garden_tests::fixture_bytes(name),
+        &garden_tests::fixture_manifest(name),
+        &stranger,
+        "2026-01-01T00:00:00Z",
+    )
+    .expect("signs");
+    let path = dir.path().join("stranger.signed.wasm");
+    std::fs::write(&path, bytes).expect("writes");
+    let (plain, plain_messages) = run(Vec::new());
+    let (summary, messages) = run(vec![deploy(1_000, &path, Strategy::Replace, None)]);
+    let report = &summary.deploys[0];
+    assert!(report.outcome.starts_with("refused: "), "{report:?}");
+    assert!(
+        report.outcome.contains(&stranger.public().id().to_string())
+            || report.outcome.contains("trust"),
+        "{report:?}"
+    );
+    assert!(report.instances.is_empty());
+    same(&contents(&messages), &contents(&plain_messages));
+    assert_eq!(summary.lineage.len(), plain.lineage.len());
+}
+
 #[test]
 fn garden_run_deploys_on_schedule_and_audits_it() {
     let dir = tempfile::tempdir().expect("tempdir");
