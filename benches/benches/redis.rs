@@ -21,6 +21,14 @@
 //!   three reading daemons, and checking a tag (every bus above tags for
 //!   one reader, the key all its buses share).
 //!
+//! * the pattern's own ceiling: the same commands the bus sends (XADD of
+//!   entries as large as a plan's, pipelined 256 deep; XREADGROUP of up to
+//!   1,024; XACK) from a bare redis client that does nothing else, so the
+//!   share of Redis's time that any client of consumer groups must leave
+//!   to Redis is visible;
+//! * Redis's own CPU time per message in each end-to-end run (`INFO cpu`),
+//!   which bounds what a faster client could gain.
+//!
 //! Run: `cargo bench -p garden-benches --bench redis`.
 
 use std::process::Command;
@@ -123,6 +131,90 @@ fn ceiling(redis: &Redis) -> Option<f64> {
         .parse()
         .ok()?;
     Some(rate)
+}
+
+/// Redis's CPU seconds so far (user plus system), from `INFO cpu`.
+fn redis_cpu(redis: &Redis) -> f64 {
+    let client = redis::Client::open(redis.url()).expect("a client");
+    let mut conn = client.get_connection().expect("connects");
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query(&mut conn)
+        .expect("INFO");
+    info.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            matches!(k, "used_cpu_sys" | "used_cpu_user").then(|| v.trim().parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// Messages per second and Redis's CPU microseconds per message of `run`,
+/// which moves [`MESSAGES`].
+fn with_redis_cpu(redis: &Redis, run: impl FnOnce() -> f64) -> (f64, f64) {
+    let before = redis_cpu(redis);
+    let rate = run();
+    let used = redis_cpu(redis) - before;
+    (rate, 1e6 * used / MESSAGES as f64)
+}
+
+/// The bus's command pattern from a bare client: a publisher thread
+/// pipelining XADDs of a plan-sized entry (`m` 250 bytes, `a` 74, as the
+/// bus writes them) 256 at a time; a reader acknowledging what it read
+/// and reading up to 1,024 more in one round trip. Messages per second
+/// from the first XADD to the last XACK.
+fn bare_streams(redis: &Redis) -> f64 {
+    let client = redis::Client::open(redis.url()).expect("a client");
+    let stream = "bare:plan";
+    let mut reader = client.get_connection().expect("connects");
+    let _: redis::Value = redis::cmd("XGROUP")
+        .arg(&["CREATE", stream, "g", "$", "MKSTREAM"])
+        .query(&mut reader)
+        .expect("a group");
+    let started = Instant::now();
+    let publisher = std::thread::spawn(move || {
+        let mut conn = client.get_connection().expect("connects");
+        let (m, a) = ("m".repeat(250), "a".repeat(74));
+        for _ in 0..MESSAGES / 256 {
+            let mut pipe = redis::pipe();
+            for _ in 0..256 {
+                pipe.cmd("XADD")
+                    .arg(&[stream, "MAXLEN", "~", "1000000", "*", "m", &m, "a", &a])
+                    .ignore();
+            }
+            let () = pipe.query(&mut conn).expect("XADDs");
+        }
+    });
+    let mut got = 0u64;
+    let mut ids: Vec<String> = Vec::new();
+    while got < MESSAGES / 256 * 256 {
+        let mut pipe = redis::pipe();
+        if !ids.is_empty() {
+            pipe.cmd("XACK").arg(stream).arg("g").arg(&ids).ignore();
+        }
+        pipe.cmd("XREADGROUP")
+            .arg(&["GROUP", "g", "c", "COUNT", "1024", "STREAMS", stream, ">"]);
+        let (reply,): (redis::streams::StreamReadReply,) =
+            pipe.query(&mut reader).expect("XREADGROUP");
+        ids = reply
+            .keys
+            .into_iter()
+            .flat_map(|k| k.ids.into_iter().map(|e| e.id))
+            .collect();
+        got += ids.len() as u64;
+        if ids.is_empty() {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    let _: redis::Value = redis::cmd("XACK")
+        .arg(stream)
+        .arg("g")
+        .arg(&ids)
+        .query(&mut reader)
+        .expect("XACK");
+    let elapsed = started.elapsed();
+    publisher.join().expect("publisher");
+    (MESSAGES / 256 * 256) as f64 / elapsed.as_secs_f64()
 }
 
 /// Messages per second from the first publish to the last acknowledgement,
@@ -334,11 +426,12 @@ fn main() {
     let (sign, verify) = signature_cost();
     let redis = Redis::start();
     let ceiling = ceiling(&redis);
-    let one = throughput(&redis, 1);
+    let (bare, bare_cpu) = with_redis_cpu(&redis, || bare_streams(&redis));
+    let (one, one_cpu) = with_redis_cpu(&redis, || throughput(&redis, 1));
     let four = throughput(&redis, 4);
     let one_sealed = throughput_sealing(&redis, 1, Some(&keys), false);
     let four_sealed = throughput_sealing(&redis, 4, Some(&keys), false);
-    let one_once = throughput_sealing(&redis, 1, None, true);
+    let (one_once, once_cpu) = with_redis_cpu(&redis, || throughput_sealing(&redis, 1, None, true));
     let four_once = throughput_sealing(&redis, 4, None, true);
     let (p50, p99, max) = latency(&redis);
     // The same bus over TLS (a redis-server speaking TLS only, with a
@@ -363,8 +456,13 @@ fn main() {
         None => println!("  ceiling: redis-benchmark did not run (install redis-tools)"),
     }
     println!(
-        "  garden bus end to end (publish, read, hand over, ack), 1 publisher: {one:.0} msgs/s{}",
-        share(one)
+        "  the same commands from a bare client (XADD, XREADGROUP, XACK), 1 publisher: {bare:.0} msgs/s{}; Redis busy {bare_cpu:.2} us per message",
+        share(bare)
+    );
+    println!(
+        "  garden bus end to end (publish, read, hand over, ack), 1 publisher: {one:.0} msgs/s{} ({:.0}% of the bare client); Redis busy {one_cpu:.2} us per message",
+        share(one),
+        100.0 * one / bare
     );
     println!(
         "  garden bus end to end, 4 publishers: {four:.0} msgs/s{}",
@@ -383,7 +481,7 @@ fn main() {
     );
     println!("  ed25519 instead: sign {sign:.2} us, verify {verify:.2} us");
     println!(
-        "  outputs written once (publish ids through PUBLISH_ONCE): 1 publisher {one_once:.0} msgs/s ({:.0}% of plain XADD), 4 publishers {four_once:.0} msgs/s ({:.0}%)",
+        "  outputs written once (publish ids through PUBLISH_ONCE): 1 publisher {one_once:.0} msgs/s ({:.0}% of plain XADD), 4 publishers {four_once:.0} msgs/s ({:.0}%); Redis busy {once_cpu:.2} us per message",
         100.0 * one_once / one,
         100.0 * four_once / four
     );
