@@ -354,6 +354,27 @@ pub fn run(args: RunArgs) -> Result<()> {
                 touched.join(", ")
             ),
         );
+        if let Some(r) = &d.settled {
+            let back: Vec<String> = r
+                .instances
+                .iter()
+                .map(|(id, what)| format!("{id}: {what}"))
+                .collect();
+            watch.audit().record(
+                r.outcome,
+                &d.code,
+                d.signer.as_deref().unwrap_or("-"),
+                &format!(
+                    "bar {} module {} sha256:{} {}: {} [{}]",
+                    r.bar,
+                    d.module,
+                    d.digest,
+                    r.outcome,
+                    r.why,
+                    back.join(", ")
+                ),
+            );
+        }
     }
     save_run(watch.audit(), &run_id, &started, seed, &summary)?;
     if let Some(out) = &args.report {

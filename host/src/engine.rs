@@ -172,6 +172,15 @@ impl Module {
         &self.info
     }
 
+    /// Whether it takes shared deliveries (a subscription that gives each
+    /// message to one member of the module's group), which a canary splits.
+    pub fn takes_shared(&self) -> bool {
+        self.info
+            .subscribes
+            .iter()
+            .any(|s| !s.addressed && matches!(s.delivery, crate::bindings::types::Delivery::Shared))
+    }
+
     /// Most variants one instance of this module carries: 1 (each variant
     /// alone) unless [`Module::in_cohorts_of`] asked for more.
     pub fn cohort(&self) -> u32 {

@@ -62,12 +62,16 @@ fn deploys(out: &mut String, s: &RunSummary) {
         return;
     }
     let _ = writeln!(out, "\ndeploys:");
-    for d in &s.deploys {
-        let touched: Vec<String> = d
-            .instances
+    // `id what, id what`: each instance a deploy touched.
+    let listed = |instances: &[(String, String)]| {
+        instances
             .iter()
             .map(|(id, what)| format!("{id} {what}"))
-            .collect();
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for d in &s.deploys {
+        let touched = listed(&d.instances);
         let _ = writeln!(
             out,
             "  bar {}: {} -> {} ({}): {}{}",
@@ -79,9 +83,20 @@ fn deploys(out: &mut String, s: &RunSummary) {
             if touched.is_empty() {
                 String::new()
             } else {
-                format!("; {}", touched.join(", "))
+                format!("; {touched}")
             }
         );
+        if let Some(r) = &d.settled {
+            let _ = writeln!(
+                out,
+                "  bar {}: {} {}: {}; {}",
+                r.bar,
+                d.module,
+                r.outcome,
+                r.why,
+                listed(&r.instances)
+            );
+        }
     }
 }
 

@@ -259,6 +259,8 @@ pub struct Replay<B: Bus = MemoryBus> {
     current: crate::rollout::Current,
     /// What the deploys so far did.
     deployed: Vec<crate::rollout::DeployReport>,
+    /// Deploys that can still be taken back.
+    watched: Vec<crate::rollout::Rollout>,
 }
 
 impl Replay<MemoryBus> {
@@ -334,6 +336,7 @@ impl<B: Bus> Replay<B> {
             pending: pending.into(),
             current,
             deployed: Vec::new(),
+            watched: Vec::new(),
             runtime,
             board: Scoreboard::default(),
             feed_topic: config.feed_topic.clone(),
@@ -356,13 +359,17 @@ impl<B: Bus> Replay<B> {
             .is_some_and(|d| d.config.at_bar <= self.bar)
         {
             if let Some(d) = self.pending.pop_front() {
-                let report = crate::rollout::apply(
+                let (report, watch) = crate::rollout::apply(
                     &mut self.runtime,
                     self.evolver.as_mut(),
                     &mut self.current,
                     &d,
                     self.bar,
                 );
+                if let Some(mut watch) = watch {
+                    watch.report = self.deployed.len();
+                    self.watched.push(watch);
+                }
                 self.deployed.push(report);
             }
         }
@@ -370,6 +377,16 @@ impl<B: Bus> Replay<B> {
         self.runtime.publish(message);
         self.runtime.run_until_idle();
         self.collect();
+        if !self.watched.is_empty() {
+            crate::rollout::watch(
+                &mut self.runtime,
+                self.evolver.as_mut(),
+                &mut self.current,
+                &mut self.watched,
+                &mut self.deployed,
+                self.bar,
+            );
+        }
         if let Some(ev) = self.evolver.as_mut() {
             ev.step(self.bar, row.time, &self.board, &mut self.runtime);
             // Retirements publish final reports: take them in now.

@@ -37,6 +37,7 @@ const FIXTURES: &[&str] = &[
     "sleep",
     "big-describe",
     "poison",
+    "tenth",
 ];
 
 const TARGET: &str = "wasm32-wasip2";

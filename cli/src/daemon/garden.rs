@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use garden_host::bus::RedisBus;
+use garden_host::bus::{Bus, RedisBus};
 use garden_host::cluster::{self, Decision, Follower, Membership};
 use garden_host::records::Recorder;
 use garden_host::runtime::InstanceState;

@@ -39,6 +39,8 @@ pub struct MemoryBus {
     stats: BusStats,
     /// Reused between publishes to avoid an allocation per message.
     targets: Vec<usize>,
+    /// Rosters set by [`Bus::set_roster`], as inboxes, by group.
+    rosters: HashMap<String, Vec<usize>>,
 }
 
 impl MemoryBus {
@@ -52,6 +54,7 @@ impl MemoryBus {
             dead: RecentDeadLetters::default(),
             stats: BusStats::default(),
             targets: Vec::new(),
+            rosters: HashMap::default(),
         }
     }
 
@@ -89,9 +92,12 @@ impl MemoryBus {
             match route.delivery {
                 Delivery::Broadcast => self.targets.extend_from_slice(&route.members),
                 Delivery::Shared => {
-                    let pick =
-                        (fnv1a(message.key.as_bytes()) % route.members.len() as u64) as usize;
-                    self.targets.push(route.members[pick]);
+                    let roster = self
+                        .rosters
+                        .get(&route.group)
+                        .map_or(&route.members[..], |r| &r[..]);
+                    let pick = (fnv1a(message.key.as_bytes()) % roster.len() as u64) as usize;
+                    self.targets.push(roster[pick]);
                 }
             }
         }
@@ -114,6 +120,15 @@ impl MemoryBus {
 }
 
 impl Bus for MemoryBus {
+    fn set_roster(&mut self, group: &str, members: Vec<String>) {
+        if members.is_empty() {
+            self.rosters.remove(group);
+            return;
+        }
+        let inboxes = members.iter().map(|m| self.inbox(m)).collect();
+        self.rosters.insert(group.to_string(), inboxes);
+    }
+
     fn subscribe(&mut self, s: &Subscriber) {
         let member = self.inbox(&s.instance);
         let topic = self.topics.entry(s.topic.clone()).or_default();

@@ -214,6 +214,13 @@ pub trait Bus {
     fn release(&mut self, instance: &str) {
         self.unsubscribe(instance);
     }
+    /// Make `members` the roster of subscribing group `group`: a key of
+    /// its shared deliveries goes to `members[fnv1a(key) % len]`. A member
+    /// named more than once takes a larger share of the keys (a canary
+    /// takes its share this way). An empty roster goes back to the group's
+    /// subscribers in subscription order. Change it between rounds, when
+    /// nothing waits, so that no key's messages wait at two members.
+    fn set_roster(&mut self, group: &str, members: Vec<String>);
     /// Exchange with a remote backend: send what was published and
     /// acknowledged, fetch what waits. Whether anything arrived (or the
     /// backend is still catching up). The runtime calls it once per round.

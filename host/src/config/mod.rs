@@ -17,5 +17,6 @@ pub use crate::limits::Limits;
 pub use bus::BusConfig;
 pub use evolution::{EvolutionConfig, FitnessConfig, Mutation};
 pub use pipeline::{
-    ConfigError, DEFAULT_PIPELINE, DeployConfig, ModuleConfig, PipelineConfig, Strategy,
+    ConfigError, DEFAULT_PIPELINE, DeployConfig, ModuleConfig, PipelineConfig, RollbackConfig,
+    Strategy,
 };

@@ -70,6 +70,51 @@ pub struct DeployConfig {
     /// With `compete`: how many variants of the new code join (default:
     /// as many as the module's instances).
     pub variants: Option<u32>,
+    /// With `canary`: the percentage of the module's keys the new code
+    /// takes (1 to 99; default [`DeployConfig::CANARY_SHARE`]).
+    pub share: Option<u8>,
+    /// When a `replace` or a `canary` is taken back, and when a canary is
+    /// promoted (`[deploy.rollback]`).
+    #[serde(default)]
+    pub rollback: RollbackConfig,
+}
+
+impl DeployConfig {
+    /// Default share of a canary, in percent of the keys.
+    pub const CANARY_SHARE: u8 = 10;
+}
+
+/// When new code that replaced the old is taken back: the old code stays
+/// compiled and each instance's snapshot at the switch stays kept for
+/// `watch_bars` bars; if the new code's instances trap `traps` times
+/// between them in that time, every instance goes back to the old code,
+/// from its snapshot at the switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RollbackConfig {
+    /// Traps of the new code, summed over its instances, that take it
+    /// back; 0 never does.
+    pub traps: u64,
+    /// Bars after the switch during which the deploy can be taken back;
+    /// after them it is final and the old code is let go (a canary is
+    /// then promoted: the new code replaces the old everywhere).
+    pub watch_bars: usize,
+}
+
+impl RollbackConfig {
+    /// Default `traps`: one trap may be bad luck, three are the code.
+    pub const TRAPS: u64 = 3;
+    /// Default `watch_bars`.
+    pub const WATCH_BARS: usize = 500;
+}
+
+impl Default for RollbackConfig {
+    fn default() -> Self {
+        RollbackConfig {
+            traps: Self::TRAPS,
+            watch_bars: Self::WATCH_BARS,
+        }
+    }
 }
 
 /// How new code takes over from the old.
@@ -84,6 +129,10 @@ pub enum Strategy {
     /// the old code's on fitness (a population module only, with
     /// evolution on).
     Compete,
+    /// One instance of the new code takes `share` percent of the module's
+    /// shared deliveries, by key, beside the old code, which keeps the
+    /// rest; promoted after the watch, or taken back if it traps.
+    Canary,
 }
 
 impl Strategy {
@@ -92,6 +141,7 @@ impl Strategy {
         match self {
             Strategy::Replace => "replace",
             Strategy::Compete => "compete",
+            Strategy::Canary => "canary",
         }
     }
 }

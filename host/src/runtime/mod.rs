@@ -607,19 +607,32 @@ impl<B: Bus> Runtime<B> {
     /// snapshot (a state it does not know), it starts fresh and the outcome
     /// says why. Call it between rounds, when nothing is in flight.
     pub fn upgrade(&mut self, id: &str, module: Arc<Module>) -> Result<Upgraded, UpgradeError> {
+        self.running(id)?;
+        let snapshot = self.snapshot_of(id);
+        self.upgrade_from(id, module, snapshot)
+    }
+
+    /// [`Runtime::upgrade`] from a given `snapshot` (e.g. the one the old
+    /// code left at a switch, to go back to it), also for an instance that
+    /// its current code got quarantined: a rollback takes it back.
+    pub fn upgrade_from(
+        &mut self,
+        id: &str,
+        module: Arc<Module>,
+        snapshot: Option<Snapshot>,
+    ) -> Result<Upgraded, UpgradeError> {
         let at = self
             .find(id)
             .ok_or_else(|| UpgradeError::NoSuchInstance(id.to_string()))?;
-        if !matches!(
+        if matches!(
             self.slot(at).state,
-            InstanceState::Running | InstanceState::Restarting
+            InstanceState::Retiring | InstanceState::Retired
         ) {
             return Err(UpgradeError::NotRunning {
                 id: id.to_string(),
                 state: self.slot(at).state.to_string(),
             });
         }
-        let snapshot = self.snapshot_of(id);
         let old = self
             .detach(id)
             .ok_or_else(|| UpgradeError::NoSuchInstance(id.to_string()))?;
@@ -659,6 +672,76 @@ impl<B: Bus> Runtime<B> {
             self.order_stale = true;
         }
         Ok(outcome)
+    }
+
+    /// Start instance `id` on `module` with the parameters and settings of
+    /// instance `like`, from `like`'s snapshot (a canary of new code beside
+    /// the instance it may replace). `Fresh` with the reason if `module`
+    /// refuses that snapshot.
+    pub fn spawn_like(
+        &mut self,
+        id: &str,
+        like: &str,
+        module: Arc<Module>,
+    ) -> Result<Upgraded, UpgradeError> {
+        self.running(like)?;
+        let snapshot = self.snapshot_of(like);
+        let at = self
+            .find(like)
+            .ok_or_else(|| UpgradeError::NoSuchInstance(like.to_string()))?;
+        let ctx = &self.slot(at).ctx;
+        let spec = |snapshot| InstanceSpec {
+            id: id.to_string(),
+            module: module.clone(),
+            params: ctx.params.clone(),
+            settings: ctx.settings.clone(),
+            snapshot,
+        };
+        let from_snapshot = snapshot.is_some();
+        let (with, without) = (spec(snapshot), spec(None));
+        self.spawn(with)?;
+        match self.find(id).map(|at| self.slot(at).started) {
+            Some(true) if from_snapshot => Ok(Upgraded::FromSnapshot),
+            Some(true) => Ok(Upgraded::Fresh("the old code gave no snapshot".into())),
+            None | Some(false) if !from_snapshot => Ok(Upgraded::Failed(
+                self.find(id)
+                    .and_then(|at| self.slot(at).last_error.clone())
+                    .unwrap_or_else(|| "it did not start".into()),
+            )),
+            _ => {
+                let why = self
+                    .find(id)
+                    .and_then(|at| self.slot(at).last_error.clone())
+                    .unwrap_or_else(|| "it did not start".into());
+                self.detach(id);
+                self.spawn(without)?;
+                Ok(match self.find(id).map(|at| self.slot(at).started) {
+                    Some(true) => Upgraded::Fresh(why),
+                    _ => Upgraded::Failed(why),
+                })
+            }
+        }
+    }
+
+    /// Instance `id` runs or restarts: it can be given new code.
+    fn running(&self, id: &str) -> Result<(), UpgradeError> {
+        let at = self
+            .find(id)
+            .ok_or_else(|| UpgradeError::NoSuchInstance(id.to_string()))?;
+        match &self.slot(at).state {
+            InstanceState::Running | InstanceState::Restarting => Ok(()),
+            other => Err(UpgradeError::NotRunning {
+                id: id.to_string(),
+                state: other.to_string(),
+            }),
+        }
+    }
+
+    /// Traps of instance `id` so far (over all its code), and whether it
+    /// is quarantined; `None` if no such instance is here.
+    pub fn traps_of(&self, id: &str) -> Option<(u64, bool)> {
+        let s = self.slot(self.find(id)?);
+        Some((s.traps, s.quarantined()))
     }
 
     /// The running (or restarting) instances whose code has digest

@@ -34,6 +34,8 @@ fn deploy(at_bar: usize, path: &Path, strategy: Strategy, variants: Option<u32>)
         path: path.to_path_buf(),
         strategy,
         variants,
+        share: None,
+        rollback: Default::default(),
     }
 }
 
@@ -255,15 +257,210 @@ fn a_component_signed_by_an_untrusted_key_is_refused_and_the_old_code_goes_on() 
     assert_eq!(summary.lineage.len(), plain.lineage.len());
 }
 
+/// The `tenth` fixture (traps on every tenth bar, publishes nothing) as a
+/// component signed by the test key, in `dir`.
+fn broken_version(dir: &Path) -> PathBuf {
+    let name = "tenth";
+    let bytes = garden_tests::signed(
+        &garden_tests::fixture_bytes(name),
+        &garden_tests::fixture_manifest(name),
+    );
+    let path = dir.join("broken.signed.wasm");
+    std::fs::write(&path, bytes).expect("writes");
+    path
+}
+
 #[test]
-fn garden_run_deploys_on_schedule_and_audits_it() {
+fn a_version_that_traps_on_its_tenth_message_is_rolled_back_and_the_old_code_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
-    component(dir.path(), "alpha-ema");
-    let pipeline = garden_host::config::DEFAULT_PIPELINE.to_string()
-        + "\n[[deploy]]\nat_bar = 500\nmodule = \"alpha-ema\"\npath = \"alpha-ema.signed.wasm\"\nstrategy = \"replace\"\n";
-    let file = dir.path().join("pipeline.toml");
+    let broken = broken_version(dir.path());
+    let (summary, messages) = run(vec![deploy(1_000, &broken, Strategy::Replace, None)]);
+    let report = &summary.deploys[0];
+    assert_eq!(report.outcome, "done", "{report:?}");
+    let switched: Vec<&str> = report.instances.iter().map(|(id, _)| id.as_str()).collect();
+    assert!(!switched.is_empty(), "{report:?}");
+    // Each instance traps on its tenth bar on the new code (bar 1,009):
+    // that is three traps or more, so the next bar runs the old code.
+    let back = report.settled.as_ref().expect("rolled back");
+    assert_eq!(back.bar, 1_010, "{back:?}");
+    assert!(back.why.contains("traps of the new code"), "{back:?}");
+    for id in &switched {
+        assert!(
+            back.instances
+                .iter()
+                .any(|(b, what)| b == id && what == "from-snapshot"),
+            "{id} not put back from its snapshot: {back:?}"
+        );
+    }
+    // No plan from them while the broken code ran; plans again after.
+    let (t0, t1) = (bundled_rows()[1_000].time, bundled_rows()[1_010].time);
+    let planned = |from: i64, to: i64| {
+        messages
+            .iter()
+            .filter(|m| m.topic == "plan" && m.time >= from && m.time < to)
+            .filter(|m| switched.contains(&m.source.as_str()))
+            .count()
+    };
+    assert_eq!(planned(t0, t1), 0);
+    assert!(planned(t1, i64::MAX) > 0, "the old code did not go on");
+    // Every plan once, across both switches.
+    for (id, (plans, decisions, entries)) in accounted(&messages) {
+        assert_eq!(plans, 1, "plan {id} published {plans} times");
+        assert!(decisions <= 1 && entries <= decisions, "{id}");
+    }
+    // The lineage tells which code each ran, and when.
+    let old = summary
+        .lineage
+        .iter()
+        .find(|l| l.id == switched[0])
+        .expect("in the lineage");
+    assert_eq!(
+        old.code_changes,
+        [
+            (1_000, report.digest.clone()),
+            (1_010, old.component.clone())
+        ],
+        "{old:?}"
+    );
+}
+
+#[test]
+fn a_rollback_rule_of_zero_traps_keeps_the_new_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broken = broken_version(dir.path());
+    let mut d = deploy(1_000, &broken, Strategy::Replace, None);
+    d.rollback.traps = 0;
+    let (summary, _) = run(vec![d]);
+    assert!(summary.deploys[0].settled.is_none());
+    assert!(summary.runtime.traps >= 4, "{:?}", summary.runtime);
+}
+
+/// Built-in module `name` rebuilt as version `version`: the same code with
+/// a custom section added (so another digest, the same behaviour), signed
+/// by the test key.
+fn rebuilt(dir: &Path, name: &str, version: &str) -> PathBuf {
+    let signed = garden_modules::module(name).expect("a built-in module");
+    let parsed = garden_registry::signature::parse(signed).expect("a signed component");
+    let mut code = parsed.code.to_vec();
+    let (label, payload) = (b"garden-test-build", version.as_bytes());
+    let size = 1 + label.len() + payload.len();
+    assert!(size < 128 && label.len() < 128, "one-byte LEB128 sizes");
+    code.push(0);
+    code.push(size as u8);
+    code.push(label.len() as u8);
+    code.extend_from_slice(label);
+    code.extend_from_slice(payload);
+    let mut manifest = parsed.manifest.clone();
+    manifest.version = version.into();
+    manifest.component = None;
+    manifest.publisher = None;
+    let bytes = garden_tests::signed(&code, &manifest);
+    let path = dir.join(format!("{name}-{version}.signed.wasm"));
+    std::fs::write(&path, bytes).expect("writes");
+    path
+}
+
+/// Decisions as (bar index, source).
+fn decided_by(messages: &[Arc<Envelope>]) -> Vec<(usize, String)> {
+    let rows = bundled_rows();
+    messages
+        .iter()
+        .filter(|m| matches!(m.body, Body::Decision(_)))
+        .map(|m| {
+            let bar = rows.partition_point(|r| r.time < m.time);
+            (bar, m.source.clone())
+        })
+        .collect()
+}
+
+#[test]
+fn a_canary_takes_its_share_of_the_keys_and_is_promoted_after_its_watch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let next = rebuilt(dir.path(), "decision", "0.2.0");
+    let mut d = deploy(500, &next, Strategy::Canary, None);
+    d.module = "decision".into();
+    d.share = Some(30);
+    d.rollback.watch_bars = 1_000;
+    let (summary, messages) = run(vec![d]);
+    let report = &summary.deploys[0];
+    assert_eq!(report.outcome, "done", "{report:?}");
+    assert_eq!(report.strategy, "canary");
+    // The decision module keeps no state: both start fresh.
+    assert_eq!(
+        report.instances,
+        [(
+            "decision.canary".to_string(),
+            "fresh: the old code gave no snapshot".to_string()
+        )]
+    );
+    let decided = decided_by(&messages);
+    let by = |from: usize, to: usize, who: &str| {
+        decided
+            .iter()
+            .filter(|(bar, s)| (from..to).contains(bar) && s == who)
+            .count()
+    };
+    assert_eq!(by(0, 500, "decision.canary"), 0);
+    let (old, canary) = (
+        by(500, 1_500, "decision"),
+        by(500, 1_500, "decision.canary"),
+    );
+    let share = canary as f64 / (old + canary) as f64;
+    assert!(
+        (0.15..0.45).contains(&share),
+        "the canary took {canary} of {} decisions",
+        old + canary
+    );
+    // Promoted after its watch: the old instance runs the new code, the
+    // canary is gone, and every decision is made once throughout.
+    let settled = report.settled.as_ref().expect("settled");
+    assert_eq!(settled.outcome, "promoted", "{settled:?}");
+    assert_eq!(settled.bar, 1_500);
+    assert!(
+        settled
+            .instances
+            .iter()
+            .any(|(id, what)| id == "decision" && what.starts_with("fresh: ")),
+        "{settled:?}"
+    );
+    assert_eq!(by(1_500, 2_000, "decision.canary"), 0);
+    assert!(by(1_500, 2_000, "decision") > 0);
+    for (id, (plans, decisions, entries)) in accounted(&messages) {
+        assert_eq!(plans, 1, "plan {id} published {plans} times");
+        assert!(
+            decisions <= 1 && entries <= decisions,
+            "{id}: {decisions} decisions"
+        );
+    }
+    let running = summary
+        .instances
+        .iter()
+        .find(|i| i.id == "decision")
+        .expect("decision runs");
+    assert_eq!(running.state.label(), "ok");
+}
+
+#[test]
+fn a_canary_of_a_module_that_takes_broadcasts_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let next = rebuilt(dir.path(), "alpha-ema", "0.2.0");
+    let (summary, _) = run(vec![deploy(500, &next, Strategy::Canary, None)]);
+    let report = &summary.deploys[0];
+    assert!(
+        report.outcome.starts_with("refused: ") && report.outcome.contains("shared"),
+        "{report:?}"
+    );
+    assert!(report.instances.is_empty());
+}
+
+/// `garden run --seed 3 --variants 2` of the embedded pipeline with
+/// `deploys` (TOML) added, in `dir`, with a store there: its output, and
+/// `garden audit --kind KIND` of the run.
+fn garden_run_with(dir: &Path, deploys: &str) -> (String, impl Fn(&str) -> String) {
+    let pipeline = garden_host::config::DEFAULT_PIPELINE.to_string() + deploys;
+    let file = dir.join("pipeline.toml");
     std::fs::write(&file, pipeline).expect("writes");
-    let store = format!("sqlite://{}", dir.path().join("g.db").display());
+    let store = format!("sqlite://{}", dir.join("g.db").display());
     let out = garden_tests::garden()
         .args([
             "run",
@@ -278,11 +475,25 @@ fn garden_run_deploys_on_schedule_and_audits_it() {
         .arg(&file)
         .output()
         .expect("garden run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let audit = move |kind: &str| {
+        let out = garden_tests::garden()
+            .args(["audit", "--kind", kind, "--store", &store])
+            .output()
+            .expect("garden audit");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    (String::from_utf8_lossy(&out.stdout).into_owned(), audit)
+}
+
+#[test]
+fn garden_run_deploys_on_schedule_and_audits_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    component(dir.path(), "alpha-ema");
+    let (stdout, audit) = garden_run_with(
+        dir.path(),
+        "\n[[deploy]]\nat_bar = 500\nmodule = \"alpha-ema\"\npath = \"alpha-ema.signed.wasm\"\nstrategy = \"replace\"\n",
     );
     assert!(stdout.contains("deploys:"), "{stdout}");
     assert!(
@@ -290,14 +501,29 @@ fn garden_run_deploys_on_schedule_and_audits_it() {
         "{stdout}"
     );
     assert!(stdout.contains("from-snapshot"), "{stdout}");
-    let audit = garden_tests::garden()
-        .args(["audit", "--kind", "deploy", "--store", &store])
-        .output()
-        .expect("garden audit");
-    let listed = String::from_utf8_lossy(&audit.stdout);
+    let listed = audit("deploy");
+    assert!(listed.contains("strategy replace: done"), "{listed}");
+}
+
+#[test]
+fn garden_run_audits_a_rollback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    broken_version(dir.path());
+    garden_registry::TrustStore::update(&garden_tests::garden_home().join("trust.toml"), |store| {
+        store.add(&garden_tests::test_key().public(), "tests", "test")
+    })
+    .expect("trusts the test key");
+    let (stdout, audit) = garden_run_with(
+        dir.path(),
+        "\n[[deploy]]\nat_bar = 500\nmodule = \"alpha-ema\"\npath = \"broken.signed.wasm\"\n\n[deploy.rollback]\ntraps = 2\n",
+    );
     assert!(
-        listed.contains("strategy replace: done"),
-        "{listed}\n{}",
-        String::from_utf8_lossy(&audit.stderr)
+        stdout.contains("bar 510: alpha-ema rolled-back: "),
+        "{stdout}"
+    );
+    let listed = audit("rolled-back");
+    assert!(
+        listed.contains("traps of the new code in 10 bars (rollback.traps 2)"),
+        "{listed}"
     );
 }

@@ -27,7 +27,7 @@
 //! the members are spread over daemons, and a member that moves takes its
 //! group, and so its unfinished entries, with it. The roster is the local
 //! members in subscription order (what the memory bus uses) unless the
-//! daemon sets it ([`RedisBus::set_roster`]). The consumer name is the
+//! daemon sets it ([`Bus::set_roster`]). The consumer name is the
 //! daemon's name.
 //!
 //! **Exchange.** Nothing touches the network until [`Bus::pump`]: it sends
@@ -494,20 +494,6 @@ impl RedisBus {
             (false, Delivery::Broadcast) => format!("i:{}", s.instance),
             (false, Delivery::Shared) => format!("k:{}", s.instance),
         }
-    }
-
-    /// Make `members` the roster of subscribing group `group`: its members
-    /// in the whole garden, in an order every daemon agrees on. A key goes
-    /// to `members[fnv1a(key) % len]`, wherever that member runs. Without
-    /// this, the roster is the local members in subscription order.
-    pub fn set_roster(&mut self, group: &str, members: Vec<String>) {
-        self.rosters.insert(
-            group.to_string(),
-            Roster {
-                members,
-                fixed: true,
-            },
-        );
     }
 
     /// Encode `message` for `stream` as XADD fields (format 2: the message
@@ -1245,6 +1231,36 @@ impl Bus for RedisBus {
         }
         self.inboxes.entry(s.instance.clone()).or_default();
         self.create_groups_now();
+    }
+
+    /// Its members in the whole garden, in an order every daemon agrees
+    /// on, wherever each runs. Without a roster (or after an empty one),
+    /// it is the local members in subscription order.
+    fn set_roster(&mut self, group: &str, members: Vec<String>) {
+        let roster = if members.is_empty() {
+            let mut local: Vec<String> = Vec::new();
+            for r in self
+                .routes
+                .iter()
+                .filter(|r| r.shared.as_deref() == Some(group))
+            {
+                for m in &r.members {
+                    if !local.contains(m) {
+                        local.push(m.clone());
+                    }
+                }
+            }
+            Roster {
+                members: local,
+                fixed: false,
+            }
+        } else {
+            Roster {
+                members,
+                fixed: true,
+            }
+        };
+        self.rosters.insert(group.to_string(), roster);
     }
 
     fn unsubscribe(&mut self, instance: &str) {
