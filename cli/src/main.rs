@@ -1,6 +1,7 @@
 //! `garden`: the host daemon and command line.
 
 mod daemon;
+mod deploy_cmd;
 mod integrity_cmd;
 mod monitor;
 mod new_cmd;
@@ -44,6 +45,9 @@ enum Command {
     /// The live daemons under a Redis prefix: their instances, inbox
     /// depths, unacknowledged messages and last errors.
     Status(status::StatusArgs),
+    /// Give a running garden of daemons new code for one of its modules:
+    /// every daemon verifies it and switches at one point of the streams.
+    Deploy(deploy_cmd::DeployArgs),
     /// Publisher and daemon keys: make one, print its id, rotate a daemon's.
     #[command(subcommand)]
     Key(integrity_cmd::KeyCommand),
@@ -100,6 +104,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => run::run(args),
         Command::Daemon(args) => daemon::daemon(args),
         Command::Status(args) => status::status(args),
+        Command::Deploy(args) => deploy_cmd::deploy(args),
         Command::Key(cmd) => integrity_cmd::key(cmd),
         Command::Trust(cmd) => integrity_cmd::trust(cmd),
         Command::Sign(args) => integrity_cmd::sign(args),

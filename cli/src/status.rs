@@ -131,6 +131,23 @@ pub fn status(args: StatusArgs) -> Result<()> {
                 |e| format!("; not ready: Redis unreachable: {e}")
             )
         );
+        // The code each module runs here: a rollout in progress shows two.
+        let mut codes: Vec<(&str, &str, usize)> = Vec::new();
+        for i in &d.instances {
+            match codes
+                .iter_mut()
+                .find(|(m, c, _)| *m == i.module && *c == i.code)
+            {
+                Some(c) => c.2 += 1,
+                None => codes.push((&i.module, &i.code, 1)),
+            }
+        }
+        for (module, code, n) in codes {
+            println!("  code: {module} runs {code} ({n} instances)");
+        }
+        for deploy in &d.deploys {
+            println!("  deploy: {deploy}");
+        }
         println!(
             "  {:<22} {:<12} {:>9} {:>6} {:>6}  last error",
             "instance", "state", "handled", "depth", "lag"

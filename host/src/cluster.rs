@@ -41,10 +41,12 @@ use crate::keyring::Keyring;
 mod decisions;
 mod identity;
 mod leader;
+mod requests;
 
-pub use decisions::{Decision, Follower, Refusal, variant_of};
+pub use decisions::{Decision, DeployOrder, Follower, Refusal, variant_of};
 pub use identity::{EntryRefused, Identity, IdentityError, Peers, key_name, public_key_path};
 pub use leader::{Leader, LeaderTopics};
+pub use requests::{DeployRequest, MAX_CODE_BYTES, request_deploy, request_purpose};
 
 /// What a daemon says about itself in its heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -73,6 +75,10 @@ pub struct DaemonStatus {
     /// trusted daemon key signed or tagged (each is audited).
     #[serde(default)]
     pub refused: u64,
+    /// The deploys it has been told of, each as it stands here (loading,
+    /// switching, done, or refused and why).
+    #[serde(default)]
+    pub deploys: Vec<String>,
 }
 
 /// A fingerprint of an instance plan: `(id, code digest, params)` of every
@@ -133,6 +139,9 @@ pub struct InstanceStatus {
     pub lag: usize,
     /// Its latest error.
     pub last_error: Option<String>,
+    /// The code it runs: `name@version sha256:PREFIX`.
+    #[serde(default)]
+    pub code: String,
 }
 
 /// The daemon `instance` belongs on, among `live` daemons.

@@ -172,6 +172,18 @@ impl Module {
         &self.info
     }
 
+    /// `name@version sha256:PREFIX`: which code this is, in one line.
+    pub fn label(&self) -> String {
+        let name = self.manifest.as_ref().map_or_else(
+            || format!("{}@{}", self.info.name, self.info.version),
+            garden_trust::Manifest::reference,
+        );
+        format!(
+            "{name} sha256:{}",
+            &self.digest()[..12.min(self.digest().len())]
+        )
+    }
+
     /// Whether it takes shared deliveries (a subscription that gives each
     /// message to one member of the module's group), which a canary splits.
     pub fn takes_shared(&self) -> bool {

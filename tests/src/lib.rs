@@ -88,6 +88,31 @@ pub fn module(engine: &Engine, name: &str) -> Arc<Module> {
         .unwrap_or_else(|e| panic!("{name} loads: {e}"))
 }
 
+/// Built-in module `name` rebuilt as version `version`: the same code with
+/// a custom section added (so another digest, the same behaviour), signed
+/// by the test key.
+pub fn rebuilt(dir: &std::path::Path, name: &str, version: &str) -> std::path::PathBuf {
+    let built = garden_modules::module(name).expect("a built-in module");
+    let parsed = signature::parse(built).expect("a signed component");
+    let mut code = parsed.code.to_vec();
+    let (label, payload) = (b"garden-test-build", version.as_bytes());
+    let size = 1 + label.len() + payload.len();
+    assert!(size < 128 && label.len() < 128, "one-byte LEB128 sizes");
+    code.push(0);
+    code.push(size as u8);
+    code.push(label.len() as u8);
+    code.extend_from_slice(label);
+    code.extend_from_slice(payload);
+    let mut manifest = parsed.manifest.clone();
+    manifest.version = version.into();
+    manifest.component = None;
+    manifest.publisher = None;
+    let bytes = signed(&code, &manifest);
+    let path = dir.join(format!("{name}-{version}.signed.wasm"));
+    std::fs::write(&path, bytes).expect("writes");
+    path
+}
+
 /// The unsigned bytes of an adversarial fixture.
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
     let path = garden_modules::fixture(name).unwrap_or_else(|| panic!("no fixture {name}"));

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::deploys::Deployer;
 use garden_host::bus::{Bus, RedisBus};
 use garden_host::cluster::{self, Decision, Follower, Membership};
 use garden_host::records::Recorder;
@@ -21,6 +22,13 @@ pub(super) struct Garden {
     /// The loaded modules, for children (found by digest).
     pub(super) modules: Vec<Arc<Module>>,
     pub(super) follower: Follower,
+    /// The code each pipeline module runs now, and how many variants one
+    /// of its instances carries.
+    pub(super) current: Vec<(String, Arc<Module>, u32)>,
+    /// Deploys as they stand here.
+    pub(super) deployer: Deployer,
+    /// Deploys refused here since the last heartbeat, to audit.
+    pub(super) refused_deploys: Vec<String>,
 }
 
 impl Garden {
@@ -77,9 +85,48 @@ impl Garden {
                         let _ = m.forget_snapshot(&record.id);
                     }
                 }
+                Decision::Deploy { order, term } => {
+                    eprintln!(
+                        "deploy in term {term}: sha256:{} to {}, asked by {}",
+                        order.digest, order.module, order.by
+                    );
+                    let found = self.current.iter().find(|(n, ..)| *n == order.module);
+                    let (old, cohort) = found.map_or((None, 1), |(_, m, c)| (Some(m.clone()), *c));
+                    if let Some(line) = self.deployer.begin(order, old, cohort, m, runtime) {
+                        self.refused_deploys.push(line);
+                    }
+                }
                 Decision::Leader { .. } | Decision::Stepped { .. } => {}
             }
         }
+    }
+
+    /// Carry deploys on between rounds: switch what waits at its hold, and
+    /// once new code is ready, start the old code's instances on it
+    /// wherever they are placed from now on.
+    pub(super) fn switch(&mut self, runtime: &mut Runtime<RedisBus>) -> Vec<String> {
+        let (ready, refused) = self.deployer.step(runtime);
+        let mut audit = refused;
+        for r in ready {
+            for (spec, _) in &mut self.wanted {
+                if spec.module.digest() == r.old.digest() {
+                    spec.module = r.new.clone();
+                }
+            }
+            if !self.modules.iter().any(|m| m.digest() == r.new.digest()) {
+                self.modules.push(r.new.clone());
+            }
+            if let Some(c) = self.current.iter_mut().find(|(n, ..)| *n == r.module) {
+                c.1 = r.new.clone();
+            }
+            audit.push(format!(
+                "deploy of {} to {}: ready here, replacing {}",
+                r.new.label(),
+                r.module,
+                r.old.label()
+            ));
+        }
+        audit
     }
 
     /// Start what belongs here and is not running; hand over what runs here

@@ -20,6 +20,7 @@ use garden_host::runtime::{InstanceState, Restarts, RuntimeOptions};
 use garden_host::types::Snapshot;
 use garden_host::{Module, Runtime, integrity};
 
+mod deploys;
 mod garden;
 mod keys;
 
@@ -178,7 +179,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
     }
     // A failing instance waits out its backoff aside, never stalling the
     // others (a replay waits in turn instead, to repeat exactly).
-    let mut runtime = Runtime::new(engine, bus, args.seed).with_options(RuntimeOptions {
+    let mut runtime = Runtime::new(engine.clone(), bus, args.seed).with_options(RuntimeOptions {
         restarts: Restarts::Aside,
         ..RuntimeOptions::default()
     });
@@ -247,7 +248,18 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
                 .unwrap_or_default(),
             modules: loaded.clone(),
             follower: Follower::default(),
+            current: modules
+                .iter()
+                .map(|(c, m)| (c.name.clone(), m.clone(), c.cohort))
+                .collect(),
+            deployer: deploys::Deployer {
+                engine: engine.clone(),
+                trust: trust.clone(),
+                rolling: Vec::new(),
+            },
+            refused_deploys: Vec::new(),
         },
+        requests_after: None,
         topics: LeaderTopics {
             bars: config.feed_topic.clone(),
             fitness: config.fitness_topic.clone(),
@@ -405,6 +417,8 @@ struct Daemon {
     body_keys_file: Option<BodyKeysFile>,
     /// Why the daemon stops, once it must.
     stopped: Option<String>,
+    /// The last deploy request read while leading.
+    requests_after: Option<String>,
     /// Its metrics and where they are served, with `--metrics`.
     monitor: Option<(garden_host::metrics::Metrics, crate::monitor::Monitor)>,
     /// Plans and decisions waiting for their match, to time the path.
@@ -419,11 +433,21 @@ impl Daemon {
             self.next_beat = Instant::now() + self.membership.interval();
             self.beat();
         }
-        if self.leader.is_some() && Instant::now() >= self.next_leader_poll {
+        if self.status.leader_term.is_some() && Instant::now() >= self.next_leader_poll {
             self.next_leader_poll = Instant::now() + LEADER_POLL;
             self.lead();
         }
         self.runtime.run_until_idle();
+        if !self.garden.deployer.rolling.is_empty() {
+            for line in self.garden.switch(&mut self.runtime) {
+                let kind = if line.starts_with("refused") {
+                    "deploy-refused"
+                } else {
+                    "deploy"
+                };
+                self.watch.audit().record(kind, "daemon", &self.name, &line);
+            }
+        }
         self.record();
         self.time_the_path();
         self.wait();
@@ -447,6 +471,11 @@ impl Daemon {
         self.status.instances = reports
             .into_iter()
             .map(|i| InstanceStatus {
+                code: self
+                    .runtime
+                    .code_of(&i.id)
+                    .map(|m| m.label())
+                    .unwrap_or_default(),
                 depth: self.runtime.bus().depth(&i.id),
                 lag: self.runtime.bus().unacked(&i.id),
                 state: i.state.to_string(),
@@ -456,6 +485,7 @@ impl Daemon {
                 last_error: i.last_error,
             })
             .collect();
+        self.status.deploys = self.garden.deployer.status(&self.runtime);
         // The population as decided so far, before leading: a new leader
         // starts from all of it.
         self.garden.follow(&mut self.membership, &mut self.runtime);
@@ -613,6 +643,11 @@ impl Daemon {
     /// Count and audit what was refused since the last beat: decisions
     /// each once, heartbeats once per forged value.
     fn audit_refusals(&mut self) {
+        for line in std::mem::take(&mut self.garden.refused_deploys) {
+            self.watch
+                .audit()
+                .record("deploy-refused", "daemon", &self.name, &line);
+        }
         let decisions = self.garden.follower.take_refused();
         let heartbeats = self.membership.take_refused();
         for r in decisions.into_iter().chain(heartbeats) {
@@ -735,6 +770,7 @@ impl Daemon {
     /// The leader's work: read the streams, decide, and follow what it
     /// decided at once.
     fn lead(&mut self) {
+        self.answer_requests();
         let Some(l) = self.leader.as_mut() else {
             return;
         };
@@ -758,6 +794,107 @@ impl Daemon {
             eprintln!("a newer leader exists; no longer leading");
             self.leader = None;
         }
+    }
+
+    /// The leader's answer to deploy requests: each one a trusted daemon
+    /// key signed, for a module of the pipeline, whose code is in Redis and
+    /// verifies here, becomes a deploy decision, with the position every
+    /// daemon switches at two heartbeats ahead on Redis's clock (time for
+    /// each to read it and load the code). Others are refused and audited.
+    fn answer_requests(&mut self) {
+        let Some(term) = self.status.leader_term else {
+            return;
+        };
+        let after = self
+            .requests_after
+            .clone()
+            .or_else(|| self.garden.follower.last_answered().map(str::to_string))
+            .unwrap_or_else(|| "0".into());
+        let (requests, refused) = match self.membership.deploy_requests(&after) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("could not read the deploy requests ({e})");
+                return;
+            }
+        };
+        for r in &refused {
+            self.status.refused += 1;
+            let detail = format!("{}: {}", r.entry, r.reason);
+            eprintln!("refused a deploy request {detail}");
+            self.watch
+                .audit()
+                .record("refused-entry", r.kind, &self.name, &detail);
+        }
+        let last = refused
+            .iter()
+            .map(|r| r.entry.clone())
+            .chain(requests.iter().map(|r| r.id.clone()))
+            .max_by_key(|id| garden_host::bus::redis::entry_position(id));
+        if let Some(last) = last {
+            self.requests_after = Some(last);
+        }
+        for r in requests {
+            if self.garden.follower.answered(&r.id) {
+                continue;
+            }
+            let checked = self.check_request(&r);
+            let detail = match checked {
+                Ok(at) => {
+                    let order = cluster::DeployOrder {
+                        module: r.module.clone(),
+                        digest: r.digest.clone(),
+                        at,
+                        request: r.id.clone(),
+                        by: r.by.to_string(),
+                    };
+                    match self.membership.log(term, &Decision::Deploy { term, order }) {
+                        Ok(true) => continue,
+                        Ok(false) => "a newer leader exists: it answers".to_string(),
+                        Err(e) => format!("could not log it ({e})"),
+                    }
+                }
+                Err(why) => why,
+            };
+            let line = format!(
+                "refused the deploy request {} (sha256:{} to {}, by {}): {detail}",
+                r.id, r.digest, r.module, r.by
+            );
+            eprintln!("{line}");
+            self.watch
+                .audit()
+                .record("deploy-refused", "leader", &self.name, &line);
+        }
+    }
+
+    /// A deploy request's switch position if the leader can answer it:
+    /// the module is the pipeline's, and the code is in Redis and verifies
+    /// against this daemon's trust store.
+    fn check_request(&mut self, r: &cluster::DeployRequest) -> Result<u64, String> {
+        if !self.garden.current.iter().any(|(n, ..)| *n == r.module) {
+            return Err(format!("the pipeline runs no module `{}`", r.module));
+        }
+        let bytes = self
+            .membership
+            .code(&r.digest)
+            .map_err(|e| format!("cannot read its code ({e})"))??;
+        let trust = &self.garden.deployer.trust;
+        let verified = trust
+            .store_for(&bytes)
+            .verify(&bytes)
+            .map_err(|e| format!("its code does not verify here: {e}"))?;
+        let digest = verified.component.digest.to_hex();
+        if digest != r.digest {
+            return Err(format!(
+                "the code kept under sha256:{} is sha256:{digest}",
+                r.digest
+            ));
+        }
+        let now = self
+            .membership
+            .clock_position()
+            .map_err(|e| format!("cannot read Redis's clock ({e})"))?;
+        let lead = u64::try_from(2 * self.membership.interval().as_millis()).unwrap_or(u64::MAX);
+        Ok(now.saturating_add(lead << 16))
     }
 
     /// Time plan to decision and decision to fill from what the daemon
@@ -795,7 +932,7 @@ impl Daemon {
     /// poll or restart is due; a busy daemon does not wait.
     fn wait(&mut self) {
         let mut due = self.next_beat;
-        if self.leader.is_some() {
+        if self.status.leader_term.is_some() {
             due = due.min(self.next_leader_poll);
         }
         if let Some(restart) = self.runtime.next_restart() {

@@ -68,6 +68,30 @@ pub enum Decision {
         /// The last bar (index in the bar stream) acted on.
         bar: usize,
     },
+    /// New code for a module: every daemon pulls it by digest, verifies
+    /// it against its own trust store and switches at `at`.
+    Deploy {
+        /// The term it was decided in.
+        term: u64,
+        /// What to deploy, where and when.
+        order: DeployOrder,
+    },
+}
+
+/// A deploy as the leader decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployOrder {
+    /// The pipeline module (its name in the pipeline file).
+    pub module: String,
+    /// sha256 of the new code, hex: what every daemon must load.
+    pub digest: String,
+    /// Bus position (a Redis entry id's time and sequence) from which
+    /// every message goes to the new code.
+    pub at: u64,
+    /// The request it answers (its entry id in `{prefix}:requests`).
+    pub request: String,
+    /// Who asked: the daemon key that signed the request.
+    pub by: String,
 }
 
 impl Decision {
@@ -94,6 +118,14 @@ impl Decision {
             Decision::Stepped { bar, .. } => {
                 vec![("kind", "stepped".into()), ("bar", bar.to_string())]
             }
+            Decision::Deploy { order, .. } => vec![
+                ("kind", "deploy".into()),
+                ("module", order.module.clone()),
+                ("digest", order.digest.clone()),
+                ("at", order.at.to_string()),
+                ("request", order.request.clone()),
+                ("by", order.by.clone()),
+            ],
         })
     }
 
@@ -134,6 +166,18 @@ impl Decision {
                 bar: get("bar")?
                     .parse()
                     .map_err(|e| format!("stepped bar is not a number: {e}"))?,
+            }),
+            "deploy" => Ok(Decision::Deploy {
+                term,
+                order: DeployOrder {
+                    module: get("module")?.to_string(),
+                    digest: get("digest")?.to_string(),
+                    at: get("at")?
+                        .parse()
+                        .map_err(|e| format!("deploy position is not a number: {e}"))?,
+                    request: get("request")?.to_string(),
+                    by: get("by")?.to_string(),
+                },
             }),
             other => Err(format!("unknown decision kind `{other}`")),
         }
@@ -190,6 +234,8 @@ pub struct Follower {
     /// Records a decision touched since the last `take_changed`, with the
     /// decision's position in the log.
     changed: Vec<(i64, LineageRecord)>,
+    /// Deploy requests a decision answered, in log order.
+    answered: Vec<String>,
 }
 
 impl Follower {
@@ -236,7 +282,8 @@ impl Follower {
             }
             Decision::Birth { term, .. }
             | Decision::Retire { term, .. }
-            | Decision::Stepped { term, .. } => *term,
+            | Decision::Stepped { term, .. }
+            | Decision::Deploy { term, .. } => *term,
         };
         match self.leaders.get(&term) {
             Some(leader) if leader.matches(&signer) => Some(d),
@@ -279,6 +326,9 @@ impl Follower {
         if let Decision::Leader { term, .. } = d {
             self.term = self.term.max(Some(*term));
         }
+        if let Decision::Deploy { order, .. } = d {
+            self.answered.push(order.request.clone());
+        }
         let (Decision::Birth { record, .. } | Decision::Retire { record, .. }) = d else {
             return;
         };
@@ -309,6 +359,16 @@ impl Follower {
     /// The latest leadership term announced.
     pub fn term(&self) -> Option<u64> {
         self.term
+    }
+
+    /// Whether a logged deploy answers request `id` already.
+    pub fn answered(&self, id: &str) -> bool {
+        self.answered.iter().any(|a| a == id)
+    }
+
+    /// The last deploy request a logged deploy answers, if any.
+    pub fn last_answered(&self) -> Option<&str> {
+        self.answered.last().map(String::as_str)
     }
 }
 
@@ -365,6 +425,17 @@ mod tests {
             time: 12,
         };
         assert_eq!(Decision::parse(&logged(&retire, 4)), Ok(retire));
+        let deploy = Decision::Deploy {
+            term: 5,
+            order: DeployOrder {
+                module: "alpha-ema".into(),
+                digest: "ab".repeat(32),
+                at: 1 << 40,
+                request: "1700000000000-0".into(),
+                by: "daemon-key".into(),
+            },
+        };
+        assert_eq!(Decision::parse(&logged(&deploy, 5)), Ok(deploy));
     }
 
     #[test]

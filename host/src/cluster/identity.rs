@@ -56,6 +56,9 @@ pub enum EntryRefused {
     /// Signed by a trusted daemon, but sealed data that does not open.
     #[error("signed by a trusted daemon, but not usable here: {0}")]
     Sealed(String),
+    /// Signed by a trusted daemon, but missing what its kind needs.
+    #[error("signed by a trusted daemon, but malformed: {0}")]
+    Malformed(String),
     /// A decision of a term by another key than the one that took the lease.
     #[error("a decision of term {term} signed by {signer}, but that term is led by {leader}")]
     NotTheLeader {

@@ -44,17 +44,60 @@ impl Deploy {
     /// module it replaces runs).
     pub fn start(engine: Arc<Engine>, trust: Trust, config: DeployConfig, cohort: u32) -> Deploy {
         let path = config.path.clone();
+        let read = move || {
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        Self::load(engine, trust, config, cohort, read, None)
+    }
+
+    /// Start loading `bytes`, a component pulled from elsewhere (a garden
+    /// of daemons keeps it in Redis): refused unless its code's sha256 is
+    /// `digest`.
+    pub fn start_bytes(
+        engine: Arc<Engine>,
+        trust: Trust,
+        config: DeployConfig,
+        cohort: u32,
+        bytes: Vec<u8>,
+        digest: String,
+    ) -> Deploy {
+        Self::load(
+            engine,
+            trust,
+            config,
+            cohort,
+            move || Ok(bytes),
+            Some(digest),
+        )
+    }
+
+    fn load(
+        engine: Arc<Engine>,
+        trust: Trust,
+        config: DeployConfig,
+        cohort: u32,
+        read: impl FnOnce() -> Result<Vec<u8>, String> + Send + 'static,
+        digest: Option<String>,
+    ) -> Deploy {
+        let name = config.path.display().to_string();
         let handle = std::thread::spawn(move || {
-            let bytes =
-                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let bytes = read()?;
             let module = engine
                 .load(&bytes, trust.store_for(&bytes))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+                .map_err(|e| format!("{name}: {e}"))?;
+            if let Some(want) = digest
+                && module.digest() != want
+            {
+                return Err(format!(
+                    "{name}: its code is sha256:{}, not sha256:{want} as the deploy says",
+                    module.digest()
+                ));
+            }
             match cohort {
                 0 | 1 => Ok(module),
                 size => module
                     .in_cohorts_of(size)
-                    .map_err(|e| format!("{}: {e}", path.display())),
+                    .map_err(|e| format!("{name}: {e}")),
             }
         });
         Deploy {
@@ -64,6 +107,18 @@ impl Deploy {
                 loaded: OnceLock::new(),
             }),
         }
+    }
+
+    /// Whether the load is over (so [`Deploy::code`] does not wait).
+    pub fn ready(&self) -> bool {
+        self.code.loaded.get().is_some()
+            || self
+                .code
+                .loading
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_none_or(JoinHandle::is_finished)
     }
 
     /// The new code, waiting for its load if it is still going; or why it

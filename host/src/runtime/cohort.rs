@@ -69,6 +69,11 @@ pub(super) struct Slot {
     pub(super) recent_failures: VecDeque<Instant>,
     /// Messages taken from the inbox, not yet handled.
     pub(super) pending: VecDeque<Arc<Envelope>>,
+    /// Take nothing from the inbox at or past this position (a switch of
+    /// code due there): the first such message waits in `held`.
+    pub(super) hold: Option<u64>,
+    /// The message that reached the hold, kept for the code after it.
+    pub(super) held: Option<Arc<Envelope>>,
     pub(super) outcomes: Vec<Outcome>,
     pub(super) unsent: VecDeque<Envelope>,
     pub(super) received: u64,
@@ -106,6 +111,8 @@ impl Slot {
             oversized_snapshots: 0,
             recent_failures: VecDeque::new(),
             pending: VecDeque::new(),
+            hold: None,
+            held: None,
             outcomes: Vec::new(),
             unsent: VecDeque::new(),
             received: 0,
@@ -135,6 +142,7 @@ impl Slot {
     pub(super) fn carry_over(&mut self, old: Slot) {
         self.order = old.order;
         let mut pending = old.pending;
+        pending.extend(old.held);
         pending.extend(self.pending.drain(..));
         self.pending = pending;
         self.unacked += old.unacked;

@@ -737,6 +737,41 @@ impl<B: Bus> Runtime<B> {
         }
     }
 
+    /// Let instance `id` take no message at or past bus position `at`
+    /// (`None`: no longer hold it): it handles what came before and then
+    /// waits, with the first message past the hold kept for whatever code
+    /// it runs next ([`Runtime::upgrade`] hands it over, in order). This
+    /// is how daemons switch code at one point of the streams. False if
+    /// there is no such instance.
+    pub fn hold(&mut self, id: &str, at: Option<u64>) -> bool {
+        let Some(at_slot) = self.find(id) else {
+            return false;
+        };
+        let slot = self.slot_mut(at_slot);
+        slot.hold = at;
+        if at.is_none()
+            && let Some(m) = slot.held.take()
+        {
+            slot.pending.push_back(m);
+        }
+        true
+    }
+
+    /// Instance `id` has handled everything before its hold and waits at
+    /// it with the first message past it, so a switch there loses and
+    /// repeats nothing.
+    pub fn at_hold(&self, id: &str) -> bool {
+        self.find(id).is_some_and(|at| {
+            let s = self.slot(at);
+            s.hold.is_some() && s.pending.is_empty() && s.held.is_some()
+        })
+    }
+
+    /// The code instance `id` runs.
+    pub fn code_of(&self, id: &str) -> Option<&Arc<Module>> {
+        self.find(id).map(|at| &self.slot(at).module)
+    }
+
     /// Traps of instance `id` so far (over all its code), and whether it
     /// is quarantined; `None` if no such instance is here.
     pub fn traps_of(&self, id: &str) -> Option<(u64, bool)> {
@@ -938,8 +973,9 @@ impl<B: Bus> Runtime<B> {
         }
         let per_round = self.options.per_round;
         let slot = &mut self.cohorts[c].members[k];
-        while slot.pending.len() < per_round {
+        while slot.pending.len() < per_round && slot.held.is_none() {
             match self.bus.poll(&slot.id) {
+                Some(m) if slot.hold.is_some_and(|at| m.seq >= at) => slot.held = Some(m),
                 Some(m) => slot.pending.push_back(m),
                 None => break,
             }

@@ -335,31 +335,6 @@ fn a_rollback_rule_of_zero_traps_keeps_the_new_code() {
     assert!(summary.runtime.traps >= 4, "{:?}", summary.runtime);
 }
 
-/// Built-in module `name` rebuilt as version `version`: the same code with
-/// a custom section added (so another digest, the same behaviour), signed
-/// by the test key.
-fn rebuilt(dir: &Path, name: &str, version: &str) -> PathBuf {
-    let signed = garden_modules::module(name).expect("a built-in module");
-    let parsed = garden_registry::signature::parse(signed).expect("a signed component");
-    let mut code = parsed.code.to_vec();
-    let (label, payload) = (b"garden-test-build", version.as_bytes());
-    let size = 1 + label.len() + payload.len();
-    assert!(size < 128 && label.len() < 128, "one-byte LEB128 sizes");
-    code.push(0);
-    code.push(size as u8);
-    code.push(label.len() as u8);
-    code.extend_from_slice(label);
-    code.extend_from_slice(payload);
-    let mut manifest = parsed.manifest.clone();
-    manifest.version = version.into();
-    manifest.component = None;
-    manifest.publisher = None;
-    let bytes = garden_tests::signed(&code, &manifest);
-    let path = dir.join(format!("{name}-{version}.signed.wasm"));
-    std::fs::write(&path, bytes).expect("writes");
-    path
-}
-
 /// Decisions as (bar index, source).
 fn decided_by(messages: &[Arc<Envelope>]) -> Vec<(usize, String)> {
     let rows = bundled_rows();
@@ -376,7 +351,7 @@ fn decided_by(messages: &[Arc<Envelope>]) -> Vec<(usize, String)> {
 #[test]
 fn a_canary_takes_its_share_of_the_keys_and_is_promoted_after_its_watch() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let next = rebuilt(dir.path(), "decision", "0.2.0");
+    let next = garden_tests::rebuilt(dir.path(), "decision", "0.2.0");
     let mut d = deploy(500, &next, Strategy::Canary, None);
     d.module = "decision".into();
     d.share = Some(30);
@@ -443,7 +418,7 @@ fn a_canary_takes_its_share_of_the_keys_and_is_promoted_after_its_watch() {
 #[test]
 fn a_canary_of_a_module_that_takes_broadcasts_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let next = rebuilt(dir.path(), "alpha-ema", "0.2.0");
+    let next = garden_tests::rebuilt(dir.path(), "alpha-ema", "0.2.0");
     let (summary, _) = run(vec![deploy(500, &next, Strategy::Canary, None)]);
     let report = &summary.deploys[0];
     assert!(

@@ -4,6 +4,7 @@
 
 mod adversarial;
 mod daemons;
+mod deploys;
 mod evolution;
 mod hotload;
 mod languages;

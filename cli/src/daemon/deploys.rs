@@ -1,0 +1,210 @@
+//! Deploys in a garden of daemons, as one daemon carries them out: each
+//! deploy decision's code is pulled by digest, verified against this
+//! daemon's own trust store and compiled on a thread of its own; the local
+//! instances of the old code meanwhile handle every message before the
+//! decision's bus position and stop at it ([`Runtime::hold`]), and each
+//! takes the new code there, from its snapshot, with the first message
+//! past the hold handled by the new code. So every daemon switches at one
+//! point of the streams, and no message is lost or handled twice.
+//!
+//! Invariant: code that does not verify here is refused here (said in the
+//! status and the audit log): the holds are let go and the old code goes
+//! on, whatever the other daemons did.
+
+use std::sync::Arc;
+
+use garden_host::bus::RedisBus;
+use garden_host::cluster::{DeployOrder, Membership};
+use garden_host::config::{DeployConfig, RollbackConfig, Strategy};
+use garden_host::loader::deploy::Deploy;
+use garden_host::{Engine, Module, Runtime, integrity::Trust};
+
+/// One deploy as it stands on this daemon.
+pub(super) struct Rolling {
+    order: DeployOrder,
+    old: Arc<Module>,
+    deploy: Option<Deploy>,
+    new: Option<Arc<Module>>,
+    refused: Option<String>,
+    switched: usize,
+}
+
+/// What a daemon needs to carry out deploys.
+pub(super) struct Deployer {
+    pub(super) engine: Arc<Engine>,
+    pub(super) trust: Trust,
+    pub(super) rolling: Vec<Rolling>,
+}
+
+/// What changed when a deploy's code became ready: the old code and the
+/// new, for the garden's plan to follow.
+pub(super) struct Ready {
+    pub(super) module: String,
+    pub(super) old: Arc<Module>,
+    pub(super) new: Arc<Module>,
+}
+
+impl Deployer {
+    /// Take up a deploy decision: pull its code, start its load and hold
+    /// the old code's instances here at its position. `old` is the code
+    /// the module runs now (`None`: the pipeline has no such module);
+    /// `cohort` how many variants one of its instances carries.
+    pub(super) fn begin(
+        &mut self,
+        order: DeployOrder,
+        old: Option<Arc<Module>>,
+        cohort: u32,
+        m: &mut Membership,
+        runtime: &mut Runtime<RedisBus>,
+    ) -> Option<String> {
+        let Some(old) = old else {
+            return Some(self.refuse(order, None, "the pipeline here runs no such module"));
+        };
+        if old.digest() == order.digest {
+            return None;
+        }
+        let bytes = match m.code(&order.digest) {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(why)) => return Some(self.refuse(order, Some(old), &why)),
+            Err(e) => {
+                return Some(self.refuse(order, Some(old), &format!("cannot read it ({e})")));
+            }
+        };
+        let config = DeployConfig {
+            at_bar: 0,
+            module: order.module.clone(),
+            path: format!("sha256:{}", order.digest).into(),
+            strategy: Strategy::Replace,
+            variants: None,
+            share: None,
+            rollback: RollbackConfig::default(),
+        };
+        let deploy = Deploy::start_bytes(
+            self.engine.clone(),
+            self.trust.clone(),
+            config,
+            cohort,
+            bytes,
+            order.digest.clone(),
+        );
+        for id in runtime.instances_of(old.digest()) {
+            runtime.hold(&id, Some(order.at));
+        }
+        eprintln!(
+            "deploy of sha256:{} to {}: loading; instances of the old code hold at position {}",
+            order.digest, order.module, order.at
+        );
+        self.rolling.push(Rolling {
+            order,
+            old,
+            deploy: Some(deploy),
+            new: None,
+            refused: None,
+            switched: 0,
+        });
+        None
+    }
+
+    fn refuse(&mut self, order: DeployOrder, old: Option<Arc<Module>>, why: &str) -> String {
+        let line = format!(
+            "refused the deploy of sha256:{} to {}: {why}; the old code goes on",
+            order.digest, order.module
+        );
+        eprintln!("{line}");
+        if let Some(old) = old {
+            self.rolling.push(Rolling {
+                order,
+                old,
+                deploy: None,
+                new: None,
+                refused: Some(why.to_string()),
+                switched: 0,
+            });
+        }
+        line
+    }
+
+    /// Between rounds: finish loads, and switch each instance of an old
+    /// code that waits at its hold. What became ready, and the refusals
+    /// (one line each) to audit.
+    pub(super) fn step(&mut self, runtime: &mut Runtime<RedisBus>) -> (Vec<Ready>, Vec<String>) {
+        let (mut ready, mut refused) = (Vec::new(), Vec::new());
+        for r in &mut self.rolling {
+            if r.new.is_none() && r.refused.is_none() {
+                let Some(deploy) = r.deploy.as_ref().filter(|d| d.ready()) else {
+                    continue;
+                };
+                match deploy.code() {
+                    Ok(new) => {
+                        eprintln!("deploy to {}: {} ready", r.order.module, new.label());
+                        ready.push(Ready {
+                            module: r.order.module.clone(),
+                            old: r.old.clone(),
+                            new: new.clone(),
+                        });
+                        r.new = Some(new);
+                    }
+                    Err(why) => {
+                        for id in runtime.instances_of(r.old.digest()) {
+                            runtime.hold(&id, None);
+                        }
+                        let line = format!(
+                            "refused the deploy of sha256:{} to {}: {why}; the old code goes on",
+                            r.order.digest, r.order.module
+                        );
+                        eprintln!("{line}");
+                        refused.push(line);
+                        r.refused = Some(why);
+                    }
+                }
+                r.deploy = None;
+            }
+            let Some(new) = &r.new else { continue };
+            for id in runtime.instances_of(r.old.digest()) {
+                if !runtime.at_hold(&id) {
+                    // Placed here since, or not yet at its position.
+                    runtime.hold(&id, Some(r.order.at));
+                    continue;
+                }
+                match runtime.upgrade(&id, new.clone()) {
+                    Ok(how) => {
+                        r.switched += 1;
+                        eprintln!(
+                            "{id} runs {} from position {} ({how:?})",
+                            new.label(),
+                            r.order.at
+                        );
+                    }
+                    Err(e) => eprintln!("{id} could not take the new code: {e}"),
+                }
+            }
+        }
+        (ready, refused)
+    }
+
+    /// Each deploy as it stands here, for the heartbeat: an instance
+    /// still on the old code waits for its first message past the switch.
+    pub(super) fn status(&self, runtime: &Runtime<RedisBus>) -> Vec<String> {
+        self.rolling
+            .iter()
+            .map(|r| {
+                let waiting = runtime.instances_of(r.old.digest()).len();
+                let what = match (&r.new, &r.refused) {
+                    (_, Some(why)) => format!("refused: {why}"),
+                    (Some(new), None) => format!(
+                        "{}, {} switched here, {waiting} waiting for a message past the switch",
+                        new.label(),
+                        r.switched
+                    ),
+                    (None, None) => format!("loading, {waiting} instances holding"),
+                };
+                format!(
+                    "{} -> sha256:{} at {}: {what}",
+                    r.order.module,
+                    &r.order.digest[..12.min(r.order.digest.len())],
+                    r.order.at
+                )
+            })
+            .collect()
+    }
+}

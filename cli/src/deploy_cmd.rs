@@ -1,0 +1,115 @@
+//! `garden deploy`: ask a running garden of daemons to take new code for
+//! one of its modules. The component is verified here first, kept in the
+//! garden's Redis under its digest, and asked for in a request signed by a
+//! daemon key the garden trusts; the leader answers with a deploy
+//! decision, and every daemon verifies the code against its own trust
+//! store and switches at the position the decision names.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use garden_host::cluster::{self, Decision, Follower, Identity, Membership, Peers};
+
+/// How often `--wait` reads the decision log.
+const WAIT_POLL: Duration = Duration::from_millis(100);
+
+/// Options of `garden deploy`.
+#[derive(clap::Args)]
+pub struct DeployArgs {
+    /// The signed component (`garden sign` wrote it, or `garden pull`).
+    file: PathBuf,
+    /// The pipeline module it is new code for (its name in the pipeline
+    /// file); every instance of it takes the new code.
+    #[arg(long)]
+    module: String,
+    /// The garden's Redis: `redis://[user:password@]host:port` (or
+    /// $GARDEN_BUS_URL).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "GARDEN_BUS_URL",
+        hide_env_values = true
+    )]
+    bus: String,
+    #[command(flatten)]
+    passwords: crate::secrets::PasswordFiles,
+    /// Prefix of the garden's Redis keys.
+    #[arg(long, default_value = "garden")]
+    prefix: String,
+    /// Sign the request as daemon NAME (its key in
+    /// $GARDEN_DATA/daemons/NAME.key.pem): the garden answers requests
+    /// signed by its trusted daemon keys only.
+    #[arg(long, conflicts_with = "key")]
+    name: Option<String>,
+    /// Sign the request with this daemon key file instead.
+    #[arg(long, value_name = "FILE.key.pem")]
+    key: Option<PathBuf>,
+    /// Trust store to verify the component against first (default:
+    /// $GARDEN_TRUST or ~/.config/garden/trust.toml).
+    #[arg(long, value_name = "FILE")]
+    trust: Option<PathBuf>,
+    /// Wait up to this many seconds for the leader's answer (0: do not).
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    wait: u64,
+}
+
+/// Run `garden deploy`.
+pub fn deploy(args: DeployArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let trust = crate::run::read_trust(args.trust.as_ref())?;
+    let verified = trust.store_for(&bytes).verify(&bytes).with_context(|| {
+        format!(
+            "{} does not verify against the trust store here, so no daemon trusting the same keys would run it",
+            args.file.display()
+        )
+    })?;
+    let digest = verified.component.digest.to_hex();
+    let reference = verified.manifest().reference();
+    let key = match (&args.key, &args.name) {
+        (Some(key), _) => key.clone(),
+        (None, Some(name)) => crate::daemon::default_key_path(name),
+        (None, None) => bail!("sign the request with a daemon key: give --name NAME or --key FILE"),
+    };
+    if !key.exists() {
+        bail!(
+            "no daemon key at {}: give --name of a daemon of this garden (its key is made on its first start) or --key",
+            key.display()
+        );
+    }
+    let (identity, _) = Identity::load_or_create(&key)?;
+    let url = args.passwords.bus(args.bus.clone())?;
+    let request =
+        cluster::request_deploy(&url, &args.prefix, &identity, &args.module, &digest, &bytes)?;
+    println!(
+        "asked the garden {} to deploy {reference} (sha256:{digest}, signed by {}) to {}: request {request}",
+        args.prefix, verified.signer_name, args.module
+    );
+    if args.wait == 0 {
+        return Ok(());
+    }
+    let peers = Peers::new(trust.operator().clone());
+    let mut log =
+        Membership::connect(&url, &args.prefix, "$deploy", Duration::from_secs(1))?.trusting(peers);
+    let mut follower = Follower::default();
+    let deadline = Instant::now() + Duration::from_secs(args.wait);
+    while Instant::now() < deadline {
+        for d in follower.poll(&mut log)? {
+            if let Decision::Deploy { term, order } = d
+                && order.request == request
+            {
+                println!(
+                    "the leader (term {term}) decided it: every daemon switches {} at bus position {}; `garden status` shows the code each instance runs",
+                    order.module, order.at
+                );
+                return Ok(());
+            }
+        }
+        std::thread::sleep(WAIT_POLL);
+    }
+    bail!(
+        "no answer within {} s: is a daemon leading (`garden status`)? A refused request is in the audit log (`garden audit --kind deploy-refused`)",
+        args.wait
+    )
+}

@@ -1,0 +1,288 @@
+//! Hot-loading into a running garden of daemons: `garden deploy` keeps a
+//! new version of a module in Redis and asks for it; the leader decides
+//! it in the fenced log; both daemons verify it and switch every instance
+//! at the decided position, with every message handled once. A request no
+//! trusted daemon signed, and code no trusted publisher signed, change
+//! nothing.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use garden_host::bus::redis::decode_entry;
+use garden_host::bus::{Bus, RedisOptions};
+use garden_host::cluster;
+use garden_host::types::Body;
+use garden_tests::plan;
+use garden_tests::servers::Redis;
+
+const PREFIX: &str = "hot";
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn daemon(redis: &Redis, name: &str, config: &Path, dir: &Path) -> Daemon {
+    garden_tests::trust_daemon(name);
+    Daemon(
+        garden_tests::garden()
+            .args(["daemon", "--bus", &redis.url(), "--prefix", PREFIX])
+            .args(["--name", name, "--heartbeat-ttl-ms", "900"])
+            .args(["--claim-idle-ms", "600"])
+            .arg("--config")
+            .arg(config)
+            .arg("--cache-dir")
+            .arg(dir.join("cache"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file"))
+            .spawn()
+            .expect("garden daemon starts"),
+    )
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Both daemons' standard error.
+fn logs(dir: &Path) -> String {
+    ["a", "b"]
+        .iter()
+        .map(|n| std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n----\n")
+}
+
+fn statuses(redis: &Redis) -> Vec<cluster::DaemonStatus> {
+    cluster::status(&redis.url(), PREFIX, &garden_tests::daemon_peers())
+        .map(|(d, _)| d)
+        .unwrap_or_default()
+}
+
+/// Evidence entries per plan id.
+fn evidence(con: &mut redis::Connection) -> std::collections::BTreeMap<String, usize> {
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("{PREFIX}:t:evidence"))
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .unwrap_or_default();
+    let mut out = std::collections::BTreeMap::new();
+    for (_, fields) in &entries {
+        if let Ok((e, _, _)) = decode_entry("evidence", fields)
+            && let Body::Evidence(e) = e.body
+        {
+            *out.entry(e.plan_id).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// Two daemons sharing four expert instances, the test key trusted as a
+/// publisher, and a producer of plans.
+fn garden(dir: &Path) -> (Redis, Daemon, Daemon, garden_host::bus::RedisBus) {
+    garden_registry::TrustStore::update(&garden_tests::garden_home().join("trust.toml"), |s| {
+        s.add(&garden_tests::test_key().public(), "tests", "test")
+    })
+    .expect("trusts the test key");
+    garden_tests::trust_daemon("producer");
+    let redis = Redis::start();
+    let config = dir.join("pipeline.toml");
+    std::fs::write(
+        &config,
+        "[[module]]\nname = \"expert-anomaly\"\ninstances = 4\n",
+    )
+    .expect("config");
+    let a = daemon(&redis, "a", &config, dir);
+    let b = daemon(&redis, "b", &config, dir);
+    wait_for(
+        "two daemons sharing four instances",
+        Duration::from_secs(60),
+        || {
+            let s = statuses(&redis);
+            s.len() == 2
+                && s.iter().all(|d| !d.instances.is_empty())
+                && s.iter().map(|d| d.instances.len()).sum::<usize>() == 4
+        },
+    );
+    let mut o = RedisOptions::new(&redis.url());
+    o.prefix = PREFIX.into();
+    o.consumer = "producer".into();
+    let producer = garden_tests::trusted_bus("producer", o);
+    (redis, a, b, producer)
+}
+
+/// `garden deploy FILE --module expert-anomaly` as daemon `a`, waiting for
+/// the leader's answer.
+fn deploy(redis: &Redis, file: &Path, wait: &str) -> std::process::Output {
+    garden_tests::garden()
+        .arg("deploy")
+        .arg(file)
+        .args(["--module", "expert-anomaly", "--bus", &redis.url()])
+        .args(["--prefix", PREFIX, "--name", "a", "--wait", wait])
+        .output()
+        .expect("garden deploy")
+}
+
+#[test]
+fn a_deploy_reaches_every_daemon_and_every_message_is_handled_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (redis, _a, _b, mut producer) = garden(dir.path());
+    let next = garden_tests::rebuilt(dir.path(), "expert-anomaly", "0.2.0");
+    let total = 3_000u64;
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    for n in 0..total {
+        producer.publish(plan(n)).expect("publishes");
+        if n % 200 == 199 {
+            producer.pump();
+        }
+        if n == total / 3 {
+            producer.pump();
+            let out = deploy(&redis, &next, "30");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                stdout.contains("every daemon switches expert-anomaly"),
+                "{stdout}"
+            );
+            // Publish the rest once Redis's clock is past the switch, so
+            // plans come on both sides of it.
+            let at: u64 = stdout
+                .split("at bus position ")
+                .nth(1)
+                .and_then(|t| t.split(';').next())
+                .and_then(|t| t.trim().parse().ok())
+                .expect("the switch position");
+            wait_for(
+                "Redis's clock past the switch",
+                Duration::from_secs(10),
+                || {
+                    let (secs, micros): (u64, u64) =
+                        redis::cmd("TIME").query(&mut con).expect("TIME");
+                    (secs * 1000 + micros / 1000) << 16 > at
+                },
+            );
+        }
+    }
+    while producer.unsent() > 0 {
+        producer.pump();
+    }
+    wait_for("evidence on every plan", Duration::from_secs(90), || {
+        evidence(&mut con).len() == total as usize
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Each plan judged once: nothing lost or handled twice at the switch.
+    let judged = evidence(&mut con);
+    let twice: Vec<_> = judged.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} plans judged more than once",
+        twice.len()
+    );
+    // Both daemons run the new code on all their instances, and say so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let on_new = |s: &[cluster::DaemonStatus]| {
+        s.len() == 2
+            && s.iter()
+                .flat_map(|d| &d.instances)
+                .all(|i| i.code.starts_with("expert-anomaly@0.2.0 "))
+    };
+    while !on_new(&statuses(&redis)) {
+        assert!(
+            Instant::now() < deadline,
+            "not every instance on the new code: {:?}\n{}",
+            statuses(&redis),
+            logs(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = statuses(&redis);
+    for d in &s {
+        assert_eq!(d.deploys.len(), 1, "{d:?}");
+        assert!(d.deploys[0].contains("switched here"), "{:?}", d.deploys);
+    }
+    let out = garden_tests::garden()
+        .args(["status", "--bus", &redis.url(), "--prefix", PREFIX])
+        .output()
+        .expect("garden status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("code: expert-anomaly runs expert-anomaly@0.2.0"),
+        "{text}"
+    );
+    assert!(text.contains("deploy: expert-anomaly -> sha256:"), "{text}");
+}
+
+#[test]
+fn a_forged_request_and_untrusted_code_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (redis, _a, _b, _producer) = garden(dir.path());
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    // A request written by any Redis client, unsigned.
+    let _: String = redis::cmd("XADD")
+        .arg(format!("{PREFIX}:requests"))
+        .arg("*")
+        .arg(&["kind", "deploy", "module", "expert-anomaly", "digest", "00"])
+        .query(&mut con)
+        .expect("XADD");
+    // Code signed by a stranger, asked for by a trusted daemon key whose
+    // holder trusts the stranger on their own machine.
+    let stranger = garden_registry::SigningKey::generate();
+    let name = "panic-message";
+    let bytes = garden_registry::signature::sign(
+        &garden_tests::fixture_bytes(name),
+        &garden_tests::fixture_manifest(name),
+        &stranger,
+        "2026-01-01T00:00:00Z",
+    )
+    .expect("signs");
+    let file = dir.path().join("stranger.signed.wasm");
+    std::fs::write(&file, bytes).expect("writes");
+    let mut own = garden_registry::TrustStore::default();
+    own.add(&stranger.public(), "stranger", "test")
+        .expect("trusts");
+    let own_path = dir.path().join("own-trust.toml");
+    own.write(&own_path).expect("writes the trust file");
+    let out = garden_tests::garden()
+        .arg("deploy")
+        .arg(&file)
+        .args(["--module", "expert-anomaly", "--bus", &redis.url()])
+        .args(["--prefix", PREFIX, "--name", "a", "--wait", "3"])
+        .arg("--trust")
+        .arg(&own_path)
+        .output()
+        .expect("garden deploy");
+    assert!(!out.status.success(), "the leader must not answer it");
+    // The leader refused both: counted in its status, the old code runs.
+    wait_for("both refusals counted", Duration::from_secs(30), || {
+        statuses(&redis).iter().map(|d| d.refused).sum::<u64>() >= 1
+    });
+    let s = statuses(&redis);
+    assert!(
+        s.iter()
+            .flat_map(|d| &d.instances)
+            .all(|i| i.code.starts_with("expert-anomaly@") && !i.code.contains("panic")),
+        "{s:?}"
+    );
+    assert!(s.iter().all(|d| d.deploys.is_empty()), "{s:?}");
+    let log = logs(dir.path());
+    assert!(log.contains("refused a deploy request"), "{log}");
+    assert!(log.contains("does not verify here"), "{log}");
+}
