@@ -1,5 +1,6 @@
-//! `garden deploy`: ask a running garden of daemons to take new code for
-//! one of its modules. The component is verified here first, kept in the
+//! `garden deploy` and `garden rollback`: ask a running garden of daemons
+//! to take new code for one of its modules, or to go back to the code it
+//! ran before. A deployed component is verified here first, kept in the
 //! garden's Redis under its digest, and asked for in a request signed by a
 //! daemon key the garden trusts; the leader answers with a deploy
 //! decision, and every daemon verifies the code against its own trust
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use garden_host::cluster::{self, Decision, Follower, Identity, Membership, Peers};
+use garden_host::integrity;
 
 /// How often `--wait` reads the decision log.
 const WAIT_POLL: Duration = Duration::from_millis(100);
@@ -23,6 +25,24 @@ pub struct DeployArgs {
     /// file); every instance of it takes the new code.
     #[arg(long)]
     module: String,
+    #[command(flatten)]
+    garden: GardenArgs,
+}
+
+/// Options of `garden rollback`.
+#[derive(clap::Args)]
+pub struct RollbackArgs {
+    /// The pipeline module to take back to the code it ran before its
+    /// latest deploy.
+    #[arg(long)]
+    module: String,
+    #[command(flatten)]
+    garden: GardenArgs,
+}
+
+/// Which garden to ask, and as whom.
+#[derive(clap::Args)]
+struct GardenArgs {
     /// The garden's Redis: `redis://[user:password@]host:port` (or
     /// $GARDEN_BUS_URL).
     #[arg(
@@ -45,8 +65,9 @@ pub struct DeployArgs {
     /// Sign the request with this daemon key file instead.
     #[arg(long, value_name = "FILE.key.pem")]
     key: Option<PathBuf>,
-    /// Trust store to verify the component against first (default:
-    /// $GARDEN_TRUST or ~/.config/garden/trust.toml).
+    /// Trust store to verify a component against first, and whose daemon
+    /// keys to believe in the decision log (default: $GARDEN_TRUST or
+    /// ~/.config/garden/trust.toml).
     #[arg(long, value_name = "FILE")]
     trust: Option<PathBuf>,
     /// Wait up to this many seconds for the leader's answer (0: do not).
@@ -54,11 +75,76 @@ pub struct DeployArgs {
     wait: u64,
 }
 
+impl GardenArgs {
+    /// The daemon key to sign with.
+    fn identity(&self) -> Result<Identity> {
+        let key = match (&self.key, &self.name) {
+            (Some(key), _) => key.clone(),
+            (None, Some(name)) => crate::daemon::default_key_path(name),
+            (None, None) => {
+                bail!("sign the request with a daemon key: give --name NAME or --key FILE")
+            }
+        };
+        if !key.exists() {
+            bail!(
+                "no daemon key at {}: give --name of a daemon of this garden (its key is made on its first start) or --key",
+                key.display()
+            );
+        }
+        Ok(Identity::load_or_create(&key)?.0)
+    }
+
+    /// Wait for the leader's answer to `request`, if asked to.
+    fn await_answer(&self, url: &str, trust: &integrity::Trust, request: &str) -> Result<()> {
+        if self.wait == 0 {
+            return Ok(());
+        }
+        let peers = Peers::new(trust.operator().clone());
+        let mut log = Membership::connect(url, &self.prefix, "$deploy", Duration::from_secs(1))?
+            .trusting(peers);
+        let mut follower = Follower::default();
+        let deadline = Instant::now() + Duration::from_secs(self.wait);
+        while Instant::now() < deadline {
+            for d in follower.poll(&mut log)? {
+                if let Decision::Deploy { term, order } = d
+                    && order.request == request
+                {
+                    println!(
+                        "the leader (term {term}) decided it ({}): every daemon switches {} to sha256:{} at bus position {}; `garden status` shows the code each instance runs",
+                        order.reason, order.module, order.digest, order.at
+                    );
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(WAIT_POLL);
+        }
+        bail!(
+            "no answer within {} s: is a daemon leading (`garden status`)? A refused request is in the audit log (`garden audit --kind deploy-refused`)",
+            self.wait
+        )
+    }
+}
+
+/// Run `garden rollback`.
+pub fn rollback(args: RollbackArgs) -> Result<()> {
+    let g = &args.garden;
+    let trust = crate::run::read_trust(g.trust.as_ref())?;
+    let identity = g.identity()?;
+    let url = g.passwords.bus(g.bus.clone())?;
+    let request = cluster::request_rollback(&url, &g.prefix, &identity, &args.module)?;
+    println!(
+        "asked the garden {} to take {} back to the code it ran before: request {request}",
+        g.prefix, args.module
+    );
+    g.await_answer(&url, &trust, &request)
+}
+
 /// Run `garden deploy`.
 pub fn deploy(args: DeployArgs) -> Result<()> {
+    let g = &args.garden;
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let trust = crate::run::read_trust(args.trust.as_ref())?;
+    let trust = crate::run::read_trust(g.trust.as_ref())?;
     let verified = trust.store_for(&bytes).verify(&bytes).with_context(|| {
         format!(
             "{} does not verify against the trust store here, so no daemon trusting the same keys would run it",
@@ -67,49 +153,13 @@ pub fn deploy(args: DeployArgs) -> Result<()> {
     })?;
     let digest = verified.component.digest.to_hex();
     let reference = verified.manifest().reference();
-    let key = match (&args.key, &args.name) {
-        (Some(key), _) => key.clone(),
-        (None, Some(name)) => crate::daemon::default_key_path(name),
-        (None, None) => bail!("sign the request with a daemon key: give --name NAME or --key FILE"),
-    };
-    if !key.exists() {
-        bail!(
-            "no daemon key at {}: give --name of a daemon of this garden (its key is made on its first start) or --key",
-            key.display()
-        );
-    }
-    let (identity, _) = Identity::load_or_create(&key)?;
-    let url = args.passwords.bus(args.bus.clone())?;
+    let identity = g.identity()?;
+    let url = g.passwords.bus(g.bus.clone())?;
     let request =
-        cluster::request_deploy(&url, &args.prefix, &identity, &args.module, &digest, &bytes)?;
+        cluster::request_deploy(&url, &g.prefix, &identity, &args.module, &digest, &bytes)?;
     println!(
         "asked the garden {} to deploy {reference} (sha256:{digest}, signed by {}) to {}: request {request}",
-        args.prefix, verified.signer_name, args.module
+        g.prefix, verified.signer_name, args.module
     );
-    if args.wait == 0 {
-        return Ok(());
-    }
-    let peers = Peers::new(trust.operator().clone());
-    let mut log =
-        Membership::connect(&url, &args.prefix, "$deploy", Duration::from_secs(1))?.trusting(peers);
-    let mut follower = Follower::default();
-    let deadline = Instant::now() + Duration::from_secs(args.wait);
-    while Instant::now() < deadline {
-        for d in follower.poll(&mut log)? {
-            if let Decision::Deploy { term, order } = d
-                && order.request == request
-            {
-                println!(
-                    "the leader (term {term}) decided it: every daemon switches {} at bus position {}; `garden status` shows the code each instance runs",
-                    order.module, order.at
-                );
-                return Ok(());
-            }
-        }
-        std::thread::sleep(WAIT_POLL);
-    }
-    bail!(
-        "no answer within {} s: is a daemon leading (`garden status`)? A refused request is in the audit log (`garden audit --kind deploy-refused`)",
-        args.wait
-    )
+    g.await_answer(&url, &trust, &request)
 }

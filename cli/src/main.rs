@@ -48,6 +48,9 @@ enum Command {
     /// Give a running garden of daemons new code for one of its modules:
     /// every daemon verifies it and switches at one point of the streams.
     Deploy(deploy_cmd::DeployArgs),
+    /// Take a module of a running garden of daemons back to the code it
+    /// ran before its latest deploy.
+    Rollback(deploy_cmd::RollbackArgs),
     /// Publisher and daemon keys: make one, print its id, rotate a daemon's.
     #[command(subcommand)]
     Key(integrity_cmd::KeyCommand),
@@ -105,6 +108,7 @@ fn main() -> std::process::ExitCode {
         Command::Daemon(args) => daemon::daemon(args),
         Command::Status(args) => status::status(args),
         Command::Deploy(args) => deploy_cmd::deploy(args),
+        Command::Rollback(args) => deploy_cmd::rollback(args),
         Command::Key(cmd) => integrity_cmd::key(cmd),
         Command::Trust(cmd) => integrity_cmd::trust(cmd),
         Command::Sign(args) => integrity_cmd::sign(args),

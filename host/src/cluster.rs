@@ -46,7 +46,9 @@ mod requests;
 pub use decisions::{Decision, DeployOrder, Follower, Refusal, variant_of};
 pub use identity::{EntryRefused, Identity, IdentityError, Peers, key_name, public_key_path};
 pub use leader::{Leader, LeaderTopics};
-pub use requests::{DeployRequest, MAX_CODE_BYTES, request_deploy, request_purpose};
+pub use requests::{
+    DeployRequest, MAX_CODE_BYTES, request_deploy, request_purpose, request_rollback,
+};
 
 /// What a daemon says about itself in its heartbeat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -142,6 +144,10 @@ pub struct InstanceStatus {
     /// The code it runs: `name@version sha256:PREFIX`.
     #[serde(default)]
     pub code: String,
+    /// Its traps on that code so far (what a leader rolls a deploy back
+    /// on).
+    #[serde(default)]
+    pub code_traps: u64,
 }
 
 /// The daemon `instance` belongs on, among `live` daemons.

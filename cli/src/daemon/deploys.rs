@@ -24,8 +24,12 @@ pub(super) struct Rolling {
     order: DeployOrder,
     old: Arc<Module>,
     deploy: Option<Deploy>,
+    /// Code this daemon has loaded already (a rollback's): no pull.
+    known: Option<Arc<Module>>,
     new: Option<Arc<Module>>,
     refused: Option<String>,
+    /// A later deploy of the same module took over from this one.
+    superseded: bool,
     switched: usize,
 }
 
@@ -45,14 +49,16 @@ pub(super) struct Ready {
 }
 
 impl Deployer {
-    /// Take up a deploy decision: pull its code, start its load and hold
-    /// the old code's instances here at its position. `old` is the code
-    /// the module runs now (`None`: the pipeline has no such module);
-    /// `cohort` how many variants one of its instances carries.
+    /// Take up a deploy decision: pull its code (unless `known`, loaded
+    /// here already), start its load and hold the old code's instances
+    /// here at its position. `old` is the code the module runs now
+    /// (`None`: the pipeline has no such module); `cohort` how many
+    /// variants one of its instances carries.
     pub(super) fn begin(
         &mut self,
         order: DeployOrder,
         old: Option<Arc<Module>>,
+        known: Option<Arc<Module>>,
         cohort: u32,
         m: &mut Membership,
         runtime: &mut Runtime<RedisBus>,
@@ -60,7 +66,41 @@ impl Deployer {
         let Some(old) = old else {
             return Some(self.refuse(order, None, "the pipeline here runs no such module"));
         };
+        // An earlier deploy of the module is over: its holds go.
+        for r in self
+            .rolling
+            .iter_mut()
+            .filter(|r| r.order.module == order.module && !r.superseded)
+        {
+            r.superseded = true;
+            for id in runtime.instances_of(r.old.digest()) {
+                runtime.hold(&id, None);
+            }
+        }
         if old.digest() == order.digest {
+            return None;
+        }
+        if let Some(known) = known {
+            for id in runtime.instances_of(old.digest()) {
+                runtime.hold(&id, Some(order.at));
+            }
+            eprintln!(
+                "{} of {} to {}: loaded here already; instances hold at position {}",
+                order.reason,
+                order.module,
+                known.label(),
+                order.at
+            );
+            self.rolling.push(Rolling {
+                order,
+                old,
+                deploy: None,
+                known: Some(known),
+                new: None,
+                refused: None,
+                superseded: false,
+                switched: 0,
+            });
             return None;
         }
         let bytes = match m.code(&order.digest) {
@@ -98,8 +138,10 @@ impl Deployer {
             order,
             old,
             deploy: Some(deploy),
+            known: None,
             new: None,
             refused: None,
+            superseded: false,
             switched: 0,
         });
         None
@@ -116,8 +158,10 @@ impl Deployer {
                 order,
                 old,
                 deploy: None,
+                known: None,
                 new: None,
                 refused: Some(why.to_string()),
+                superseded: false,
                 switched: 0,
             });
         }
@@ -129,12 +173,16 @@ impl Deployer {
     /// (one line each) to audit.
     pub(super) fn step(&mut self, runtime: &mut Runtime<RedisBus>) -> (Vec<Ready>, Vec<String>) {
         let (mut ready, mut refused) = (Vec::new(), Vec::new());
-        for r in &mut self.rolling {
+        for r in self.rolling.iter_mut().filter(|r| !r.superseded) {
             if r.new.is_none() && r.refused.is_none() {
-                let Some(deploy) = r.deploy.as_ref().filter(|d| d.ready()) else {
-                    continue;
+                let loaded = match r.known.take() {
+                    Some(known) => Ok(known),
+                    None => match r.deploy.as_ref().filter(|d| d.ready()) {
+                        Some(deploy) => deploy.code(),
+                        None => continue,
+                    },
                 };
-                match deploy.code() {
+                match loaded {
                     Ok(new) => {
                         eprintln!("deploy to {}: {} ready", r.order.module, new.label());
                         ready.push(Ready {
@@ -160,6 +208,17 @@ impl Deployer {
                 r.deploy = None;
             }
             let Some(new) = &r.new else { continue };
+            // Quarantined on the old code, they handle nothing: at once.
+            for id in runtime.quarantined_of(r.old.digest()) {
+                let snapshot = runtime.snapshot_of(&id);
+                match runtime.upgrade_from(&id, new.clone(), snapshot) {
+                    Ok(how) => {
+                        r.switched += 1;
+                        eprintln!("{id}, quarantined, runs {} now ({how:?})", new.label());
+                    }
+                    Err(e) => eprintln!("{id} could not take the new code: {e}"),
+                }
+            }
             for id in runtime.instances_of(r.old.digest()) {
                 if !runtime.at_hold(&id) {
                     // Placed here since, or not yet at its position.
@@ -190,6 +249,7 @@ impl Deployer {
             .map(|r| {
                 let waiting = runtime.instances_of(r.old.digest()).len();
                 let what = match (&r.new, &r.refused) {
+                    _ if r.superseded => "over: a later deploy took over".to_string(),
                     (_, Some(why)) => format!("refused: {why}"),
                     (Some(new), None) => format!(
                         "{}, {} switched here, {waiting} waiting for a message past the switch",
@@ -199,10 +259,11 @@ impl Deployer {
                     (None, None) => format!("loading, {waiting} instances holding"),
                 };
                 format!(
-                    "{} -> sha256:{} at {}: {what}",
+                    "{} -> sha256:{} at {} ({}): {what}",
                     r.order.module,
                     &r.order.digest[..12.min(r.order.digest.len())],
-                    r.order.at
+                    r.order.at,
+                    r.order.reason
                 )
             })
             .collect()

@@ -87,12 +87,17 @@ impl Garden {
                 }
                 Decision::Deploy { order, term } => {
                     eprintln!(
-                        "deploy in term {term}: sha256:{} to {}, asked by {}",
-                        order.digest, order.module, order.by
+                        "{} in term {term}: sha256:{} to {}, asked by {}",
+                        order.reason, order.digest, order.module, order.by
                     );
                     let found = self.current.iter().find(|(n, ..)| *n == order.module);
                     let (old, cohort) = found.map_or((None, 1), |(_, m, c)| (Some(m.clone()), *c));
-                    if let Some(line) = self.deployer.begin(order, old, cohort, m, runtime) {
+                    let known = self
+                        .modules
+                        .iter()
+                        .find(|k| k.digest() == order.digest)
+                        .cloned();
+                    if let Some(line) = self.deployer.begin(order, old, known, cohort, m, runtime) {
                         self.refused_deploys.push(line);
                     }
                 }

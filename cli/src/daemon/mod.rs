@@ -13,7 +13,7 @@ use garden_host::cluster::{
     self, DaemonStatus, Decision, Follower, Identity, InstanceStatus, Leader, LeaderTopics,
     Membership, Peers,
 };
-use garden_host::config::PipelineConfig;
+use garden_host::config::{PipelineConfig, RollbackConfig};
 use garden_host::parking::StoreParking;
 use garden_host::records::{RECORDED_TOPICS, Recorder};
 use garden_host::runtime::{InstanceState, Restarts, RuntimeOptions};
@@ -260,6 +260,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
             refused_deploys: Vec::new(),
         },
         requests_after: None,
+        view: Vec::new(),
         topics: LeaderTopics {
             bars: config.feed_topic.clone(),
             fitness: config.fitness_topic.clone(),
@@ -419,6 +420,8 @@ struct Daemon {
     stopped: Option<String>,
     /// The last deploy request read while leading.
     requests_after: Option<String>,
+    /// The live daemons' latest heartbeats.
+    view: Vec<DaemonStatus>,
     /// Its metrics and where they are served, with `--metrics`.
     monitor: Option<(garden_host::metrics::Metrics, crate::monitor::Monitor)>,
     /// Plans and decisions waiting for their match, to time the path.
@@ -474,8 +477,9 @@ impl Daemon {
                 code: self
                     .runtime
                     .code_of(&i.id)
-                    .map(|m| m.label())
+                    .map(|(m, _)| m.label())
                     .unwrap_or_default(),
+                code_traps: self.runtime.code_of(&i.id).map_or(0, |(_, t)| t),
                 depth: self.runtime.bus().depth(&i.id),
                 lag: self.runtime.bus().unacked(&i.id),
                 state: i.state.to_string(),
@@ -743,6 +747,7 @@ impl Daemon {
     /// What the heartbeat says of the garden: the live daemons, whether
     /// their plans agree, and which instances are quarantined anywhere.
     fn see_garden(&mut self, now: &[DaemonStatus]) {
+        self.view = now.to_vec();
         let names: Vec<String> = now.iter().map(|d| d.name.clone()).collect();
         if names != self.live {
             eprintln!("live daemons: {}", names.join(", "));
@@ -837,64 +842,175 @@ impl Daemon {
             if self.garden.follower.answered(&r.id) {
                 continue;
             }
-            let checked = self.check_request(&r);
-            let detail = match checked {
-                Ok(at) => {
-                    let order = cluster::DeployOrder {
-                        module: r.module.clone(),
-                        digest: r.digest.clone(),
-                        at,
-                        request: r.id.clone(),
-                        by: r.by.to_string(),
-                    };
-                    match self.membership.log(term, &Decision::Deploy { term, order }) {
-                        Ok(true) => continue,
-                        Ok(false) => "a newer leader exists: it answers".to_string(),
-                        Err(e) => format!("could not log it ({e})"),
-                    }
-                }
-                Err(why) => why,
+            let (digest, reason) = match &r.digest {
+                Some(d) => (Ok(d.clone()), cluster::DeployOrder::DEPLOY.to_string()),
+                None => (self.previous_code(&r.module), "rollback: asked".to_string()),
             };
-            let line = format!(
-                "refused the deploy request {} (sha256:{} to {}, by {}): {detail}",
-                r.id, r.digest, r.module, r.by
-            );
-            eprintln!("{line}");
-            self.watch
-                .audit()
-                .record("deploy-refused", "leader", &self.name, &line);
+            let decided = digest.and_then(|digest| {
+                if r.digest.is_some() {
+                    self.check_code(&r.module, &digest)?;
+                }
+                self.decide_deploy(term, &r.module, &digest, &r.id, &r.by.to_string(), &reason)
+            });
+            if let Err(detail) = decided {
+                let line = format!(
+                    "refused the request {} ({} of {}, by {}): {detail}",
+                    r.id,
+                    r.digest
+                        .as_deref()
+                        .map_or_else(|| "rollback".to_string(), |d| format!("deploy sha256:{d}")),
+                    r.module,
+                    r.by
+                );
+                eprintln!("{line}");
+                self.watch
+                    .audit()
+                    .record("deploy-refused", "leader", &self.name, &line);
+            }
+        }
+        self.roll_back_failing(term);
+    }
+
+    /// Log a deploy of `digest` to `module`, switching two heartbeats
+    /// ahead on Redis's clock (time for every daemon to read it and load
+    /// the code), and follow it at once.
+    fn decide_deploy(
+        &mut self,
+        term: u64,
+        module: &str,
+        digest: &str,
+        request: &str,
+        by: &str,
+        reason: &str,
+    ) -> Result<(), String> {
+        let now = self
+            .membership
+            .clock_position()
+            .map_err(|e| format!("cannot read Redis's clock ({e})"))?;
+        let lead = u64::try_from(2 * self.membership.interval().as_millis()).unwrap_or(u64::MAX);
+        let order = cluster::DeployOrder {
+            module: module.to_string(),
+            digest: digest.to_string(),
+            at: now.saturating_add(lead << 16),
+            request: request.to_string(),
+            by: by.to_string(),
+            reason: reason.to_string(),
+        };
+        match self.membership.log(term, &Decision::Deploy { term, order }) {
+            Ok(true) => {
+                self.garden.follow(&mut self.membership, &mut self.runtime);
+                Ok(())
+            }
+            Ok(false) => Err("a newer leader exists: it answers".into()),
+            Err(e) => Err(format!("could not log it ({e})")),
         }
     }
 
-    /// A deploy request's switch position if the leader can answer it:
-    /// the module is the pipeline's, and the code is in Redis and verifies
-    /// against this daemon's trust store.
-    fn check_request(&mut self, r: &cluster::DeployRequest) -> Result<u64, String> {
-        if !self.garden.current.iter().any(|(n, ..)| *n == r.module) {
-            return Err(format!("the pipeline runs no module `{}`", r.module));
+    /// The code `module` ran before its latest deploy: the pipeline's, or
+    /// an earlier deploy's.
+    fn previous_code(&self, module: &str) -> Result<String, String> {
+        let first = self
+            .plan
+            .iter()
+            .find(|p| p.name == module)
+            .map(|p| p.spec.module.digest().to_string())
+            .ok_or_else(|| format!("the pipeline runs no module `{module}`"))?;
+        // A deploy goes on the stack of codes; a rollback takes one off.
+        let mut history = vec![first];
+        for d in self.garden.follower.deploys() {
+            if d.module != module {
+                continue;
+            }
+            if !d.is_rollback() {
+                history.push(d.digest.clone());
+            } else if history.len() > 1 {
+                history.pop();
+            }
+        }
+        if history.len() < 2 {
+            return Err(format!(
+                "`{module}` was never deployed to: nothing to roll back"
+            ));
+        }
+        Ok(history[history.len() - 2].clone())
+    }
+
+    /// The leader takes a module back to the code it ran before when the
+    /// code of its latest deploy traps [`RollbackConfig::TRAPS`] times
+    /// over the garden's instances, or gets one quarantined: what the
+    /// heartbeats say.
+    fn roll_back_failing(&mut self, term: u64) {
+        let latest: Vec<cluster::DeployOrder> = {
+            let mut by_module: Vec<cluster::DeployOrder> = Vec::new();
+            for d in self.garden.follower.deploys() {
+                by_module.retain(|o| o.module != d.module);
+                by_module.push(d.clone());
+            }
+            by_module
+        };
+        for d in latest.iter().filter(|d| !d.is_rollback()) {
+            let prefix = &d.digest[..12.min(d.digest.len())];
+            let on_it: Vec<&InstanceStatus> = self
+                .view
+                .iter()
+                .flat_map(|s| &s.instances)
+                .filter(|i| i.code.ends_with(&format!("sha256:{prefix}")))
+                .collect();
+            let traps: u64 = on_it.iter().map(|i| i.code_traps).sum();
+            let quarantined = on_it
+                .iter()
+                .filter(|i| i.state.starts_with("quarantined"))
+                .count();
+            if traps < RollbackConfig::TRAPS && quarantined == 0 {
+                continue;
+            }
+            let why = format!(
+                "rollback: {traps} traps and {quarantined} quarantined of the new code (rollback.traps {})",
+                RollbackConfig::TRAPS
+            );
+            let by = self.membership_key();
+            let decided = self.previous_code(&d.module).and_then(|previous| {
+                self.decide_deploy(term, &d.module, &previous, &d.request, &by, &why)
+            });
+            let line = match decided {
+                Ok(()) => format!("rolled {} back from sha256:{prefix}: {why}", d.module),
+                Err(e) => format!("could not roll {} back: {e}", d.module),
+            };
+            eprintln!("{line}");
+            self.watch
+                .audit()
+                .record("rolled-back", "leader", &self.name, &line);
+        }
+    }
+
+    /// This daemon's key id, as it signs.
+    fn membership_key(&self) -> String {
+        self.key_file.current().to_string()
+    }
+
+    /// The code a request names can be deployed: the module is the
+    /// pipeline's, and the code is in Redis and verifies against this
+    /// daemon's trust store.
+    fn check_code(&mut self, module: &str, digest: &str) -> Result<(), String> {
+        if !self.garden.current.iter().any(|(n, ..)| n == module) {
+            return Err(format!("the pipeline runs no module `{module}`"));
         }
         let bytes = self
             .membership
-            .code(&r.digest)
+            .code(digest)
             .map_err(|e| format!("cannot read its code ({e})"))??;
         let trust = &self.garden.deployer.trust;
         let verified = trust
             .store_for(&bytes)
             .verify(&bytes)
             .map_err(|e| format!("its code does not verify here: {e}"))?;
-        let digest = verified.component.digest.to_hex();
-        if digest != r.digest {
+        let found = verified.component.digest.to_hex();
+        if found != digest {
             return Err(format!(
-                "the code kept under sha256:{} is sha256:{digest}",
-                r.digest
+                "the code kept under sha256:{digest} is sha256:{found}"
             ));
         }
-        let now = self
-            .membership
-            .clock_position()
-            .map_err(|e| format!("cannot read Redis's clock ({e})"))?;
-        let lead = u64::try_from(2 * self.membership.interval().as_millis()).unwrap_or(u64::MAX);
-        Ok(now.saturating_add(lead << 16))
+        Ok(())
     }
 
     /// Time plan to decision and decision to fill from what the daemon

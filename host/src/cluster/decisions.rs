@@ -78,6 +78,16 @@ pub enum Decision {
     },
 }
 
+impl DeployOrder {
+    /// The reason of a deploy that is not a rollback.
+    pub const DEPLOY: &'static str = "deploy";
+
+    /// Whether it takes a module back rather than giving it new code.
+    pub fn is_rollback(&self) -> bool {
+        self.reason != Self::DEPLOY
+    }
+}
+
 /// A deploy as the leader decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployOrder {
@@ -90,8 +100,12 @@ pub struct DeployOrder {
     pub at: u64,
     /// The request it answers (its entry id in `{prefix}:requests`).
     pub request: String,
-    /// Who asked: the daemon key that signed the request.
+    /// Who asked: the daemon key that signed the request (or the leader's
+    /// own, for a rollback it decided).
     pub by: String,
+    /// `deploy`, or `rollback: WHY` when it takes a module back to the code
+    /// it ran before.
+    pub reason: String,
 }
 
 impl Decision {
@@ -125,6 +139,7 @@ impl Decision {
                 ("at", order.at.to_string()),
                 ("request", order.request.clone()),
                 ("by", order.by.clone()),
+                ("reason", order.reason.clone()),
             ],
         })
     }
@@ -177,6 +192,7 @@ impl Decision {
                         .map_err(|e| format!("deploy position is not a number: {e}"))?,
                     request: get("request")?.to_string(),
                     by: get("by")?.to_string(),
+                    reason: get("reason")?.to_string(),
                 },
             }),
             other => Err(format!("unknown decision kind `{other}`")),
@@ -236,6 +252,8 @@ pub struct Follower {
     changed: Vec<(i64, LineageRecord)>,
     /// Deploy requests a decision answered, in log order.
     answered: Vec<String>,
+    /// Every deploy decided, in log order.
+    deploys: Vec<DeployOrder>,
 }
 
 impl Follower {
@@ -328,6 +346,7 @@ impl Follower {
         }
         if let Decision::Deploy { order, .. } = d {
             self.answered.push(order.request.clone());
+            self.deploys.push(order.clone());
         }
         let (Decision::Birth { record, .. } | Decision::Retire { record, .. }) = d else {
             return;
@@ -364,6 +383,11 @@ impl Follower {
     /// Whether a logged deploy answers request `id` already.
     pub fn answered(&self, id: &str) -> bool {
         self.answered.iter().any(|a| a == id)
+    }
+
+    /// Every deploy decided so far, rollbacks included, in log order.
+    pub fn deploys(&self) -> &[DeployOrder] {
+        &self.deploys
     }
 
     /// The last deploy request a logged deploy answers, if any.
@@ -433,6 +457,7 @@ mod tests {
                 at: 1 << 40,
                 request: "1700000000000-0".into(),
                 by: "daemon-key".into(),
+                reason: "deploy".into(),
             },
         };
         assert_eq!(Decision::parse(&logged(&deploy, 5)), Ok(deploy));

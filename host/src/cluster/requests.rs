@@ -46,10 +46,45 @@ pub struct DeployRequest {
     pub id: String,
     /// The pipeline module it is new code for.
     pub module: String,
-    /// sha256 of the code, hex.
-    pub digest: String,
+    /// sha256 of the code, hex; `None` asks to take the module back to the
+    /// code it ran before its latest deploy (`garden rollback`).
+    pub digest: Option<String>,
     /// The key that signed it.
     pub by: KeyId,
+}
+
+/// Ask the garden under `prefix` at `url` to take `module` back to the
+/// code it ran before its latest deploy, signed by `identity`. The
+/// request's entry id.
+pub fn request_rollback(
+    url: &str,
+    prefix: &str,
+    identity: &Identity,
+    module: &str,
+) -> Result<String, RedisBusError> {
+    let fields = identity.sign(
+        &request_purpose(prefix),
+        &[("kind", "rollback"), ("module", module)],
+    );
+    append_request(url, prefix, &fields)
+}
+
+fn append_request(
+    url: &str,
+    prefix: &str,
+    fields: &[(String, String)],
+) -> Result<String, RedisBusError> {
+    let (_, mut conn) = crate::bus::redis::connect(url)?;
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(requests_key(prefix)).arg("*");
+    for (k, v) in fields {
+        xadd.arg(k).arg(v);
+    }
+    xadd.query::<String>(&mut conn)
+        .map_err(|source| RedisBusError::Connect {
+            url: crate::bus::redis::redacted(url),
+            source,
+        })
 }
 
 /// Keep `component` (signed bytes whose code has sha256 `digest`) in the
@@ -79,12 +114,7 @@ pub fn request_deploy(
         &request_purpose(prefix),
         &[("kind", "deploy"), ("module", module), ("digest", digest)],
     );
-    let mut xadd = redis::cmd("XADD");
-    xadd.arg(requests_key(prefix)).arg("*");
-    for (k, v) in &fields {
-        xadd.arg(k).arg(v);
-    }
-    xadd.query::<String>(&mut conn).map_err(failed)
+    append_request(url, prefix, &fields)
 }
 
 impl Membership {
@@ -110,11 +140,17 @@ impl Membership {
                     (Some("deploy"), Some(module), Some(digest)) => Ok(DeployRequest {
                         id: id.clone(),
                         module,
-                        digest,
+                        digest: Some(digest),
+                        by,
+                    }),
+                    (Some("rollback"), Some(module), None) => Ok(DeployRequest {
+                        id: id.clone(),
+                        module,
+                        digest: None,
                         by,
                     }),
                     _ => Err(EntryRefused::Malformed(
-                        "a deploy request needs kind, module and digest".into(),
+                        "a request is a deploy (module, digest) or a rollback (module)".into(),
                     )),
                 }
             });

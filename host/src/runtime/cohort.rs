@@ -87,6 +87,8 @@ pub(super) struct Slot {
     pub(super) costs: crate::runtime::costs::Costs,
     pub(super) failures: BTreeMap<String, u64>,
     pub(super) traps: u64,
+    /// Traps on the code it runs now (not carried over to new code).
+    pub(super) code_traps: u64,
     pub(super) restarts: u64,
     pub(super) started_once: bool,
     pub(super) published: u64,
@@ -123,6 +125,7 @@ impl Slot {
             costs: crate::runtime::costs::Costs::default(),
             failures: BTreeMap::new(),
             traps: 0,
+            code_traps: 0,
             restarts: 0,
             started_once: false,
             published: 0,
@@ -181,6 +184,7 @@ impl Slot {
         self.last_error = Some(error.to_string());
         if error.kills_instance() {
             self.traps += 1;
+            self.code_traps += 1;
         }
         let now = Instant::now();
         self.recent_failures.push_back(now);

@@ -767,9 +767,12 @@ impl<B: Bus> Runtime<B> {
         })
     }
 
-    /// The code instance `id` runs.
-    pub fn code_of(&self, id: &str) -> Option<&Arc<Module>> {
-        self.find(id).map(|at| &self.slot(at).module)
+    /// The code instance `id` runs, and its traps on that code so far.
+    pub fn code_of(&self, id: &str) -> Option<(&Arc<Module>, u64)> {
+        self.find(id).map(|at| {
+            let s = self.slot(at);
+            (&s.module, s.code_traps)
+        })
     }
 
     /// Traps of instance `id` so far (over all its code), and whether it
@@ -790,6 +793,21 @@ impl<B: Bus> Runtime<B> {
                 s.module.digest() == digest
                     && matches!(s.state, InstanceState::Running | InstanceState::Restarting)
             })
+            .map(|s| (s.order, s.id.clone()))
+            .collect();
+        found.sort();
+        found.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// The quarantined instances whose code has digest `digest`, in spawn
+    /// order: what a rollback takes back at once, since they handle
+    /// nothing.
+    pub fn quarantined_of(&self, digest: &str) -> Vec<String> {
+        let mut found: Vec<(u64, String)> = self
+            .cohorts
+            .iter()
+            .flat_map(|c| c.members.iter())
+            .filter(|s| s.module.digest() == digest && s.quarantined())
             .map(|s| (s.order, s.id.clone()))
             .collect();
         found.sort();

@@ -162,21 +162,7 @@ fn a_deploy_reaches_every_daemon_and_every_message_is_handled_once() {
             );
             // Publish the rest once Redis's clock is past the switch, so
             // plans come on both sides of it.
-            let at: u64 = stdout
-                .split("at bus position ")
-                .nth(1)
-                .and_then(|t| t.split(';').next())
-                .and_then(|t| t.trim().parse().ok())
-                .expect("the switch position");
-            wait_for(
-                "Redis's clock past the switch",
-                Duration::from_secs(10),
-                || {
-                    let (secs, micros): (u64, u64) =
-                        redis::cmd("TIME").query(&mut con).expect("TIME");
-                    (secs * 1000 + micros / 1000) << 16 > at
-                },
-            );
+            past(&mut con, &stdout);
         }
     }
     while producer.unsent() > 0 {
@@ -226,6 +212,155 @@ fn a_deploy_reaches_every_daemon_and_every_message_is_handled_once() {
         "{text}"
     );
     assert!(text.contains("deploy: expert-anomaly -> sha256:"), "{text}");
+
+    // Taken back by hand: every instance returns to the pipeline's code at
+    // the next switch, and the plans after it are judged once too.
+    let out = garden_tests::garden()
+        .args([
+            "rollback",
+            "--module",
+            "expert-anomaly",
+            "--bus",
+            &redis.url(),
+        ])
+        .args(["--prefix", PREFIX, "--name", "b", "--wait", "30"])
+        .output()
+        .expect("garden rollback");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("(rollback: asked)"), "{stdout}");
+    past(&mut con, &stdout);
+    publish(&mut producer, total..total + 1_000);
+    wait_for(
+        "evidence on the later plans",
+        Duration::from_secs(60),
+        || evidence(&mut con).len() == total as usize + 1_000,
+    );
+    assert!(evidence(&mut con).values().all(|n| *n == 1));
+    wait_until_code(&redis, dir.path(), "expert-anomaly@0.1.0 ");
+}
+
+/// Wait until Redis's clock is past the switch position `garden deploy`
+/// or `garden rollback` printed, so what is published next comes after it.
+fn past(con: &mut redis::Connection, printed: &str) {
+    let at: u64 = printed
+        .split("at bus position ")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .and_then(|t| t.trim().parse().ok())
+        .expect("the switch position");
+    wait_for(
+        "Redis's clock past the switch",
+        Duration::from_secs(10),
+        || {
+            let (secs, micros): (u64, u64) = redis::cmd("TIME").query(con).expect("TIME");
+            (secs * 1000 + micros / 1000) << 16 > at
+        },
+    );
+}
+
+/// Publish plans `range`.
+fn publish(producer: &mut garden_host::bus::RedisBus, range: std::ops::Range<u64>) {
+    for n in range {
+        producer.publish(plan(n)).expect("publishes");
+        if n % 200 == 199 {
+            producer.pump();
+        }
+    }
+    while producer.unsent() > 0 {
+        producer.pump();
+    }
+}
+
+/// Wait until every instance of both daemons runs code `label...`.
+fn wait_until_code(redis: &Redis, dir: &Path, label: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let on = |s: &[cluster::DaemonStatus]| {
+        s.len() == 2
+            && s.iter()
+                .flat_map(|d| &d.instances)
+                .all(|i| i.code.starts_with(label))
+    };
+    while !on(&statuses(redis)) {
+        assert!(
+            Instant::now() < deadline,
+            "not every instance on {label}: {:?}\n{}",
+            statuses(redis),
+            logs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_deploy_that_traps_is_rolled_back_by_the_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (redis, _a, _b, mut producer) = garden(dir.path());
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    // A new version that traps on every tenth bar.
+    let broken = dir.path().join("broken.signed.wasm");
+    let bytes = garden_tests::signed(
+        &garden_tests::fixture_bytes("tenth"),
+        &garden_tests::fixture_manifest("tenth"),
+    );
+    std::fs::write(&broken, bytes).expect("writes");
+    let out = deploy(&redis, &broken, "30");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    past(&mut con, &stdout);
+    // Bars (each instance traps on its tenth) and plans, until the leader
+    // has taken the module back and every instance runs the old code.
+    let rows = garden_tests::bundled_rows();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut n = 0;
+    loop {
+        for row in &rows[n % 4_000..n % 4_000 + 20] {
+            producer
+                .publish(garden_host::feed::bar_message("bar", "EURUSD", row))
+                .expect("publishes");
+        }
+        n += 20;
+        while producer.unsent() > 0 {
+            producer.pump();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let s = statuses(&redis);
+        if s.len() == 2
+            && s.iter()
+                .flat_map(|d| &d.instances)
+                .all(|i| i.code.starts_with("expert-anomaly@0.1.0 "))
+            && n > 200
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not rolled back: {s:?}\n{}",
+            logs(dir.path())
+        );
+    }
+    let log = logs(dir.path());
+    assert!(
+        log.contains("rolled expert-anomaly back from sha256:"),
+        "{log}"
+    );
+    assert!(log.contains("traps and"), "{log}");
+    // The old code goes on: plans published now are judged, once each.
+    publish(&mut producer, 0..500);
+    wait_for("evidence on every plan", Duration::from_secs(60), || {
+        evidence(&mut con).len() == 500
+    });
+    assert!(evidence(&mut con).values().all(|c| *c == 1));
 }
 
 #[test]
