@@ -40,6 +40,16 @@ pub struct RollbackArgs {
     garden: GardenArgs,
 }
 
+/// Options of `garden undeploy`.
+#[derive(clap::Args)]
+pub struct UndeployArgs {
+    /// The version to take out: `NAME@VERSION`, as `garden status` shows
+    /// the code instances run.
+    reference: String,
+    #[command(flatten)]
+    garden: GardenArgs,
+}
+
 /// Which garden to ask, and as whom.
 #[derive(clap::Args)]
 struct GardenArgs {
@@ -129,14 +139,59 @@ impl GardenArgs {
 pub fn rollback(args: RollbackArgs) -> Result<()> {
     let g = &args.garden;
     let trust = crate::run::read_trust(g.trust.as_ref())?;
-    let identity = g.identity()?;
     let url = g.passwords.bus(g.bus.clone())?;
-    let request = cluster::request_rollback(&url, &g.prefix, &identity, &args.module)?;
+    ask_rollback(g, &url, &trust, &args.module)
+}
+
+fn ask_rollback(g: &GardenArgs, url: &str, trust: &integrity::Trust, module: &str) -> Result<()> {
+    let identity = g.identity()?;
+    let request = cluster::request_rollback(url, &g.prefix, &identity, module)?;
     println!(
-        "asked the garden {} to take {} back to the code it ran before: request {request}",
-        g.prefix, args.module
+        "asked the garden {} to take {module} back to the code it ran before: request {request}",
+        g.prefix
     );
-    g.await_answer(&url, &trust, &request)
+    g.await_answer(url, trust, &request)
+}
+
+/// Run `garden undeploy`: every module whose latest deploy brought code
+/// `NAME@VERSION` (as the live daemons report it) goes back to the code
+/// it ran before; the version drains (what came before the switch is
+/// handled by it) and stops.
+pub fn undeploy(args: UndeployArgs) -> Result<()> {
+    let g = &args.garden;
+    let trust = crate::run::read_trust(g.trust.as_ref())?;
+    let url = g.passwords.bus(g.bus.clone())?;
+    let peers = Peers::new(trust.operator().clone());
+    let (daemons, _) = cluster::status(&url, &g.prefix, &peers)?;
+    let population = cluster::population(&url, &g.prefix, peers)?;
+    let label = format!("{} sha256:", args.reference);
+    let prefixes: Vec<&str> = daemons
+        .iter()
+        .flat_map(|d| &d.instances)
+        .filter_map(|i| i.code.strip_prefix(&label))
+        .collect();
+    // The modules whose latest deploy is that code.
+    let mut latest: Vec<&cluster::DeployOrder> = Vec::new();
+    for d in &population.deploys {
+        latest.retain(|o| o.module != d.module);
+        latest.push(d);
+    }
+    let modules: Vec<&str> = latest
+        .iter()
+        .filter(|o| !o.is_rollback() && prefixes.iter().any(|p| o.digest.starts_with(p)))
+        .map(|o| o.module.as_str())
+        .collect();
+    if modules.is_empty() {
+        bail!(
+            "no module of the garden {} runs {} by a deploy (`garden status` shows what runs)",
+            g.prefix,
+            args.reference
+        );
+    }
+    for module in modules {
+        ask_rollback(g, &url, &trust, module)?;
+    }
+    Ok(())
 }
 
 /// Run `garden deploy`.

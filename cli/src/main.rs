@@ -51,6 +51,9 @@ enum Command {
     /// Take a module of a running garden of daemons back to the code it
     /// ran before its latest deploy.
     Rollback(deploy_cmd::RollbackArgs),
+    /// Take a deployed version (`NAME@VERSION`) out of a running garden of
+    /// daemons: it drains, and its modules go back to their code before.
+    Undeploy(deploy_cmd::UndeployArgs),
     /// Publisher and daemon keys: make one, print its id, rotate a daemon's.
     #[command(subcommand)]
     Key(integrity_cmd::KeyCommand),
@@ -109,6 +112,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(args) => status::status(args),
         Command::Deploy(args) => deploy_cmd::deploy(args),
         Command::Rollback(args) => deploy_cmd::rollback(args),
+        Command::Undeploy(args) => deploy_cmd::undeploy(args),
         Command::Key(cmd) => integrity_cmd::key(cmd),
         Command::Trust(cmd) => integrity_cmd::trust(cmd),
         Command::Sign(args) => integrity_cmd::sign(args),

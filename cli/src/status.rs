@@ -131,19 +131,24 @@ pub fn status(args: StatusArgs) -> Result<()> {
                 |e| format!("; not ready: Redis unreachable: {e}")
             )
         );
-        // The code each module runs here: a rollout in progress shows two.
-        let mut codes: Vec<(&str, &str, usize)> = Vec::new();
+        // The code its instances run, on one line: a rollout in progress
+        // shows a module's two codes.
+        let mut codes: Vec<(&str, usize)> = Vec::new();
         for i in &d.instances {
-            match codes
-                .iter_mut()
-                .find(|(m, c, _)| *m == i.module && *c == i.code)
-            {
-                Some(c) => c.2 += 1,
-                None => codes.push((&i.module, &i.code, 1)),
+            match codes.iter_mut().find(|(c, _)| *c == i.code) {
+                Some(c) => c.1 += 1,
+                None => codes.push((&i.code, 1)),
             }
         }
-        for (module, code, n) in codes {
-            println!("  code: {module} runs {code} ({n} instances)");
+        if !codes.is_empty() {
+            let listed: Vec<String> = codes
+                .iter()
+                .map(|(code, n)| match n {
+                    1 => code.to_string(),
+                    n => format!("{code} x{n}"),
+                })
+                .collect();
+            println!("  code: {}", listed.join(", "));
         }
         for deploy in &d.deploys {
             println!("  deploy: {deploy}");

@@ -820,6 +820,8 @@ pub struct PopulationView {
     /// Entries of the log refused (unsigned, untrusted, forged, or by a
     /// key that did not hold their term).
     pub refused: u64,
+    /// Every deploy and rollback decided, in order.
+    pub deploys: Vec<DeployOrder>,
 }
 
 /// Read the decision log of the garden under `prefix` at `url`, using only
@@ -837,6 +839,7 @@ pub fn population(url: &str, prefix: &str, peers: Peers) -> Result<PopulationVie
         stepped: f.stepped(),
         lineage: f.lineage().to_vec(),
         refused: f.refused_total(),
+        deploys: f.deploys().to_vec(),
     })
 }
 

@@ -89,7 +89,7 @@ impl DeployOrder {
 }
 
 /// A deploy as the leader decided it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeployOrder {
     /// The pipeline module (its name in the pipeline file).
     pub module: String,

@@ -121,16 +121,31 @@ fn garden(dir: &Path) -> (Redis, Daemon, Daemon, garden_host::bus::RedisBus) {
     (redis, a, b, producer)
 }
 
-/// `garden deploy FILE --module expert-anomaly` as daemon `a`, waiting for
-/// the leader's answer.
-fn deploy(redis: &Redis, file: &Path, wait: &str) -> std::process::Output {
-    garden_tests::garden()
-        .arg("deploy")
-        .arg(file)
-        .args(["--module", "expert-anomaly", "--bus", &redis.url()])
-        .args(["--prefix", PREFIX, "--name", "a", "--wait", wait])
+/// `garden ARGS --bus URL --prefix hot` (a deploy, rollback or undeploy
+/// with `--wait 30` added), which must succeed: what it printed.
+fn ask(redis: &Redis, args: &[&str]) -> String {
+    let out = garden_tests::garden()
+        .args(args)
+        .args(["--bus", &redis.url(), "--prefix", PREFIX, "--wait", "30"])
         .output()
-        .expect("garden deploy")
+        .expect("garden runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "garden {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `garden deploy FILE --module expert-anomaly` as daemon `a`, waiting for
+/// the leader's answer: what it printed.
+fn deploy(redis: &Redis, file: &Path) -> String {
+    let file = file.to_str().expect("a path");
+    ask(
+        redis,
+        &["deploy", file, "--module", "expert-anomaly", "--name", "a"],
+    )
 }
 
 #[test]
@@ -149,13 +164,7 @@ fn a_deploy_reaches_every_daemon_and_every_message_is_handled_once() {
         }
         if n == total / 3 {
             producer.pump();
-            let out = deploy(&redis, &next, "30");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success(),
-                "{stdout}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let stdout = deploy(&redis, &next);
             assert!(
                 stdout.contains("every daemon switches expert-anomaly"),
                 "{stdout}"
@@ -208,29 +217,16 @@ fn a_deploy_reaches_every_daemon_and_every_message_is_handled_once() {
         .expect("garden status");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("code: expert-anomaly runs expert-anomaly@0.2.0"),
+        text.contains("code: expert-anomaly@0.2.0 sha256:"),
         "{text}"
     );
     assert!(text.contains("deploy: expert-anomaly -> sha256:"), "{text}");
 
     // Taken back by hand: every instance returns to the pipeline's code at
     // the next switch, and the plans after it are judged once too.
-    let out = garden_tests::garden()
-        .args([
-            "rollback",
-            "--module",
-            "expert-anomaly",
-            "--bus",
-            &redis.url(),
-        ])
-        .args(["--prefix", PREFIX, "--name", "b", "--wait", "30"])
-        .output()
-        .expect("garden rollback");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = ask(
+        &redis,
+        &["rollback", "--module", "expert-anomaly", "--name", "b"],
     );
     assert!(stdout.contains("(rollback: asked)"), "{stdout}");
     past(&mut con, &stdout);
@@ -241,7 +237,7 @@ fn a_deploy_reaches_every_daemon_and_every_message_is_handled_once() {
         || evidence(&mut con).len() == total as usize + 1_000,
     );
     assert!(evidence(&mut con).values().all(|n| *n == 1));
-    wait_until_code(&redis, dir.path(), "expert-anomaly@0.1.0 ");
+    wait_until_code(&redis, dir.path(), "expert-anomaly@0.1.0 ", 2);
 }
 
 /// Wait until Redis's clock is past the switch position `garden deploy`
@@ -276,11 +272,13 @@ fn publish(producer: &mut garden_host::bus::RedisBus, range: std::ops::Range<u64
     }
 }
 
-/// Wait until every instance of both daemons runs code `label...`.
-fn wait_until_code(redis: &Redis, dir: &Path, label: &str) {
+/// Wait until `daemons` daemons run the four instances, every one on code
+/// `label...`.
+fn wait_until_code(redis: &Redis, dir: &Path, label: &str, daemons: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let on = |s: &[cluster::DaemonStatus]| {
-        s.len() == 2
+        s.len() == daemons
+            && s.iter().map(|d| d.instances.len()).sum::<usize>() == 4
             && s.iter()
                 .flat_map(|d| &d.instances)
                 .all(|i| i.code.starts_with(label))
@@ -310,13 +308,7 @@ fn a_deploy_that_traps_is_rolled_back_by_the_leader() {
         &garden_tests::fixture_manifest("tenth"),
     );
     std::fs::write(&broken, bytes).expect("writes");
-    let out = deploy(&redis, &broken, "30");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = deploy(&redis, &broken);
     past(&mut con, &stdout);
     // Bars (each instance traps on its tenth) and plans, until the leader
     // has taken the module back and every instance runs the old code.
@@ -420,4 +412,46 @@ fn a_forged_request_and_untrusted_code_change_nothing() {
     let log = logs(dir.path());
     assert!(log.contains("refused a deploy request"), "{log}");
     assert!(log.contains("does not verify here"), "{log}");
+}
+
+#[test]
+fn a_daemon_killed_mid_rollout_leaves_the_survivor_to_finish_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (redis, a, _b, mut producer) = garden(dir.path());
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    publish(&mut producer, 0..1_000);
+    let next = garden_tests::rebuilt(dir.path(), "expert-anomaly", "0.3.0");
+    let file = next.to_str().expect("a path");
+    let stdout = ask(
+        &redis,
+        &["deploy", file, "--module", "expert-anomaly", "--name", "b"],
+    );
+    // Daemon a dies before the switch: the survivor takes its instances
+    // over and finishes the rollout alone.
+    drop(a);
+    past(&mut con, &stdout);
+    publish(&mut producer, 1_000..2_000);
+    wait_for("evidence on every plan", Duration::from_secs(90), || {
+        evidence(&mut con).len() == 2_000
+    });
+    wait_until_code(&redis, dir.path(), "expert-anomaly@0.3.0 ", 1);
+    // Taken out by version: it drains, and the pipeline's code comes back.
+    let stdout = ask(&redis, &["undeploy", "expert-anomaly@0.3.0", "--name", "b"]);
+    past(&mut con, &stdout);
+    publish(&mut producer, 2_000..2_100);
+    wait_until_code(&redis, dir.path(), "expert-anomaly@0.1.0 ", 1);
+    // Nothing left to take out.
+    let out = garden_tests::garden()
+        .args(["undeploy", "expert-anomaly@0.3.0", "--bus", &redis.url()])
+        .args(["--prefix", PREFIX, "--name", "b"])
+        .output()
+        .expect("garden undeploy");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("runs expert-anomaly@0.3.0 by a deploy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
