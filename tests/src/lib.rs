@@ -276,6 +276,10 @@ fn with_garden_env(mut command: std::process::Command) -> std::process::Command 
 /// [`garden`] finds it, and trust it as a daemon key in [`garden`]'s trust
 /// store, as an operator does before starting it.
 pub fn trust_daemon(name: &str) {
+    // Tests running at once may name the same daemon: one makes its key,
+    // the others read it.
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = MAKING.lock().unwrap_or_else(|p| p.into_inner());
     let home = garden_home();
     let key = home.join("data/daemons").join(format!("{name}.key.pem"));
     let (identity, _) = garden_host::cluster::Identity::load_or_create(&key).expect("a daemon key");

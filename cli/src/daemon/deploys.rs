@@ -148,11 +148,7 @@ impl Deployer {
     }
 
     fn refuse(&mut self, order: DeployOrder, old: Option<Arc<Module>>, why: &str) -> String {
-        let line = format!(
-            "refused the deploy of sha256:{} to {}: {why}; the old code goes on",
-            order.digest, order.module
-        );
-        eprintln!("{line}");
+        let line = refusal(&order, why);
         if let Some(old) = old {
             self.rolling.push(Rolling {
                 order,
@@ -196,12 +192,7 @@ impl Deployer {
                         for id in runtime.instances_of(r.old.digest()) {
                             runtime.hold(&id, None);
                         }
-                        let line = format!(
-                            "refused the deploy of sha256:{} to {}: {why}; the old code goes on",
-                            r.order.digest, r.order.module
-                        );
-                        eprintln!("{line}");
-                        refused.push(line);
+                        refused.push(refusal(&r.order, &why));
                         r.refused = Some(why);
                     }
                 }
@@ -268,4 +259,15 @@ impl Deployer {
             })
             .collect()
     }
+}
+
+/// What a daemon says, to its log and the audit log, of a deploy it
+/// refuses.
+fn refusal(order: &DeployOrder, why: &str) -> String {
+    let line = format!(
+        "refused the deploy of sha256:{} to {}: {why}; the old code goes on",
+        order.digest, order.module
+    );
+    eprintln!("{line}");
+    line
 }
