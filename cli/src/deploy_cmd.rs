@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use garden_host::cluster::{self, Decision, Follower, Identity, Membership, Peers};
 use garden_host::integrity;
+use garden_registry::client::Reference;
 
 /// How often `--wait` reads the decision log.
 const WAIT_POLL: Duration = Duration::from_millis(100);
@@ -19,8 +20,13 @@ const WAIT_POLL: Duration = Duration::from_millis(100);
 /// Options of `garden deploy`.
 #[derive(clap::Args)]
 pub struct DeployArgs {
-    /// The signed component (`garden sign` wrote it, or `garden pull`).
-    file: PathBuf,
+    /// The signed component: a file (`garden sign` wrote it), or
+    /// `NAME@VERSION` to pull from the registry (a yanked version is
+    /// refused).
+    component: String,
+    /// The registry `NAME@VERSION` is pulled from.
+    #[arg(long, env = "GARDEN_REGISTRY", default_value = crate::registry_cmd::DEFAULT_REGISTRY)]
+    registry: String,
     /// The pipeline module it is new code for (its name in the pipeline
     /// file); every instance of it takes the new code.
     #[arg(long)]
@@ -197,13 +203,18 @@ pub fn undeploy(args: UndeployArgs) -> Result<()> {
 /// Run `garden deploy`.
 pub fn deploy(args: DeployArgs) -> Result<()> {
     let g = &args.garden;
-    let bytes = std::fs::read(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
     let trust = crate::run::read_trust(g.trust.as_ref())?;
+    let file = PathBuf::from(&args.component);
+    let bytes = match args.component.parse::<Reference>() {
+        Ok(reference @ Reference::Version { .. }) if !file.exists() => {
+            crate::registry_cmd::pull_verified(&args.registry, &reference, false, trust.operator())?
+        }
+        _ => std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?,
+    };
     let verified = trust.store_for(&bytes).verify(&bytes).with_context(|| {
         format!(
             "{} does not verify against the trust store here, so no daemon trusting the same keys would run it",
-            args.file.display()
+            args.component
         )
     })?;
     let digest = verified.component.digest.to_hex();

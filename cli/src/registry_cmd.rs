@@ -13,7 +13,7 @@ use garden_registry::server::{DEFAULT_MAX_UPLOAD, ServerConfig};
 use garden_registry::{AuditCheck, AuditFilter, SigningKey, TrustStore};
 
 /// Default registry address (loopback).
-const DEFAULT_REGISTRY: &str = "http://127.0.0.1:7878";
+pub(crate) const DEFAULT_REGISTRY: &str = "http://127.0.0.1:7878";
 
 /// `garden registry ...`
 #[derive(Subcommand)]
@@ -179,20 +179,9 @@ pub fn pull(args: PullArgs) -> Result<()> {
     if args.allow_yanked && !matches!(reference, Reference::Digest(_)) {
         bail!("--allow-yanked pins a digest: pull sha256:<hex>, not a name");
     }
-    let bytes = Client::new(&args.registry).pull(&reference, args.allow_yanked)?;
     let trust = crate::integrity_cmd::named_trust(args.trust)?;
-    let verified = trust
-        .verify(&bytes)
-        .with_context(|| format!("the registry's copy of {} is not accepted", args.reference))?;
-    if let Reference::Version { name, version } = &reference {
-        let m = verified.manifest();
-        if &m.name != name || &m.version != version {
-            bail!(
-                "asked for {name}@{version} but the registry sent {}",
-                m.reference()
-            );
-        }
-    }
+    let bytes = pull_verified(&args.registry, &reference, args.allow_yanked, &trust)?;
+    let verified = trust.verify(&bytes)?;
     std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
     println!(
         "pulled {} -> {} (verified, signed by {})",
@@ -201,6 +190,31 @@ pub fn pull(args: PullArgs) -> Result<()> {
         verified.signer_name
     );
     Ok(())
+}
+
+/// Pull `reference` from `registry` and verify it against `trust`: a
+/// yanked version, a copy that does not verify, or another version than
+/// the one asked for is refused. The component's bytes.
+pub(crate) fn pull_verified(
+    registry: &str,
+    reference: &Reference,
+    allow_yanked: bool,
+    trust: &TrustStore,
+) -> Result<Vec<u8>> {
+    let bytes = Client::new(registry).pull(reference, allow_yanked)?;
+    let verified = trust
+        .verify(&bytes)
+        .with_context(|| format!("the registry's copy of {reference} is not accepted"))?;
+    if let Reference::Version { name, version } = reference {
+        let m = verified.manifest();
+        if &m.name != name || &m.version != version {
+            bail!(
+                "asked for {name}@{version} but the registry sent {}",
+                m.reference()
+            );
+        }
+    }
+    Ok(bytes)
 }
 
 /// Run `garden yank`.

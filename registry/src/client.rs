@@ -50,6 +50,16 @@ pub enum Reference {
     Digest(Digest),
 }
 
+/// As written on the command line: `name@version` or `sha256:<hex>`.
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reference::Version { name, version } => write!(f, "{name}@{version}"),
+            Reference::Digest(d) => write!(f, "sha256:{}", d.to_hex()),
+        }
+    }
+}
+
 impl std::str::FromStr for Reference {
     type Err = String;
 

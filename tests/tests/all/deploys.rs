@@ -455,3 +455,103 @@ fn a_daemon_killed_mid_rollout_leaves_the_survivor_to_finish_it() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_version_from_the_registry_deploys_and_a_yanked_one_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (redis, _a, _b, mut producer) = garden(dir.path());
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    // A registry of its own, publishing what the test key signs.
+    let (key, _) = garden_tests::test_key()
+        .write_pair(dir.path(), "publisher")
+        .expect("key files");
+    let publishers = dir.path().join("publishers.toml");
+    let mut store = garden_registry::TrustStore::default();
+    store
+        .add(&garden_tests::test_key().public(), "tests", "test")
+        .expect("trusts");
+    store.write(&publishers).expect("writes");
+    let addr = format!("127.0.0.1:{}", garden_tests::servers::free_port());
+    let registry = format!("http://{addr}");
+    let db = format!("sqlite://{}", dir.path().join("registry.db").display());
+    let _server = Daemon(
+        garden_tests::garden()
+            .args([
+                "registry", "serve", "--addr", &addr, "--store", &db, "--trust",
+            ])
+            .arg(&publishers)
+            .arg("--blobs")
+            .arg(dir.path().join("blobs"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("garden registry serve"),
+    );
+    wait_for("the registry", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let garden = |args: &[&str]| {
+        garden_tests::garden()
+            .args(args)
+            .args(["--registry", &registry])
+            .output()
+            .expect("garden runs")
+    };
+    for version in ["0.2.0", "0.4.0"] {
+        let file = garden_tests::rebuilt(dir.path(), "expert-anomaly", version);
+        let out = garden(&["publish", file.to_str().expect("a path")]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let key = key.to_str().expect("a path");
+    let out = garden(&["yank", "expert-anomaly@0.2.0", "--key", key]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The yanked version never reaches the garden.
+    let out = garden(&[
+        "deploy",
+        "expert-anomaly@0.2.0",
+        "--module",
+        "expert-anomaly",
+        "--bus",
+        &redis.url(),
+        "--prefix",
+        PREFIX,
+        "--name",
+        "a",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("yanked"),
+        "{stderr}"
+    );
+    // The published one does.
+    let stdout = ask(
+        &redis,
+        &[
+            "deploy",
+            "expert-anomaly@0.4.0",
+            "--registry",
+            &registry,
+            "--module",
+            "expert-anomaly",
+            "--name",
+            "a",
+        ],
+    );
+    assert!(
+        stdout.contains("to deploy expert-anomaly@0.4.0"),
+        "{stdout}"
+    );
+    past(&mut con, &stdout);
+    publish(&mut producer, 0..200);
+    wait_until_code(&redis, dir.path(), "expert-anomaly@0.4.0 ", 2);
+}
