@@ -96,9 +96,8 @@ pub struct Rollout {
     module: String,
     old: Arc<Module>,
     new: Arc<Module>,
-    /// Per instance moved to the new code: its snapshot at the switch,
-    /// its traps then.
-    switched: Vec<(String, Option<Snapshot>, u64)>,
+    /// Per instance moved to the new code: its snapshot at the switch.
+    switched: Vec<(String, Option<Snapshot>)>,
     /// A canary's instance, and the groups whose rosters it shares.
     canary: Option<(String, Vec<String>)>,
     since: usize,
@@ -114,7 +113,7 @@ impl Rollout {
     /// Instances of the new code now: those switched and those born of it
     /// since (a quarantined one included, which the rollback takes back).
     fn instances<B: Bus>(&self, runtime: &Runtime<B>) -> Vec<String> {
-        let mut ids: Vec<String> = self.switched.iter().map(|(id, ..)| id.clone()).collect();
+        let mut ids: Vec<String> = self.switched.iter().map(|(id, _)| id.clone()).collect();
         for id in runtime.instances_of(self.new.digest()) {
             if !ids.contains(&id) {
                 ids.push(id);
@@ -123,19 +122,14 @@ impl Rollout {
         ids
     }
 
-    /// Traps of the new code since the switch.
+    /// Traps of the new code since the switch: each instance's traps on
+    /// the code it runs now, over those running the new code.
     fn traps<B: Bus>(&self, runtime: &Runtime<B>) -> u64 {
         self.instances(runtime)
             .iter()
-            .filter_map(|id| {
-                let (traps, _) = runtime.traps_of(id)?;
-                let before = self
-                    .switched
-                    .iter()
-                    .find(|(s, ..)| s == id)
-                    .map_or(0, |(.., t)| *t);
-                Some(traps.saturating_sub(before))
-            })
+            .filter_map(|id| runtime.code_of(id))
+            .filter(|(code, _)| code.digest() == self.new.digest())
+            .map(|(_, traps)| traps)
             .sum()
     }
 
@@ -164,8 +158,8 @@ impl Rollout {
         let mut instances = Vec::new();
         self.stop_canary(runtime, &mut instances);
         for id in self.instances(runtime) {
-            let snapshot = match self.switched.iter().find(|(s, ..)| *s == id) {
-                Some((_, snapshot, _)) => snapshot.clone(),
+            let snapshot = match self.switched.iter().find(|(s, _)| *s == id) {
+                Some((_, snapshot)) => snapshot.clone(),
                 None => runtime.snapshot_of(&id),
             };
             let what = runtime.upgrade_from(&id, self.old.clone(), snapshot);
@@ -266,10 +260,9 @@ pub fn apply<B: Bus>(
         Strategy::Replace => {
             for id in runtime.instances_of(old.digest()) {
                 let snapshot = runtime.snapshot_of(&id);
-                let traps = runtime.traps_of(&id).map_or(0, |(t, _)| t);
                 let what = outcome(runtime.upgrade_from(&id, code.clone(), snapshot.clone()));
                 report.instances.push((id.clone(), what));
-                watch.switched.push((id, snapshot, traps));
+                watch.switched.push((id, snapshot));
             }
             if let Some(ev) = evolver {
                 ev.replace_code(old.digest(), &code, bar);
@@ -357,7 +350,7 @@ fn canary<B: Bus>(
     for g in &groups {
         runtime.bus_mut().set_roster(g, roster.clone());
     }
-    watch.switched.push((id.clone(), None, 0));
+    watch.switched.push((id.clone(), None));
     watch.canary = Some((id, groups));
     Ok(())
 }

@@ -113,6 +113,22 @@ pub fn rebuilt(dir: &std::path::Path, name: &str, version: &str) -> std::path::P
     path
 }
 
+/// Fixture `name` signed, validly, by a key nobody trusts (an attacker
+/// who holds no trusted key), written to `dir`: its file and the key.
+pub fn signed_by_stranger(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, SigningKey) {
+    let stranger = SigningKey::generate();
+    let bytes = signature::sign(
+        &fixture_bytes(name),
+        &fixture_manifest(name),
+        &stranger,
+        "2026-01-01T00:00:00Z",
+    )
+    .expect("signs");
+    let path = dir.join("stranger.signed.wasm");
+    std::fs::write(&path, bytes).expect("writes");
+    (path, stranger)
+}
+
 /// The unsigned bytes of an adversarial fixture.
 pub fn fixture_bytes(name: &str) -> Vec<u8> {
     let path = garden_modules::fixture(name).unwrap_or_else(|| panic!("no fixture {name}"));

@@ -38,6 +38,9 @@ pub(super) struct Deployer {
     pub(super) engine: Arc<Engine>,
     pub(super) trust: Trust,
     pub(super) rolling: Vec<Rolling>,
+    /// A load is going or an instance waits at its hold: worth a look
+    /// between rounds, not only at the heartbeat.
+    pub(super) waiting: bool,
 }
 
 /// What changed when a deploy's code became ready: the old code and the
@@ -91,6 +94,7 @@ impl Deployer {
                 known.label(),
                 order.at
             );
+            self.waiting = true;
             self.rolling.push(Rolling {
                 order,
                 old,
@@ -134,6 +138,7 @@ impl Deployer {
             "deploy of sha256:{} to {}: loading; instances of the old code hold at position {}",
             order.digest, order.module, order.at
         );
+        self.waiting = true;
         self.rolling.push(Rolling {
             order,
             old,
@@ -169,13 +174,17 @@ impl Deployer {
     /// (one line each) to audit.
     pub(super) fn step(&mut self, runtime: &mut Runtime<RedisBus>) -> (Vec<Ready>, Vec<String>) {
         let (mut ready, mut refused) = (Vec::new(), Vec::new());
+        self.waiting = false;
         for r in self.rolling.iter_mut().filter(|r| !r.superseded) {
             if r.new.is_none() && r.refused.is_none() {
                 let loaded = match r.known.take() {
                     Some(known) => Ok(known),
                     None => match r.deploy.as_ref().filter(|d| d.ready()) {
                         Some(deploy) => deploy.code(),
-                        None => continue,
+                        None => {
+                            self.waiting = true;
+                            continue;
+                        }
                     },
                 };
                 match loaded {
@@ -214,6 +223,7 @@ impl Deployer {
                 if !runtime.at_hold(&id) {
                     // Placed here since, or not yet at its position.
                     runtime.hold(&id, Some(r.order.at));
+                    self.waiting = true;
                     continue;
                 }
                 match runtime.upgrade(&id, new.clone()) {

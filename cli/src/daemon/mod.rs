@@ -256,6 +256,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
                 engine: engine.clone(),
                 trust: trust.clone(),
                 rolling: Vec::new(),
+                waiting: false,
             },
             refused_deploys: Vec::new(),
         },
@@ -441,19 +442,26 @@ impl Daemon {
             self.lead();
         }
         self.runtime.run_until_idle();
-        if !self.garden.deployer.rolling.is_empty() {
-            for line in self.garden.switch(&mut self.runtime) {
-                let kind = if line.starts_with("refused") {
-                    "deploy-refused"
-                } else {
-                    "deploy"
-                };
-                self.watch.audit().record(kind, "daemon", &self.name, &line);
-            }
+        if self.garden.deployer.waiting {
+            self.carry_deploys();
         }
         self.record();
         self.time_the_path();
         self.wait();
+    }
+
+    /// Carry deploys on ([`Garden::switch`]) and audit what that did:
+    /// between rounds while a load goes or an instance waits at its hold,
+    /// and at every heartbeat for the old code's instances placed since.
+    fn carry_deploys(&mut self) {
+        for line in self.garden.switch(&mut self.runtime) {
+            let kind = if line.starts_with("refused") {
+                "deploy-refused"
+            } else {
+                "deploy"
+            };
+            self.watch.audit().record(kind, "daemon", &self.name, &line);
+        }
     }
 
     /// The heartbeat: report, follow the decision log, take or keep the
@@ -517,6 +525,9 @@ impl Daemon {
             &mut self.runtime,
             &mut self.membership,
         );
+        if !self.garden.deployer.rolling.is_empty() {
+            self.carry_deploys();
+        }
         self.report_metrics(beat_error);
     }
 

@@ -775,13 +775,6 @@ impl<B: Bus> Runtime<B> {
         })
     }
 
-    /// Traps of instance `id` so far (over all its code), and whether it
-    /// is quarantined; `None` if no such instance is here.
-    pub fn traps_of(&self, id: &str) -> Option<(u64, bool)> {
-        let s = self.slot(self.find(id)?);
-        Some((s.traps, s.quarantined()))
-    }
-
     /// The running (or restarting) instances whose code has digest
     /// `digest`, in spawn order.
     pub fn instances_of(&self, digest: &str) -> Vec<String> {

@@ -371,17 +371,7 @@ fn a_forged_request_and_untrusted_code_change_nothing() {
         .expect("XADD");
     // Code signed by a stranger, asked for by a trusted daemon key whose
     // holder trusts the stranger on their own machine.
-    let stranger = garden_registry::SigningKey::generate();
-    let name = "panic-message";
-    let bytes = garden_registry::signature::sign(
-        &garden_tests::fixture_bytes(name),
-        &garden_tests::fixture_manifest(name),
-        &stranger,
-        "2026-01-01T00:00:00Z",
-    )
-    .expect("signs");
-    let file = dir.path().join("stranger.signed.wasm");
-    std::fs::write(&file, bytes).expect("writes");
+    let (file, stranger) = garden_tests::signed_by_stranger(dir.path(), "panic-message");
     let mut own = garden_registry::TrustStore::default();
     own.add(&stranger.public(), "stranger", "test")
         .expect("trusts");
@@ -554,4 +544,110 @@ fn a_version_from_the_registry_deploys_and_a_yanked_one_is_refused() {
     past(&mut con, &stdout);
     publish(&mut producer, 0..200);
     wait_until_code(&redis, dir.path(), "expert-anomaly@0.4.0 ", 2);
+}
+
+/// The sha256 of a signed component's code, as deploys name it.
+fn code_digest(file: &Path) -> String {
+    let bytes = std::fs::read(file).expect("reads");
+    garden_registry::signature::parse(&bytes)
+        .expect("a signed component")
+        .digest
+        .to_hex()
+}
+
+#[test]
+fn forged_deploy_decisions_and_code_swapped_in_redis_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (redis, _a, _b, _producer) = garden(dir.path());
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    // Trusted code, already in Redis: only the decision is forged.
+    let trusted = garden_tests::rebuilt(dir.path(), "expert-anomaly", "0.5.0");
+    let digest = code_digest(&trusted);
+    let _: () = redis::cmd("SET")
+        .arg(format!("{PREFIX}:code:{digest}"))
+        .arg(std::fs::read(&trusted).expect("reads"))
+        .query(&mut con)
+        .expect("SET");
+    let fields = |request: &str| {
+        vec![
+            ("term", "1".to_string()),
+            ("kind", "deploy".into()),
+            ("module", "expert-anomaly".into()),
+            ("digest", digest.clone()),
+            ("at", "0".into()),
+            ("request", request.into()),
+            ("by", "forger".into()),
+            ("reason", "deploy".into()),
+        ]
+    };
+    // 1. Written by any Redis client, unsigned.
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(format!("{PREFIX}:decisions")).arg("*");
+    for (k, v) in fields("unsigned") {
+        xadd.arg(k).arg(v);
+    }
+    let _: String = xadd.query(&mut con).expect("XADD");
+    // 2. Signed by a trusted daemon that does not lead the term.
+    let leader = statuses(&redis)
+        .into_iter()
+        .find(|d| d.leader_term.is_some())
+        .map(|d| d.name)
+        .expect("a leader");
+    let other = if leader == "a" { "b" } else { "a" };
+    let key = garden_tests::garden_home()
+        .join("data/daemons")
+        .join(format!("{other}.key.pem"));
+    let (identity, _) = cluster::Identity::load_or_create(&key).expect("the key");
+    let owned = fields("not the leader");
+    let pairs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(format!("{PREFIX}:decisions")).arg("*");
+    for (k, v) in identity.sign(&format!("decision {PREFIX}"), &pairs) {
+        xadd.arg(k).arg(v);
+    }
+    let _: String = xadd.query(&mut con).expect("XADD");
+    // 3. A signed request for code whose copy in Redis was swapped for
+    //    other trusted code before the request wrote it.
+    let asked = garden_tests::rebuilt(dir.path(), "expert-anomaly", "0.6.0");
+    let asked_digest = code_digest(&asked);
+    let _: () = redis::cmd("SET")
+        .arg(format!("{PREFIX}:code:{asked_digest}"))
+        .arg(std::fs::read(&trusted).expect("reads"))
+        .query(&mut con)
+        .expect("SET");
+    cluster::request_deploy(
+        &redis.url(),
+        PREFIX,
+        &identity,
+        "expert-anomaly",
+        &asked_digest,
+        &std::fs::read(&asked).expect("reads"),
+    )
+    .expect("asks");
+    // Each daemon refuses both decisions; the leader refuses the request;
+    // nothing is deployed.
+    wait_for(
+        "the forged decisions refused",
+        Duration::from_secs(30),
+        || {
+            let s = statuses(&redis);
+            s.len() == 2 && s.iter().all(|d| d.refused >= 2)
+        },
+    );
+    wait_for("the swapped code refused", Duration::from_secs(30), || {
+        logs(dir.path()).contains(&format!(
+            "the code kept under sha256:{asked_digest} is sha256:{digest}"
+        ))
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let s = statuses(&redis);
+    assert!(s.iter().all(|d| d.deploys.is_empty()), "{s:?}");
+    assert!(
+        s.iter()
+            .flat_map(|d| &d.instances)
+            .all(|i| i.code.starts_with("expert-anomaly@0.1.0 ")),
+        "{s:?}"
+    );
 }

@@ -232,17 +232,7 @@ fn a_tampered_component_is_refused_and_the_old_code_goes_on() {
 #[test]
 fn a_component_signed_by_an_untrusted_key_is_refused_and_the_old_code_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let stranger = garden_registry::SigningKey::generate();
-    let name = "panic-message";
-    let bytes = garden_registry::signature::sign(
-        &garden_tests::fixture_bytes(name),
-        &garden_tests::fixture_manifest(name),
-        &stranger,
-        "2026-01-01T00:00:00Z",
-    )
-    .expect("signs");
-    let path = dir.path().join("stranger.signed.wasm");
-    std::fs::write(&path, bytes).expect("writes");
+    let (path, stranger) = garden_tests::signed_by_stranger(dir.path(), "panic-message");
     let (plain, plain_messages) = run(Vec::new());
     let (summary, messages) = run(vec![deploy(1_000, &path, Strategy::Replace, None)]);
     let report = &summary.deploys[0];
