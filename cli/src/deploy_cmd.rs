@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use garden_host::cluster::{self, Decision, Follower, Identity, Membership, Peers};
+use garden_host::cluster::{self, Decision, Follower, Identity, Membership, Peers, Rollout};
 use garden_host::integrity;
 use garden_registry::client::Reference;
 
@@ -28,11 +28,48 @@ pub struct DeployArgs {
     #[arg(long, env = "GARDEN_REGISTRY", default_value = crate::registry_cmd::DEFAULT_REGISTRY)]
     registry: String,
     /// The pipeline module it is new code for (its name in the pipeline
-    /// file); every instance of it takes the new code.
+    /// file).
     #[arg(long)]
     module: String,
+    /// How the new code takes over: `replace` (every instance, at one
+    /// point of the streams), `canary` (one instance takes --share percent
+    /// of the keys, promoted after --watch bars unless it traps) or
+    /// `compete` (--variants new variants join the population).
+    #[arg(long, default_value = "replace", value_parser = ["replace", "canary", "compete"])]
+    strategy: String,
+    /// With `canary`: the percent of the module's keys it takes (1 to 99).
+    #[arg(long, default_value_t = garden_host::config::DeployConfig::CANARY_SHARE)]
+    share: u8,
+    /// With `canary`: bars past the switch before the leader promotes it.
+    #[arg(long, value_name = "BARS", default_value_t = garden_host::config::RollbackConfig::WATCH_BARS as u32)]
+    watch: u32,
+    /// With `compete`: how many variants of the new code join (default: as
+    /// many as the module's instances).
+    #[arg(long)]
+    variants: Option<u32>,
     #[command(flatten)]
     garden: GardenArgs,
+}
+
+impl DeployArgs {
+    /// The rollout the flags ask for.
+    fn rollout(&self) -> Result<Rollout> {
+        Ok(match self.strategy.as_str() {
+            "canary" => {
+                if !(1..=99).contains(&self.share) {
+                    bail!("--share is 1 to 99 percent, not {}", self.share);
+                }
+                Rollout::Canary {
+                    share: self.share,
+                    watch_bars: self.watch,
+                }
+            }
+            "compete" => Rollout::Compete {
+                variants: self.variants,
+            },
+            _ => Rollout::Replace,
+        })
+    }
 }
 
 /// Options of `garden rollback`.
@@ -125,9 +162,14 @@ impl GardenArgs {
                 if let Decision::Deploy { term, order } = d
                     && order.request == request
                 {
+                    let what = match order.rollout {
+                        Rollout::Replace => "every daemon switches",
+                        Rollout::Canary { .. } => "a canary instance joins",
+                        Rollout::Compete { .. } => "new variants compete in",
+                    };
                     println!(
-                        "the leader (term {term}) decided it ({}): every daemon switches {} to sha256:{} at bus position {}; `garden status` shows the code each instance runs",
-                        order.reason, order.module, order.digest, order.at
+                        "the leader (term {term}) decided it ({}, {}): {what} {} to sha256:{} at bus position {}; `garden status` shows the code each instance runs",
+                        order.reason, order.rollout, order.module, order.digest, order.at
                     );
                     return Ok(());
                 }
@@ -221,10 +263,17 @@ pub fn deploy(args: DeployArgs) -> Result<()> {
     let reference = verified.manifest().reference();
     let identity = g.identity()?;
     let url = g.passwords.bus(g.bus.clone())?;
-    let request =
-        cluster::request_deploy(&url, &g.prefix, &identity, &args.module, &digest, &bytes)?;
+    let rollout = args.rollout()?;
+    let request = cluster::request_deploy(
+        &url,
+        &g.prefix,
+        &identity,
+        (&args.module, rollout),
+        &digest,
+        &bytes,
+    )?;
     println!(
-        "asked the garden {} to deploy {reference} (sha256:{digest}, signed by {}) to {}: request {request}",
+        "asked the garden {} to deploy {reference} (sha256:{digest}, signed by {}) to {}, {rollout}: request {request}",
         g.prefix, verified.signer_name, args.module
     );
     g.await_answer(&url, &trust, &request)

@@ -41,13 +41,14 @@ use crate::keyring::Keyring;
 mod decisions;
 mod identity;
 mod leader;
+mod leader_deploys;
 mod requests;
 
 pub use decisions::{Decision, DeployOrder, Follower, Refusal, variant_of};
 pub use identity::{EntryRefused, Identity, IdentityError, Peers, key_name, public_key_path};
 pub use leader::{Leader, LeaderTopics};
 pub use requests::{
-    DeployRequest, MAX_CODE_BYTES, request_deploy, request_purpose, request_rollback,
+    DeployRequest, MAX_CODE_BYTES, Rollout, request_deploy, request_purpose, request_rollback,
 };
 
 /// What a daemon says about itself in its heartbeat.

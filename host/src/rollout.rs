@@ -337,15 +337,7 @@ fn canary<B: Bus>(
     report.instances.push((id.clone(), outcome(Ok(what))));
     // Of 100 places, `share` are the canary's; the old instances share
     // the rest in turn.
-    let roster: Vec<String> = (0..100usize)
-        .map(|i| {
-            if i < usize::from(share) {
-                id.clone()
-            } else {
-                olds[i % olds.len()].clone()
-            }
-        })
-        .collect();
+    let roster = crate::bus::canary_roster(&id, share, &olds);
     let groups = vec![name.clone()];
     for g in &groups {
         runtime.bus_mut().set_roster(g, roster.clone());

@@ -7,6 +7,10 @@
 //! past the hold handled by the new code. So every daemon switches at one
 //! point of the streams, and no message is lost or handled twice.
 //!
+//! A `canary` or `compete` deploy holds nothing: its code is loaded the
+//! same way, and the garden adds its instances once it is ready
+//! ([`super::garden::Garden::switch`]).
+//!
 //! Invariant: code that does not verify here is refused here (said in the
 //! status and the audit log): the holds are let go and the old code goes
 //! on, whatever the other daemons did.
@@ -14,7 +18,7 @@
 use std::sync::Arc;
 
 use garden_host::bus::RedisBus;
-use garden_host::cluster::{DeployOrder, Membership};
+use garden_host::cluster::{DeployOrder, Membership, Rollout};
 use garden_host::config::{DeployConfig, RollbackConfig, Strategy};
 use garden_host::loader::deploy::Deploy;
 use garden_host::{Engine, Module, Runtime, integrity::Trust};
@@ -47,6 +51,7 @@ pub(super) struct Deployer {
 /// new, for the garden's plan to follow.
 pub(super) struct Ready {
     pub(super) module: String,
+    pub(super) rollout: Rollout,
     pub(super) old: Arc<Module>,
     pub(super) new: Arc<Module>,
 }
@@ -83,9 +88,15 @@ impl Deployer {
         if old.digest() == order.digest {
             return None;
         }
+        // Only a replace moves the old code's instances.
+        let holds = if order.rollout == Rollout::Replace {
+            runtime.instances_of(old.digest())
+        } else {
+            Vec::new()
+        };
         if let Some(known) = known {
-            for id in runtime.instances_of(old.digest()) {
-                runtime.hold(&id, Some(order.at));
+            for id in &holds {
+                runtime.hold(id, Some(order.at));
             }
             eprintln!(
                 "{} of {} to {}: loaded here already; instances hold at position {}",
@@ -131,12 +142,16 @@ impl Deployer {
             bytes,
             order.digest.clone(),
         );
-        for id in runtime.instances_of(old.digest()) {
-            runtime.hold(&id, Some(order.at));
+        for id in &holds {
+            runtime.hold(id, Some(order.at));
         }
         eprintln!(
-            "deploy of sha256:{} to {}: loading; instances of the old code hold at position {}",
-            order.digest, order.module, order.at
+            "deploy of sha256:{} to {} ({}): loading; {} instances of the old code hold at position {}",
+            order.digest,
+            order.module,
+            order.rollout,
+            holds.len(),
+            order.at
         );
         self.waiting = true;
         self.rolling.push(Rolling {
@@ -187,11 +202,21 @@ impl Deployer {
                         }
                     },
                 };
+                // A canary splits one module's keys: it must be that module.
+                let loaded = loaded.and_then(|new| match r.order.rollout {
+                    Rollout::Canary { .. } if new.info().name != r.old.info().name => Err(format!(
+                        "a canary must be the same module: the new code is `{}`, the old `{}`",
+                        new.info().name,
+                        r.old.info().name
+                    )),
+                    _ => Ok(new),
+                });
                 match loaded {
                     Ok(new) => {
                         eprintln!("deploy to {}: {} ready", r.order.module, new.label());
                         ready.push(Ready {
                             module: r.order.module.clone(),
+                            rollout: r.order.rollout,
                             old: r.old.clone(),
                             new: new.clone(),
                         });
@@ -208,6 +233,9 @@ impl Deployer {
                 r.deploy = None;
             }
             let Some(new) = &r.new else { continue };
+            if r.order.rollout != Rollout::Replace {
+                continue;
+            }
             // Quarantined on the old code, they handle nothing: at once.
             for id in runtime.quarantined_of(r.old.digest()) {
                 let snapshot = runtime.snapshot_of(&id);
@@ -242,6 +270,13 @@ impl Deployer {
         (ready, refused)
     }
 
+    /// Whether code `digest` is a deploy's that is loading here.
+    pub(super) fn loading(&self, digest: &str) -> bool {
+        self.rolling.iter().any(|r| {
+            r.order.digest == digest && r.new.is_none() && r.refused.is_none() && !r.superseded
+        })
+    }
+
     /// Each deploy as it stands here, for the heartbeat: an instance
     /// still on the old code waits for its first message past the switch.
     pub(super) fn status(&self, runtime: &Runtime<RedisBus>) -> Vec<String> {
@@ -260,11 +295,12 @@ impl Deployer {
                     (None, None) => format!("loading, {waiting} instances holding"),
                 };
                 format!(
-                    "{} -> sha256:{} at {} ({}): {what}",
+                    "{} -> sha256:{} at {} ({}, {}): {what}",
                     r.order.module,
                     &r.order.digest[..12.min(r.order.digest.len())],
                     r.order.at,
-                    r.order.reason
+                    r.order.reason,
+                    r.order.rollout
                 )
             })
             .collect()

@@ -1,13 +1,21 @@
 //! What runs in a garden of daemons, as one daemon knows it, and how it
 //! follows the leader's decision log.
+//!
+//! A canary across daemons is one more wanted instance, of the new code,
+//! and a change of its group's roster at the deploy's position: from there
+//! it takes its share of the keys, and from the position of the module's
+//! next deploy (its promotion or its rollback) it takes none and stops. The
+//! roster is kept per position ([`Bus::set_roster_history`]), so every
+//! daemon splits each entry's key alike, whenever it learns of the deploy.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::deploys::Deployer;
 use garden_host::bus::{Bus, RedisBus};
-use garden_host::cluster::{self, Decision, Follower, Membership};
+use garden_host::cluster::{self, Decision, DeployOrder, Follower, Membership, Rollout};
 use garden_host::records::Recorder;
+use garden_host::replication::LineageRecord;
 use garden_host::runtime::InstanceState;
 use garden_host::{InstanceSpec, Module, Runtime};
 
@@ -29,6 +37,29 @@ pub(super) struct Garden {
     pub(super) deployer: Deployer,
     /// Deploys refused here since the last heartbeat, to audit.
     pub(super) refused_deploys: Vec<String>,
+    /// Every canary deployed, ended ones included (their roster changes
+    /// stay, for entries still to read).
+    pub(super) canaries: Vec<Canary>,
+    /// Variants born on a deploy's code still loading here.
+    pub(super) unborn: Vec<LineageRecord>,
+}
+
+/// A canary: one instance of new code taking `share` percent of a
+/// module's keys from bus position `at` until `until`.
+pub(super) struct Canary {
+    /// The pipeline module.
+    module: String,
+    /// Its subscribing group (the module's name in its component).
+    group: String,
+    id: String,
+    /// The old code's instance it starts from (its snapshot).
+    parent: String,
+    digest: String,
+    share: u8,
+    at: u64,
+    until: Option<u64>,
+    /// Its instance has stopped here, or never ran here.
+    gone: bool,
 }
 
 impl Garden {
@@ -51,26 +82,11 @@ impl Garden {
                     {
                         continue;
                     }
-                    match cluster::variant_of(&record, &self.modules) {
-                        Ok((module, params)) => {
-                            eprintln!(
-                                "born in term {term}: {} (parents {})",
-                                record.id,
-                                record.parents.join(", ")
-                            );
-                            self.wanted.push((
-                                InstanceSpec {
-                                    id: record.id.clone(),
-                                    module,
-                                    params,
-                                    settings: self.settings.clone(),
-                                    snapshot: None,
-                                },
-                                record.parents.first().cloned(),
-                            ));
-                        }
-                        Err(e) => eprintln!("cannot start a born variant: {e}"),
+                    if self.loading(&record) {
+                        self.unborn.push(record);
+                        continue;
                     }
+                    self.want_born(&record, &format!("born in term {term}"));
                 }
                 Decision::Retire { record, time, term } => {
                     self.retired.insert(record.id.clone());
@@ -90,8 +106,12 @@ impl Garden {
                         "{} in term {term}: sha256:{} to {}, asked by {}",
                         order.reason, order.digest, order.module, order.by
                     );
+                    self.end_canary(&order);
                     let found = self.current.iter().find(|(n, ..)| *n == order.module);
                     let (old, cohort) = found.map_or((None, 1), |(_, m, c)| (Some(m.clone()), *c));
+                    if let (Rollout::Canary { share, .. }, Some(old)) = (order.rollout, &old) {
+                        self.start_canary(&order, old, share);
+                    }
                     let known = self
                         .modules
                         .iter()
@@ -100,26 +120,132 @@ impl Garden {
                     if let Some(line) = self.deployer.begin(order, old, known, cohort, m, runtime) {
                         self.refused_deploys.push(line);
                     }
+                    // A canary's roster change takes effect at once, not at
+                    // the next placement: the bus may read past its
+                    // position before then.
+                    self.set_rosters(runtime);
                 }
-                Decision::Leader { .. } | Decision::Stepped { .. } => {}
+                Decision::Leader { .. } | Decision::Stepped { .. } | Decision::Recode { .. } => {}
             }
         }
     }
 
+    /// Whether `record` is born on code a deploy here is still loading:
+    /// it starts once the code is ready.
+    fn loading(&self, record: &LineageRecord) -> bool {
+        !self.modules.iter().any(|m| m.digest() == record.component)
+            && self.deployer.loading(&record.component)
+    }
+
+    /// A canary deploy: its instance joins the garden once its code is
+    /// ready here, and its group's roster gives it its share from `at`.
+    fn start_canary(&mut self, order: &DeployOrder, old: &Module, share: u8) {
+        let Some((first, _)) = self
+            .wanted
+            .iter()
+            .find(|(s, _)| s.module.digest() == old.digest())
+        else {
+            eprintln!("no instance of {} runs: no canary", order.module);
+            return;
+        };
+        let id = format!(
+            "{}.canary-{}",
+            first.id,
+            &order.digest[..8.min(order.digest.len())]
+        );
+        eprintln!(
+            "canary {id} takes {share}% of {}'s keys from position {}",
+            order.module, order.at
+        );
+        self.canaries.push(Canary {
+            module: order.module.clone(),
+            group: old.info().name.clone(),
+            parent: first.id.clone(),
+            id,
+            digest: order.digest.clone(),
+            share,
+            at: order.at,
+            until: None,
+            gone: false,
+        });
+    }
+
+    /// A later deploy of a canary's module (its promotion, its rollback
+    /// or other code) ends it at that deploy's position: it handles its
+    /// keys' messages from before and stops once it has read past it. It
+    /// is not held there: a broadcast past its end may come before its
+    /// last keyed message, and it must still take that one.
+    fn end_canary(&mut self, order: &DeployOrder) {
+        for c in self
+            .canaries
+            .iter_mut()
+            .filter(|c| c.module == order.module && c.until.is_none())
+        {
+            eprintln!("canary {} ends at position {}", c.id, order.at);
+            c.until = Some(order.at);
+            self.deployer.waiting = true;
+        }
+    }
+
+    /// Stop the ended canaries that reached their end here; take those
+    /// that run elsewhere (or nowhere) out of the garden.
+    fn stop_canaries(&mut self, runtime: &mut Runtime<RedisBus>) -> Vec<String> {
+        let mut audit = Vec::new();
+        let running: HashSet<String> = runtime.instances().into_iter().map(|i| i.id).collect();
+        for c in self
+            .canaries
+            .iter_mut()
+            .filter(|c| c.until.is_some() && !c.gone)
+        {
+            if running.contains(&c.id) {
+                let quarantined = !runtime.quarantined_of(&c.digest).is_empty();
+                let ended = c.until.is_some_and(|u| runtime.drained_to(&c.id, u));
+                if !ended && !quarantined {
+                    // Not read past its end yet: its keys may have more.
+                    self.deployer.waiting = true;
+                    continue;
+                }
+                runtime.remove(&c.id);
+                audit.push(format!("canary {} of {} stopped here", c.id, c.module));
+            }
+            c.gone = true;
+            self.wanted.retain(|(s, _)| s.id != c.id);
+        }
+        audit
+    }
+
     /// Carry deploys on between rounds: switch what waits at its hold, and
     /// once new code is ready, start the old code's instances on it
-    /// wherever they are placed from now on.
+    /// wherever they are placed from now on (a canary's or a compete's
+    /// code: its instance or its variants join).
     pub(super) fn switch(&mut self, runtime: &mut Runtime<RedisBus>) -> Vec<String> {
         let (ready, refused) = self.deployer.step(runtime);
         let mut audit = refused;
+        audit.extend(self.stop_canaries(runtime));
         for r in ready {
+            if !self.modules.iter().any(|m| m.digest() == r.new.digest()) {
+                self.modules.push(r.new.clone());
+            }
+            match r.rollout {
+                Rollout::Replace => {}
+                Rollout::Canary { .. } => {
+                    self.add_canary(&r.new);
+                    continue;
+                }
+                Rollout::Compete { .. } => {
+                    self.born_on(r.new.digest());
+                    audit.push(format!(
+                        "deploy of {} to {} ready here: its variants compete",
+                        r.new.label(),
+                        r.module
+                    ));
+                    continue;
+                }
+            }
             for (spec, _) in &mut self.wanted {
                 if spec.module.digest() == r.old.digest() {
                     spec.module = r.new.clone();
                 }
-            }
-            if !self.modules.iter().any(|m| m.digest() == r.new.digest()) {
-                self.modules.push(r.new.clone());
             }
             if let Some(c) = self.current.iter_mut().find(|(n, ..)| *n == r.module) {
                 c.1 = r.new.clone();
@@ -134,19 +260,75 @@ impl Garden {
         audit
     }
 
-    /// Start what belongs here and is not running; hand over what runs here
-    /// and now belongs elsewhere (with its latest snapshot). Every shared
-    /// subscribing group's roster is the garden's members of it, in plan
-    /// order, so each key goes to the same member on every daemon.
-    pub(super) fn place(
-        &self,
-        name: &str,
-        live: &[String],
-        runtime: &mut Runtime<RedisBus>,
-        m: &mut Membership,
-    ) {
+    /// The canary of code `new`, if it has not ended, joins the garden.
+    fn add_canary(&mut self, new: &Arc<Module>) {
+        let Some(c) = self
+            .canaries
+            .iter()
+            .find(|c| c.digest == new.digest() && c.until.is_none())
+        else {
+            return;
+        };
+        let Some((parent, _)) = self.wanted.iter().find(|(s, _)| s.id == c.parent) else {
+            return;
+        };
+        let spec = InstanceSpec {
+            id: c.id.clone(),
+            module: new.clone(),
+            params: parent.params.clone(),
+            settings: parent.settings.clone(),
+            snapshot: None,
+        };
+        if !self.wanted.iter().any(|(s, _)| s.id == c.id) {
+            self.wanted.push((spec, Some(c.parent.clone())));
+        }
+    }
+
+    /// Variants born on code `digest` while it loaded join the garden.
+    fn born_on(&mut self, digest: &str) {
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unborn)
+            .into_iter()
+            .partition(|r| r.component == digest);
+        self.unborn = later;
+        for record in now {
+            self.want_born(&record, "born on new code");
+        }
+    }
+
+    /// A variant born by decision joins the garden (it starts from its
+    /// first parent's snapshot).
+    fn want_born(&mut self, record: &LineageRecord, how: &str) {
+        match cluster::variant_of(record, &self.modules) {
+            Ok((module, params)) => {
+                eprintln!(
+                    "{how}: {} (parents {})",
+                    record.id,
+                    record.parents.join(", ")
+                );
+                self.wanted.push((
+                    InstanceSpec {
+                        id: record.id.clone(),
+                        module,
+                        params,
+                        settings: self.settings.clone(),
+                        snapshot: None,
+                    },
+                    record.parents.first().cloned(),
+                ));
+            }
+            Err(e) => eprintln!("cannot start a born variant: {e}"),
+        }
+    }
+
+    /// Every shared subscribing group's roster: the garden's members of
+    /// it in plan order (so each key goes to the same member on every
+    /// daemon), with each canary's share from its position to its end.
+    fn set_rosters(&self, runtime: &mut Runtime<RedisBus>) {
         let mut rosters: Vec<(String, Vec<String>)> = Vec::new();
         for (spec, _) in &self.wanted {
+            if self.canaries.iter().any(|c| c.id == spec.id) {
+                continue;
+            }
             let info = spec.module.info();
             let shares = info
                 .subscribes
@@ -161,8 +343,32 @@ impl Garden {
             }
         }
         for (group, ids) in rosters {
-            runtime.bus_mut().set_roster(&group, ids);
+            let mut versions = vec![(0, ids.clone())];
+            for c in self.canaries.iter().filter(|c| c.group == group) {
+                versions.push((c.at, garden_host::bus::canary_roster(&c.id, c.share, &ids)));
+                if let Some(until) = c.until {
+                    versions.push((until, ids.clone()));
+                }
+            }
+            if versions.len() == 1 {
+                runtime.bus_mut().set_roster(&group, ids);
+            } else {
+                runtime.bus_mut().set_roster_history(&group, versions);
+            }
         }
+    }
+
+    /// Start what belongs here and is not running; hand over what runs here
+    /// and now belongs elsewhere (with its latest snapshot), with the
+    /// rosters set first.
+    pub(super) fn place(
+        &self,
+        name: &str,
+        live: &[String],
+        runtime: &mut Runtime<RedisBus>,
+        m: &mut Membership,
+    ) {
+        self.set_rosters(runtime);
         let running: Vec<String> = runtime.instances().into_iter().map(|i| i.id).collect();
         for (spec, parent) in &self.wanted {
             let mine = cluster::owner(&spec.id, live) == Some(name);

@@ -13,13 +13,14 @@ use garden_host::cluster::{
     self, DaemonStatus, Decision, Follower, Identity, InstanceStatus, Leader, LeaderTopics,
     Membership, Peers,
 };
-use garden_host::config::{PipelineConfig, RollbackConfig};
+use garden_host::config::PipelineConfig;
 use garden_host::parking::StoreParking;
 use garden_host::records::{RECORDED_TOPICS, Recorder};
 use garden_host::runtime::{InstanceState, Restarts, RuntimeOptions};
 use garden_host::types::Snapshot;
 use garden_host::{Module, Runtime, integrity};
 
+mod answers;
 mod deploys;
 mod garden;
 mod keys;
@@ -246,8 +247,10 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
                 .find(|p| p.population)
                 .map(|p| p.spec.settings.clone())
                 .unwrap_or_default(),
-            modules: loaded.clone(),
+            modules: loaded,
             follower: Follower::default(),
+            canaries: Vec::new(),
+            unborn: Vec::new(),
             current: modules
                 .iter()
                 .map(|(c, m)| (c.name.clone(), m.clone(), c.cohort))
@@ -270,7 +273,6 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         evolution: config.evolution.clone(),
         seed: args.seed,
         plan,
-        loaded,
         watch: garden_host::audit::Watch::new(audit, &name),
         live: vec![name.clone()],
         name,
@@ -387,7 +389,6 @@ struct Daemon {
     name: String,
     seed: u64,
     plan: Vec<garden_host::loader::Planned>,
-    loaded: Vec<Arc<Module>>,
     evolution: garden_host::config::EvolutionConfig,
     topics: LeaderTopics,
     runtime: Runtime<RedisBus>,
@@ -729,12 +730,10 @@ impl Daemon {
                     );
                     self.leader = Leader::new(
                         t,
-                        self.evolution.clone(),
-                        self.seed,
+                        (self.evolution.clone(), self.seed),
                         &self.plan,
-                        self.loaded.clone(),
-                        self.garden.follower.lineage(),
-                        self.garden.follower.stepped(),
+                        self.garden.modules.clone(),
+                        &self.garden.follower,
                         self.topics.clone(),
                     );
                 }
@@ -791,6 +790,8 @@ impl Daemon {
             return;
         };
         l.set_quarantined(self.quarantined.clone());
+        l.set_modules(&self.garden.modules);
+        l.take_deploys(self.garden.follower.deploys());
         match l.poll(&mut self.membership) {
             Ok(0) => {}
             Ok(n) => {
@@ -810,218 +811,6 @@ impl Daemon {
             eprintln!("a newer leader exists; no longer leading");
             self.leader = None;
         }
-    }
-
-    /// The leader's answer to deploy requests: each one a trusted daemon
-    /// key signed, for a module of the pipeline, whose code is in Redis and
-    /// verifies here, becomes a deploy decision, with the position every
-    /// daemon switches at two heartbeats ahead on Redis's clock (time for
-    /// each to read it and load the code). Others are refused and audited.
-    fn answer_requests(&mut self) {
-        let Some(term) = self.status.leader_term else {
-            return;
-        };
-        let after = self
-            .requests_after
-            .clone()
-            .or_else(|| self.garden.follower.last_answered().map(str::to_string))
-            .unwrap_or_else(|| "0".into());
-        let (requests, refused) = match self.membership.deploy_requests(&after) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("could not read the deploy requests ({e})");
-                return;
-            }
-        };
-        for r in &refused {
-            self.status.refused += 1;
-            let detail = format!("{}: {}", r.entry, r.reason);
-            eprintln!("refused a deploy request {detail}");
-            self.watch
-                .audit()
-                .record("refused-entry", r.kind, &self.name, &detail);
-        }
-        let last = refused
-            .iter()
-            .map(|r| r.entry.clone())
-            .chain(requests.iter().map(|r| r.id.clone()))
-            .max_by_key(|id| garden_host::bus::redis::entry_position(id));
-        if let Some(last) = last {
-            self.requests_after = Some(last);
-        }
-        for r in requests {
-            if self.garden.follower.answered(&r.id) {
-                continue;
-            }
-            let (digest, reason) = match &r.digest {
-                Some(d) => (Ok(d.clone()), cluster::DeployOrder::DEPLOY.to_string()),
-                None => (self.previous_code(&r.module), "rollback: asked".to_string()),
-            };
-            let decided = digest.and_then(|digest| {
-                if r.digest.is_some() {
-                    self.check_code(&r.module, &digest)?;
-                }
-                self.decide_deploy(term, &r.module, &digest, &r.id, &r.by.to_string(), &reason)
-            });
-            if let Err(detail) = decided {
-                let line = format!(
-                    "refused the request {} ({} of {}, by {}): {detail}",
-                    r.id,
-                    r.digest
-                        .as_deref()
-                        .map_or_else(|| "rollback".to_string(), |d| format!("deploy sha256:{d}")),
-                    r.module,
-                    r.by
-                );
-                eprintln!("{line}");
-                self.watch
-                    .audit()
-                    .record("deploy-refused", "leader", &self.name, &line);
-            }
-        }
-        self.roll_back_failing(term);
-    }
-
-    /// Log a deploy of `digest` to `module`, switching two heartbeats
-    /// ahead on Redis's clock (time for every daemon to read it and load
-    /// the code), and follow it at once.
-    fn decide_deploy(
-        &mut self,
-        term: u64,
-        module: &str,
-        digest: &str,
-        request: &str,
-        by: &str,
-        reason: &str,
-    ) -> Result<(), String> {
-        let now = self
-            .membership
-            .clock_position()
-            .map_err(|e| format!("cannot read Redis's clock ({e})"))?;
-        let lead = u64::try_from(2 * self.membership.interval().as_millis()).unwrap_or(u64::MAX);
-        let order = cluster::DeployOrder {
-            module: module.to_string(),
-            digest: digest.to_string(),
-            at: now.saturating_add(lead << 16),
-            request: request.to_string(),
-            by: by.to_string(),
-            reason: reason.to_string(),
-        };
-        match self.membership.log(term, &Decision::Deploy { term, order }) {
-            Ok(true) => {
-                self.garden.follow(&mut self.membership, &mut self.runtime);
-                Ok(())
-            }
-            Ok(false) => Err("a newer leader exists: it answers".into()),
-            Err(e) => Err(format!("could not log it ({e})")),
-        }
-    }
-
-    /// The code `module` ran before its latest deploy: the pipeline's, or
-    /// an earlier deploy's.
-    fn previous_code(&self, module: &str) -> Result<String, String> {
-        let first = self
-            .plan
-            .iter()
-            .find(|p| p.name == module)
-            .map(|p| p.spec.module.digest().to_string())
-            .ok_or_else(|| format!("the pipeline runs no module `{module}`"))?;
-        // A deploy goes on the stack of codes; a rollback takes one off.
-        let mut history = vec![first];
-        for d in self.garden.follower.deploys() {
-            if d.module != module {
-                continue;
-            }
-            if !d.is_rollback() {
-                history.push(d.digest.clone());
-            } else if history.len() > 1 {
-                history.pop();
-            }
-        }
-        if history.len() < 2 {
-            return Err(format!(
-                "`{module}` was never deployed to: nothing to roll back"
-            ));
-        }
-        Ok(history[history.len() - 2].clone())
-    }
-
-    /// The leader takes a module back to the code it ran before when the
-    /// code of its latest deploy traps [`RollbackConfig::TRAPS`] times
-    /// over the garden's instances, or gets one quarantined: what the
-    /// heartbeats say.
-    fn roll_back_failing(&mut self, term: u64) {
-        let latest: Vec<cluster::DeployOrder> = {
-            let mut by_module: Vec<cluster::DeployOrder> = Vec::new();
-            for d in self.garden.follower.deploys() {
-                by_module.retain(|o| o.module != d.module);
-                by_module.push(d.clone());
-            }
-            by_module
-        };
-        for d in latest.iter().filter(|d| !d.is_rollback()) {
-            let prefix = &d.digest[..12.min(d.digest.len())];
-            let on_it: Vec<&InstanceStatus> = self
-                .view
-                .iter()
-                .flat_map(|s| &s.instances)
-                .filter(|i| i.code.ends_with(&format!("sha256:{prefix}")))
-                .collect();
-            let traps: u64 = on_it.iter().map(|i| i.code_traps).sum();
-            let quarantined = on_it
-                .iter()
-                .filter(|i| i.state.starts_with("quarantined"))
-                .count();
-            if traps < RollbackConfig::TRAPS && quarantined == 0 {
-                continue;
-            }
-            let why = format!(
-                "rollback: {traps} traps and {quarantined} quarantined of the new code (rollback.traps {})",
-                RollbackConfig::TRAPS
-            );
-            let by = self.membership_key();
-            let decided = self.previous_code(&d.module).and_then(|previous| {
-                self.decide_deploy(term, &d.module, &previous, &d.request, &by, &why)
-            });
-            let line = match decided {
-                Ok(()) => format!("rolled {} back from sha256:{prefix}: {why}", d.module),
-                Err(e) => format!("could not roll {} back: {e}", d.module),
-            };
-            eprintln!("{line}");
-            self.watch
-                .audit()
-                .record("rolled-back", "leader", &self.name, &line);
-        }
-    }
-
-    /// This daemon's key id, as it signs.
-    fn membership_key(&self) -> String {
-        self.key_file.current().to_string()
-    }
-
-    /// The code a request names can be deployed: the module is the
-    /// pipeline's, and the code is in Redis and verifies against this
-    /// daemon's trust store.
-    fn check_code(&mut self, module: &str, digest: &str) -> Result<(), String> {
-        if !self.garden.current.iter().any(|(n, ..)| n == module) {
-            return Err(format!("the pipeline runs no module `{module}`"));
-        }
-        let bytes = self
-            .membership
-            .code(digest)
-            .map_err(|e| format!("cannot read its code ({e})"))??;
-        let trust = &self.garden.deployer.trust;
-        let verified = trust
-            .store_for(&bytes)
-            .verify(&bytes)
-            .map_err(|e| format!("its code does not verify here: {e}"))?;
-        let found = verified.component.digest.to_hex();
-        if found != digest {
-            return Err(format!(
-                "the code kept under sha256:{digest} is sha256:{found}"
-            ));
-        }
-        Ok(())
     }
 
     /// Time plan to decision and decision to fill from what the daemon

@@ -70,6 +70,18 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// A roster where `canary` takes `share` of every 100 places and `others`
+/// take the rest in turn, so the canary gets about `share` percent of the
+/// keys and every key stays with one member.
+pub fn canary_roster(canary: &str, share: u8, others: &[String]) -> Vec<String> {
+    (0..100usize)
+        .map(|i| match others.get(i % others.len().max(1)) {
+            Some(other) if i >= usize::from(share) => other.clone(),
+            _ => canary.to_string(),
+        })
+        .collect()
+}
+
 /// How a subscription receives messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum Delivery {
@@ -221,6 +233,23 @@ pub trait Bus {
     /// subscribers in subscription order. Change it between rounds, when
     /// nothing waits, so that no key's messages wait at two members.
     fn set_roster(&mut self, group: &str, members: Vec<String>);
+    /// The roster of `group` as it changes along the streams: each
+    /// (position, members) decides the keys of entries at or past its
+    /// position (a Redis entry id's time and sequence, as
+    /// `entry_position` gives) up to the next one's, so every daemon
+    /// splits the keys alike whenever it learns of a change. A bus
+    /// without positions takes the last.
+    fn set_roster_history(&mut self, group: &str, versions: Vec<(u64, Vec<String>)>) {
+        let last = versions.into_iter().last().map(|(_, m)| m);
+        self.set_roster(group, last.unwrap_or_default());
+    }
+    /// Whether `instance` has been given every message of its shared
+    /// deliveries before bus position `position` (it has read past it,
+    /// and nothing waits for it). A bus without positions delivers at
+    /// once: always.
+    fn passed(&self, _instance: &str, _position: u64) -> bool {
+        true
+    }
     /// Exchange with a remote backend: send what was published and
     /// acknowledged, fetch what waits. Whether anything arrived (or the
     /// backend is still catching up). The runtime calls it once per round.

@@ -76,15 +76,36 @@ pub enum Decision {
         /// What to deploy, where and when.
         order: DeployOrder,
     },
+    /// The population's variants took a deploy's code at the bar the
+    /// switch fell on: their records, with the change noted.
+    Recode {
+        /// The term it was decided in.
+        term: u64,
+        /// Which deploy (its index among the deploys logged).
+        deploy: usize,
+        /// The records changed.
+        records: Vec<LineageRecord>,
+    },
 }
 
 impl DeployOrder {
-    /// The reason of a deploy that is not a rollback.
+    /// The reason of a deploy asked for.
     pub const DEPLOY: &'static str = "deploy";
+    /// The reason of a canary's promotion: the leader's `replace` of the
+    /// old code by the canary's, once its watch is over.
+    pub const PROMOTE: &'static str = "promote";
+    /// How the reason of a rollback starts (`rollback: WHY`).
+    pub const ROLLBACK: &'static str = "rollback";
 
     /// Whether it takes a module back rather than giving it new code.
     pub fn is_rollback(&self) -> bool {
-        self.reason != Self::DEPLOY
+        self.reason.starts_with(Self::ROLLBACK)
+    }
+
+    /// Whether it promotes a canary (the code is the canary's, already
+    /// deployed).
+    pub fn is_promotion(&self) -> bool {
+        self.reason == Self::PROMOTE
     }
 }
 
@@ -103,9 +124,11 @@ pub struct DeployOrder {
     /// Who asked: the daemon key that signed the request (or the leader's
     /// own, for a rollback it decided).
     pub by: String,
-    /// `deploy`, or `rollback: WHY` when it takes a module back to the code
-    /// it ran before.
+    /// `deploy`, `promote`, or `rollback: WHY` when it takes a module back
+    /// to the code it ran before.
     pub reason: String,
+    /// How the new code takes over.
+    pub rollout: super::Rollout,
 }
 
 impl Decision {
@@ -140,6 +163,14 @@ impl Decision {
                 ("request", order.request.clone()),
                 ("by", order.by.clone()),
                 ("reason", order.reason.clone()),
+                ("rollout", order.rollout.to_string()),
+            ],
+            Decision::Recode {
+                deploy, records, ..
+            } => vec![
+                ("kind", "recode".into()),
+                ("deploy", deploy.to_string()),
+                ("records", serde_json::to_string(records)?),
             ],
         })
     }
@@ -193,7 +224,20 @@ impl Decision {
                     request: get("request")?.to_string(),
                     by: get("by")?.to_string(),
                     reason: get("reason")?.to_string(),
+                    // Logged before rollouts had a name: a replace.
+                    rollout: match get("rollout") {
+                        Ok(r) => r.parse()?,
+                        Err(_) => super::Rollout::Replace,
+                    },
                 },
+            }),
+            "recode" => Ok(Decision::Recode {
+                term,
+                deploy: get("deploy")?
+                    .parse()
+                    .map_err(|e| format!("recode deploy is not a number: {e}"))?,
+                records: serde_json::from_str(get("records")?)
+                    .map_err(|e| format!("recode records do not decode: {e}"))?,
             }),
             other => Err(format!("unknown decision kind `{other}`")),
         }
@@ -201,19 +245,24 @@ impl Decision {
 }
 
 /// The code and parameters of the variant `record` describes, from the
-/// loaded `modules` (found by digest); genes the record lacks take their
-/// defaults.
+/// loaded `modules` (found by digest: its latest code change's, else its
+/// birth code's); genes the record lacks take their defaults.
 pub fn variant_of(
     record: &LineageRecord,
     modules: &[Arc<Module>],
 ) -> Result<(Arc<Module>, Vec<Param>), String> {
+    // A deploy may have changed its code since its birth.
+    let code = record
+        .code_changes
+        .last()
+        .map_or(&record.component, |(_, digest)| digest);
     let module = modules
         .iter()
-        .find(|m| m.digest() == record.component)
+        .find(|m| m.digest() == *code)
         .ok_or_else(|| {
             format!(
-                "variant {} runs code {} that this daemon has not loaded; give every daemon the same pipeline",
-                record.id, record.component
+                "variant {} runs code {code} that this daemon has not loaded; give every daemon the same pipeline",
+                record.id
             )
         })?;
     let params = module
@@ -254,6 +303,9 @@ pub struct Follower {
     answered: Vec<String>,
     /// Every deploy decided, in log order.
     deploys: Vec<DeployOrder>,
+    /// Deploys (indices into `deploys`) whose code change the lineage
+    /// notes already.
+    recoded: Vec<usize>,
 }
 
 impl Follower {
@@ -301,7 +353,8 @@ impl Follower {
             Decision::Birth { term, .. }
             | Decision::Retire { term, .. }
             | Decision::Stepped { term, .. }
-            | Decision::Deploy { term, .. } => *term,
+            | Decision::Deploy { term, .. }
+            | Decision::Recode { term, .. } => *term,
         };
         match self.leaders.get(&term) {
             Some(leader) if leader.matches(&signer) => Some(d),
@@ -348,14 +401,25 @@ impl Follower {
             self.answered.push(order.request.clone());
             self.deploys.push(order.clone());
         }
-        let (Decision::Birth { record, .. } | Decision::Retire { record, .. }) = d else {
-            return;
+        let records = match d {
+            Decision::Birth { record, .. } | Decision::Retire { record, .. } => {
+                std::slice::from_ref(record)
+            }
+            Decision::Recode {
+                deploy, records, ..
+            } => {
+                self.recoded.push(*deploy);
+                records.as_slice()
+            }
+            _ => return,
         };
-        match self.lineage.iter_mut().find(|r| r.id == record.id) {
-            Some(r) => *r = record.clone(),
-            None => self.lineage.push(record.clone()),
+        for record in records {
+            match self.lineage.iter_mut().find(|r| r.id == record.id) {
+                Some(r) => *r = record.clone(),
+                None => self.lineage.push(record.clone()),
+            }
+            self.changed.push((at, record.clone()));
         }
-        self.changed.push((at, record.clone()));
     }
 
     /// The lineage records decisions touched since the last call, each with
@@ -388,6 +452,12 @@ impl Follower {
     /// Every deploy decided so far, rollbacks included, in log order.
     pub fn deploys(&self) -> &[DeployOrder] {
         &self.deploys
+    }
+
+    /// The deploys (indices into [`Follower::deploys`]) whose code change
+    /// a leader has noted in the lineage.
+    pub fn recoded(&self) -> &[usize] {
+        &self.recoded
     }
 
     /// The last deploy request a logged deploy answers, if any.
@@ -458,9 +528,33 @@ mod tests {
                 request: "1700000000000-0".into(),
                 by: "daemon-key".into(),
                 reason: "deploy".into(),
+                rollout: super::super::Rollout::Canary {
+                    share: 10,
+                    watch_bars: 500,
+                },
             },
         };
         assert_eq!(Decision::parse(&logged(&deploy, 5)), Ok(deploy));
+        let mut moved = record();
+        moved.code_changes.push((40, "cd".repeat(32)));
+        let recode = Decision::Recode {
+            term: 5,
+            deploy: 2,
+            records: vec![moved.clone(), moved],
+        };
+        assert_eq!(Decision::parse(&logged(&recode, 5)), Ok(recode));
+        for r in ["replace", "compete", "compete 4", "canary 10% watch 500"] {
+            let parsed: super::super::Rollout = r.parse().expect("a rollout");
+            assert_eq!(parsed.to_string(), r);
+        }
+        for bad in [
+            "canary 0% watch 5",
+            "canary 100% watch 5",
+            "compete x",
+            "swap",
+        ] {
+            assert!(bad.parse::<super::super::Rollout>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use crate::Envelope;
 use crate::bindings::types::{Body, Setting};
-use crate::bus::redis::{AUTH_FIELD, Fields, field, open_entry};
+use crate::bus::redis::{AUTH_FIELD, Fields, entry_position, field, open_entry};
 use crate::config::EvolutionConfig;
 use crate::engine::Module;
 use crate::loader::Planned;
@@ -29,7 +29,8 @@ use crate::replication::{BirthCause, Evolver, Habitat, LineageRecord};
 use crate::runtime::InstanceSpec;
 use crate::scoring::{self, Scoreboard};
 
-use super::{Decision, Membership, variant_of};
+use super::leader_deploys::{DeployWork, Engine};
+use super::{Decision, DeployOrder, Follower, Membership, variant_of};
 
 /// Stream entries read per request.
 const BATCH: usize = 5_000;
@@ -77,24 +78,25 @@ pub struct Leader {
     next_step: usize,
     quarantined: HashMap<String, String>,
     lost: bool,
+    /// What deploys give the engine to do.
+    deploys: DeployWork,
 }
 
 impl Leader {
     /// The leader for term `term`: the population's starting members are
-    /// the population entries of `plan`; `lineage` is what the decision log
-    /// says happened since, and `stepped` the last bar acted on. `None` if
+    /// the population entries of `plan`; `log` is what the decision log
+    /// says happened since (the lineage, the last bar acted on, the
+    /// deploys); `modules` the code loaded, deploys' included. `None` if
     /// the plan has no population or evolution is off.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         term: u64,
-        cfg: EvolutionConfig,
-        seed: u64,
+        (cfg, seed): (EvolutionConfig, u64),
         plan: &[Planned],
         modules: Vec<Arc<Module>>,
-        lineage: &[LineageRecord],
-        stepped: Option<usize>,
+        log: &Follower,
         topics: LeaderTopics,
     ) -> Option<Leader> {
+        let (lineage, stepped) = (log.lineage(), log.stepped());
         let initial: Vec<Planned> = plan.iter().filter(|p| p.population).cloned().collect();
         if initial.is_empty() || !cfg.enabled {
             return None;
@@ -126,7 +128,22 @@ impl Leader {
             quarantined: HashMap::new(),
             lost: false,
             refused: 0,
+            deploys: DeployWork::new(plan, log.recoded()),
         })
+    }
+
+    /// The code loaded now (a deploy's, once ready): what variants born of
+    /// a deploy, or moved by one, run.
+    pub fn set_modules(&mut self, modules: &[Arc<Module>]) {
+        if modules.len() != self.modules.len() {
+            self.modules = modules.to_vec();
+        }
+    }
+
+    /// Take in the deploys the log holds (every one, in log order): their
+    /// code changes go to the lineage, and `compete` brings variants.
+    pub fn take_deploys(&mut self, deploys: &[DeployOrder]) {
+        self.deploys.take(deploys);
     }
 
     /// The living population's spread of genes, once evolution started.
@@ -194,6 +211,7 @@ impl Leader {
                 written += 1;
             }
         }
+        written += self.carry_deploys(m)?;
         let Some(upto) = self.reported_upto else {
             return Ok(written);
         };
@@ -204,14 +222,7 @@ impl Leader {
         let Some(ev) = self.evolver.as_mut() else {
             return Ok(written);
         };
-        let mut decider = Decider {
-            m,
-            term: self.term,
-            quarantined: &self.quarantined,
-            written: 0,
-            lost: false,
-            retired: Vec::new(),
-        };
+        let mut decider = Decider::new(m, self.term, &self.quarantined);
         let start = self.next_step;
         while self.next_step <= upto && !decider.lost {
             let Some(&time) = self.times.get(self.next_step - self.base.unwrap_or(0)) else {
@@ -239,13 +250,56 @@ impl Leader {
         Ok(written + decider.written)
     }
 
+    /// Do what deploys ask of the engine, once it runs: recodes go to the
+    /// log as decisions, births and retirements as the engine makes them.
+    fn carry_deploys(&mut self, m: &mut Membership) -> redis::RedisResult<usize> {
+        let Some(ev) = self.evolver.as_mut() else {
+            return Ok(0);
+        };
+        if !self.deploys.pending() || self.lost {
+            return Ok(0);
+        }
+        let bar = self.next_step.saturating_sub(1);
+        let time = self
+            .times
+            .get(bar.saturating_sub(self.base.unwrap_or(0)))
+            .copied()
+            .unwrap_or(0);
+        let mut decider = Decider::new(m, self.term, &self.quarantined);
+        let recodes = self.deploys.carry(&mut Engine {
+            evolver: ev,
+            habitat: &mut decider,
+            modules: &self.modules,
+            bar,
+            time,
+        });
+        for (deploy, records) in recodes {
+            let recode = Decision::Recode {
+                term: self.term,
+                deploy,
+                records,
+            };
+            if let Err(e) = decider.log(&recode) {
+                tracing::warn!("a deploy's code change is not in the lineage: {e}");
+            }
+        }
+        self.lost |= decider.lost;
+        for id in &decider.retired {
+            self.board.forget(id);
+            self.reported.remove(id);
+        }
+        Ok(decider.written)
+    }
+
     fn read(&mut self, m: &mut Membership) -> redis::RedisResult<()> {
         let bars = m.stream(&self.topics.bars);
         if self.base.is_none() {
             let (added, held) = m.stream_counts(&bars)?;
             self.base = Some(usize::try_from(added.saturating_sub(held)).unwrap_or(0));
         }
-        for fields in read_new(m, &bars, &mut self.after[0])? {
+        for (id, fields) in read_new(m, &bars, &mut self.after[0])? {
+            let index = self.bars();
+            self.deploys.bar_read(entry_position(&id), index);
             // A bar that is refused or does not decode still takes its
             // place in the count (every daemon counts the same stream); it
             // keeps the previous bar's time.
@@ -255,7 +309,7 @@ impl Leader {
             self.times.push(time);
         }
         let fitness = m.stream(&self.topics.fitness);
-        for fields in read_new(m, &fitness, &mut self.after[1])? {
+        for (_, fields) in read_new(m, &fitness, &mut self.after[1])? {
             let Some(e) = trusted(
                 m,
                 &fitness,
@@ -279,7 +333,7 @@ impl Leader {
         }
         if let Some(topic) = self.topics.context.clone() {
             let stream = m.stream(&topic);
-            for fields in read_new(m, &stream, &mut self.after[2])? {
+            for (_, fields) in read_new(m, &stream, &mut self.after[2])? {
                 if let Some(e) = trusted(m, &stream, &topic, &fields, &mut self.refused)
                     && let Body::Context(c) = &e.body
                     && let Some(bar) = self.bar_at(e.time)
@@ -345,13 +399,13 @@ impl Leader {
     }
 }
 
-/// Every entry of `stream` after id `after`, oldest first; `after` moves
-/// to the last one.
+/// Every entry of `stream` after id `after`, oldest first, with its id;
+/// `after` moves to the last one.
 fn read_new(
     m: &mut Membership,
     stream: &str,
     after: &mut String,
-) -> redis::RedisResult<Vec<Fields>> {
+) -> redis::RedisResult<Vec<(String, Fields)>> {
     let mut out = Vec::new();
     loop {
         let batch = m.read(stream, after, BATCH)?;
@@ -359,7 +413,7 @@ fn read_new(
             return Ok(out);
         };
         *after = last.clone();
-        out.extend(batch.into_iter().map(|(_, f)| f));
+        out.extend(batch);
     }
 }
 
@@ -375,7 +429,22 @@ struct Decider<'a> {
     retired: Vec<String>,
 }
 
-impl Decider<'_> {
+impl<'a> Decider<'a> {
+    fn new(
+        m: &'a mut Membership,
+        term: u64,
+        quarantined: &'a HashMap<String, String>,
+    ) -> Decider<'a> {
+        Decider {
+            m,
+            term,
+            quarantined,
+            written: 0,
+            lost: false,
+            retired: Vec::new(),
+        }
+    }
+
     fn log(&mut self, d: &Decision) -> Result<(), String> {
         if self.lost {
             return Err("this daemon no longer leads".into());

@@ -39,6 +39,78 @@ fn requests_key(prefix: &str) -> String {
     format!("{prefix}:requests")
 }
 
+/// How new code takes over across daemons, as a request asks for it and
+/// the leader's decision orders it. In the log it is one field:
+/// `replace`, `canary SHARE% watch BARS` or `compete [VARIANTS]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub enum Rollout {
+    /// Every instance of the old code goes on, under its id, on the new
+    /// code, at the decided position.
+    #[default]
+    Replace,
+    /// One instance of the new code takes `share` percent of the module's
+    /// keys from the decided position; the leader promotes it once
+    /// `watch_bars` bars have passed without a rollback.
+    Canary {
+        /// Percent of the keys, 1 to 99.
+        share: u8,
+        /// Bars past the switch before the leader promotes it.
+        watch_bars: u32,
+    },
+    /// New variants of the new code join the population (how many: the
+    /// module's instance count unless given).
+    Compete {
+        /// Variants born of the new code.
+        variants: Option<u32>,
+    },
+}
+
+impl std::fmt::Display for Rollout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rollout::Replace => write!(f, "replace"),
+            Rollout::Canary { share, watch_bars } => {
+                write!(f, "canary {share}% watch {watch_bars}")
+            }
+            Rollout::Compete { variants: None } => write!(f, "compete"),
+            Rollout::Compete { variants: Some(n) } => write!(f, "compete {n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Rollout {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Rollout, String> {
+        let words: Vec<&str> = s.split_whitespace().collect();
+        let number = |w: &str, what: &str| {
+            w.trim_end_matches('%')
+                .parse::<u32>()
+                .map_err(|e| format!("rollout `{s}`: {what} is not a number ({e})"))
+        };
+        match words.as_slice() {
+            ["replace"] => Ok(Rollout::Replace),
+            ["compete"] => Ok(Rollout::Compete { variants: None }),
+            ["compete", n] => Ok(Rollout::Compete {
+                variants: Some(number(n, "the variant count")?),
+            }),
+            ["canary", share, "watch", bars] => {
+                let share = u8::try_from(number(share, "the share")?)
+                    .ok()
+                    .filter(|p| (1..=99).contains(p))
+                    .ok_or_else(|| format!("rollout `{s}`: a canary's share is 1 to 99 percent"))?;
+                Ok(Rollout::Canary {
+                    share,
+                    watch_bars: number(bars, "the watch")?,
+                })
+            }
+            _ => Err(format!(
+                "unknown rollout `{s}`: say `replace`, `canary SHARE% watch BARS` or `compete [VARIANTS]`"
+            )),
+        }
+    }
+}
+
 /// A deploy request, signed by a trusted daemon key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployRequest {
@@ -49,6 +121,8 @@ pub struct DeployRequest {
     /// sha256 of the code, hex; `None` asks to take the module back to the
     /// code it ran before its latest deploy (`garden rollback`).
     pub digest: Option<String>,
+    /// How the new code takes over (a rollback: `replace`).
+    pub rollout: Rollout,
     /// The key that signed it.
     pub by: KeyId,
 }
@@ -88,13 +162,13 @@ fn append_request(
 }
 
 /// Keep `component` (signed bytes whose code has sha256 `digest`) in the
-/// garden under `prefix` at `url`, and ask for it to replace `module`,
-/// signed by `identity`. The request's entry id.
+/// garden under `prefix` at `url`, and ask for it to take over `module` as
+/// `rollout` says, signed by `identity`. The request's entry id.
 pub fn request_deploy(
     url: &str,
     prefix: &str,
     identity: &Identity,
-    module: &str,
+    (module, rollout): (&str, Rollout),
     digest: &str,
     component: &[u8],
 ) -> Result<String, RedisBusError> {
@@ -112,7 +186,12 @@ pub fn request_deploy(
         .map_err(failed)?;
     let fields = identity.sign(
         &request_purpose(prefix),
-        &[("kind", "deploy"), ("module", module), ("digest", digest)],
+        &[
+            ("kind", "deploy"),
+            ("module", module),
+            ("digest", digest),
+            ("rollout", &rollout.to_string()),
+        ],
     );
     append_request(url, prefix, &fields)
 }
@@ -136,17 +215,23 @@ impl Membership {
                     .map(|(_, v)| v.clone())
             };
             let request = self.peers().verify(&purpose, &fields).and_then(|by| {
+                // A request from before rollouts had a name replaces.
+                let rollout = field("rollout")
+                    .map_or(Ok(Rollout::Replace), |r| r.parse())
+                    .map_err(EntryRefused::Malformed)?;
                 match (field("kind").as_deref(), field("module"), field("digest")) {
                     (Some("deploy"), Some(module), Some(digest)) => Ok(DeployRequest {
                         id: id.clone(),
                         module,
                         digest: Some(digest),
+                        rollout,
                         by,
                     }),
                     (Some("rollback"), Some(module), None) => Ok(DeployRequest {
                         id: id.clone(),
                         module,
                         digest: None,
+                        rollout: Rollout::Replace,
                         by,
                     }),
                     _ => Err(EntryRefused::Malformed(
@@ -184,6 +269,27 @@ impl Membership {
         }
         let bytes: Vec<u8> = redis::cmd("GET").arg(&key).query(conn)?;
         Ok(Ok(bytes))
+    }
+
+    /// How many entries of `topic` are at or past bus position `at`,
+    /// counting up to `limit` (what a canary's watch waits for).
+    pub fn entries_since(
+        &mut self,
+        topic: &str,
+        at: u64,
+        limit: usize,
+    ) -> redis::RedisResult<usize> {
+        let stream = self.stream(topic);
+        let start = format!("{}-{}", at >> 16, at & 0xffff);
+        let conn = self.conn()?;
+        let ids: Vec<(String, redis::Value)> = redis::cmd("XRANGE")
+            .arg(&stream)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query(conn)?;
+        Ok(ids.len())
     }
 
     /// Redis's clock now, as a bus position: entries written from then on

@@ -277,7 +277,11 @@ impl Evolver {
             self.next = self.next.max(n.saturating_add(1));
         }
         match self.variants.iter_mut().find(|v| v.record.id == record.id) {
-            Some(v) => v.record = record,
+            // A starting variant a deploy has moved to other code since.
+            Some(v) => {
+                v.record = record;
+                v.module = module;
+            }
             None => {
                 *self
                     .counts
@@ -834,11 +838,12 @@ impl Evolver {
     /// New code for the living variants running `old` (a digest): the
     /// runtime has switched them; they go on under their ids on `new`,
     /// their lineage notes the change at `bar`, and children of theirs are
-    /// born on `new`.
-    pub fn replace_code(&mut self, old: &str, new: &Arc<Module>, bar: usize) {
+    /// born on `new`. The records changed.
+    pub fn replace_code(&mut self, old: &str, new: &Arc<Module>, bar: usize) -> Vec<LineageRecord> {
         if let Some(entry) = self.codes.remove(old) {
             self.codes.insert(new.digest().to_string(), entry);
         }
+        let mut changed = Vec::new();
         for v in self
             .variants
             .iter_mut()
@@ -846,7 +851,34 @@ impl Evolver {
         {
             v.module = new.clone();
             v.record.code_changes.push((bar, new.digest().to_string()));
+            changed.push(v.record.clone());
         }
+        changed
+    }
+
+    /// Whether a variant was ever born on code `digest`.
+    pub fn born_on(&self, digest: &str) -> bool {
+        self.variants.iter().any(|v| v.record.component == digest)
+    }
+
+    /// Retire every living variant of code `digest` at `bar`: new code
+    /// that came to `compete` is taken back, and the other code's
+    /// variants go on. How many were retired.
+    pub fn withdraw<H: Habitat>(
+        &mut self,
+        habitat: &mut H,
+        digest: &str,
+        bar: usize,
+        time: i64,
+        why: &str,
+    ) -> usize {
+        let doomed: Vec<usize> = (0..self.variants.len())
+            .filter(|&i| self.variants[i].alive() && self.variants[i].module.digest() == digest)
+            .collect();
+        for &i in &doomed {
+            self.retire(habitat, i, bar, time, why.to_string());
+        }
+        doomed.len()
     }
 
     /// `count` variants of new code `module` join the population at `bar`

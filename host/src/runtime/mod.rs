@@ -767,6 +767,16 @@ impl<B: Bus> Runtime<B> {
         })
     }
 
+    /// Instance `id` has handled every message of its shared deliveries
+    /// before bus position `at`: the bus has read past it and the instance
+    /// has nothing left to handle. So an instance whose keys go elsewhere
+    /// from `at` (a canary at its end) can stop there, even when no
+    /// message of its own comes past it to wait at a hold.
+    pub fn drained_to(&self, id: &str, at: u64) -> bool {
+        self.find(id)
+            .is_some_and(|slot| self.slot(slot).pending.is_empty() && self.bus.passed(id, at))
+    }
+
     /// The code instance `id` runs, and its traps on that code so far.
     pub fn code_of(&self, id: &str) -> Option<(&Arc<Module>, u64)> {
         self.find(id).map(|at| {

@@ -437,7 +437,7 @@ fn the_leader_lease_moves_to_a_survivor_and_fences_the_old_leader() {
 }
 
 /// Decisions in the log of `prefix`: (term, kind, fields).
-fn decisions(
+pub(super) fn decisions(
     con: &mut redis::Connection,
     prefix: &str,
 ) -> Vec<(u64, String, garden_host::bus::redis::Fields)> {
@@ -460,7 +460,7 @@ fn decisions(
         .collect()
 }
 
-fn field(f: &[(String, String)], k: &str) -> String {
+pub(super) fn field(f: &[(String, String)], k: &str) -> String {
     f.iter()
         .find(|(n, _)| n == k)
         .map(|(_, v)| v.clone())

@@ -16,9 +16,9 @@ use garden_host::types::Body;
 use garden_tests::plan;
 use garden_tests::servers::Redis;
 
-const PREFIX: &str = "hot";
+pub(super) const PREFIX: &str = "hot";
 
-struct Daemon(Child);
+pub(super) struct Daemon(pub(super) Child);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -27,7 +27,7 @@ impl Drop for Daemon {
     }
 }
 
-fn daemon(redis: &Redis, name: &str, config: &Path, dir: &Path) -> Daemon {
+pub(super) fn daemon(redis: &Redis, name: &str, config: &Path, dir: &Path) -> Daemon {
     garden_tests::trust_daemon(name);
     Daemon(
         garden_tests::garden()
@@ -45,7 +45,7 @@ fn daemon(redis: &Redis, name: &str, config: &Path, dir: &Path) -> Daemon {
     )
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+pub(super) fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ok() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -54,7 +54,7 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 /// Both daemons' standard error.
-fn logs(dir: &Path) -> String {
+pub(super) fn logs(dir: &Path) -> String {
     ["a", "b"]
         .iter()
         .map(|n| std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default())
@@ -62,14 +62,14 @@ fn logs(dir: &Path) -> String {
         .join("\n----\n")
 }
 
-fn statuses(redis: &Redis) -> Vec<cluster::DaemonStatus> {
+pub(super) fn statuses(redis: &Redis) -> Vec<cluster::DaemonStatus> {
     cluster::status(&redis.url(), PREFIX, &garden_tests::daemon_peers())
         .map(|(d, _)| d)
         .unwrap_or_default()
 }
 
 /// Evidence entries per plan id.
-fn evidence(con: &mut redis::Connection) -> std::collections::BTreeMap<String, usize> {
+pub(super) fn evidence(con: &mut redis::Connection) -> std::collections::BTreeMap<String, usize> {
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg(format!("{PREFIX}:t:evidence"))
         .arg("-")
@@ -89,7 +89,7 @@ fn evidence(con: &mut redis::Connection) -> std::collections::BTreeMap<String, u
 
 /// Two daemons sharing four expert instances, the test key trusted as a
 /// publisher, and a producer of plans.
-fn garden(dir: &Path) -> (Redis, Daemon, Daemon, garden_host::bus::RedisBus) {
+pub(super) fn garden(dir: &Path) -> (Redis, Daemon, Daemon, garden_host::bus::RedisBus) {
     garden_registry::TrustStore::update(&garden_tests::garden_home().join("trust.toml"), |s| {
         s.add(&garden_tests::test_key().public(), "tests", "test")
     })
@@ -123,7 +123,7 @@ fn garden(dir: &Path) -> (Redis, Daemon, Daemon, garden_host::bus::RedisBus) {
 
 /// `garden ARGS --bus URL --prefix hot` (a deploy, rollback or undeploy
 /// with `--wait 30` added), which must succeed: what it printed.
-fn ask(redis: &Redis, args: &[&str]) -> String {
+pub(super) fn ask(redis: &Redis, args: &[&str]) -> String {
     let out = garden_tests::garden()
         .args(args)
         .args(["--bus", &redis.url(), "--prefix", PREFIX, "--wait", "30"])
@@ -228,7 +228,7 @@ fn a_deploy_reaches_every_daemon_and_every_message_is_handled_once() {
         &redis,
         &["rollback", "--module", "expert-anomaly", "--name", "b"],
     );
-    assert!(stdout.contains("(rollback: asked)"), "{stdout}");
+    assert!(stdout.contains("(rollback: asked, replace)"), "{stdout}");
     past(&mut con, &stdout);
     publish(&mut producer, total..total + 1_000);
     wait_for(
@@ -242,7 +242,7 @@ fn a_deploy_reaches_every_daemon_and_every_message_is_handled_once() {
 
 /// Wait until Redis's clock is past the switch position `garden deploy`
 /// or `garden rollback` printed, so what is published next comes after it.
-fn past(con: &mut redis::Connection, printed: &str) {
+pub(super) fn past(con: &mut redis::Connection, printed: &str) {
     let at: u64 = printed
         .split("at bus position ")
         .nth(1)
@@ -260,7 +260,7 @@ fn past(con: &mut redis::Connection, printed: &str) {
 }
 
 /// Publish plans `range`.
-fn publish(producer: &mut garden_host::bus::RedisBus, range: std::ops::Range<u64>) {
+pub(super) fn publish(producer: &mut garden_host::bus::RedisBus, range: std::ops::Range<u64>) {
     for n in range {
         producer.publish(plan(n)).expect("publishes");
         if n % 200 == 199 {
@@ -274,7 +274,7 @@ fn publish(producer: &mut garden_host::bus::RedisBus, range: std::ops::Range<u64
 
 /// Wait until `daemons` daemons run the four instances, every one on code
 /// `label...`.
-fn wait_until_code(redis: &Redis, dir: &Path, label: &str, daemons: usize) {
+pub(super) fn wait_until_code(redis: &Redis, dir: &Path, label: &str, daemons: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let on = |s: &[cluster::DaemonStatus]| {
         s.len() == daemons
@@ -547,7 +547,7 @@ fn a_version_from_the_registry_deploys_and_a_yanked_one_is_refused() {
 }
 
 /// The sha256 of a signed component's code, as deploys name it.
-fn code_digest(file: &Path) -> String {
+pub(super) fn code_digest(file: &Path) -> String {
     let bytes = std::fs::read(file).expect("reads");
     garden_registry::signature::parse(&bytes)
         .expect("a signed component")
@@ -621,7 +621,7 @@ fn forged_deploy_decisions_and_code_swapped_in_redis_are_refused() {
         &redis.url(),
         PREFIX,
         &identity,
-        "expert-anomaly",
+        ("expert-anomaly", cluster::Rollout::Replace),
         &asked_digest,
         &std::fs::read(&asked).expect("reads"),
     )

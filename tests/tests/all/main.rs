@@ -18,4 +18,5 @@ mod records;
 mod redis_bus;
 mod registry;
 mod report;
+mod rollouts;
 mod tls;

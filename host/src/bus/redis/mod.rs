@@ -109,6 +109,11 @@ struct Route {
     members: Vec<String>,
     /// The group still has to be created (after start or a Redis restart).
     create: bool,
+    /// Where a new group starts reading (an entry id): new entries unless
+    /// set.
+    start: Option<String>,
+    /// Position of the latest entry read through it.
+    read_upto: u64,
     /// Read this consumer's own pending entries first (id `0`), left by an
     /// earlier incarnation of this daemon, before new ones (`>`).
     history: bool,
@@ -135,10 +140,39 @@ impl Route {
 
 /// The members of a subscribing group that share its entries by key.
 struct Roster {
-    members: Vec<String>,
+    /// (from position, members), by position: the last at or before an
+    /// entry's position splits its keys.
+    versions: Vec<(u64, Vec<String>)>,
     /// Set by the daemon for the whole garden, not kept from local
     /// subscriptions.
     fixed: bool,
+}
+
+impl Roster {
+    fn local(members: Vec<String>) -> Roster {
+        Roster {
+            versions: vec![(0, members)],
+            fixed: false,
+        }
+    }
+
+    /// The members that split the keys of the entry at `position`.
+    fn at(&self, position: u64) -> &[String] {
+        let n = self.versions.partition_point(|(from, _)| *from <= position);
+        self.versions
+            .get(n.saturating_sub(1))
+            .map_or(&[][..], |(_, m)| m.as_slice())
+    }
+
+    /// Where `instance` first joins, if after the start: its group need
+    /// not read what comes before.
+    fn joins(&self, instance: &str) -> Option<u64> {
+        self.versions
+            .iter()
+            .find(|(_, m)| m.iter().any(|x| x == instance))
+            .map(|(from, _)| *from)
+            .filter(|from| *from > 0)
+    }
 }
 
 /// Where a delivered message came from, to acknowledge it.
@@ -250,6 +284,8 @@ impl RedisBus {
             addressed: false,
             members: vec![FEED_SOURCE.into()],
             create: true,
+            start: None,
+            read_upto: 0,
             history: true,
             feed: true,
             seen: HashSet::default(),
@@ -1136,6 +1172,7 @@ impl RedisBus {
             id: f.id,
         };
         let r = &mut self.routes[f.route];
+        r.read_upto = r.read_upto.max(entry_position(&receipt.id));
         // A redelivery of something handled here already: acknowledge only.
         let mark = (from, n);
         if from != 0 && r.seen.contains(&mark) {
@@ -1154,11 +1191,12 @@ impl RedisBus {
                 Delivery::Broadcast => Some(0),
                 Delivery::Shared => {
                     // Ours if the key's member is this route's one.
+                    let position = entry_position(&receipt.id);
                     let roster = r
                         .shared
                         .as_ref()
                         .and_then(|g| self.rosters.get(g))
-                        .map_or(&[][..], |x| x.members.as_slice());
+                        .map_or(&[][..], |x| x.at(position));
                     let mine = !roster.is_empty()
                         && r.members.first().is_some_and(|m| {
                             let pick = fnv1a(envelope.key.as_bytes()) % roster.len() as u64;
@@ -1208,12 +1246,14 @@ impl Bus for RedisBus {
             None => self.routes.push(Route {
                 shared: (s.delivery == Delivery::Shared && !s.addressed).then(|| s.group.clone()),
                 topic: s.topic.clone(),
-                stream,
-                group,
+                stream: stream.clone(),
+                group: group.clone(),
                 delivery: s.delivery,
                 addressed: s.addressed,
                 members: vec![s.instance.clone()],
                 create: true,
+                start: None,
+                read_upto: 0,
                 history: true,
                 feed: false,
                 seen: HashSet::default(),
@@ -1221,12 +1261,26 @@ impl Bus for RedisBus {
             }),
         }
         if s.delivery == Delivery::Shared && !s.addressed {
-            let roster = self.rosters.entry(s.group.clone()).or_insert(Roster {
-                members: Vec::new(),
-                fixed: false,
-            });
-            if !roster.fixed && !roster.members.contains(&s.instance) {
-                roster.members.push(s.instance.clone());
+            let roster = self
+                .rosters
+                .entry(s.group.clone())
+                .or_insert_with(|| Roster::local(Vec::new()));
+            if !roster.fixed
+                && let Some((_, members)) = roster.versions.last_mut()
+                && !members.contains(&s.instance)
+            {
+                members.push(s.instance.clone());
+            }
+            // A member that joins at a later position (a canary) reads
+            // from there: what comes before has other members.
+            if let Some(from) = roster.joins(&s.instance)
+                && let Some(r) = self
+                    .routes
+                    .iter_mut()
+                    .find(|r| r.stream == stream && r.group == group && r.create)
+            {
+                let before = from - 1;
+                r.start = Some(format!("{}-{}", before >> 16, before & 0xffff));
             }
         }
         self.inboxes.entry(s.instance.clone()).or_default();
@@ -1250,17 +1304,53 @@ impl Bus for RedisBus {
                     }
                 }
             }
-            Roster {
-                members: local,
-                fixed: false,
-            }
+            Roster::local(local)
         } else {
             Roster {
-                members,
+                versions: vec![(0, members)],
                 fixed: true,
             }
         };
         self.rosters.insert(group.to_string(), roster);
+    }
+
+    fn set_roster_history(&mut self, group: &str, mut versions: Vec<(u64, Vec<String>)>) {
+        versions.sort_by_key(|(from, _)| *from);
+        if versions.first().is_none_or(|(from, _)| *from > 0) {
+            // Before the first change: the local members, as without one.
+            self.set_roster(group, Vec::new());
+            let local = self
+                .rosters
+                .get(group)
+                .map(|r| r.at(0).to_vec())
+                .unwrap_or_default();
+            versions.insert(0, (0, local));
+        }
+        self.rosters.insert(
+            group.to_string(),
+            Roster {
+                versions,
+                fixed: true,
+            },
+        );
+    }
+
+    /// Every shared stream of `instance` has been read past `position`
+    /// and nothing waits in its inbox: what its keys had before that
+    /// position is handled.
+    fn passed(&self, instance: &str, position: u64) -> bool {
+        let shared = self
+            .routes
+            .iter()
+            .filter(|r| r.shared.is_some() && r.members.iter().any(|m| m == instance));
+        let mut any = false;
+        for r in shared {
+            any = true;
+            if r.read_upto < position {
+                return false;
+            }
+        }
+        any && self.inboxes.get(instance).is_none_or(VecDeque::is_empty)
     }
 
     fn unsubscribe(&mut self, instance: &str) {
@@ -1268,7 +1358,9 @@ impl Bus for RedisBus {
             r.members.retain(|m| m != instance);
         }
         for roster in self.rosters.values_mut().filter(|r| !r.fixed) {
-            roster.members.retain(|m| m != instance);
+            for (_, members) in &mut roster.versions {
+                members.retain(|m| m != instance);
+            }
         }
     }
 
@@ -1380,6 +1472,41 @@ fn xgroup_create(pipe: &mut redis::Pipeline, route: &Route) {
         .arg(&route.group)
         // The feed is a queue, read from its start; a subscriber sees what
         // is published after it subscribed.
-        .arg(if route.feed { "0" } else { "$" })
+        .arg(
+            route
+                .start
+                .as_deref()
+                .unwrap_or(if route.feed { "0" } else { "$" }),
+        )
         .arg("MKSTREAM");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Roster;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_roster_splits_each_entry_by_the_version_at_its_position() {
+        let roster = Roster {
+            versions: vec![
+                (0, names(&["a", "b"])),
+                (100, names(&["c", "a", "b"])),
+                (200, names(&["a", "b"])),
+            ],
+            fixed: true,
+        };
+        assert_eq!(roster.at(0), names(&["a", "b"]));
+        assert_eq!(roster.at(99), names(&["a", "b"]));
+        assert_eq!(roster.at(100), names(&["c", "a", "b"]));
+        assert_eq!(roster.at(199), names(&["c", "a", "b"]));
+        assert_eq!(roster.at(200), names(&["a", "b"]));
+        // A member that joins later need not read what came before.
+        assert_eq!(roster.joins("c"), Some(100));
+        assert_eq!(roster.joins("a"), None);
+        assert_eq!(roster.joins("z"), None);
+    }
 }
