@@ -41,8 +41,15 @@ pub struct DeployArgs {
     #[arg(long, default_value_t = garden_host::config::DeployConfig::CANARY_SHARE)]
     share: u8,
     /// With `canary`: bars past the switch before the leader promotes it.
+    /// With `--fitness-margin`: the bars it is judged over.
     #[arg(long, value_name = "BARS", default_value_t = garden_host::config::RollbackConfig::WATCH_BARS as u32)]
     watch: u32,
+    /// With `replace` of the population: take it back once the leader has
+    /// acted on --watch bars past the switch, if the variants' mean
+    /// fitness over them fell below theirs over as many bars before by
+    /// more than this.
+    #[arg(long, value_name = "M", allow_negative_numbers = true)]
+    fitness_margin: Option<f64>,
     /// With `compete`: how many variants of the new code join (default: as
     /// many as the module's instances).
     #[arg(long)]
@@ -264,14 +271,19 @@ pub fn deploy(args: DeployArgs) -> Result<()> {
     let identity = g.identity()?;
     let url = g.passwords.bus(g.bus.clone())?;
     let rollout = args.rollout()?;
-    let request = cluster::request_deploy(
-        &url,
-        &g.prefix,
-        &identity,
-        (&args.module, rollout),
-        &digest,
-        &bytes,
-    )?;
+    let fitness = args.fitness_margin.map(|margin| cluster::FitnessRule {
+        watch_bars: args.watch,
+        margin,
+    });
+    if fitness.is_some() && rollout != Rollout::Replace {
+        bail!("--fitness-margin judges a `replace`: drop it, or deploy with --strategy replace");
+    }
+    let asked = cluster::Asked {
+        module: &args.module,
+        rollout,
+        fitness,
+    };
+    let request = cluster::request_deploy(&url, &g.prefix, &identity, asked, &digest, &bytes)?;
     println!(
         "asked the garden {} to deploy {reference} (sha256:{digest}, signed by {}) to {}, {rollout}: request {request}",
         g.prefix, verified.signer_name, args.module

@@ -47,8 +47,10 @@ mod requests;
 pub use decisions::{Decision, DeployOrder, Follower, Refusal, variant_of};
 pub use identity::{EntryRefused, Identity, IdentityError, Peers, key_name, public_key_path};
 pub use leader::{Leader, LeaderTopics};
+pub use leader_deploys::Unfit;
 pub use requests::{
-    DeployRequest, MAX_CODE_BYTES, Rollout, request_deploy, request_purpose, request_rollback,
+    Asked, DeployRequest, FitnessRule, MAX_CODE_BYTES, Rollout, request_deploy, request_purpose,
+    request_rollback,
 };
 
 /// What a daemon says about itself in its heartbeat.

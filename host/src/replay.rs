@@ -380,7 +380,7 @@ impl<B: Bus> Replay<B> {
         if !self.watched.is_empty() {
             crate::rollout::watch(
                 &mut self.runtime,
-                self.evolver.as_mut(),
+                (self.evolver.as_mut(), &self.board),
                 &mut self.current,
                 &mut self.watched,
                 &mut self.deployed,

@@ -29,7 +29,11 @@
 //! lineage records the change back. A canary that lasts the watch is
 //! promoted: the old instances take the new code, from their snapshots,
 //! and the canary stops. Traps are counted per message handled, never by
-//! the clock, so a replay settles at the same bar every time.
+//! the clock, so a replay settles at the same bar every time. With
+//! `fitness_margin`, a `replace` of the population is judged at the end of
+//! its watch too: taken back if its variants' mean fitness over the watch
+//! fell below theirs over as many bars before the switch by more than the
+//! margin ([`Evolver::fitness_fell`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +47,7 @@ use crate::engine::Module;
 use crate::loader::deploy::Deploy;
 use crate::replication::Evolver;
 use crate::runtime::{Runtime, UpgradeError, Upgraded};
+use crate::scoring::Scoreboard;
 
 /// What one deploy did.
 #[derive(Debug, Clone, Serialize)]
@@ -279,7 +284,7 @@ pub fn apply<B: Bus>(
     }
     let watched = d.strategy != Strategy::Compete
         && old.digest() != code.digest()
-        && (d.rollback.traps > 0 || watch.canary.is_some());
+        && (d.rollback.traps > 0 || d.rollback.fitness_margin.is_some() || watch.canary.is_some());
     (report, watched.then_some(watch))
 }
 
@@ -362,7 +367,7 @@ fn outcome(upgraded: Result<Upgraded, UpgradeError>) -> String {
 /// other deploys now final, and note each ending in its report.
 pub fn watch<B: Bus>(
     runtime: &mut Runtime<B>,
-    mut evolver: Option<&mut Evolver>,
+    (mut evolver, board): (Option<&mut Evolver>, &Scoreboard),
     current: &mut Current,
     rollouts: &mut Vec<Rollout>,
     reports: &mut [DeployReport],
@@ -371,6 +376,12 @@ pub fn watch<B: Bus>(
     rollouts.retain(|r| {
         let traps = r.traps(runtime);
         let next = bar + 1;
+        let fell = || {
+            let margin = r.rule.fitness_margin?;
+            let ids: Vec<String> = r.switched.iter().map(|(id, _)| id.clone()).collect();
+            let ev = evolver.as_deref()?;
+            ev.fitness_fell(board, &ids, r.since, r.rule.watch_bars, margin)
+        };
         let settled = if r.rule.traps > 0 && traps >= r.rule.traps {
             let why = format!(
                 "{traps} traps of the new code in {} bars (rollback.traps {})",
@@ -382,6 +393,8 @@ pub fn watch<B: Bus>(
             return true;
         } else if r.canary.is_some() {
             r.promote(runtime, current, next)
+        } else if let Some(why) = fell() {
+            r.roll_back(runtime, evolver.as_deref_mut(), current, next, why)
         } else {
             return false;
         };

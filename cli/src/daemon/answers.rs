@@ -5,7 +5,7 @@
 //! heartbeats ahead on Redis's clock, so every daemon switches at one
 //! point of the streams; a request is answered at most once.
 
-use garden_host::cluster::{Decision, DeployOrder, InstanceStatus, Rollout};
+use garden_host::cluster::{Decision, DeployOrder, FitnessRule, InstanceStatus, Rollout, Unfit};
 use garden_host::config::RollbackConfig;
 
 use super::Daemon;
@@ -71,7 +71,7 @@ impl Daemon {
             let decided = digest.and_then(|digest| {
                 if r.digest.is_some() {
                     self.check_code(&r.module, &digest)?;
-                    self.check_rollout(&r.module, r.rollout)?;
+                    self.check_rollout(&r.module, r.rollout, r.fitness.is_some())?;
                 }
                 let order = Asked {
                     module: &r.module,
@@ -80,7 +80,7 @@ impl Daemon {
                     by: &r.by.to_string(),
                     reason: &reason,
                 };
-                self.decide_deploy(term, &order, r.rollout)
+                self.decide_deploy(term, &order, (r.rollout, r.fitness))
             });
             if let Err(detail) = decided {
                 let line = format!(
@@ -106,7 +106,12 @@ impl Daemon {
     /// Log a deploy of `digest` to `module`, switching two heartbeats
     /// ahead on Redis's clock (time for every daemon to read it and load
     /// the code), and follow it at once.
-    fn decide_deploy(&mut self, term: u64, a: &Asked, rollout: Rollout) -> Result<(), String> {
+    fn decide_deploy(
+        &mut self,
+        term: u64,
+        a: &Asked,
+        (rollout, fitness): (Rollout, Option<FitnessRule>),
+    ) -> Result<(), String> {
         let now = self
             .membership
             .clock_position()
@@ -120,6 +125,7 @@ impl Daemon {
             by: a.by.to_string(),
             reason: a.reason.to_string(),
             rollout,
+            fitness,
         };
         match self.membership.log(term, &Decision::Deploy { term, order }) {
             Ok(true) => {
@@ -192,26 +198,49 @@ impl Daemon {
                 "{traps} traps and {quarantined} quarantined of the new code (rollback.traps {})",
                 RollbackConfig::TRAPS
             );
-            let by = self.membership_key();
-            let reason = format!("{}: {why}", DeployOrder::ROLLBACK);
-            let decided = self.previous_code(&d.module).and_then(|previous| {
-                let order = Asked {
-                    module: &d.module,
-                    digest: &previous,
-                    request: &d.request,
-                    by: &by,
-                    reason: &reason,
-                };
-                self.decide_deploy(term, &order, Rollout::Replace)
-            });
-            let line = match decided {
-                Ok(()) => format!("rolled {} back from sha256:{prefix}: {why}", d.module),
-                Err(e) => format!("could not roll {} back: {e}", d.module),
+            self.roll_back(term, d, &why);
+        }
+    }
+
+    /// Take deploy `d` back to the code its module ran before, said in the
+    /// log and the audit log.
+    fn roll_back(&mut self, term: u64, d: &DeployOrder, why: &str) {
+        let by = self.membership_key();
+        let reason = format!("{}: {why}", DeployOrder::ROLLBACK);
+        let decided = self.previous_code(&d.module).and_then(|previous| {
+            let order = Asked {
+                module: &d.module,
+                digest: &previous,
+                request: &d.request,
+                by: &by,
+                reason: &reason,
             };
-            eprintln!("{line}");
-            self.watch
-                .audit()
-                .record("rolled-back", "leader", &self.name, &line);
+            self.decide_deploy(term, &order, (Rollout::Replace, None))
+        });
+        let prefix = &d.digest[..12.min(d.digest.len())];
+        let line = match decided {
+            Ok(()) => format!("rolled {} back from sha256:{prefix}: {why}", d.module),
+            Err(e) => format!("could not roll {} back: {e}", d.module),
+        };
+        eprintln!("{line}");
+        self.watch
+            .audit()
+            .record("rolled-back", "leader", &self.name, &line);
+    }
+
+    /// The leader's engine found new code doing worse on fitness than the
+    /// old by more than its margin: take it back, if it is still the
+    /// module's latest deploy.
+    pub(super) fn roll_back_unfit(&mut self, term: u64, unfit: Vec<Unfit>) {
+        for u in unfit {
+            let latest = self.latest_deploys();
+            let Some(d) = latest
+                .iter()
+                .find(|d| d.module == u.module && d.digest == u.digest && !d.is_rollback())
+            else {
+                continue;
+            };
+            self.roll_back(term, d, &u.why);
         }
     }
 
@@ -254,7 +283,7 @@ impl Daemon {
                 by: &by,
                 reason: DeployOrder::PROMOTE,
             };
-            let line = match self.decide_deploy(term, &order, Rollout::Replace) {
+            let line = match self.decide_deploy(term, &order, (Rollout::Replace, None)) {
                 Ok(()) => format!(
                     "promoted the canary of {} (sha256:{}): {watch} bars without a rollback",
                     d.module,
@@ -271,8 +300,14 @@ impl Daemon {
 
     /// A rollout the module can take: a canary needs shared deliveries to
     /// split, a compete the population with evolution on.
-    fn check_rollout(&self, module: &str, rollout: Rollout) -> Result<(), String> {
+    fn check_rollout(&self, module: &str, rollout: Rollout, fitness: bool) -> Result<(), String> {
         let planned = self.plan.iter().find(|p| p.name == module);
+        let population = planned.is_some_and(|p| p.population) && self.evolution.enabled;
+        if fitness && !(rollout == Rollout::Replace && population) {
+            return Err(format!(
+                "a fitness rule judges a `replace` of the population (`{module}` is not, or evolution is off)"
+            ));
+        }
         match rollout {
             Rollout::Replace => Ok(()),
             Rollout::Canary { .. } if !planned.is_some_and(|p| p.spec.module.takes_shared()) => {
@@ -281,13 +316,9 @@ impl Daemon {
                      every message: deploy it with `replace`, or `compete` if it is the population"
                 ))
             }
-            Rollout::Compete { .. }
-                if !(planned.is_some_and(|p| p.population) && self.evolution.enabled) =>
-            {
-                Err(format!(
-                    "`compete` needs `{module}` to be the population and evolution on: deploy it with `replace`"
-                ))
-            }
+            Rollout::Compete { .. } if !population => Err(format!(
+                "`compete` needs `{module}` to be the population and evolution on: deploy it with `replace`"
+            )),
             Rollout::Canary { .. } | Rollout::Compete { .. } => Ok(()),
         }
     }

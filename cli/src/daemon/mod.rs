@@ -807,6 +807,12 @@ impl Daemon {
             }
             Err(e) => eprintln!("leader could not read or decide ({e})"),
         }
+        let unfit = self.leader.as_mut().map(Leader::take_unfit);
+        if let (Some(unfit), Some(term)) = (unfit, self.status.leader_term)
+            && !unfit.is_empty()
+        {
+            self.roll_back_unfit(term, unfit);
+        }
         if self.leader.as_ref().is_some_and(|l| !l.leading()) {
             eprintln!("a newer leader exists; no longer leading");
             self.leader = None;

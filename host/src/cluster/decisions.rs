@@ -110,7 +110,7 @@ impl DeployOrder {
 }
 
 /// A deploy as the leader decided it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DeployOrder {
     /// The pipeline module (its name in the pipeline file).
     pub module: String,
@@ -129,6 +129,8 @@ pub struct DeployOrder {
     pub reason: String,
     /// How the new code takes over.
     pub rollout: super::Rollout,
+    /// When a `replace` of the population is taken back on fitness.
+    pub fitness: Option<super::FitnessRule>,
 }
 
 impl Decision {
@@ -155,16 +157,22 @@ impl Decision {
             Decision::Stepped { bar, .. } => {
                 vec![("kind", "stepped".into()), ("bar", bar.to_string())]
             }
-            Decision::Deploy { order, .. } => vec![
-                ("kind", "deploy".into()),
-                ("module", order.module.clone()),
-                ("digest", order.digest.clone()),
-                ("at", order.at.to_string()),
-                ("request", order.request.clone()),
-                ("by", order.by.clone()),
-                ("reason", order.reason.clone()),
-                ("rollout", order.rollout.to_string()),
-            ],
+            Decision::Deploy { order, .. } => {
+                let mut fields = vec![
+                    ("kind", "deploy".into()),
+                    ("module", order.module.clone()),
+                    ("digest", order.digest.clone()),
+                    ("at", order.at.to_string()),
+                    ("request", order.request.clone()),
+                    ("by", order.by.clone()),
+                    ("reason", order.reason.clone()),
+                    ("rollout", order.rollout.to_string()),
+                ];
+                if let Some(f) = order.fitness {
+                    fields.push(("fitness", f.to_string()));
+                }
+                fields
+            }
             Decision::Recode {
                 deploy, records, ..
             } => vec![
@@ -229,6 +237,7 @@ impl Decision {
                         Ok(r) => r.parse()?,
                         Err(_) => super::Rollout::Replace,
                     },
+                    fitness: get("fitness").ok().map(str::parse).transpose()?,
                 },
             }),
             "recode" => Ok(Decision::Recode {
@@ -532,6 +541,10 @@ mod tests {
                     share: 10,
                     watch_bars: 500,
                 },
+                fitness: Some(super::super::FitnessRule {
+                    watch_bars: 300,
+                    margin: -0.25,
+                }),
             },
         };
         assert_eq!(Decision::parse(&logged(&deploy, 5)), Ok(deploy));

@@ -29,7 +29,7 @@ use crate::replication::{BirthCause, Evolver, Habitat, LineageRecord};
 use crate::runtime::InstanceSpec;
 use crate::scoring::{self, Scoreboard};
 
-use super::leader_deploys::{DeployWork, Engine};
+use super::leader_deploys::{DeployWork, Engine, Unfit};
 use super::{Decision, DeployOrder, Follower, Membership, variant_of};
 
 /// Stream entries read per request.
@@ -80,6 +80,8 @@ pub struct Leader {
     lost: bool,
     /// What deploys give the engine to do.
     deploys: DeployWork,
+    /// Deploys judged unfit since [`Leader::take_unfit`].
+    unfit: Vec<Unfit>,
 }
 
 impl Leader {
@@ -129,6 +131,7 @@ impl Leader {
             lost: false,
             refused: 0,
             deploys: DeployWork::new(plan, log.recoded()),
+            unfit: Vec::new(),
         })
     }
 
@@ -138,6 +141,12 @@ impl Leader {
         if modules.len() != self.modules.len() {
             self.modules = modules.to_vec();
         }
+    }
+
+    /// Deploys whose new code did worse on fitness than the old by more
+    /// than their margin, since the last call: to roll back.
+    pub fn take_unfit(&mut self) -> Vec<Unfit> {
+        std::mem::take(&mut self.unfit)
     }
 
     /// Take in the deploys the log holds (every one, in log order): their
@@ -230,6 +239,10 @@ impl Leader {
             };
             ev.step(self.next_step, time, &self.board, &mut decider);
             self.next_step += 1;
+        }
+        if self.next_step > start {
+            let judged = self.deploys.judge(ev, &self.board, self.next_step - 1);
+            self.unfit.extend(judged);
         }
         if self.next_step > start && !decider.lost {
             let step = Decision::Stepped {

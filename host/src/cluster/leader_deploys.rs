@@ -6,6 +6,9 @@
 //!   population's living variants of a module to the new code at the first
 //!   bar at or past the deploy's position; the changed records go to the
 //!   log as one `recode` decision.
+//! * A `replace` with a fitness rule is judged once the leader has acted
+//!   on its watch: if the moved variants' mean fitness fell by more than
+//!   the margin, the leader's daemon rolls it back.
 //! * A `compete` deploy brings new variants of its code, born by decision,
 //!   once the leader's daemon has loaded the code; a rollback of it retires
 //!   them, and the old code's variants go on.
@@ -22,7 +25,8 @@ use crate::engine::Module;
 use crate::loader::Planned;
 use crate::replication::{Evolver, Habitat, LineageRecord};
 
-use super::{DeployOrder, Rollout};
+use super::{DeployOrder, FitnessRule, Rollout};
+use crate::scoring::Scoreboard;
 
 /// One piece of work a deploy gives the engine.
 #[derive(Debug, Clone)]
@@ -35,6 +39,7 @@ enum Work {
         new: String,
         at: u64,
         bar: Option<usize>,
+        judge: Option<(String, FitnessRule)>,
     },
     /// Variants of `new` join, taking `old`'s settings.
     Compete {
@@ -59,6 +64,31 @@ pub(super) struct DeployWork {
     /// Recodes the log holds already.
     recoded: HashSet<usize>,
     pending: Vec<Work>,
+    /// Replaces to judge on fitness once acted on past their watch.
+    judges: Vec<Judge>,
+}
+
+/// A `replace` to judge on fitness.
+#[derive(Debug, Clone)]
+struct Judge {
+    module: String,
+    digest: String,
+    /// The variants it moved.
+    ids: Vec<String>,
+    /// The bar the switch fell on.
+    since: usize,
+    rule: FitnessRule,
+}
+
+/// A deploy whose new code did worse than the old: take it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unfit {
+    /// The pipeline module.
+    pub module: String,
+    /// The code that did worse.
+    pub digest: String,
+    /// By how much.
+    pub why: String,
 }
 
 /// What carrying out deploy work needs from the leader.
@@ -115,6 +145,7 @@ impl DeployWork {
                             new: d.digest.clone(),
                             at: d.at,
                             bar: None,
+                            judge: d.fitness.map(|f| (d.module.clone(), f)),
                         });
                     }
                     *running = d.digest.clone();
@@ -169,10 +200,20 @@ impl DeployWork {
                     old,
                     new,
                     bar: Some(bar),
+                    judge,
                     ..
                 } => {
                     let Some(new) = code(&new) else { break };
                     let changed = e.evolver.replace_code(&old, &new, bar);
+                    if let Some((module, rule)) = judge {
+                        self.judges.push(Judge {
+                            module,
+                            digest: new.digest().to_string(),
+                            ids: changed.iter().map(|r| r.id.clone()).collect(),
+                            since: bar,
+                            rule,
+                        });
+                    }
                     self.recoded.insert(deploy);
                     recodes.push((deploy, changed));
                 }
@@ -192,5 +233,34 @@ impl DeployWork {
             self.pending.remove(0);
         }
         recodes
+    }
+}
+
+impl DeployWork {
+    /// Judge the replaces whose watch the leader has acted on (through bar
+    /// `stepped`): those whose variants did worse by more than their
+    /// margin.
+    pub(super) fn judge(
+        &mut self,
+        evolver: &Evolver,
+        board: &Scoreboard,
+        stepped: usize,
+    ) -> Vec<Unfit> {
+        let mut unfit = Vec::new();
+        self.judges.retain(|j| {
+            let watch = usize::try_from(j.rule.watch_bars).unwrap_or(usize::MAX);
+            if stepped < j.since.saturating_add(watch) {
+                return true;
+            }
+            if let Some(why) = evolver.fitness_fell(board, &j.ids, j.since, watch, j.rule.margin) {
+                unfit.push(Unfit {
+                    module: j.module.clone(),
+                    digest: j.digest.clone(),
+                    why,
+                });
+            }
+            false
+        });
+        unfit
     }
 }

@@ -111,8 +111,59 @@ impl std::str::FromStr for Rollout {
     }
 }
 
+/// When a `replace` of the population is taken back on fitness: once the
+/// leader has acted on `watch_bars` bars past the switch, if the moved
+/// variants' mean fitness over them fell below theirs over as many bars
+/// before by more than `margin`. In the log: `watch BARS margin M`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct FitnessRule {
+    /// Bars after the switch it is judged over (and as many before).
+    pub watch_bars: u32,
+    /// How far the mean fitness may fall (negative: how much it must rise).
+    pub margin: f64,
+}
+
+impl std::fmt::Display for FitnessRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "watch {} margin {}", self.watch_bars, self.margin)
+    }
+}
+
+impl std::str::FromStr for FitnessRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<FitnessRule, String> {
+        match s.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["watch", bars, "margin", margin] => Ok(FitnessRule {
+                watch_bars: bars
+                    .parse()
+                    .map_err(|e| format!("fitness rule `{s}`: the watch is not a number ({e})"))?,
+                margin: margin
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|m| m.is_finite())
+                    .ok_or_else(|| format!("fitness rule `{s}`: the margin is not a number"))?,
+            }),
+            _ => Err(format!(
+                "unknown fitness rule `{s}`: say `watch BARS margin M`"
+            )),
+        }
+    }
+}
+
+/// What a deploy request asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Asked<'a> {
+    /// The pipeline module.
+    pub module: &'a str,
+    /// How the new code takes over.
+    pub rollout: Rollout,
+    /// When it is taken back on fitness, if it is.
+    pub fitness: Option<FitnessRule>,
+}
+
 /// A deploy request, signed by a trusted daemon key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeployRequest {
     /// Its entry id in `{prefix}:requests`.
     pub id: String,
@@ -123,6 +174,8 @@ pub struct DeployRequest {
     pub digest: Option<String>,
     /// How the new code takes over (a rollback: `replace`).
     pub rollout: Rollout,
+    /// When it is taken back on fitness, if it is.
+    pub fitness: Option<FitnessRule>,
     /// The key that signed it.
     pub by: KeyId,
 }
@@ -162,13 +215,13 @@ fn append_request(
 }
 
 /// Keep `component` (signed bytes whose code has sha256 `digest`) in the
-/// garden under `prefix` at `url`, and ask for it to take over `module` as
-/// `rollout` says, signed by `identity`. The request's entry id.
+/// garden under `prefix` at `url`, and ask for it to take over the module
+/// as `asked` says, signed by `identity`. The request's entry id.
 pub fn request_deploy(
     url: &str,
     prefix: &str,
     identity: &Identity,
-    (module, rollout): (&str, Rollout),
+    asked: Asked<'_>,
     digest: &str,
     component: &[u8],
 ) -> Result<String, RedisBusError> {
@@ -184,15 +237,18 @@ pub fn request_deploy(
         .arg("NX")
         .query::<redis::Value>(&mut conn)
         .map_err(failed)?;
-    let fields = identity.sign(
-        &request_purpose(prefix),
-        &[
-            ("kind", "deploy"),
-            ("module", module),
-            ("digest", digest),
-            ("rollout", &rollout.to_string()),
-        ],
-    );
+    let rollout = asked.rollout.to_string();
+    let fitness = asked.fitness.map(|f| f.to_string());
+    let mut fields = vec![
+        ("kind", "deploy"),
+        ("module", asked.module),
+        ("digest", digest),
+        ("rollout", rollout.as_str()),
+    ];
+    if let Some(f) = &fitness {
+        fields.push(("fitness", f));
+    }
+    let fields = identity.sign(&request_purpose(prefix), &fields);
     append_request(url, prefix, &fields)
 }
 
@@ -219,12 +275,17 @@ impl Membership {
                 let rollout = field("rollout")
                     .map_or(Ok(Rollout::Replace), |r| r.parse())
                     .map_err(EntryRefused::Malformed)?;
+                let fitness = field("fitness")
+                    .map(|f| f.parse::<FitnessRule>())
+                    .transpose()
+                    .map_err(EntryRefused::Malformed)?;
                 match (field("kind").as_deref(), field("module"), field("digest")) {
                     (Some("deploy"), Some(module), Some(digest)) => Ok(DeployRequest {
                         id: id.clone(),
                         module,
                         digest: Some(digest),
                         rollout,
+                        fitness,
                         by,
                     }),
                     (Some("rollback"), Some(module), None) => Ok(DeployRequest {
@@ -232,6 +293,7 @@ impl Membership {
                         module,
                         digest: None,
                         rollout: Rollout::Replace,
+                        fitness: None,
                         by,
                     }),
                     _ => Err(EntryRefused::Malformed(

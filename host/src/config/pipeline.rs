@@ -88,8 +88,11 @@ impl DeployConfig {
 /// compiled and each instance's snapshot at the switch stays kept for
 /// `watch_bars` bars; if the new code's instances trap `traps` times
 /// between them in that time, every instance goes back to the old code,
-/// from its snapshot at the switch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+/// from its snapshot at the switch. With `fitness_margin`, a `replace` of
+/// the population is also taken back at the end of the watch when its
+/// variants' mean fitness over the watch fell below theirs over as many
+/// bars before the switch by more than the margin.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RollbackConfig {
     /// Traps of the new code, summed over its instances, that take it
@@ -99,6 +102,10 @@ pub struct RollbackConfig {
     /// after them it is final and the old code is let go (a canary is
     /// then promoted: the new code replaces the old everywhere).
     pub watch_bars: usize,
+    /// How far (in fitness units, `[evolution.fitness]`) the population's
+    /// mean fitness may fall on the new code before it is taken back;
+    /// none: fitness takes nothing back.
+    pub fitness_margin: Option<f64>,
 }
 
 impl RollbackConfig {
@@ -113,6 +120,7 @@ impl Default for RollbackConfig {
         RollbackConfig {
             traps: Self::TRAPS,
             watch_bars: Self::WATCH_BARS,
+            fitness_margin: None,
         }
     }
 }
@@ -291,6 +299,15 @@ impl PipelineConfig {
             if d.strategy == Strategy::Compete && !(target.population && self.evolution.enabled) {
                 return Err(ConfigError::Invalid(format!(
                     "[[deploy]] at bar {}: `compete` needs `{}` to be the population and [evolution] enabled; use `replace`",
+                    d.at_bar, d.module
+                )));
+            }
+            let by_fitness = d.rollback.fitness_margin.is_some();
+            if by_fitness
+                && !(d.strategy == Strategy::Replace && target.population && self.evolution.enabled)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "[[deploy]] at bar {}: `rollback.fitness_margin` judges a `replace` of the population (`{}` is not, or evolution is off): drop it, or deploy the population",
                     d.at_bar, d.module
                 )));
             }

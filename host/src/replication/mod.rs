@@ -856,6 +856,41 @@ impl Evolver {
         changed
     }
 
+    /// Whether new code did worse than the old by more than `margin`:
+    /// the mean fitness of variants `ids` over the `watch` bars from the
+    /// switch at `since`, against theirs over the `watch` bars before it
+    /// (on the old code). Why, if it did; nothing without reports on both
+    /// sides.
+    pub fn fitness_fell(
+        &self,
+        board: &Scoreboard,
+        ids: &[String],
+        since: usize,
+        watch: usize,
+        margin: f64,
+    ) -> Option<String> {
+        let mean = |from: usize, to: usize| {
+            let values: Vec<f64> = (0..self.variants.len())
+                .filter(|&i| ids.contains(&self.variants[i].record.id))
+                .filter(|&i| {
+                    !board
+                        .window(&self.variants[i].record.id, from, to)
+                        .0
+                        .is_empty()
+                })
+                .map(|i| self.fitness_of(board, i, from, to, 0.0))
+                .collect();
+            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        };
+        let before = mean(since.saturating_sub(watch), since)?;
+        let after = mean(since, since + watch)?;
+        (after < before - margin).then(|| {
+            format!(
+                "mean fitness {after:.3} over {watch} bars on the new code, {before:.3} before on the old (margin {margin})"
+            )
+        })
+    }
+
     /// Whether a variant was ever born on code `digest`.
     pub fn born_on(&self, digest: &str) -> bool {
         self.variants.iter().any(|v| v.record.component == digest)

@@ -621,7 +621,11 @@ fn forged_deploy_decisions_and_code_swapped_in_redis_are_refused() {
         &redis.url(),
         PREFIX,
         &identity,
-        ("expert-anomaly", cluster::Rollout::Replace),
+        cluster::Asked {
+            module: "expert-anomaly",
+            rollout: cluster::Rollout::Replace,
+            fitness: None,
+        },
         &asked_digest,
         &std::fs::read(&asked).expect("reads"),
     )

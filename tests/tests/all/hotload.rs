@@ -325,6 +325,42 @@ fn a_rollback_rule_of_zero_traps_keeps_the_new_code() {
     assert!(summary.runtime.traps >= 4, "{:?}", summary.runtime);
 }
 
+#[test]
+fn a_replace_whose_fitness_falls_past_the_margin_is_rolled_back_at_the_end_of_its_watch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The same code under a new digest: what decides is the margin.
+    let next = garden_tests::rebuilt(dir.path(), "alpha-ema", "0.2.0");
+    let judged = |margin: f64| {
+        let mut d = deploy(1_000, &next, Strategy::Replace, None);
+        d.rollback.watch_bars = 300;
+        d.rollback.fitness_margin = Some(margin);
+        run(vec![d]).0.deploys.remove(0)
+    };
+    // A margin no fitness can meet (it asks the new code to do a million
+    // better): taken back at the end of the watch, and the report says by
+    // how much.
+    let report = judged(-1e6);
+    let back = report.settled.as_ref().expect("rolled back on fitness");
+    assert_eq!(back.outcome, "rolled-back");
+    assert_eq!(back.bar, 1_300, "{back:?}");
+    assert!(back.why.contains("mean fitness"), "{back:?}");
+    assert!(back.why.contains("margin -1000000"), "{back:?}");
+    // A margin no fall can pass: the deploy is final.
+    assert!(judged(1e6).settled.is_none());
+}
+
+#[test]
+fn a_fitness_margin_on_a_module_outside_the_population_is_refused() {
+    let text = format!(
+        "{}\n[[deploy]]\nat_bar = 10\nmodule = \"decision\"\npath = \"x.signed.wasm\"\n[deploy.rollback]\nfitness_margin = 0.5\n",
+        garden_host::config::DEFAULT_PIPELINE
+    );
+    let err = garden_host::config::PipelineConfig::parse(&text, "test")
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("rollback.fitness_margin"), "{err}");
+}
+
 /// Decisions as (bar index, source).
 fn decided_by(messages: &[Arc<Envelope>]) -> Vec<(usize, String)> {
     let rows = bundled_rows();

@@ -16,8 +16,8 @@ use garden_tests::servers::Redis;
 
 use super::daemons::{decisions, field};
 use super::deploys::{
-    PREFIX, ask, code_digest, daemon, evidence, garden, logs, past, publish, statuses, wait_for,
-    wait_until_code,
+    Daemon, PREFIX, ask, code_digest, daemon, evidence, garden, logs, past, publish, statuses,
+    wait_for, wait_until_code,
 };
 
 /// Per plan, the instance that judged it.
@@ -218,7 +218,37 @@ name = "decision"
 
 [[module]]
 name = "trader"
+[module.settings]
+report-every = "5"
 "#;
+
+/// Two daemons running [`POPULATION`], the test key trusted as a
+/// publisher, and twenty bars fed, so the leader's engine runs.
+fn population(dir: &Path) -> (Redis, Daemon, Daemon, redis::Connection) {
+    garden_registry::TrustStore::update(&garden_tests::garden_home().join("trust.toml"), |s| {
+        s.add(&garden_tests::test_key().public(), "tests", "test")
+    })
+    .expect("trusts the test key");
+    let redis = Redis::start();
+    let config = dir.join("pipeline.toml");
+    std::fs::write(&config, POPULATION).expect("config");
+    let a = daemon(&redis, "a", &config, dir);
+    let b = daemon(&redis, "b", &config, dir);
+    wait_for("two daemons", Duration::from_secs(60), || {
+        statuses(&redis).len() == 2
+    });
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    let rows = garden_tests::bundled_rows();
+    garden_tests::feed_bars(&mut con, PREFIX, &rows[..20]);
+    wait_for(
+        "the starting population logged",
+        Duration::from_secs(30),
+        || lineage(&mut con).len() == 4,
+    );
+    (redis, a, b, con)
+}
 
 /// The lineage records logged, last decided, by id.
 fn lineage(con: &mut redis::Connection) -> BTreeMap<String, LineageRecord> {
@@ -250,28 +280,8 @@ fn running_on(redis: &Redis, label: &str) -> usize {
 #[test]
 fn compete_brings_variants_a_rollback_retires_them_and_a_replace_is_in_the_lineage() {
     let dir = tempfile::tempdir().expect("tempdir");
-    garden_registry::TrustStore::update(&garden_tests::garden_home().join("trust.toml"), |s| {
-        s.add(&garden_tests::test_key().public(), "tests", "test")
-    })
-    .expect("trusts the test key");
-    let redis = Redis::start();
-    let config = dir.path().join("pipeline.toml");
-    std::fs::write(&config, POPULATION).expect("config");
-    let _a = daemon(&redis, "a", &config, dir.path());
-    let _b = daemon(&redis, "b", &config, dir.path());
-    wait_for("two daemons", Duration::from_secs(60), || {
-        statuses(&redis).len() == 2
-    });
-    let mut con = redis::Client::open(redis.url())
-        .and_then(|c| c.get_connection())
-        .expect("raw connection");
+    let (redis, _a, _b, mut con) = population(dir.path());
     let rows = garden_tests::bundled_rows();
-    garden_tests::feed_bars(&mut con, PREFIX, &rows[..20]);
-    wait_for(
-        "the starting population logged",
-        Duration::from_secs(30),
-        || lineage(&mut con).len() == 4,
-    );
 
     // compete: two variants of the new code join, on some daemon.
     let next = garden_tests::rebuilt(dir.path(), "alpha-ema", "0.2.0");
@@ -376,5 +386,98 @@ fn compete_brings_variants_a_rollback_retires_them_and_a_replace_is_in_the_linea
         1,
         "{}",
         logs(dir.path())
+    );
+}
+
+#[test]
+fn a_replace_whose_fitness_falls_past_its_margin_is_rolled_back_by_the_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (redis, _a, _b, mut con) = population(dir.path());
+    let rows = garden_tests::bundled_rows();
+    // Enough bars for the variants' fitness to be reported, and acted on.
+    let stepped = |con: &mut redis::Connection| {
+        decisions(con, PREFIX)
+            .iter()
+            .filter(|(_, k, _)| k == "stepped")
+            .filter_map(|(_, _, f)| field(f, "bar").parse::<usize>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    for chunk in rows[20..600].chunks(20) {
+        garden_tests::feed_bars(&mut con, PREFIX, chunk);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for(
+        "the leader acting on fitness",
+        Duration::from_secs(60),
+        || stepped(&mut con) >= 550,
+    );
+    let first = lineage(&mut con)
+        .into_values()
+        .next()
+        .map(|r| r.component)
+        .expect("a variant");
+    // The same code under a new digest, with a margin no fitness meets:
+    // it must do a million better.
+    let next = garden_tests::rebuilt(dir.path(), "alpha-ema", "0.2.0");
+    let stdout = ask(
+        &redis,
+        &[
+            "deploy",
+            next.to_str().expect("a path"),
+            "--module",
+            "alpha-ema",
+            "--name",
+            "a",
+            "--fitness-margin",
+            "-1000000",
+            "--watch",
+            "50",
+        ],
+    );
+    past(&mut con, &stdout);
+    let rolled_back = |con: &mut redis::Connection| {
+        decisions(con, PREFIX).iter().any(|(_, k, f)| {
+            k == "deploy" && field(f, "reason").starts_with("rollback: mean fitness")
+        })
+    };
+    let mut fed = 600;
+    while !rolled_back(&mut con) {
+        assert!(
+            fed < 1_300,
+            "no rollback on fitness after {fed} bars (stepped to {})\n{}",
+            stepped(&mut con),
+            logs(dir.path())
+        );
+        garden_tests::feed_bars(&mut con, PREFIX, &rows[fed..fed + 20]);
+        fed += 20;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Every variant goes back to the first code at the first bar past the
+    // rollback's position, and its lineage says so.
+    wait_for(
+        "the variants back on the first code",
+        Duration::from_secs(30),
+        || {
+            if fed + 5 < rows.len() {
+                garden_tests::feed_bars(&mut con, PREFIX, &rows[fed..fed + 5]);
+                fed += 5;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            let living: Vec<LineageRecord> = lineage(&mut con)
+                .into_values()
+                .filter(|r| r.death_bar.is_none())
+                .collect();
+            living.len() == 4
+                && living.iter().all(|r| {
+                    r.code_changes.len() == 2
+                        && r.code_changes.last().is_some_and(|(_, d)| *d == first)
+                })
+        },
+    );
+    wait_for(
+        "every alpha on the first code",
+        Duration::from_secs(30),
+        || running_on(&redis, "alpha-ema@0.1.0 ") == 4,
     );
 }
