@@ -10,7 +10,17 @@
 //! * compile time, reported apart: loading the component with no cache
 //!   (what a deploy's own thread does off the message path).
 //!
-//! Run: `cargo bench -p garden-benches --bench hotload`.
+//! * across daemons, one `garden daemon` on a local Redis running four
+//!   expert-anomaly instances while plans arrive every millisecond:
+//!   `garden deploy` of a new version and `garden rollback`, ten times in
+//!   turn; from the request (its entry id: Redis's clock) to the first
+//!   evidence past the decided position, and the longest gap between two
+//!   evidence entries within a second of the switch (entry ids, so at
+//!   millisecond resolution).
+//!
+//! Run: `cargo build --release -p garden-cli && cargo bench -p
+//! garden-benches --bench hotload` (the daemon part runs the built
+//! `garden` and a `redis-server`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,5 +120,178 @@ fn main() {
     println!(
         "  compile time (no cache, off the message path): {:.0} ms",
         millis(compile)
+    );
+    across_daemons();
+}
+
+/// Milliseconds of a stream entry id.
+fn id_ms(id: &str) -> u64 {
+    id.split('-')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Entry ids of `stream` from `from_ms` to `to_ms`.
+fn ids_between(con: &mut redis::Connection, stream: &str, from_ms: u64, to_ms: u64) -> Vec<u64> {
+    let entries: Vec<(String, redis::Value)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg(from_ms)
+        .arg(to_ms)
+        .query(con)
+        .unwrap_or_default();
+    entries.iter().map(|(id, _)| id_ms(id)).collect()
+}
+
+/// One daemon, deploys and rollbacks in turn while plans flow.
+fn across_daemons() {
+    use garden_host::bus::{Bus, RedisOptions};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const ROUNDS: usize = 10;
+    let dir = tempfile::tempdir().expect("tempdir");
+    garden_registry::TrustStore::update(&garden_tests::garden_home().join("trust.toml"), |s| {
+        s.add(&garden_tests::test_key().public(), "tests", "test")
+    })
+    .expect("trusts the test key");
+    garden_tests::trust_daemon("bench");
+    garden_tests::trust_daemon("producer");
+    let redis = garden_tests::servers::Redis::start();
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        "[[module]]\nname = \"expert-anomaly\"\ninstances = 4\n",
+    )
+    .expect("config");
+    let mut daemon = garden_tests::garden()
+        .args([
+            "daemon",
+            "--bus",
+            &redis.url(),
+            "--prefix",
+            "bench",
+            "--name",
+            "bench",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("garden daemon starts (cargo build --release -p garden-cli first)");
+    let peers = garden_tests::daemon_peers();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !garden_host::cluster::status(&redis.url(), "bench", &peers)
+        .is_ok_and(|(d, _)| d.len() == 1 && d[0].instances.len() == 4 && d[0].leader_term.is_some())
+    {
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (stop, url) = (stop.clone(), redis.url());
+        std::thread::spawn(move || {
+            let mut o = RedisOptions::new(&url);
+            o.prefix = "bench".into();
+            o.consumer = "producer".into();
+            let mut bus = garden_tests::trusted_bus("producer", o);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                bus.publish(garden_tests::plan(n)).expect("publishes");
+                bus.pump();
+                n += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let next = garden_tests::rebuilt(dir.path(), "expert-anomaly", "0.2.0");
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("connection");
+    let (mut latency, mut gaps, mut normal) = (Vec::new(), Vec::new(), Vec::new());
+    std::thread::sleep(Duration::from_secs(2));
+    let mut cold = None;
+    // Two rounds to warm up: the first deploy compiles the new code (with
+    // a lead of two heartbeats, as the code is not compiled yet).
+    for round in 0..ROUNDS + 2 {
+        let mut args: Vec<String> = if round % 2 == 0 {
+            vec!["deploy".into(), next.display().to_string()]
+        } else {
+            vec!["rollback".into()]
+        };
+        args.extend(["--module", "expert-anomaly", "--name", "bench"].map(String::from));
+        let out = garden_tests::garden()
+            .args(&args)
+            .args(["--bus", &redis.url(), "--prefix", "bench", "--wait", "10"])
+            .output()
+            .expect("garden runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        let request = text
+            .split("request ")
+            .nth(1)
+            .map(|t| id_ms(t.trim()))
+            .expect("a request id");
+        let at = text
+            .split("at bus position ")
+            .nth(1)
+            .and_then(|t| t.split(';').next())
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .expect("a switch position")
+            >> 16;
+        std::thread::sleep(Duration::from_millis(1_500));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ids_between(&mut con, "bench:t:evidence", at, at + 100_000).is_empty() {
+            assert!(Instant::now() < deadline, "no evidence past the switch");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let evidence = ids_between(&mut con, "bench:t:evidence", at - 1_000, at + 1_000);
+        let first = evidence.iter().find(|ms| **ms >= at).copied().unwrap_or(at);
+        if round < 2 {
+            cold.get_or_insert(first - request);
+            std::thread::sleep(Duration::from_millis(2_000));
+            continue;
+        }
+        latency.push(first - request);
+        let gap = |v: &[u64]| v.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        gaps.push(gap(&evidence));
+        // The same measure a second earlier, with no switch, for scale.
+        normal.push(gap(&ids_between(
+            &mut con,
+            "bench:t:evidence",
+            at - 2_000,
+            at - 1_000,
+        )));
+        // The next round's windows start after this one's.
+        std::thread::sleep(Duration::from_millis(2_000));
+    }
+    println!("  request to first evidence past the switch, per round (ms): {latency:?}");
+    stop.store(true, Ordering::Relaxed);
+    let _ = producer.join();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    for v in [&mut latency, &mut gaps, &mut normal] {
+        v.sort_unstable();
+    }
+    println!(
+        "Hot-loading across daemons: one daemon, 4 expert-anomaly instances, a plan every ms, {ROUNDS} deploys and rollbacks in turn"
+    );
+    println!(
+        "  the first deploy, compiling: request to first evidence past the switch {} ms",
+        cold.unwrap_or(0)
+    );
+    println!(
+        "  request to the first evidence past the switch: median {} ms, max {} ms",
+        latency[ROUNDS / 2],
+        latency[ROUNDS - 1]
+    );
+    println!(
+        "  longest gap between evidence entries within 1 s of the switch: median {} ms, max {} ms (without a switch: median {} ms, max {} ms)",
+        gaps[ROUNDS / 2],
+        gaps[ROUNDS - 1],
+        normal[ROUNDS / 2],
+        normal[ROUNDS - 1]
     );
 }

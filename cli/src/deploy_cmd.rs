@@ -50,6 +50,10 @@ pub struct DeployArgs {
     /// more than this.
     #[arg(long, value_name = "M", allow_negative_numbers = true)]
     fitness_margin: Option<f64>,
+    /// Deploy it even when its version is older than the one running (the
+    /// leader refuses a downgrade otherwise; `garden rollback` needs none).
+    #[arg(long)]
+    allow_downgrade: bool,
     /// With `compete`: how many variants of the new code join (default: as
     /// many as the module's instances).
     #[arg(long)]
@@ -282,6 +286,7 @@ pub fn deploy(args: DeployArgs) -> Result<()> {
         module: &args.module,
         rollout,
         fitness,
+        downgrade: args.allow_downgrade,
     };
     let request = cluster::request_deploy(&url, &g.prefix, &identity, asked, &digest, &bytes)?;
     println!(

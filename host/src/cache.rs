@@ -94,6 +94,12 @@ impl ArtifactCache {
     }
 
     /// Store `bytes` as the entry `name`.
+    /// Whether an entry named `name` is there (not checked: `get` does
+    /// that before it is used).
+    pub(crate) fn holds(&self, name: &str) -> bool {
+        self.path(name).is_file()
+    }
+
     pub(crate) fn put(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         let tag = self.mac(name, bytes).finalize().into_bytes();
         garden_trust::files::replace(&self.path(name), &[bytes, &tag])

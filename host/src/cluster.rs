@@ -49,8 +49,8 @@ pub use identity::{EntryRefused, Identity, IdentityError, Peers, key_name, publi
 pub use leader::{Leader, LeaderTopics};
 pub use leader_deploys::Unfit;
 pub use requests::{
-    Asked, DeployRequest, FitnessRule, MAX_CODE_BYTES, Rollout, request_deploy, request_purpose,
-    request_rollback,
+    Asked, DeployRequest, FitnessRule, MAX_CODE_BYTES, Rollout, older, request_deploy,
+    request_purpose, request_rollback,
 };
 
 /// What a daemon says about itself in its heartbeat.

@@ -527,6 +527,22 @@ impl Engine {
         self
     }
 
+    /// An artifact's name in the cache: the component's digest and this
+    /// engine's compatibility hash.
+    fn artifact_name(&self, digest: &str) -> String {
+        let mut h = std::hash::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        format!("{digest}-{:016x}", h.finish())
+    }
+
+    /// Whether the code with sha256 `digest` is compiled in the cache, so
+    /// loading it takes milliseconds, not a compile.
+    pub fn is_compiled(&self, digest: &str) -> bool {
+        self.cache
+            .as_ref()
+            .is_some_and(|c| c.holds(&self.artifact_name(digest)))
+    }
+
     fn compile(&self, bytes: &[u8], digest: &str) -> Result<Component, LoadError> {
         let invalid = |e: wasmtime::Error| LoadError::Invalid(format!("{e:#}"));
         let notice = || {
@@ -538,9 +554,7 @@ impl Engine {
             notice();
             return Component::new(&self.engine, bytes).map_err(invalid);
         };
-        let mut h = std::hash::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
-        let name = format!("{digest}-{:016x}", h.finish());
+        let name = self.artifact_name(digest);
         if let Some(artifact) = cache.get(&name) {
             // SAFETY: `ArtifactCache::get` returns only bytes carrying this
             // cache's HMAC over this name, so this host wrote them from

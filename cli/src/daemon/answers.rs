@@ -2,10 +2,13 @@
 //! its own: a rollback of new code that traps, a canary's promotion.
 //!
 //! Invariant: every deploy is a fenced decision in the log, placed two
-//! heartbeats ahead on Redis's clock, so every daemon switches at one
-//! point of the streams; a request is answered at most once.
+//! heartbeats ahead on Redis's clock (at once for a daemon alone, which
+//! follows it before it reads on), so every daemon switches at one point
+//! of the streams; a request is answered at most once.
 
-use garden_host::cluster::{Decision, DeployOrder, FitnessRule, InstanceStatus, Rollout, Unfit};
+use garden_host::cluster::{
+    self, Decision, DeployOrder, FitnessRule, InstanceStatus, Rollout, Unfit,
+};
 use garden_host::config::RollbackConfig;
 
 use super::Daemon;
@@ -70,7 +73,7 @@ impl Daemon {
             };
             let decided = digest.and_then(|digest| {
                 if r.digest.is_some() {
-                    self.check_code(&r.module, &digest)?;
+                    self.check_code(&r.module, &digest, r.downgrade)?;
                     self.check_rollout(&r.module, r.rollout, r.fitness.is_some())?;
                 }
                 let order = Asked {
@@ -99,6 +102,14 @@ impl Daemon {
                     .record("deploy-refused", "leader", &self.name, &line);
             }
         }
+    }
+
+    /// The leader's watch over deploys: new code that traps is rolled
+    /// back, a canary past its watch promoted.
+    pub(super) fn watch_deploys(&mut self) {
+        let Some(term) = self.status.leader_term else {
+            return;
+        };
         self.roll_back_failing(term);
         self.promote_canaries(term);
     }
@@ -116,7 +127,17 @@ impl Daemon {
             .membership
             .clock_position()
             .map_err(|e| format!("cannot read Redis's clock ({e})"))?;
-        let lead = u64::try_from(2 * self.membership.interval().as_millis()).unwrap_or(u64::MAX);
+        // Others need time to read the decision, load the code and hold at
+        // its position; a daemon alone follows it at once, before it reads
+        // on, and needs no time when the code is loaded or compiled here.
+        let alone = self.live.iter().all(|d| *d == self.name);
+        let ready = self.garden.modules.iter().any(|m| m.digest() == a.digest)
+            || self.garden.deployer.engine.is_compiled(a.digest);
+        let lead = if alone && ready {
+            0
+        } else {
+            u64::try_from(2 * self.membership.interval().as_millis()).unwrap_or(u64::MAX)
+        };
         let order = DeployOrder {
             module: a.module.to_string(),
             digest: a.digest.to_string(),
@@ -331,10 +352,11 @@ impl Daemon {
     /// The code a request names can be deployed: the module is the
     /// pipeline's, and the code is in Redis and verifies against this
     /// daemon's trust store.
-    fn check_code(&mut self, module: &str, digest: &str) -> Result<(), String> {
-        if !self.garden.current.iter().any(|(n, ..)| n == module) {
+    fn check_code(&mut self, module: &str, digest: &str, downgrade: bool) -> Result<(), String> {
+        let Some((_, running, _)) = self.garden.current.iter().find(|(n, ..)| n == module) else {
             return Err(format!("the pipeline runs no module `{module}`"));
-        }
+        };
+        let running = running.manifest().map(|m| m.version.clone());
         let bytes = self
             .membership
             .code(digest)
@@ -350,6 +372,12 @@ impl Daemon {
                 "the code kept under sha256:{digest} is sha256:{found}"
             ));
         }
-        Ok(())
+        let new = &verified.manifest().version;
+        match running.and_then(|old| cluster::older(new, &old).then_some(old)) {
+            Some(old) if !downgrade => Err(format!(
+                "its version {new} is older than the {old} running: a downgrade is deployed only when asked for (`garden deploy --allow-downgrade`)"
+            )),
+            _ => Ok(()),
+        }
     }
 }

@@ -30,6 +30,9 @@ use keys::{BodyKeysFile, KeyFile, Rotation, TrustFile};
 
 /// How often the leader reads the streams and acts.
 const LEADER_POLL: Duration = Duration::from_millis(100);
+/// How often the leader reads deploy requests: one short read, often, so
+/// a deploy waits little for its answer.
+const REQUEST_POLL: Duration = Duration::from_millis(20);
 /// Longest wait for the recorder to write what was read, per turn; what is
 /// not written by then is acknowledged with a later batch.
 const RECORD_FLUSH_WAIT: Duration = Duration::from_millis(200);
@@ -288,6 +291,7 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
         next_beat: Instant::now(),
         last_beat: Instant::now(),
         next_leader_poll: Instant::now(),
+        next_request_poll: Instant::now(),
         trust_file: TrustFile::new(
             args.trust
                 .clone()
@@ -411,6 +415,7 @@ struct Daemon {
     /// When a heartbeat last went through.
     last_beat: Instant,
     next_leader_poll: Instant,
+    next_request_poll: Instant,
     /// Re-read at every heartbeat when it changed, so a revoked daemon key
     /// is ignored within one heartbeat.
     trust_file: TrustFile,
@@ -437,6 +442,10 @@ impl Daemon {
         if Instant::now() >= self.next_beat {
             self.next_beat = Instant::now() + self.membership.interval();
             self.beat();
+        }
+        if self.status.leader_term.is_some() && Instant::now() >= self.next_request_poll {
+            self.next_request_poll = Instant::now() + REQUEST_POLL;
+            self.answer_requests();
         }
         if self.status.leader_term.is_some() && Instant::now() >= self.next_leader_poll {
             self.next_leader_poll = Instant::now() + LEADER_POLL;
@@ -785,7 +794,7 @@ impl Daemon {
     /// The leader's work: read the streams, decide, and follow what it
     /// decided at once.
     fn lead(&mut self) {
-        self.answer_requests();
+        self.watch_deploys();
         let Some(l) = self.leader.as_mut() else {
             return;
         };
@@ -855,7 +864,7 @@ impl Daemon {
     fn wait(&mut self) {
         let mut due = self.next_beat;
         if self.status.leader_term.is_some() {
-            due = due.min(self.next_leader_poll);
+            due = due.min(self.next_leader_poll).min(self.next_request_poll);
         }
         if let Some(restart) = self.runtime.next_restart() {
             due = due.min(restart);

@@ -160,6 +160,17 @@ pub struct Asked<'a> {
     pub rollout: Rollout,
     /// When it is taken back on fitness, if it is.
     pub fitness: Option<FitnessRule>,
+    /// An older version than the one running is meant.
+    pub downgrade: bool,
+}
+
+/// Whether semver `new` is older than `old` (a version that does not
+/// parse is not taken for older).
+pub fn older(new: &str, old: &str) -> bool {
+    match (semver::Version::parse(new), semver::Version::parse(old)) {
+        (Ok(new), Ok(old)) => new < old,
+        _ => false,
+    }
 }
 
 /// A deploy request, signed by a trusted daemon key.
@@ -176,6 +187,8 @@ pub struct DeployRequest {
     pub rollout: Rollout,
     /// When it is taken back on fitness, if it is.
     pub fitness: Option<FitnessRule>,
+    /// An older version than the one running is meant.
+    pub downgrade: bool,
     /// The key that signed it.
     pub by: KeyId,
 }
@@ -248,6 +261,9 @@ pub fn request_deploy(
     if let Some(f) = &fitness {
         fields.push(("fitness", f));
     }
+    if asked.downgrade {
+        fields.push(("downgrade", "yes"));
+    }
     let fields = identity.sign(&request_purpose(prefix), &fields);
     append_request(url, prefix, &fields)
 }
@@ -286,6 +302,7 @@ impl Membership {
                         digest: Some(digest),
                         rollout,
                         fitness,
+                        downgrade: field("downgrade").as_deref() == Some("yes"),
                         by,
                     }),
                     (Some("rollback"), Some(module), None) => Ok(DeployRequest {
@@ -294,6 +311,7 @@ impl Membership {
                         digest: None,
                         rollout: Rollout::Replace,
                         fitness: None,
+                        downgrade: false,
                         by,
                     }),
                     _ => Err(EntryRefused::Malformed(

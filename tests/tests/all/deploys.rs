@@ -625,6 +625,7 @@ fn forged_deploy_decisions_and_code_swapped_in_redis_are_refused() {
             module: "expert-anomaly",
             rollout: cluster::Rollout::Replace,
             fitness: None,
+            downgrade: false,
         },
         &asked_digest,
         &std::fs::read(&asked).expect("reads"),

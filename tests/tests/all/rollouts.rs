@@ -481,3 +481,51 @@ fn a_replace_whose_fitness_falls_past_its_margin_is_rolled_back_by_the_leader() 
         || running_on(&redis, "alpha-ema@0.1.0 ") == 4,
     );
 }
+
+#[test]
+fn a_downgrade_is_refused_unless_asked_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (redis, _a, _b, _producer) = garden(dir.path());
+    let newer = garden_tests::rebuilt(dir.path(), "expert-anomaly", "0.3.0");
+    let older = garden_tests::rebuilt(dir.path(), "expert-anomaly", "0.2.0");
+    let deploy = |file: &Path, more: &[&str]| {
+        let mut args = vec![
+            "deploy",
+            file.to_str().expect("a path"),
+            "--module",
+            "expert-anomaly",
+            "--name",
+            "a",
+        ];
+        args.extend_from_slice(more);
+        garden_tests::garden()
+            .args(&args)
+            .args(["--bus", &redis.url(), "--prefix", PREFIX, "--wait", "8"])
+            .output()
+            .expect("garden runs")
+    };
+    assert!(deploy(&newer, &[]).status.success());
+    wait_for("0.3.0 loaded everywhere", Duration::from_secs(30), || {
+        let s = statuses(&redis);
+        s.len() == 2
+            && s.iter().all(|d| {
+                d.deploys
+                    .iter()
+                    .any(|l| l.contains("expert-anomaly@0.3.0 "))
+            })
+    });
+    // An older version is not an upgrade: refused, and said why.
+    let refused = deploy(&older, &[]);
+    assert!(!refused.status.success());
+    wait_for("the downgrade refused", Duration::from_secs(10), || {
+        logs(dir.path()).contains("its version 0.2.0 is older than the 0.3.0 running")
+    });
+    // Asked for, it is deployed.
+    let asked = deploy(&older, &["--allow-downgrade"]);
+    let out = String::from_utf8_lossy(&asked.stdout);
+    assert!(asked.status.success(), "{out}");
+    assert!(
+        out.contains("every daemon switches expert-anomaly"),
+        "{out}"
+    );
+}
