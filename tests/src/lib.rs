@@ -417,3 +417,27 @@ pub fn feed_bars(con: &mut redis::Connection, prefix: &str, rows: &[Row]) {
     }
     pipe.exec(con).expect("bars written");
 }
+
+/// A child process (a daemon, a registry), killed and reaped when dropped
+/// (also when a test fails), so none outlives its test.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Wait up to `timeout` until `ok`, checking every 50 ms; panic naming
+/// `what` if it never holds.
+pub fn wait_for(what: &str, timeout: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

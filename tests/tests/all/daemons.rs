@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,16 +54,7 @@ fn audit_log(url: &str) -> (Vec<(String, String)>, bool) {
 
 const PREFIX: &str = "twin";
 
-/// A daemon process, killed and reaped when dropped (also when a test
-/// fails), so none outlives its test.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use garden_tests::Killed as Daemon;
 
 fn daemon(redis: &Redis, name: &str, config: &Path, cache: &Path, store: &str) -> Daemon {
     daemon_in(redis, PREFIX, name, config, cache, &["--store", store])
@@ -108,13 +99,7 @@ fn daemon_log(cache: &Path, name: &str) -> std::path::PathBuf {
     cache.with_file_name(format!("{name}.log"))
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use garden_tests::wait_for;
 
 /// Instances per live daemon.
 fn layout(redis: &Redis) -> BTreeMap<String, Vec<String>> {

@@ -6,7 +6,7 @@
 //! nothing.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use garden_host::bus::redis::decode_entry;
@@ -18,14 +18,7 @@ use garden_tests::servers::Redis;
 
 pub(super) const PREFIX: &str = "hot";
 
-pub(super) struct Daemon(pub(super) Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+pub(super) use garden_tests::Killed as Daemon;
 
 pub(super) fn daemon(redis: &Redis, name: &str, config: &Path, dir: &Path) -> Daemon {
     garden_tests::trust_daemon(name);
@@ -45,13 +38,7 @@ pub(super) fn daemon(redis: &Redis, name: &str, config: &Path, dir: &Path) -> Da
     )
 }
 
-pub(super) fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+pub(super) use garden_tests::wait_for;
 
 /// Both daemons' standard error.
 pub(super) fn logs(dir: &Path) -> String {

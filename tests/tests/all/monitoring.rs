@@ -4,19 +4,12 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use garden_tests::servers::Redis;
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use garden_tests::Killed as Daemon;
 
 /// (status code, headers, body) of `GET path` at `addr`.
 fn get(addr: &str, path: &str) -> Option<(u16, String, String)> {

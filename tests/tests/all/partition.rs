@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use garden_host::bus::redis::decode_entry;
@@ -23,15 +23,7 @@ use garden_tests::servers::Redis;
 const PREFIX: &str = "part";
 const INSTANCES: usize = 6;
 
-/// A daemon process on a test host, killed and reaped when dropped.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use garden_tests::Killed as Daemon;
 
 fn start(host: &Host, redis: &Redis, name: &str, config: &Path, dir: &Path) -> Daemon {
     garden_tests::trust_daemon(name);
