@@ -185,9 +185,14 @@ impl Deployer {
     }
 
     /// Between rounds: finish loads, and switch each instance of an old
-    /// code that waits at its hold. What became ready, and the refusals
+    /// code that waits at its hold, but those in `gated` (held until a
+    /// canary has passed its end). What became ready, and the refusals
     /// (one line each) to audit.
-    pub(super) fn step(&mut self, runtime: &mut Runtime<RedisBus>) -> (Vec<Ready>, Vec<String>) {
+    pub(super) fn step(
+        &mut self,
+        runtime: &mut Runtime<RedisBus>,
+        gated: &[String],
+    ) -> (Vec<Ready>, Vec<String>) {
         let (mut ready, mut refused) = (Vec::new(), Vec::new());
         self.waiting = false;
         for r in self.rolling.iter_mut().filter(|r| !r.superseded) {
@@ -248,6 +253,10 @@ impl Deployer {
                 }
             }
             for id in runtime.instances_of(r.old.digest()) {
+                if gated.contains(&id) {
+                    self.waiting = true;
+                    continue;
+                }
                 if !runtime.at_hold(&id) {
                     // Placed here since, or not yet at its position.
                     runtime.hold(&id, Some(r.order.at));

@@ -7,6 +7,14 @@
 //! next deploy (its promotion or its rollback) it takes none and stops. The
 //! roster is kept per position ([`Bus::set_roster_history`]), so every
 //! daemon splits each entry's key alike, whenever it learns of the deploy.
+//!
+//! Per-key order across the hand-over: a key that moves to the canary at
+//! `at` may still have messages before `at` at its old member, perhaps on
+//! another daemon. So the canary takes nothing until every old member has
+//! handled all it had before `at` (asked of Redis: [`Bus::passed_by`]),
+//! and at its end the old members hold at `until` until the canary has
+//! handled all it had before `until`. Each key is handled by one instance
+//! at a time, in stream order.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -42,7 +50,30 @@ pub(super) struct Garden {
     pub(super) canaries: Vec<Canary>,
     /// Variants born on a deploy's code still loading here.
     pub(super) unborn: Vec<LineageRecord>,
+    /// Canaries started here that wait for the old members to pass their
+    /// position.
+    pub(super) held_canaries: Vec<String>,
+    /// Old members held at a canary's end until the canary has passed it.
+    pub(super) gates: Vec<Gate>,
+    /// When the gates are next asked about (each look is a few Redis
+    /// commands).
+    pub(super) next_gate_check: std::time::Instant,
 }
+
+/// An old member held at a canary's end, `until`, while the canary
+/// handles what it has before.
+pub(super) struct Gate {
+    old: String,
+    canary: String,
+    group: String,
+    until: u64,
+    /// Let it go at once when the gate opens (a rollback: the old code
+    /// goes on); otherwise a deploy switches it there.
+    release: bool,
+}
+
+/// How often held canaries and gates are asked about.
+const GATE_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A canary: one instance of new code taking `share` percent of a
 /// module's keys from bus position `at` until `until`.
@@ -106,19 +137,26 @@ impl Garden {
                         "{} in term {term}: sha256:{} to {}, asked by {}",
                         order.reason, order.digest, order.module, order.by
                     );
-                    self.end_canary(&order);
                     let found = self.current.iter().find(|(n, ..)| *n == order.module);
                     let (old, cohort) = found.map_or((None, 1), |(_, m, c)| (Some(m.clone()), *c));
-                    if let (Rollout::Canary { share, .. }, Some(old)) = (order.rollout, &old) {
-                        self.start_canary(&order, old, share);
-                    }
+                    let switches = order.rollout == Rollout::Replace
+                        && old.as_ref().is_some_and(|o| o.digest() != order.digest);
                     let known = self
                         .modules
                         .iter()
                         .find(|k| k.digest() == order.digest)
                         .cloned();
-                    if let Some(line) = self.deployer.begin(order, old, known, cohort, m, runtime) {
+                    let begun =
+                        self.deployer
+                            .begin(order.clone(), old.clone(), known, cohort, m, runtime);
+                    if let Some(line) = begun {
                         self.refused_deploys.push(line);
+                    }
+                    // After the deploy took its holds: the old members
+                    // hold at a canary's end too, until it passed it.
+                    self.end_canary(&order, !switches, runtime);
+                    if let (Rollout::Canary { share, .. }, Some(old)) = (order.rollout, &old) {
+                        self.start_canary(&order, old, share);
                     }
                     // A canary's roster change takes effect at once, not at
                     // the next placement: the bus may read past its
@@ -175,7 +213,8 @@ impl Garden {
     /// keys' messages from before and stops once it has read past it. It
     /// is not held there: a broadcast past its end may come before its
     /// last keyed message, and it must still take that one.
-    fn end_canary(&mut self, order: &DeployOrder) {
+    fn end_canary(&mut self, order: &DeployOrder, release: bool, runtime: &mut Runtime<RedisBus>) {
+        let olds = self.base_members();
         for c in self
             .canaries
             .iter_mut()
@@ -184,7 +223,88 @@ impl Garden {
             eprintln!("canary {} ends at position {}", c.id, order.at);
             c.until = Some(order.at);
             self.deployer.waiting = true;
+            for (group, ids) in &olds {
+                for old in ids.iter().filter(|_| *group == c.group) {
+                    if runtime.hold(old, Some(order.at)) {
+                        self.gates.push(Gate {
+                            old: old.clone(),
+                            canary: c.id.clone(),
+                            group: group.clone(),
+                            until: order.at,
+                            release,
+                        });
+                    }
+                }
+            }
         }
+    }
+
+    /// Let a held canary go once the old members passed its position, and
+    /// an old member once the canary passed its end; the members still
+    /// held at a gate.
+    fn open_gates(&mut self, runtime: &mut Runtime<RedisBus>) -> Vec<String> {
+        if !self.held_canaries.is_empty() || !self.gates.is_empty() {
+            self.deployer.waiting = true;
+        }
+        if std::time::Instant::now() < self.next_gate_check {
+            return self.gates.iter().map(|g| g.old.clone()).collect();
+        }
+        self.next_gate_check = std::time::Instant::now() + GATE_CHECK;
+        let olds = self.base_members();
+        let mut held = std::mem::take(&mut self.held_canaries);
+        held.retain(|id| {
+            let Some(c) = self.canaries.iter().find(|c| c.id == *id) else {
+                return false;
+            };
+            let members = olds
+                .iter()
+                .find(|(g, _)| *g == c.group)
+                .map_or(&[][..], |(_, ids)| ids.as_slice());
+            if !runtime.bus_mut().passed_by(&c.group, members, c.at) {
+                return true;
+            }
+            eprintln!("canary {id} takes its keys: the old members passed its position");
+            runtime.hold(id, None);
+            false
+        });
+        self.held_canaries = held;
+        let mut gates = std::mem::take(&mut self.gates);
+        gates.retain(|g| {
+            let canary = std::slice::from_ref(&g.canary);
+            if !runtime.bus_mut().passed_by(&g.group, canary, g.until) {
+                return true;
+            }
+            if g.release {
+                runtime.hold(&g.old, None);
+            }
+            false
+        });
+        self.gates = gates;
+        self.gates.iter().map(|g| g.old.clone()).collect()
+    }
+
+    /// Each shared subscribing group's members, canaries left out, in
+    /// plan order.
+    fn base_members(&self) -> Vec<(String, Vec<String>)> {
+        let mut rosters: Vec<(String, Vec<String>)> = Vec::new();
+        for (spec, _) in &self.wanted {
+            if self.canaries.iter().any(|c| c.id == spec.id) {
+                continue;
+            }
+            let info = spec.module.info();
+            let shares = info
+                .subscribes
+                .iter()
+                .any(|s| s.delivery == garden_host::types::Delivery::Shared && !s.addressed);
+            if !shares {
+                continue;
+            }
+            match rosters.iter_mut().find(|(g, _)| *g == info.name) {
+                Some((_, ids)) => ids.push(spec.id.clone()),
+                None => rosters.push((info.name.clone(), vec![spec.id.clone()])),
+            }
+        }
+        rosters
     }
 
     /// Stop the ended canaries that reached their end here; take those
@@ -205,6 +325,10 @@ impl Garden {
                     self.deployer.waiting = true;
                     continue;
                 }
+                // Its outputs out first; then its groups go, so the old
+                // members' gates see it done.
+                runtime.bus_mut().pump();
+                runtime.bus_mut().forget_groups(&c.id);
                 runtime.remove(&c.id);
                 audit.push(format!("canary {} of {} stopped here", c.id, c.module));
             }
@@ -219,7 +343,8 @@ impl Garden {
     /// wherever they are placed from now on (a canary's or a compete's
     /// code: its instance or its variants join).
     pub(super) fn switch(&mut self, runtime: &mut Runtime<RedisBus>) -> Vec<String> {
-        let (ready, refused) = self.deployer.step(runtime);
+        let gated = self.open_gates(runtime);
+        let (ready, refused) = self.deployer.step(runtime, &gated);
         let mut audit = refused;
         audit.extend(self.stop_canaries(runtime));
         for r in ready {
@@ -324,25 +449,7 @@ impl Garden {
     /// it in plan order (so each key goes to the same member on every
     /// daemon), with each canary's share from its position to its end.
     fn set_rosters(&self, runtime: &mut Runtime<RedisBus>) {
-        let mut rosters: Vec<(String, Vec<String>)> = Vec::new();
-        for (spec, _) in &self.wanted {
-            if self.canaries.iter().any(|c| c.id == spec.id) {
-                continue;
-            }
-            let info = spec.module.info();
-            let shares = info
-                .subscribes
-                .iter()
-                .any(|s| s.delivery == garden_host::types::Delivery::Shared && !s.addressed);
-            if !shares {
-                continue;
-            }
-            match rosters.iter_mut().find(|(g, _)| *g == info.name) {
-                Some((_, ids)) => ids.push(spec.id.clone()),
-                None => rosters.push((info.name.clone(), vec![spec.id.clone()])),
-            }
-        }
-        for (group, ids) in rosters {
+        for (group, ids) in self.base_members() {
             let mut versions = vec![(0, ids.clone())];
             for c in self.canaries.iter().filter(|c| c.group == group) {
                 versions.push((c.at, garden_host::bus::canary_roster(&c.id, c.share, &ids)));
@@ -362,7 +469,7 @@ impl Garden {
     /// and now belongs elsewhere (with its latest snapshot), with the
     /// rosters set first.
     pub(super) fn place(
-        &self,
+        &mut self,
         name: &str,
         live: &[String],
         runtime: &mut Runtime<RedisBus>,
@@ -370,6 +477,7 @@ impl Garden {
     ) {
         self.set_rosters(runtime);
         let running: Vec<String> = runtime.instances().into_iter().map(|i| i.id).collect();
+        let mut started: Vec<String> = Vec::new();
         for (spec, parent) in &self.wanted {
             let mine = cluster::owner(&spec.id, live) == Some(name);
             let here = running.contains(&spec.id);
@@ -400,6 +508,7 @@ impl Garden {
                     eprintln!("could not start {id}: {e}");
                     continue;
                 }
+                started.push(id.clone());
                 // A kept snapshot the module refuses (damaged, or from a
                 // version it does not read) must not cost the instance:
                 // it starts fresh instead.
@@ -422,6 +531,19 @@ impl Garden {
                     let _ = m.save_snapshots(&[(spec.id.clone(), s)]);
                 }
                 runtime.remove(&spec.id);
+            }
+        }
+        // A canary takes nothing until the old members have passed its
+        // position (`open_gates`).
+        for id in started {
+            if self
+                .canaries
+                .iter()
+                .any(|c| c.id == id && c.until.is_none())
+            {
+                runtime.hold(&id, Some(0));
+                self.held_canaries.push(id);
+                self.deployer.waiting = true;
             }
         }
     }

@@ -254,6 +254,9 @@ pub fn daemon(args: DaemonArgs) -> Result<()> {
             follower: Follower::default(),
             canaries: Vec::new(),
             unborn: Vec::new(),
+            held_canaries: Vec::new(),
+            gates: Vec::new(),
+            next_gate_check: Instant::now(),
             current: modules
                 .iter()
                 .map(|(c, m)| (c.name.clone(), m.clone(), c.cohort))

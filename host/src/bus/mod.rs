@@ -250,6 +250,20 @@ pub trait Bus {
     fn passed(&self, _instance: &str, _position: u64) -> bool {
         true
     }
+    /// Whether each of `members` of subscribing group `group` has handled
+    /// every shared delivery before bus position `position`, wherever it
+    /// runs: it has been given entries past it and has none before it
+    /// left unacknowledged (a member that never read took nothing). So a
+    /// key can move between members at a position with its order kept. A
+    /// bus without positions delivers at once: always.
+    fn passed_by(&mut self, _group: &str, _members: &[String], _position: u64) -> bool {
+        true
+    }
+    /// `instance` is done for good (a canary at its end, with everything
+    /// before its end handled): its shared consumer groups go, with
+    /// anything they still list as unacknowledged. Nothing for a bus
+    /// without groups.
+    fn forget_groups(&mut self, _instance: &str) {}
     /// Exchange with a remote backend: send what was published and
     /// acknowledged, fetch what waits. Whether anything arrived (or the
     /// backend is still catching up). The runtime calls it once per round.

@@ -16,8 +16,8 @@ use garden_tests::servers::Redis;
 
 use super::daemons::{decisions, field};
 use super::deploys::{
-    Daemon, PREFIX, ask, code_digest, daemon, evidence, garden, logs, past, publish, statuses,
-    wait_for, wait_until_code,
+    Daemon, PREFIX, ask, code_digest, daemon, evidence, garden, logs, past, statuses, wait_for,
+    wait_until_code,
 };
 
 /// Per plan, the instance that judged it.
@@ -38,6 +38,57 @@ fn judges(con: &mut redis::Connection) -> BTreeMap<u64, String> {
         }
     }
     out
+}
+
+/// Keys the canary test's plans are spread over: several plans per key,
+/// so a key's order can be checked across the canary's hand-overs.
+const KEYS: u64 = 400;
+
+/// Publish plans `range`, plan `n` keyed `k{n % KEYS}`.
+fn publish_keyed(producer: &mut garden_host::bus::RedisBus, range: std::ops::Range<u64>) {
+    use garden_host::bus::Bus;
+    for n in range {
+        let mut p = garden_tests::plan(n);
+        p.key = format!("k{}", n % KEYS);
+        producer.publish(p).expect("publishes");
+        if n % 200 == 199 {
+            producer.pump();
+        }
+    }
+    while producer.unsent() > 0 {
+        producer.pump();
+    }
+}
+
+/// Every key's plans were judged in the order they were published (the
+/// evidence stream's order), whichever instance judged them.
+fn assert_key_order(con: &mut redis::Connection) {
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("{PREFIX}:t:evidence"))
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .unwrap_or_default();
+    let mut last: BTreeMap<u64, (u64, String)> = BTreeMap::new();
+    for (_, fields) in &entries {
+        if let Ok((e, _, _)) = decode_entry("evidence", fields)
+            && let Body::Evidence(ev) = &e.body
+            && let Some(n) = ev
+                .plan_id
+                .strip_prefix('p')
+                .and_then(|n| n.parse::<u64>().ok())
+        {
+            if let Some((before, by)) = last.get(&(n % KEYS)) {
+                assert!(
+                    *before < n,
+                    "key k{}: plan {n} (by {}) judged after plan {before} (by {by})",
+                    n % KEYS,
+                    e.source
+                );
+            }
+            last.insert(n % KEYS, (n, e.source.clone()));
+        }
+    }
 }
 
 /// `garden deploy FILE --module expert-anomaly` as a canary.
@@ -69,13 +120,13 @@ fn a_canary_across_daemons_takes_its_share_stops_at_a_rollback_and_is_promoted()
     let mut con = redis::Client::open(redis.url())
         .and_then(|c| c.get_connection())
         .expect("raw connection");
-    publish(&mut producer, 0..500);
+    publish_keyed(&mut producer, 0..500);
     let first = garden_tests::rebuilt(dir.path(), "expert-anomaly", "0.2.0");
     let stdout = canary(&redis, &first, "25", "100000");
     assert!(stdout.contains("canary 25% watch 100000"), "{stdout}");
     assert!(stdout.contains("a canary instance joins"), "{stdout}");
     past(&mut con, &stdout);
-    publish(&mut producer, 500..2_500);
+    publish_keyed(&mut producer, 500..2_500);
     wait_for("evidence on every plan", Duration::from_secs(90), || {
         evidence(&mut con).len() == 2_500
     });
@@ -108,6 +159,12 @@ fn a_canary_across_daemons_takes_its_share_stops_at_a_rollback_and_is_promoted()
             .count()
     };
     assert_eq!(on("expert-anomaly@0.2.0 "), 1, "one canary instance");
+    // It took its keys only once the old members had passed its position.
+    assert!(
+        logs(dir.path()).contains("takes its keys: the old members passed its position"),
+        "{}",
+        logs(dir.path())
+    );
     assert_eq!(on("expert-anomaly@0.1.0 "), 4, "the old instances go on");
 
     // Taken back by hand: the canary stops at the rollback's position,
@@ -117,7 +174,7 @@ fn a_canary_across_daemons_takes_its_share_stops_at_a_rollback_and_is_promoted()
         &["rollback", "--module", "expert-anomaly", "--name", "b"],
     );
     past(&mut con, &stdout);
-    publish(&mut producer, 2_500..3_500);
+    publish_keyed(&mut producer, 2_500..3_500);
     wait_for(
         "evidence after the rollback",
         Duration::from_secs(60),
@@ -145,7 +202,7 @@ fn a_canary_across_daemons_takes_its_share_stops_at_a_rollback_and_is_promoted()
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut next = 3_500;
     loop {
-        publish(&mut producer, next..next + 50);
+        publish_keyed(&mut producer, next..next + 50);
         next += 50;
         let s = statuses(&redis);
         let promoted = s.len() == 2
@@ -188,6 +245,7 @@ fn a_canary_across_daemons_takes_its_share_stops_at_a_rollback_and_is_promoted()
         .map(|(_, _, f)| field(&f, "reason"))
         .collect();
     assert_eq!(reasons, ["deploy", "rollback: asked", "deploy", "promote"]);
+    assert_key_order(&mut con);
 }
 
 /// A population of four alpha variants with the panel behind them, bred

@@ -1353,6 +1353,72 @@ impl Bus for RedisBus {
         any && self.inboxes.get(instance).is_none_or(VecDeque::is_empty)
     }
 
+    fn passed_by(&mut self, group: &str, members: &[String], position: u64) -> bool {
+        let mut streams: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|r| r.shared.as_deref() == Some(group))
+            .map(|r| r.stream.clone())
+            .collect();
+        streams.sort_unstable();
+        streams.dedup();
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        let below = position.saturating_sub(1);
+        let end = format!("{}-{}", below >> 16, below & 0xffff);
+        for stream in &streams {
+            let groups: redis::streams::StreamInfoGroupsReply =
+                match redis::cmd("XINFO").arg("GROUPS").arg(stream).query(conn) {
+                    Ok(g) => g,
+                    Err(_) => return false,
+                };
+            for m in members {
+                let name = format!("k:{m}");
+                let Some(g) = groups.groups.iter().find(|g| g.name == name) else {
+                    // Never made: it took nothing.
+                    continue;
+                };
+                if entry_position(&g.last_delivered_id) < position {
+                    return false;
+                }
+                let pending: redis::RedisResult<Vec<Value>> = redis::cmd("XPENDING")
+                    .arg(stream)
+                    .arg(&name)
+                    .arg("-")
+                    .arg(&end)
+                    .arg(1)
+                    .query(conn);
+                if !pending.is_ok_and(|p| p.is_empty()) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn forget_groups(&mut self, instance: &str) {
+        let doomed: Vec<(String, String)> = self
+            .routes
+            .iter()
+            .filter(|r| r.shared.is_some() && r.members.iter().any(|m| m == instance))
+            .map(|r| (r.stream.clone(), r.group.clone()))
+            .collect();
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        for (stream, group) in doomed {
+            let gone: redis::RedisResult<Value> = redis::cmd("XGROUP")
+                .arg("DESTROY")
+                .arg(&stream)
+                .arg(&group)
+                .query(conn);
+            if let Err(e) = gone {
+                tracing::warn!(%stream, %group, "could not drop a finished group: {e}");
+            }
+        }
+    }
+
     fn unsubscribe(&mut self, instance: &str) {
         for r in &mut self.routes {
             r.members.retain(|m| m != instance);
