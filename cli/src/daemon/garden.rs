@@ -351,19 +351,28 @@ impl Garden {
             if !self.modules.iter().any(|m| m.digest() == r.new.digest()) {
                 self.modules.push(r.new.clone());
             }
+            // What the audit log keeps of it: the code, who signed it, how
+            // it takes over.
+            let what = format!(
+                "deploy of {} to {} ({}, signed by {})",
+                r.new.label(),
+                r.module,
+                r.rollout,
+                r.new.signer().map_or_else(
+                    || "nobody".to_string(),
+                    |(key, name)| format!("{name} {key}")
+                )
+            );
             match r.rollout {
                 Rollout::Replace => {}
                 Rollout::Canary { .. } => {
                     self.add_canary(&r.new);
+                    audit.push(format!("{what}: ready here, its canary joins"));
                     continue;
                 }
                 Rollout::Compete { .. } => {
                     self.born_on(r.new.digest());
-                    audit.push(format!(
-                        "deploy of {} to {} ready here: its variants compete",
-                        r.new.label(),
-                        r.module
-                    ));
+                    audit.push(format!("{what}: ready here, its variants compete"));
                     continue;
                 }
             }
@@ -375,12 +384,7 @@ impl Garden {
             if let Some(c) = self.current.iter_mut().find(|(n, ..)| *n == r.module) {
                 c.1 = r.new.clone();
             }
-            audit.push(format!(
-                "deploy of {} to {}: ready here, replacing {}",
-                r.new.label(),
-                r.module,
-                r.old.label()
-            ));
+            audit.push(format!("{what}: ready here, replacing {}", r.old.label()));
         }
         audit
     }
