@@ -279,6 +279,18 @@ impl Deployer {
         (ready, refused)
     }
 
+    /// Whether a `replace` here will still move the instances of code
+    /// `digest` (it is not refused or superseded).
+    pub(super) fn replacing(&self, digest: &str) -> bool {
+        self.rolling.iter().any(|r| {
+            r.old.digest() == digest
+                && r.order.rollout == Rollout::Replace
+                && r.order.digest != digest
+                && r.refused.is_none()
+                && !r.superseded
+        })
+    }
+
     /// Whether code `digest` is a deploy's that is loading here.
     pub(super) fn loading(&self, digest: &str) -> bool {
         self.rolling.iter().any(|r| {

@@ -61,15 +61,14 @@ pub(super) struct Garden {
 }
 
 /// An old member held at a canary's end, `until`, while the canary
-/// handles what it has before.
+/// handles what it has before. When the gate opens, a deploy that switches
+/// the member there does so; with none (a rollback, or new code refused
+/// here), the member is let go on its code.
 pub(super) struct Gate {
     old: String,
     canary: String,
     group: String,
     until: u64,
-    /// Let it go at once when the gate opens (a rollback: the old code
-    /// goes on); otherwise a deploy switches it there.
-    release: bool,
 }
 
 /// How often held canaries and gates are asked about.
@@ -139,8 +138,6 @@ impl Garden {
                     );
                     let found = self.current.iter().find(|(n, ..)| *n == order.module);
                     let (old, cohort) = found.map_or((None, 1), |(_, m, c)| (Some(m.clone()), *c));
-                    let switches = order.rollout == Rollout::Replace
-                        && old.as_ref().is_some_and(|o| o.digest() != order.digest);
                     let known = self
                         .modules
                         .iter()
@@ -154,7 +151,7 @@ impl Garden {
                     }
                     // After the deploy took its holds: the old members
                     // hold at a canary's end too, until it passed it.
-                    self.end_canary(&order, !switches, runtime);
+                    self.end_canary(&order, runtime);
                     if let (Rollout::Canary { share, .. }, Some(old)) = (order.rollout, &old) {
                         self.start_canary(&order, old, share);
                     }
@@ -213,7 +210,7 @@ impl Garden {
     /// keys' messages from before and stops once it has read past it. It
     /// is not held there: a broadcast past its end may come before its
     /// last keyed message, and it must still take that one.
-    fn end_canary(&mut self, order: &DeployOrder, release: bool, runtime: &mut Runtime<RedisBus>) {
+    fn end_canary(&mut self, order: &DeployOrder, runtime: &mut Runtime<RedisBus>) {
         let olds = self.base_members();
         for c in self
             .canaries
@@ -231,7 +228,6 @@ impl Garden {
                             canary: c.id.clone(),
                             group: group.clone(),
                             until: order.at,
-                            release,
                         });
                     }
                 }
@@ -274,7 +270,10 @@ impl Garden {
             if !runtime.bus_mut().passed_by(&g.group, canary, g.until) {
                 return true;
             }
-            if g.release {
+            let switching = runtime
+                .code_of(&g.old)
+                .is_some_and(|(code, _)| self.deployer.replacing(code.digest()));
+            if !switching {
                 runtime.hold(&g.old, None);
             }
             false

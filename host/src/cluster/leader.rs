@@ -130,7 +130,7 @@ impl Leader {
             quarantined: HashMap::new(),
             lost: false,
             refused: 0,
-            deploys: DeployWork::new(plan, log.recoded()),
+            deploys: DeployWork::new(plan, log.recoded(), lineage),
             unfit: Vec::new(),
         })
     }

@@ -66,6 +66,9 @@ pub(super) struct DeployWork {
     pending: Vec<Work>,
     /// Replaces to judge on fitness once acted on past their watch.
     judges: Vec<Judge>,
+    /// Per code, the living variants a logged recode moved to it, and the
+    /// bar: what a new leader judges a recoded deploy by.
+    moved: HashMap<String, (Vec<String>, usize)>,
 }
 
 /// A `replace` to judge on fitness.
@@ -103,8 +106,20 @@ pub(super) struct Engine<'a, H: Habitat> {
 
 impl DeployWork {
     /// Work on the population of `plan`, with the recodes of deploys
-    /// `recoded` (indices) in the log already.
-    pub(super) fn new(plan: &[Planned], recoded: &[usize]) -> DeployWork {
+    /// `recoded` (indices) in the log already, and the `lineage` it
+    /// holds.
+    pub(super) fn new(
+        plan: &[Planned],
+        recoded: &[usize],
+        lineage: &[LineageRecord],
+    ) -> DeployWork {
+        let mut moved: HashMap<String, (Vec<String>, usize)> = HashMap::new();
+        for r in lineage.iter().filter(|r| r.death_bar.is_none()) {
+            if let Some((bar, digest)) = r.code_changes.last() {
+                let entry = moved.entry(digest.clone()).or_insert((Vec::new(), *bar));
+                entry.0.push(r.id.clone());
+            }
+        }
         let mut running = HashMap::new();
         for p in plan.iter().filter(|p| p.population) {
             running
@@ -114,6 +129,7 @@ impl DeployWork {
         DeployWork {
             running,
             recoded: recoded.iter().copied().collect(),
+            moved,
             ..DeployWork::default()
         }
     }
@@ -138,6 +154,20 @@ impl DeployWork {
             };
             match d.rollout {
                 Rollout::Replace if *running != d.digest => {
+                    // Recoded under an earlier leader: judged here still.
+                    if let (true, Some(rule), Some((ids, bar))) = (
+                        self.recoded.contains(&i),
+                        d.fitness,
+                        self.moved.get(&d.digest),
+                    ) {
+                        self.judges.push(Judge {
+                            module: d.module.clone(),
+                            digest: d.digest.clone(),
+                            ids: ids.clone(),
+                            since: *bar,
+                            rule,
+                        });
+                    }
                     if !self.recoded.contains(&i) {
                         self.pending.push(Work::Recode {
                             deploy: i,
