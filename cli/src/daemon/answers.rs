@@ -14,7 +14,7 @@ use garden_host::config::RollbackConfig;
 use super::Daemon;
 
 /// A deploy to decide: what, and who asked and why.
-struct Asked<'a> {
+struct Deciding<'a> {
     module: &'a str,
     digest: &'a str,
     request: &'a str,
@@ -76,7 +76,7 @@ impl Daemon {
                     self.check_code(&r.module, &digest, r.downgrade)?;
                     self.check_rollout(&r.module, r.rollout, r.fitness.is_some())?;
                 }
-                let order = Asked {
+                let order = Deciding {
                     module: &r.module,
                     digest: &digest,
                     request: &r.id,
@@ -120,7 +120,7 @@ impl Daemon {
     fn decide_deploy(
         &mut self,
         term: u64,
-        a: &Asked,
+        a: &Deciding,
         (rollout, fitness): (Rollout, Option<FitnessRule>),
     ) -> Result<(), String> {
         let now = self
@@ -229,7 +229,7 @@ impl Daemon {
         let by = self.membership_key();
         let reason = format!("{}: {why}", DeployOrder::ROLLBACK);
         let decided = self.previous_code(&d.module).and_then(|previous| {
-            let order = Asked {
+            let order = Deciding {
                 module: &d.module,
                 digest: &previous,
                 request: &d.request,
@@ -297,7 +297,7 @@ impl Daemon {
                 continue;
             }
             let by = self.membership_key();
-            let order = Asked {
+            let order = Deciding {
                 module: &d.module,
                 digest: &d.digest,
                 request: &d.request,

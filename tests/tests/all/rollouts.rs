@@ -578,6 +578,35 @@ fn a_downgrade_is_refused_unless_asked_for() {
     wait_for("the downgrade refused", Duration::from_secs(10), || {
         logs(dir.path()).contains("its version 0.2.0 is older than the 0.3.0 running")
     });
+    // The flag cannot be added to a signed request: a copy of the refused
+    // one with `downgrade` added fails its signature and changes nothing.
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+        .arg(format!("{PREFIX}:requests"))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(&mut con)
+        .expect("the refused request");
+    let (_, fields) = last.first().expect("a request");
+    let mut forged = redis::cmd("XADD");
+    forged.arg(format!("{PREFIX}:requests")).arg("*");
+    for (k, v) in fields {
+        forged.arg(k).arg(v);
+    }
+    forged.arg("downgrade").arg("yes");
+    let _: String = forged.query(&mut con).expect("XADD");
+    wait_for("the forged flag refused", Duration::from_secs(10), || {
+        statuses(&redis).iter().any(|d| d.refused >= 1)
+    });
+    let deploys = decisions(&mut con, PREFIX)
+        .iter()
+        .filter(|(_, k, _)| k == "deploy")
+        .count();
+    assert_eq!(deploys, 1, "only the upgrade was decided");
     // Asked for, it is deployed.
     let asked = deploy(&older, &["--allow-downgrade"]);
     let out = String::from_utf8_lossy(&asked.stdout);
