@@ -19,10 +19,16 @@ pub fn full() -> PipelineConfig {
     full
 }
 
-/// [`full`] without the MicroTape and the token and divergence experts:
-/// alpha, regime, anomaly expert, fusion, decision, trader.
+/// [`full`] without the curators, sharing, the MicroTape and the token and
+/// divergence experts: alpha, regime, anomaly expert, fusion, decision,
+/// trader.
 pub fn lean() -> PipelineConfig {
-    let mut lean = full();
+    // Issue #3's pipeline had neither curators nor sharing: the embedded
+    // pipeline's own ablations take them out.
+    let mut lean = full()
+        .ablated("sharing")
+        .and_then(|c| c.ablated("curators"))
+        .expect("the embedded pipeline's ablations apply");
     lean.modules
         .retain(|m| !PANEL_ONLY.contains(&m.name.as_str()));
     for m in lean.modules.iter_mut().filter(|m| m.name == "fusion") {

@@ -1,5 +1,6 @@
 //! `garden`: the host daemon and command line.
 
+mod ablate;
 mod daemon;
 mod deploy_cmd;
 mod integrity_cmd;

@@ -12,7 +12,7 @@ use garden_host::config::PipelineConfig;
 use garden_host::feed;
 use garden_host::integrity;
 use garden_host::records::{RECORDED_TOPICS, Recorder};
-use garden_host::replay::{ReplayOptions, replay_with};
+use garden_host::replay::{ReplayOptions, replay_timeline_with};
 use garden_host::{Engine, render};
 use garden_report::latency::Latency;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -28,11 +28,15 @@ const METRICS_STALE: Duration = Duration::from_secs(30);
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// OHLCV CSV file to replay (default: the bundled EURUSD_H1 sample).
+    /// Repeat it to replay several instruments on one timeline, merged by
+    /// time, each bar published under its own symbol.
     #[arg(long, value_name = "FILE.csv")]
-    data: Option<PathBuf>,
-    /// Symbol for the data (default: the file name up to the first `_` or `.`).
+    data: Vec<PathBuf>,
+    /// Symbol for the data (default: the file name up to the first `_` or
+    /// `.`). With several `--data`, repeat it: the first names the first
+    /// file, and so on.
     #[arg(long)]
-    symbol: Option<String>,
+    symbol: Vec<String>,
     /// Pipeline configuration (default: the embedded pipeline.toml).
     #[arg(long, value_name = "FILE.toml")]
     config: Option<PathBuf>,
@@ -107,6 +111,12 @@ pub struct RunArgs {
     /// Run a module older than one this host ran before, on purpose.
     #[arg(long)]
     allow_downgrade: bool,
+    /// Also replay with the pipeline's ablation NAME (`[ablation.NAME]`:
+    /// modules dropped, settings changed), on the same bars and seed, and
+    /// print each arm's out-of-sample figures side by side; repeat for
+    /// more arms (the embedded pipeline has `curators` and `sharing`).
+    #[arg(long, value_name = "NAME")]
+    ablate: Vec<String>,
 }
 
 pub(crate) fn default_cache_dir() -> Option<PathBuf> {
@@ -199,7 +209,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(url) = config.bus.url.take() {
         config.bus.url = Some(args.passwords.bus(url)?);
     }
-    let (rows, data_name, symbol) = read_data(&args)?;
+    let (timeline, data_name) = read_data(&args)?;
+    let symbol = timeline.symbol(0).to_string();
     let cache = if args.no_cache {
         None
     } else {
@@ -223,7 +234,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         &store_url,
         args.allow_downgrade,
     )?;
-    let bar = progress_bar(rows.len());
+    let bar = progress_bar(timeline.len());
     let options = ReplayOptions {
         seed,
         variants: args.variants,
@@ -236,6 +247,29 @@ pub fn run(args: RunArgs) -> Result<()> {
         // Read, verified and compiled from now on, off the message path.
         deploys: garden_host::loader::deploy::start_all(&engine, &trust, &config),
     };
+    if !args.ablate.is_empty() {
+        if args.records
+            || args.report.is_some()
+            || config.bus.url.is_some()
+            || args.metrics.is_some()
+        {
+            anyhow::bail!(
+                "--ablate runs every arm on the memory bus and keeps no records: drop --records, --report, --metrics and --bus"
+            );
+        }
+        for name in &args.ablate {
+            config.ablated(name)?;
+        }
+        return crate::ablate::run(
+            &args.ablate,
+            &config,
+            &engine,
+            &modules,
+            &timeline,
+            &options,
+            args.json,
+        );
+    }
     let watched = args.metrics.map(Watched::serve).transpose()?;
     let progress = |n: usize, view: &dyn garden_host::replay::View| {
         if let Some(bar) = &bar
@@ -315,14 +349,14 @@ pub fn run(args: RunArgs) -> Result<()> {
                 redis.prefix
             );
             let bus = RedisBus::connect(redis)?;
-            replay_with(
-                bus, engine, &config, &modules, &rows, options, &taps, record, progress,
+            replay_timeline_with(
+                bus, engine, &config, &modules, &timeline, options, &taps, record, progress,
             )?
         }
         None => {
             let bus = MemoryBus::new(config.limits.inbox_capacity);
-            replay_with(
-                bus, engine, &config, &modules, &rows, options, &taps, record, progress,
+            replay_timeline_with(
+                bus, engine, &config, &modules, &timeline, options, &taps, record, progress,
             )?
         }
     };
@@ -468,25 +502,48 @@ fn never_started(instances: &[garden_host::runtime::InstanceReport]) -> Result<(
     )
 }
 
-/// The rows to replay, their name and their symbol: `--data`, or the
-/// bundled file.
-fn read_data(args: &RunArgs) -> Result<(Vec<feed::csv::Row>, String, String)> {
-    Ok(match &args.data {
-        Some(path) => (
-            feed::csv::read_path(path)?,
-            path.display().to_string(),
-            args.symbol
-                .clone()
-                .unwrap_or_else(|| feed::symbol_from_path(path)),
-        ),
-        None => (
-            feed::csv::read(feed::BUNDLED_CSV.as_bytes(), feed::BUNDLED_NAME)?,
+/// The bars to replay and their name: every `--data` file under its
+/// symbol (`--symbol` in the same order, or from the file name), merged
+/// by time; or the bundled file.
+fn read_data(args: &RunArgs) -> Result<(feed::Timeline, String)> {
+    if args.data.is_empty() {
+        let rows = feed::csv::read(feed::BUNDLED_CSV.as_bytes(), feed::BUNDLED_NAME)?;
+        let symbol = args
+            .symbol
+            .first()
+            .cloned()
+            .unwrap_or_else(|| feed::BUNDLED_SYMBOL.to_string());
+        return Ok((
+            feed::Timeline::single(&symbol, &rows),
             feed::BUNDLED_NAME.to_string(),
-            args.symbol
-                .clone()
-                .unwrap_or_else(|| feed::BUNDLED_SYMBOL.to_string()),
-        ),
-    })
+        ));
+    }
+    if args.symbol.len() > args.data.len() {
+        anyhow::bail!(
+            "{} --symbol for {} --data: give at most one symbol per file, in the same order",
+            args.symbol.len(),
+            args.data.len()
+        );
+    }
+    let mut series = Vec::with_capacity(args.data.len());
+    for (i, path) in args.data.iter().enumerate() {
+        let symbol = args
+            .symbol
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| feed::symbol_from_path(path));
+        if series.iter().any(|(s, _)| *s == symbol) {
+            anyhow::bail!("symbol {symbol} is given to two files; name them apart with --symbol");
+        }
+        series.push((symbol, feed::csv::read_path(path)?));
+    }
+    let name = args
+        .data
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ");
+    Ok((feed::Timeline::merge(series), name))
 }
 
 /// A progress bar over `bars` bars, on a terminal only.

@@ -1,11 +1,13 @@
 // Type declarations of the JavaScript SDK (garden-sdk.js), for editors and
-// TypeScript authors. The records follow wit/garden.wit (garden:pipeline@0.3.0)
+// TypeScript authors. The records follow wit/garden.wit (garden:pipeline@0.4.0)
 // as the SDK hands them to a module: 64-bit fields are Numbers.
 
 export type Side = 'long' | 'short';
 export type Verdict = 'approve' | 'modify' | 'reject';
-export type FillKind = 'entry' | 'stop' | 'target' | 'horizon' | 'close';
+export type FillKind = 'entry' | 'stop' | 'target' | 'horizon' | 'close' | 'cancel';
 export type Level = 'trace' | 'debug' | 'info' | 'warn' | 'error';
+export type CuratorAction = 'pass' | 'veto' | 'nudge' | 'missing';
+export type NudgeTarget = 'log-odds' | 'confidence' | 'size';
 
 export interface Bar { symbol: string; time: number; open: number; high: number; low: number; close: number; volume: number }
 export interface Plan {
@@ -15,13 +17,21 @@ export interface Plan {
 export interface Evidence { planId: string; expert: string; llr: number; reason: string }
 export interface ScoredPlan {
   plan: Plan; priorLogOdds: number; logOdds: number; confidence: number;
-  experts: string[]; missing: string[]; confirmed: boolean;
+  experts: string[]; missing: string[]; confirmed: boolean; curation: Curation[];
 }
-export interface Decision { plan: Plan; verdict: Verdict; size: number; confidence: number; reason: string }
+export interface Decision {
+  plan: Plan; verdict: Verdict; size: number; confidence: number; reason: string; curation: Curation[];
+}
 export interface Fill {
   planId: string; origin: string; symbol: string; side: Side; kind: FillKind;
-  price: number; size: number; fee: number; time: number;
+  price: number; size: number; fee: number; time: number; curation: Curation[];
 }
+/** A curator's verdict about one plan (docs/curators.md). */
+export interface Curation {
+  planId: string; curator: string; action: CuratorAction; target: NudgeTarget; amount: number; reason: string;
+}
+/** What a module shares with the others on the `intel` topic. */
+export interface Intel { subject: string; scope: string; values: Metric[]; samples: number }
 export interface Feedback { planId: string; origin: string; pnl: number; exit: FillKind; barsHeld: number }
 export interface Metric { name: string; value: number }
 export interface Fitness { subject: string; values: number[]; trades: number; metrics: Metric[] }
@@ -40,6 +50,8 @@ export type Body =
   | { tag: 'fitness'; val: Fitness }
   | { tag: 'context'; val: ContextChange }
   | { tag: 'tape'; val: Tape }
+  | { tag: 'curation'; val: Curation }
+  | { tag: 'intel'; val: Intel }
   | { tag: 'end-of-stream' }
   | { tag: 'retired'; val: string }
   | { tag: 'custom'; val: Uint8Array };

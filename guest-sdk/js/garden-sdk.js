@@ -2,11 +2,11 @@
 //
 // A module is a class extending `Module`; the app file exports
 // `module = exportModule(MyModule, host)` (with `import * as host from
-// 'garden:pipeline/host@0.3.0'`), and `jco componentize` with the QuickJS
+// 'garden:pipeline/host@0.4.0'`), and `jco componentize` with the QuickJS
 // backend builds the component (see README, "Write a module in
 // JavaScript"). What the SDK hides:
 //
-// * the batch, the name table and cohort members of WIT 0.3.0: the module
+// * the batch, the name table and cohort members of the WIT: the module
 //   sees one message at a time, with topic and publisher as strings;
 // * 64-bit fields: the WIT's `time` fields (s64) and `seq` (u64) arrive
 //   as BigInt (StarlingMonkey) or Number (QuickJS); the module always sees
@@ -133,7 +133,7 @@ const message = (e) => (e instanceof Error ? `${e.name}: ${e.message}` : String(
 
 /**
  * The object jco exports as the `module` interface for `cls`. `host` is
- * `garden:pipeline/host@0.3.0` (its `log` and `now`), or undefined in tests.
+ * `garden:pipeline/host@0.4.0` (its `log` and `now`), or undefined in tests.
  */
 export function exportModule(cls, host) {
   const members = [];

@@ -7,7 +7,7 @@
 //! two host functions ([`log`], [`now`]) and a few helpers. A module sends
 //! messages by adding them to its [`Outbox`]; the host delivers them if the
 //! message being handled succeeded. The host hands an instance its waiting
-//! messages in batches (`on-messages`, WIT 0.3.0); the SDK hides the batch
+//! messages in batches (`on-messages`); the SDK hides the batch
 //! and calls [`Module::on_message`] once per message. Topic and publisher
 //! names arrive as numbers in a table the SDK keeps, and an [`Envelope`]
 //! gives them back as shared strings ([`Name`]), so no string is made per
@@ -56,7 +56,9 @@
 //! Build it with `cargo build --target wasm32-wasip2 --release`: the result
 //! is a component the garden host loads.
 
+pub mod curation;
 pub mod indicators;
+pub mod join;
 
 /// The README's module example, compiled as a doctest so it stays true.
 #[cfg(doctest)]
@@ -80,9 +82,10 @@ pub mod bindings {
 mod helpers;
 
 pub use bindings::garden::pipeline::types::{
-    Bar, Body, ContextChange, Decision, Delivery, Evidence, Feedback, Fill, FillKind, Fitness,
-    Gene, GeneKind, GeneValue, Info, InitContext, Level, Metric, Output, Param, Plan, ScoredPlan,
-    Setting, Side, Snapshot, Subscription, Tape, Timestamp, Verdict,
+    Bar, Body, ContextChange, Curation, CuratorAction, Decision, Delivery, Evidence, Feedback,
+    Fill, FillKind, Fitness, Gene, GeneKind, GeneValue, Info, InitContext, Intel, Level, Metric,
+    NudgeTarget, Output, Param, Plan, ScoredPlan, Setting, Side, Snapshot, Subscription, Tape,
+    Timestamp, Verdict,
 };
 
 /// A topic or instance name, shared rather than copied per message.

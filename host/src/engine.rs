@@ -121,7 +121,7 @@ pub enum LoadError {
 }
 
 /// The WIT package and world every module must target.
-pub const WIT_PACKAGE: &str = "garden:pipeline@0.3.0";
+pub const WIT_PACKAGE: &str = "garden:pipeline@0.4.0";
 /// See [`WIT_PACKAGE`].
 pub const WIT_WORLD: &str = "garden-module";
 

@@ -50,6 +50,7 @@ pub fn table(s: &RunSummary) -> String {
         evolution(&mut out, e, s.bars);
     }
     reports(&mut out, s);
+    out_of_sample(&mut out, s);
     deploys(&mut out, s);
     cost_per_module(&mut out, s);
     totals(&mut out, s);
@@ -245,6 +246,67 @@ fn evolution(out: &mut String, e: &EvolutionReport, bars: usize) {
         pct(Some(e.buy_and_hold.out_of_sample_return)),
         e.buy_and_hold.out_of_sample_sharpe
     );
+    for (symbol, r) in &e.buy_and_hold.per_symbol {
+        let _ = writeln!(
+            out,
+            "  {:<26} {:>10} {:>10} {:>10}",
+            format!("  holding {symbol}"),
+            "-",
+            "-",
+            pct(Some(*r))
+        );
+    }
+}
+
+/// The subjects reported with values (e.g. the trader's `portfolio`),
+/// over the out-of-sample bars.
+fn out_of_sample(out: &mut String, s: &RunSummary) {
+    let Some(from) = s.out_of_sample.first().map(|w| w.from_bar) else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "
+out of sample, bars {from}..{}:",
+        s.bars
+    );
+    window_rows(out, "", &s.out_of_sample);
+}
+
+/// One row per window score, each prefixed by `arm`.
+fn window_rows(out: &mut String, arm: &str, scores: &[crate::replay::WindowScore]) {
+    for w in scores {
+        let _ = writeln!(
+            out,
+            "  {arm:<12}{:<20} return {:>+8.3}%  sharpe {:>7.3}  drawdown {:>6.2}%  trades {}",
+            w.subject,
+            w.total_return * 100.0,
+            w.sharpe,
+            w.max_drawdown * 100.0,
+            w.trades
+        );
+    }
+}
+
+/// `garden run --ablate`: each arm's out-of-sample figures, side by side.
+pub fn ablation(arms: &[(String, RunSummary)]) -> String {
+    let mut out = String::new();
+    let Some((_, first)) = arms.first() else {
+        return out;
+    };
+    let from = first.out_of_sample.first().map_or(0, |w| w.from_bar);
+    let _ = writeln!(
+        out,
+        "garden run --ablate: seed {}, data {}, out of sample bars {from}..{}",
+        first.seed, first.data, first.bars
+    );
+    for (arm, s) in arms {
+        if s.out_of_sample.is_empty() {
+            let _ = writeln!(out, "  {arm:<12}(no subject reported values)");
+        }
+        window_rows(&mut out, arm, &s.out_of_sample);
+    }
+    out
 }
 
 /// The reports modules published, one line each.
@@ -263,7 +325,19 @@ fn reports(out: &mut String, s: &RunSummary) {
                     }
                 })
                 .collect();
-            let _ = writeln!(out, "  {}: {}", r.subject, metrics.join(", "));
+            if metrics.is_empty() && r.steps > 0 {
+                let _ = writeln!(
+                    out,
+                    "  {}: return {:+.3}%, sharpe {:.3}, drawdown {:.2}%, trades {}",
+                    r.subject,
+                    (r.final_value / r.start_value - 1.0) * 100.0,
+                    r.sharpe,
+                    r.max_drawdown * 100.0,
+                    r.trades
+                );
+            } else {
+                let _ = writeln!(out, "  {}: {}", r.subject, metrics.join(", "));
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::bindings::types::Body;
 use crate::bus::{Bus, BusStats, MemoryBus};
 use crate::config::{ModuleConfig, PipelineConfig};
 use crate::engine::{Engine, Module};
-use crate::feed::{self, csv::Row};
+use crate::feed::{self, Timeline, csv::Row};
 use crate::genes::ParamError;
 use crate::loader::PipelineError;
 use crate::replication::{Evolver, Habitat, LineageRecord};
@@ -130,10 +130,59 @@ pub struct EvolvedVariant {
 /// Holding the replayed series over the out-of-sample part.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuyAndHold {
-    /// Last close over first close, minus one.
+    /// Last close over first close, minus one (with several symbols, of
+    /// an equal-weight basket of them).
     pub out_of_sample_return: f64,
-    /// Sharpe-like score of the closes.
+    /// Sharpe-like score of the closes (of the basket's value).
     pub out_of_sample_sharpe: f64,
+    /// With several symbols: each one's return over the same bars.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_symbol: Vec<(String, f64)>,
+}
+
+impl BuyAndHold {
+    /// Holding every symbol of `timeline` in equal parts from bar `cut` on.
+    fn from(timeline: &Timeline, cut: usize, steps_per_year: f64) -> Self {
+        let n = timeline.symbols.len();
+        let mut first: Vec<Option<f64>> = vec![None; n];
+        let mut last: Vec<Option<f64>> = vec![None; n];
+        let mut values = Vec::with_capacity(timeline.len().saturating_sub(cut));
+        for (i, row) in timeline.bars.iter().skip(cut) {
+            if let (Some(f), Some(l)) = (first.get_mut(*i), last.get_mut(*i)) {
+                f.get_or_insert(row.close);
+                *l = Some(row.close);
+            }
+            // The basket: each symbol seen so far at last over first.
+            let held: Vec<f64> = first
+                .iter()
+                .zip(&last)
+                .filter_map(|(f, l)| match (f, l) {
+                    (Some(f), Some(l)) if *f > 0.0 => Some(l / f),
+                    _ => None,
+                })
+                .collect();
+            if !held.is_empty() {
+                values.push(held.iter().sum::<f64>() / held.len() as f64);
+            }
+        }
+        let returns: Vec<(String, f64)> = timeline
+            .symbols
+            .iter()
+            .zip(first.iter().zip(&last))
+            .map(|(s, (f, l))| {
+                let r = match (f, l) {
+                    (Some(f), Some(l)) if *f > 0.0 => l / f - 1.0,
+                    _ => 0.0,
+                };
+                (s.clone(), r)
+            })
+            .collect();
+        BuyAndHold {
+            out_of_sample_return: returns.iter().map(|(_, r)| r).sum::<f64>() / n.max(1) as f64,
+            out_of_sample_sharpe: scoring::sharpe(&values, steps_per_year),
+            per_symbol: if n > 1 { returns } else { Vec::new() },
+        }
+    }
 }
 
 /// What evolution did and how its best compares, out of sample.
@@ -187,6 +236,26 @@ pub struct RunSummary {
     pub reports: Vec<Score>,
     /// What each deploy did, in order.
     pub deploys: Vec<crate::rollout::DeployReport>,
+    /// Each reported subject with values outside the population (e.g. the
+    /// trader's `portfolio`), scored over the out-of-sample bars only.
+    pub out_of_sample: Vec<WindowScore>,
+}
+
+/// A subject's figures over the out-of-sample bars of a run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WindowScore {
+    /// The subject.
+    pub subject: String,
+    /// First bar of the window.
+    pub from_bar: usize,
+    /// Last value over first, minus one.
+    pub total_return: f64,
+    /// Sharpe-like score of its values.
+    pub sharpe: f64,
+    /// Largest fall from a running peak, as a fraction of that peak.
+    pub max_drawdown: f64,
+    /// Trades it made in the window.
+    pub trades: u32,
 }
 
 /// What a replay shows its progress callback while it runs (for
@@ -261,6 +330,9 @@ pub struct Replay<B: Bus = MemoryBus> {
     deployed: Vec<crate::rollout::DeployReport>,
     /// Deploys that can still be taken back.
     watched: Vec<crate::rollout::Rollout>,
+    /// First bar of the out-of-sample part (evolution's, or the share the
+    /// pipeline's `[evolution] out_of_sample` gives).
+    cut: usize,
 }
 
 impl Replay<MemoryBus> {
@@ -337,6 +409,7 @@ impl<B: Bus> Replay<B> {
             current,
             deployed: Vec::new(),
             watched: Vec::new(),
+            cut: crate::replication::cut_bar(options.total_bars, config.evolution.out_of_sample),
             runtime,
             board: Scoreboard::default(),
             feed_topic: config.feed_topic.clone(),
@@ -350,9 +423,16 @@ impl<B: Bus> Replay<B> {
         })
     }
 
-    /// Feed one row, run until every instance is idle, then let the
-    /// population breed.
+    /// Feed one row of the run's symbol ([`ReplayOptions::symbol`]).
     pub fn feed(&mut self, row: &Row) {
+        let symbol = std::mem::take(&mut self.options.symbol);
+        self.feed_bar(&symbol, row);
+        self.options.symbol = symbol;
+    }
+
+    /// Feed one bar of `symbol`, run until every instance is idle, then
+    /// let the population breed.
+    pub fn feed_bar(&mut self, symbol: &str, row: &Row) {
         while self
             .pending
             .front()
@@ -373,7 +453,7 @@ impl<B: Bus> Replay<B> {
                 self.deployed.push(report);
             }
         }
-        let message = feed::bar_message(&self.feed_topic, &self.options.symbol, row);
+        let message = feed::bar_message(&self.feed_topic, symbol, row);
         self.runtime.publish(message);
         self.runtime.run_until_idle();
         self.collect();
@@ -403,10 +483,21 @@ impl<B: Bus> Replay<B> {
 
     /// [`Replay::finish`], also returning the tapped messages not yet taken.
     pub fn finish_tapped(
-        mut self,
+        self,
         rows: &[Row],
         elapsed_secs: f64,
     ) -> (RunSummary, Vec<Arc<crate::Envelope>>) {
+        let timeline = Timeline::single(&self.options.symbol, rows);
+        self.finish_timeline(&timeline, elapsed_secs)
+    }
+
+    /// [`Replay::finish_tapped`] for a run of several symbols.
+    pub fn finish_timeline(
+        mut self,
+        timeline: &Timeline,
+        elapsed_secs: f64,
+    ) -> (RunSummary, Vec<Arc<crate::Envelope>>) {
+        let rows = timeline.rows();
         let last = rows.last().map_or(0, |r| r.time);
         self.runtime.end_of_stream(last);
         self.runtime.run_until_idle();
@@ -480,14 +571,7 @@ impl<B: Bus> Replay<B> {
                 })
                 .map(pick);
             let control = lineage.iter().find(|l| l.control).map(pick);
-            let closes: Vec<f64> = rows.iter().skip(cut).map(|r| r.close).collect();
-            let buy_and_hold = BuyAndHold {
-                out_of_sample_return: match (closes.first(), closes.last()) {
-                    (Some(a), Some(b)) if *a > 0.0 => b / a - 1.0,
-                    _ => 0.0,
-                },
-                out_of_sample_sharpe: scoring::sharpe(&closes, spy),
-            };
+            let buy_and_hold = BuyAndHold::from(timeline, cut, spy);
             EvolutionReport {
                 cut_bar: cut,
                 counts: ev.counts(),
@@ -502,6 +586,27 @@ impl<B: Bus> Replay<B> {
             .subjects()
             .filter(|s| !ids.iter().any(|id| id == s))
             .filter_map(|s| self.board.score(s, spy))
+            .collect();
+        let cut = self.evolver.as_ref().map_or(self.cut, Evolver::cut);
+        let out_of_sample = reports
+            .iter()
+            .filter(|r| r.steps > 0)
+            .filter_map(|r| {
+                let (values, trades) = self.board.window(&r.subject, cut, rows.len() + 1);
+                let (first, last) = (values.first()?, values.last()?);
+                Some(WindowScore {
+                    subject: r.subject.clone(),
+                    from_bar: cut,
+                    total_return: if *first > 0.0 {
+                        last / first - 1.0
+                    } else {
+                        0.0
+                    },
+                    sharpe: scoring::sharpe(&values, spy),
+                    max_drawdown: scoring::max_drawdown(&values),
+                    trades,
+                })
+            })
             .collect();
         let bus = self.runtime.bus().stats();
         let elapsed = elapsed_secs.max(1e-9);
@@ -521,6 +626,7 @@ impl<B: Bus> Replay<B> {
             reports,
             lineage,
             deploys: std::mem::take(&mut self.deployed),
+            out_of_sample,
         };
         (summary, tapped)
     }
@@ -610,40 +716,60 @@ pub fn replay_with<B: Bus>(
     rows: &[Row],
     options: ReplayOptions,
     taps: &[&str],
+    tapped: impl FnMut(&[Arc<crate::Envelope>]),
+    progress: impl FnMut(usize, &dyn View),
+) -> Result<RunSummary, RunError> {
+    let timeline = Timeline::single(&options.symbol, rows);
+    replay_timeline_with(
+        bus, engine, config, modules, &timeline, options, taps, tapped, progress,
+    )
+}
+
+/// [`replay_with`] over several symbols on one timeline: each bar is
+/// published under its own symbol (`options.symbol` names the first).
+#[allow(clippy::too_many_arguments)]
+pub fn replay_timeline_with<B: Bus>(
+    bus: B,
+    engine: Arc<Engine>,
+    config: &PipelineConfig,
+    modules: &[(ModuleConfig, Arc<Module>)],
+    timeline: &Timeline,
+    options: ReplayOptions,
+    taps: &[&str],
     mut tapped: impl FnMut(&[Arc<crate::Envelope>]),
     mut progress: impl FnMut(usize, &dyn View),
 ) -> Result<RunSummary, RunError> {
-    if rows.is_empty() {
+    if timeline.is_empty() {
         return Err(RunError::NoData);
     }
     let mut options = options;
     if options.total_bars == 0 {
-        options.total_bars = rows.len();
+        options.total_bars = timeline.len();
     }
     if options.steps_per_year <= 0.0 {
-        let (first, last) = (
-            rows.first().map_or(0, |r| r.time),
-            rows.last().map_or(0, |r| r.time),
+        let time = |b: Option<&(usize, Row)>| b.map_or(0, |(_, r)| r.time);
+        options.steps_per_year = scoring::steps_per_year(
+            timeline.len(),
+            time(timeline.bars.first()),
+            time(timeline.bars.last()),
         );
-        options.steps_per_year = scoring::steps_per_year(rows.len(), first, last);
     }
     let mut replay = Replay::start_on(bus, engine, config, modules, options)?;
     for t in taps {
         replay.tap(t);
     }
     let started = Instant::now();
-    for (n, row) in rows.iter().enumerate() {
-        replay.feed(row);
+    for (n, (symbol, row)) in timeline.bars.iter().enumerate() {
+        replay.feed_bar(timeline.symbol(*symbol), row);
         if !taps.is_empty() {
             tapped(&replay.take_tapped());
         }
         progress(n + 1, &replay);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    if taps.is_empty() {
-        return Ok(replay.finish(rows, elapsed));
+    let (summary, rest) = replay.finish_timeline(timeline, elapsed);
+    if !taps.is_empty() {
+        tapped(&rest);
     }
-    let (summary, rest) = replay.finish_tapped(rows, elapsed);
-    tapped(&rest);
     Ok(summary)
 }

@@ -152,7 +152,7 @@ mod tests {
     fn sockets_and_http_are_not_granted() {
         let imports = [
             "wasi:io/poll@0.2.0",
-            "garden:pipeline/host@0.3.0",
+            "garden:pipeline/host@0.4.0",
             "wasi:sockets/tcp@0.2.0",
             "wasi:http/outgoing-handler@0.2.0",
         ];

@@ -21,6 +21,12 @@ const MODULES: &[&str] = &[
     "expert-sequence",
     "expert-divergence",
     "sma-cross",
+    "curator-regime",
+    "curator-cost",
+    "curator-timing",
+    "curator-compliance",
+    "curator-performance",
+    "curator-slippage",
 ];
 
 /// Adversarial fixtures, used by tests only (by path).
@@ -38,6 +44,7 @@ const FIXTURES: &[&str] = &[
     "big-describe",
     "poison",
     "tenth",
+    "forger",
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -531,6 +531,7 @@ fn trades(data: &RunData, chosen: &[(String, &'static str)], options: &ReportOpt
                 FillKind::Target => "target",
                 FillKind::Horizon => "horizon",
                 FillKind::Close => "close",
+                FillKind::Cancel => "cancel",
             },
             side: match f.side {
                 Side::Long => "long",

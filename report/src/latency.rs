@@ -174,6 +174,7 @@ mod tests {
             size: 1.0,
             confidence: 0.6,
             reason: String::new(),
+            curation: vec![],
         })
     }
 
@@ -188,6 +189,7 @@ mod tests {
             size: 1.0,
             fee: 0.0,
             time: 0,
+            curation: vec![],
         })
     }
 

@@ -69,7 +69,7 @@ pub fn trust() -> TrustStore {
 pub fn fixture_manifest(name: &str) -> Manifest {
     let text = format!(
         "name = \"fixture-{name}\"\nversion = \"0.1.0\"\nrole = \"fixture\"\n\
-         wit_package = \"garden:pipeline@0.3.0\"\nwit_world = \"garden-module\"\n\
+         wit_package = \"garden:pipeline@0.4.0\"\nwit_world = \"garden-module\"\n\
          [capabilities]\nsubscribe = [\"bar\"]\npublish = [\"noise\"]\n"
     );
     Manifest::parse(&text, "fixture manifest").expect("valid fixture manifest")

@@ -81,7 +81,7 @@ pub struct Manifest {
     pub version: String,
     /// Role (as its `describe()` reports it).
     pub role: String,
-    /// WIT package it targets, e.g. `garden:pipeline@0.3.0`.
+    /// WIT package it targets, e.g. `garden:pipeline@0.4.0`.
     pub wit_package: String,
     /// World it targets, e.g. `garden-module`.
     pub wit_world: String,
@@ -173,7 +173,7 @@ mod tests {
 name = "alpha-ema"
 version = "0.1.0"
 role = "alpha"
-wit_package = "garden:pipeline@0.3.0"
+wit_package = "garden:pipeline@0.4.0"
 wit_world = "garden-module"
 
 [capabilities]

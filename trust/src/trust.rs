@@ -453,7 +453,7 @@ mod tests {
 
     fn manifest() -> Manifest {
         Manifest::parse(
-            "name = \"m\"\nversion = \"1.0.0\"\nrole = \"r\"\nwit_package = \"garden:pipeline@0.3.0\"\nwit_world = \"garden-module\"\n",
+            "name = \"m\"\nversion = \"1.0.0\"\nrole = \"r\"\nwit_package = \"garden:pipeline@0.4.0\"\nwit_world = \"garden-module\"\n",
             "test",
         )
         .unwrap()

@@ -1,5 +1,5 @@
 // The component's entry.
-import * as host from 'garden:pipeline/host@0.3.0';
+import * as host from 'garden:pipeline/host@0.4.0';
 import { exportModule } from './garden-sdk.js';
 import { {{class}} } from './module.js';
 

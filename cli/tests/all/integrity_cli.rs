@@ -35,7 +35,7 @@ const MANIFEST: &str = r#"
 name = "fixture-loop"
 version = "1.2.3"
 role = "fixture"
-wit_package = "garden:pipeline@0.3.0"
+wit_package = "garden:pipeline@0.4.0"
 wit_world = "garden-module"
 
 [capabilities]
@@ -125,8 +125,8 @@ fn publisher_and_operator_round_trip() {
     for needle in [
         "fixture-loop@1.2.3",
         "trusted (signed by alice)",
-        "garden:pipeline/module@0.3.0",
-        "garden:pipeline/host@0.3.0",
+        "garden:pipeline/module@0.4.0",
+        "garden:pipeline/host@0.4.0",
     ] {
         assert!(shown.contains(needle), "inspect lacks {needle}:\n{shown}");
     }
@@ -261,7 +261,7 @@ fn garden_run_is_audited_and_the_chain_verifies() {
         d,
     ));
     let loads = ok(&garden(&["audit", "--store", &store, "--kind", "load"], d));
-    assert_eq!(loads.lines().count(), 10, "one load per module:\n{loads}");
+    assert_eq!(loads.lines().count(), 16, "one load per module:\n{loads}");
     assert!(
         loads.contains("alpha-ema@0.1.0") && loads.contains("65f8f5b00ac1171328e65afe5ef92aa7")
     );
@@ -271,7 +271,7 @@ fn garden_run_is_audited_and_the_chain_verifies() {
     ));
     assert_eq!(only.lines().count(), 1);
     let intact = ok(&garden(&["audit", "verify", "--store", &store], d));
-    assert!(intact.contains("intact: 10 records"), "{intact}");
+    assert!(intact.contains("intact: 16 records"), "{intact}");
     // The run's lineage is in the same store.
     let tree = ok(&garden(&["lineage", "--store", &store], d));
     assert!(
@@ -385,7 +385,7 @@ fn inspect_does_not_compile_code_from_an_untrusted_signer() {
     ));
     let shown = ok(&garden(&["inspect", &s("m.wasm")], d));
     assert!(shown.contains("NOT trusted"), "{shown}");
-    assert!(shown.contains("garden:pipeline/host@0.3.0"), "{shown}");
+    assert!(shown.contains("garden:pipeline/host@0.4.0"), "{shown}");
     let cached = std::fs::read_dir(d.join("cache"))
         .map(|entries| entries.count())
         .unwrap_or(0);
@@ -405,7 +405,7 @@ fn a_truncated_audit_log_is_told_from_an_intact_one() {
         d,
     ));
     let intact = ok(&garden(&["audit", "verify", "--store", &store], d));
-    assert!(intact.contains("intact: 10 records"), "{intact}");
+    assert!(intact.contains("intact: 16 records"), "{intact}");
     let tamper = |sql: &str| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -425,7 +425,7 @@ fn a_truncated_audit_log_is_told_from_an_intact_one() {
     assert!(
         said.contains("truncated")
             && said.contains("ends at record 4")
-            && said.contains("signed record 10"),
+            && said.contains("signed record 16"),
         "{said}"
     );
     tamper("DELETE FROM audit_heads");
@@ -436,7 +436,7 @@ fn a_truncated_audit_log_is_told_from_an_intact_one() {
         Some(1),
         "the host's own head remembers: {said}"
     );
-    assert!(said.contains("signed record 10"), "{said}");
+    assert!(said.contains("signed record 16"), "{said}");
 }
 
 #[test]

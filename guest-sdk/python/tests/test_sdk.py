@@ -104,3 +104,17 @@ def test_a_params_of_the_wrong_kind_is_refused_by_name():
         c.int("every")
     assert c.float("every") == 1.5
     assert c.setting_float("missing", 3.0) == 3.0
+
+
+def test_a_python_curator_publishes_a_verdict_the_host_can_route():
+    """The curation and intel records come straight from the WIT."""
+    from garden_sdk import Body_Curation, Body_Intel, Curation, CuratorAction, Intel, Metric, NudgeTarget
+
+    out = garden.Outbox()
+    verdict = Curation("p1", "curator-py", CuratorAction.NUDGE, NudgeTarget.SIZE, -0.05, "thin edge")
+    out.publish("curation", "p1", Body_Curation(verdict))
+    out.publish("intel", "expert-x", Body_Intel(Intel("expert-x", "", [Metric("weight", 1.2)], 40)))
+    sent = out.take()
+    assert [o.topic for o in sent] == ["curation", "intel"]
+    assert sent[0].body.value.action == CuratorAction.NUDGE
+    assert sent[1].body.value.samples == 40

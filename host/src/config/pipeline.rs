@@ -50,6 +50,9 @@ pub struct PipelineConfig {
     /// New code to load while a replay runs (`[[deploy]]`), in bar order.
     #[serde(default, rename = "deploy")]
     pub deploys: Vec<DeployConfig>,
+    /// Arms of `garden run --ablate NAME` (`[ablation.NAME]`).
+    #[serde(default, rename = "ablation")]
+    pub ablations: BTreeMap<String, super::AblationConfig>,
 }
 
 /// New code for a module, loaded while a replay runs: "at bar 2,000 load
@@ -312,6 +315,9 @@ impl PipelineConfig {
                 )));
             }
         }
+        for (name, arm) in &self.ablations {
+            arm.check(name, self)?;
+        }
         Ok(())
     }
 }
@@ -323,10 +329,10 @@ mod tests {
     #[test]
     fn embedded_pipeline_parses() {
         let c = PipelineConfig::embedded().expect("embedded pipeline");
-        assert_eq!(c.modules.len(), 10);
+        assert_eq!(c.modules.len(), 16);
         assert_eq!(c.modules[0].name, "tape", "the tape starts first");
         assert!(c.modules[1].population);
-        let fusion = &c.modules[7];
+        let fusion = &c.modules[13];
         assert_eq!(fusion.name, "fusion");
         assert!(
             fusion

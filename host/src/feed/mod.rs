@@ -5,6 +5,9 @@
 //! knows what a bar is.
 
 pub mod csv;
+pub mod timeline;
+
+pub use timeline::Timeline;
 
 use crate::Envelope;
 use crate::bindings::types::{Bar, Body};

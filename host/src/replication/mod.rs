@@ -181,6 +181,13 @@ pub struct Evolver {
     last_regime_birth: Option<usize>,
 }
 
+/// The first bar of the out-of-sample part of a run of `total_bars`: the
+/// last `out_of_sample` share of it (kept within 0..=0.9).
+pub fn cut_bar(total_bars: usize, out_of_sample: f64) -> usize {
+    let oos = out_of_sample.clamp(0.0, 0.9);
+    ((total_bars as f64) * (1.0 - oos)).round() as usize
+}
+
 impl Evolver {
     /// An engine for the population of `module_name`, over a run of
     /// `total_bars` bars.
@@ -192,8 +199,7 @@ impl Evolver {
         total_bars: usize,
         steps_per_year: f64,
     ) -> Self {
-        let oos = cfg.out_of_sample.clamp(0.0, 0.9);
-        let cut = ((total_bars as f64) * (1.0 - oos)).round() as usize;
+        let cut = cut_bar(total_bars, cfg.out_of_sample);
         Evolver {
             rng: rand::rngs::ChaCha8Rng::seed_from_u64(seed ^ 0x65766f6c7665),
             cfg,
@@ -211,7 +217,7 @@ impl Evolver {
         }
     }
 
-    /// The first bar of the out-of-sample part.
+    /// The first bar of the out-of-sample part ([`cut_bar`]).
     pub fn cut(&self) -> usize {
         self.cut
     }

@@ -11,12 +11,32 @@
 //!
 //! `fast` and `slow` may come in either order (random genes do): the shorter
 //! window is the fast one; equal windows make the slow one a bar longer.
+//!
+//! **Decisions.** The decision module sends each verdict back to the
+//! variant. The variant scales its size hint by how much of its asks were
+//! granted of late: each approval moves the scale a fifth of the way to 1,
+//! each modification a fifth of the way to approved / asked (rejections
+//! leave it), so a variant whose plans keep being cut asks for what it
+//! gets.
+//!
+//! **Intel** (`intel` setting: `off` by default, `share` or `use`; see
+//! `intel.rs`). A sharing variant broadcasts its record in the regime of
+//! each closed plan (regime labels from the `regime` topic). A variant
+//! using intel also skips a plan while the other variants' pooled hit rate
+//! in the current regime, over at least `intel-min-samples` (20) trades,
+//! is below `intel-skip-below` (0.35).
+
+use std::collections::BTreeMap;
 
 use garden_sdk::indicators::{Atr, Ema};
 use garden_sdk::{
-    Bar, Body, Envelope, Gene, Info, InitContext, Module, Outbox, Plan, Side, Snapshot,
-    Subscription,
+    Bar, Body, Decision, Envelope, Gene, Info, InitContext, Module, Outbox, Plan, Side, Snapshot,
+    Subscription, Verdict,
 };
+
+pub mod intel;
+
+use intel::{Ledger, Sharing};
 
 /// Version of the snapshot format: the decayed win and close counts, then
 /// (since version 2) the last plan number and the owner's instance id.
@@ -25,45 +45,84 @@ use garden_sdk::{
 /// where it stopped, so a plan id is never used twice.
 const SNAPSHOT_VERSION: u32 = 2;
 
-/// One variant's state.
-pub struct Alpha {
-    instance: String,
+/// Indicators of one symbol (each symbol its own, so several
+/// instruments on one timeline do not mix).
+struct Tape {
     fast: Ema,
     slow: Ema,
     atr: Atr,
+    /// Sign of fast - slow on the previous bar, once both exist.
+    last_sign: Option<bool>,
+}
+
+/// One variant's state.
+pub struct Alpha {
+    instance: String,
+    /// Indicator periods: fast, slow, ATR.
+    periods: (usize, usize, usize),
+    tapes: BTreeMap<String, Tape>,
     stop_atr: f64,
     target_atr: f64,
     horizon: u32,
     size: f64,
     allow_short: bool,
-    /// Sign of fast - slow on the previous bar, once both exist.
-    last_sign: Option<bool>,
     next_id: u64,
     /// Decayed counts of winning and closed plans.
     wins: f64,
     closed: f64,
+    /// Share of its size hint the decisions have lately granted.
+    size_scale: f64,
+    sharing: Sharing,
+    skip_below: f64,
+    min_samples: f64,
+    /// The latest regime label per symbol.
+    labels: BTreeMap<String, String>,
+    ledger: Ledger,
 }
+
+/// How far each decision moves the size scale toward what it granted.
+const SCALE_STEP: f64 = 0.2;
+
+/// Smallest size scale: a variant keeps asking for something.
+const MIN_SCALE: f64 = 0.05;
 
 /// How much of the past hit rate survives each new plan.
 const DECAY: f64 = 0.95;
 
 impl Alpha {
     fn on_bar(&mut self, bar: &Bar, out: &mut Outbox) {
-        let fast = self.fast.update(bar.close);
-        let slow = self.slow.update(bar.close);
-        let atr = self.atr.update(bar.high, bar.low, bar.close);
+        let (f, sl, a) = self.periods;
+        let tape = self
+            .tapes
+            .entry(bar.symbol.clone())
+            .or_insert_with(|| Tape {
+                fast: Ema::new(f),
+                slow: Ema::new(sl),
+                atr: Atr::new(a),
+                last_sign: None,
+            });
+        let fast = tape.fast.update(bar.close);
+        let slow = tape.slow.update(bar.close);
+        let atr = tape.atr.update(bar.high, bar.low, bar.close);
         let (Some(fast), Some(slow), Some(atr)) = (fast, slow, atr) else {
             return;
         };
         let above = fast > slow;
-        let crossed = self.last_sign.is_some_and(|was| was != above);
-        self.last_sign = Some(above);
+        let crossed = tape.last_sign.is_some_and(|was| was != above);
+        tape.last_sign = Some(above);
         if !crossed || atr <= 0.0 {
             return;
         }
         let side = if above { Side::Long } else { Side::Short };
         if side == Side::Short && !self.allow_short {
             return;
+        }
+        let label = self.labels.get(&bar.symbol).cloned().unwrap_or_default();
+        if self.sharing == Sharing::Use && !label.is_empty() {
+            let (trades, hit) = self.ledger.pooled(&label);
+            if trades >= self.min_samples && hit < self.skip_below {
+                return;
+            }
         }
         let s = side.sign();
         self.next_id += 1;
@@ -77,12 +136,29 @@ impl Alpha {
             entry: bar.close,
             stop: bar.close - s * self.stop_atr * atr,
             target: bar.close + s * self.target_atr * atr,
-            size: self.size,
+            size: self.size * self.size_scale,
             horizon: self.horizon,
             confidence: self.confidence(),
             time: bar.time,
         };
+        if self.sharing != Sharing::Off {
+            let risk = plan.size * (plan.entry - plan.stop).abs();
+            self.ledger.planned(&plan.id, &label, risk);
+        }
         out.publish("plan", &plan.id.clone(), Body::Plan(plan));
+    }
+
+    /// Ask for what the decisions grant.
+    fn on_decision(&mut self, d: &Decision) {
+        let asked = d.plan.size;
+        let target = match d.verdict {
+            Verdict::Approve => 1.0,
+            Verdict::Modify if asked > 0.0 && d.size.is_finite() => {
+                self.size_scale * d.size / asked
+            }
+            _ => return,
+        };
+        self.size_scale += SCALE_STEP * (target.clamp(MIN_SCALE, 1.0) - self.size_scale);
     }
 
     /// (wins + 1) / (closed + 2), kept inside [0.3, 0.7] so one lucky streak
@@ -100,7 +176,10 @@ impl Module for Alpha {
             .subscribe(Subscription::broadcast("bar"))
             .subscribe(Subscription::addressed("decision"))
             .subscribe(Subscription::addressed("feedback"))
+            .subscribe(Subscription::broadcast("regime"))
+            .subscribe(Subscription::broadcast("intel"))
             .publishes("plan")
+            .publishes("intel")
             .gene(Gene::int("fast", 2.0, 50.0, 10.0, 3.0))
             .gene(Gene::int("slow", 5.0, 200.0, 30.0, 8.0))
             .gene(Gene::int("atr-period", 5.0, 50.0, 14.0, 3.0))
@@ -127,9 +206,12 @@ impl Module for Alpha {
             Some(snap) => restore(snap, &ctx.instance)?,
         };
         Ok(Alpha {
-            fast: Ema::new(period(fast, "fast")?),
-            slow: Ema::new(period(slow, "slow")?),
-            atr: Atr::new(period(ctx.int("atr-period")?, "atr-period")?),
+            periods: (
+                period(fast, "fast")?,
+                period(slow, "slow")?,
+                period(ctx.int("atr-period")?, "atr-period")?,
+            ),
+            tapes: BTreeMap::new(),
             stop_atr: ctx.float("stop-atr")?,
             target_atr: ctx.float("target-atr")?,
             horizon: u32::try_from(horizon)
@@ -138,11 +220,16 @@ impl Module for Alpha {
                 .ok_or_else(|| format!("horizon must be at least 1, got {horizon}"))?,
             size: ctx.float("size")?,
             allow_short: ctx.boolean("allow-short")?,
+            sharing: Sharing::parse(ctx.setting("intel").unwrap_or("off"))?,
+            skip_below: unit_setting(&ctx, "intel-skip-below", 0.35)?,
+            min_samples: ctx.setting_f64("intel-min-samples", 20.0)?.max(1.0),
             instance: ctx.instance,
-            last_sign: None,
             next_id,
             wins,
             closed,
+            size_scale: 1.0,
+            labels: BTreeMap::new(),
+            ledger: Ledger::default(),
         })
     }
 
@@ -154,8 +241,18 @@ impl Module for Alpha {
                 if fb.pnl > 0.0 {
                     self.wins += 1.0;
                 }
+                if self.sharing != Sharing::Off
+                    && let Some(intel) = self.ledger.outcome(&self.instance, &fb.plan_id, fb.pnl)
+                {
+                    out.publish("intel", &self.instance, Body::Intel(intel));
+                }
             }
-            // Decisions need no action: a rejected plan is simply not traded.
+            Body::Decision(d) if d.plan.origin == self.instance => self.on_decision(d),
+            // Regime changes are keyed by their symbol.
+            Body::Context(c) => {
+                self.labels.insert(msg.key.clone(), c.label.clone());
+            }
+            Body::Intel(i) if self.sharing == Sharing::Use => self.ledger.heard(&self.instance, i),
             _ => {}
         }
         Ok(())
@@ -171,6 +268,15 @@ impl Module for Alpha {
             data,
         })
     }
+}
+
+/// A setting in [0, 1].
+fn unit_setting(ctx: &InitContext, name: &str, default: f64) -> Result<f64, String> {
+    let v = ctx.setting_f64(name, default)?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("{name} must be in 0..=1, got {v}"));
+    }
+    Ok(v)
 }
 
 /// (wins, closes, next plan number) from a snapshot of version 1 (counts
@@ -291,12 +397,123 @@ mod tests {
         assert!(Alpha::init(bad).is_err());
     }
 
+    fn with_intel(sharing: &str) -> Alpha {
+        let mut c = ctx(2, 4);
+        c.settings = vec![
+            garden_sdk::Setting {
+                name: "intel".into(),
+                value: sharing.into(),
+            },
+            garden_sdk::Setting {
+                name: "intel-min-samples".into(),
+                value: "10".into(),
+            },
+        ];
+        Alpha::init(c).unwrap()
+    }
+
+    fn plans(out: &Outbox) -> Vec<Plan> {
+        out.messages()
+            .iter()
+            .filter_map(|m| match &m.body {
+                Body::Plan(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The same bars, regime and intel to two variants: the one using
+    /// intel skips the plan the others' poor record advises against.
+    #[test]
+    fn a_variant_using_intel_behaves_differently_and_deterministically() {
+        let run = |sharing: &str| {
+            let mut a = with_intel(sharing);
+            let mut out = Outbox::new();
+            let mut regime = bar(0, 0.0);
+            regime.body = Body::Context(garden_sdk::ContextChange {
+                label: "range-calm".into(),
+                detail: String::new(),
+            });
+            a.on_message(&regime, &mut out).unwrap();
+            let mut heard = bar(0, 0.0);
+            heard.body = Body::Intel(garden_sdk::Intel {
+                subject: "b".into(),
+                scope: "range-calm".into(),
+                values: vec![
+                    garden_sdk::Metric {
+                        name: "trades".into(),
+                        value: 12.0,
+                    },
+                    garden_sdk::Metric {
+                        name: "hit-rate".into(),
+                        value: 0.25,
+                    },
+                ],
+                samples: 12,
+            });
+            a.on_message(&heard, &mut out).unwrap();
+            let closes = [10.0, 9.0, 8.0, 7.0, 6.0, 5.0, 6.0, 8.0, 11.0, 15.0];
+            for (i, c) in closes.iter().enumerate() {
+                a.on_message(&bar(i as i64, *c), &mut out).unwrap();
+            }
+            plans(&out)
+        };
+        assert_eq!(run("share").len(), 1, "ignores what it hears");
+        assert!(
+            run("use").is_empty(),
+            "skips the cross in a regime the others lose in"
+        );
+        assert_eq!(run("use"), run("use"));
+        assert_eq!(run("off"), run("share"));
+    }
+
+    #[test]
+    fn its_own_outcomes_are_shared_and_cuts_shrink_the_next_ask() {
+        let mut a = with_intel("share");
+        let mut out = Outbox::new();
+        let closes = [10.0, 9.0, 8.0, 7.0, 6.0, 5.0, 6.0, 8.0, 11.0, 15.0];
+        for (i, c) in closes.iter().enumerate() {
+            a.on_message(&bar(i as i64, *c), &mut out).unwrap();
+        }
+        let plan = plans(&out).pop().expect("a plan");
+        let mut verdict = bar(20, 0.0);
+        verdict.body = Body::Decision(Decision {
+            plan: plan.clone(),
+            verdict: Verdict::Modify,
+            size: plan.size / 2.0,
+            confidence: 0.5,
+            reason: String::new(),
+            curation: vec![],
+        });
+        a.on_message(&verdict, &mut out).unwrap();
+        assert!(
+            (a.size_scale - 0.9).abs() < 1e-12,
+            "a fifth of the way to a half"
+        );
+        let mut fb = bar(21, 0.0);
+        fb.body = Body::Feedback(garden_sdk::Feedback {
+            plan_id: plan.id.clone(),
+            origin: "a1".into(),
+            pnl: 10.0,
+            exit: garden_sdk::FillKind::Target,
+            bars_held: 3,
+        });
+        a.on_message(&fb, &mut out).unwrap();
+        let shared: Vec<_> = out
+            .messages()
+            .iter()
+            .filter(|m| m.topic == "intel")
+            .collect();
+        assert_eq!(shared.len(), 1);
+        assert_eq!(shared[0].key, "a1");
+    }
+
     #[test]
     fn windows_in_either_order_work() {
         let a = Alpha::init(ctx(30, 10)).unwrap();
-        assert_eq!((a.fast.period(), a.slow.period()), (10, 30));
+        assert_eq!((a.periods.0, a.periods.1), (10, 30));
         let b = Alpha::init(ctx(10, 10)).unwrap();
-        assert_eq!((b.fast.period(), b.slow.period()), (10, 11));
+        assert_eq!((b.periods.0, b.periods.1), (10, 11));
         assert!(Alpha::init(ctx(0, 10)).is_err(), "a zero window is refused");
     }
 

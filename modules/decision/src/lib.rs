@@ -7,20 +7,44 @@
 //!    non-positive prices or size);
 //! 2. reject when the fused confidence is below `min-confidence`;
 //! 3. reject when the variant already has `max-open-plans` plans open;
-//! 4. size = min(plan size, risk budget / stop distance, room left under
+//! 4. with Kelly sizing on (`kelly-fraction` > 0, 0.5 by default): reject a
+//!    plan with no edge, whose Kelly fraction `p − (1 − p)/b` (p the fused
+//!    confidence, b reward over risk) is not above 0;
+//! 5. size = min(plan size, risk budget / stop distance, room left under
 //!    `max-position` for the symbol), where the risk budget is
-//!    `risk-per-plan` × the variant's equity (initial `equity` plus realised
-//!    pnl from feedback); reject if nothing is left, **modify** if the size
-//!    shrank, **approve** otherwise.
+//!    min(`risk-per-plan`, `kelly-fraction` × Kelly fraction) × the
+//!    variant's equity (initial `equity` plus realised pnl from feedback);
+//! 6. the book across every variant and symbol (`portfolio`): the size is
+//!    cut to the room left under `max-portfolio-risk` (open loss at the
+//!    stops), `max-gross` and `max-net` (notional), each a multiple of the
+//!    book's equity (`equity` plus every variant's realised pnl).
+//!
+//! Reject if nothing is left, **modify** if the size shrank (the reason
+//! names the limit), **approve** otherwise. An approval reserves its size
+//! until the plan's exit fill, or its cancel fill when the trader's
+//! curators stop it.
 //!
 //! The decision goes to topic `decision`, keyed by the originating variant, so
 //! the trader and the variant itself (an addressed subscription) receive it.
+//!
+//! **Curators** (docs/curators.md): a scored plan waits for the curators
+//! named in the `curators` setting for at most `deadline-bars` bars (1). A
+//! veto anywhere in the plan's record (fusion's curators or these) rejects
+//! it, "vetoed by NAME: REASON". This stage's nudges apply before the rules
+//! above: confidence and log-odds nudges to the fused confidence, size
+//! nudges to the plan's size. The decision records the whole list.
 
 use std::collections::HashMap;
 
+pub mod portfolio;
+
+use portfolio::{Book, PortfolioLimits};
+
+use garden_sdk::curation::{Curators, Effect};
+use garden_sdk::join::{Join, Ready};
 use garden_sdk::{
-    Body, Decision, Envelope, FillKind, Gene, Info, InitContext, Module, Outbox, Plan, ScoredPlan,
-    Subscription, Verdict,
+    Body, Curation, Decision, Envelope, FillKind, Gene, Info, InitContext, Module, Outbox, Plan,
+    ScoredPlan, Subscription, Verdict,
 };
 
 #[derive(Default)]
@@ -41,6 +65,11 @@ pub struct Risk {
     min_confidence: f64,
     equity: f64,
     accounts: HashMap<String, Account>,
+    portfolio: PortfolioLimits,
+    book: Book,
+    curators: Curators,
+    /// Scored plans waiting for this stage's curators.
+    pending: Join<ScoredPlan, Curation>,
 }
 
 /// What the rules say about one plan: verdict, size, reason.
@@ -133,8 +162,46 @@ impl Risk {
         }
     }
 
-    fn decide(&mut self, scored: &ScoredPlan, out: &mut Outbox) {
-        let limits = self.limits();
+    /// A scored plan with this stage's verdicts in: vetoed, or nudged and
+    /// judged.
+    fn curate(&mut self, ready: Ready<ScoredPlan, Curation>, out: &mut Outbox) {
+        let mut scored = ready.item;
+        let own = self.curators.settle(&ready.id, &ready.answers);
+        let effect = Effect::of(&own);
+        scored.curation.extend(own);
+        let veto = Effect::of(&scored.curation).veto_reason();
+        if let Some(reason) = veto {
+            self.publish(scored, Verdict::Reject, 0.0, reason, out);
+            return;
+        }
+        scored.confidence = effect.confidence_of(scored.confidence);
+        scored.plan.size = effect.size_of(scored.plan.size);
+        self.decide(scored, out);
+    }
+
+    /// The book's equity: the starting equity plus every variant's
+    /// realised pnl.
+    fn book_equity(&self) -> f64 {
+        self.equity + self.accounts.values().map(|a| a.realised).sum::<f64>()
+    }
+
+    fn decide(&mut self, scored: ScoredPlan, out: &mut Outbox) {
+        let mut limits = self.limits();
+        let kelly = portfolio::kelly(&scored.plan, scored.confidence);
+        if self.portfolio.kelly_fraction > 0.0 && kelly.is_finite() {
+            if kelly <= 0.0 {
+                let reason = format!(
+                    "no edge: Kelly fraction {kelly:.3} at fused confidence {:.3}",
+                    scored.confidence
+                );
+                self.publish(scored, Verdict::Reject, 0.0, reason, out);
+                return;
+            }
+            limits.risk_per_plan = limits
+                .risk_per_plan
+                .min(self.portfolio.kelly_fraction * kelly);
+        }
+        let book_equity = self.book_equity();
         let start = self.equity;
         let account = self.accounts.entry(scored.plan.origin.clone()).or_default();
         let exposure = account
@@ -142,7 +209,7 @@ impl Risk {
             .get(&scored.plan.symbol)
             .copied()
             .unwrap_or(0.0);
-        let (verdict, size, reason) = judge(
+        let (mut verdict, mut size, mut reason) = judge(
             &scored.plan,
             scored.confidence,
             start + account.realised,
@@ -151,6 +218,21 @@ impl Risk {
             &limits,
         );
         if verdict != Verdict::Reject {
+            let (room, binding) =
+                portfolio::allocate(&scored.plan, size, &self.book, book_equity, &self.portfolio);
+            if let Some(limit) = binding {
+                if room <= 0.0 || room.is_nan() {
+                    (verdict, size) = (Verdict::Reject, 0.0);
+                    reason = format!("no room under the {limit} limit");
+                } else {
+                    reason = format!("resized from {} to {room:.2} by {limit}", scored.plan.size);
+                    (verdict, size) = (Verdict::Modify, room);
+                }
+            }
+        }
+        let account = self.accounts.entry(scored.plan.origin.clone()).or_default();
+        if verdict != Verdict::Reject {
+            self.book.approve(&scored.plan, size);
             account.open_plans += 1;
             *account
                 .exposure
@@ -160,22 +242,60 @@ impl Risk {
                 .sizes
                 .insert(scored.plan.id.clone(), (scored.plan.symbol.clone(), size));
         }
+        self.publish(scored, verdict, size, reason, out);
+    }
+
+    /// Send the decision to the trader and back to the variant.
+    fn publish(
+        &self,
+        scored: ScoredPlan,
+        verdict: Verdict,
+        size: f64,
+        reason: String,
+        out: &mut Outbox,
+    ) {
         let key = scored.plan.origin.clone();
         let decision = Decision {
-            plan: scored.plan.clone(),
+            plan: scored.plan,
             verdict,
             size,
             confidence: scored.confidence,
             reason,
+            curation: scored.curation,
         };
         out.publish("decision", &key, Body::Decision(decision));
     }
+}
+
+/// Most a portfolio limit may be, as a multiple of the book's equity.
+const MAX_MULTIPLE: f64 = 1000.0;
+
+/// The book's limits from the settings: `kelly-fraction` (0.5; 0 turns
+/// Kelly sizing off), `max-portfolio-risk` (0.2), `max-gross` (50),
+/// `max-net` (30), the last three multiples of the book's equity.
+/// Generous by default: the book binds only when many variants pile in.
+fn portfolio_limits(ctx: &InitContext) -> Result<PortfolioLimits, String> {
+    let read = |name: &str, default: f64, max: f64| -> Result<f64, String> {
+        let v = ctx.setting_f64(name, default)?;
+        if !(0.0..=max).contains(&v) {
+            return Err(format!("{name} must be in 0..={max}, got {v}"));
+        }
+        Ok(v)
+    };
+    Ok(PortfolioLimits {
+        kelly_fraction: read("kelly-fraction", 0.5, 1.0)?,
+        max_risk: read("max-portfolio-risk", 0.2, MAX_MULTIPLE)?,
+        max_gross: read("max-gross", 50.0, MAX_MULTIPLE)?,
+        max_net: read("max-net", 30.0, MAX_MULTIPLE)?,
+    })
 }
 
 impl Module for Risk {
     fn describe() -> Info {
         Info::new("decision", env!("CARGO_PKG_VERSION"), "decision")
             .subscribe(Subscription::shared("scored"))
+            .subscribe(Subscription::shared("curation"))
+            .subscribe(Subscription::broadcast("bar"))
             .subscribe(Subscription::broadcast("fill"))
             .subscribe(Subscription::broadcast("feedback"))
             .publishes("decision")
@@ -193,7 +313,10 @@ impl Module for Risk {
 
     fn init(ctx: InitContext) -> Result<Self, String> {
         let max_open = ctx.int("max-open-plans")?;
+        let curators = Curators::from_settings(&ctx, 1)?;
         Ok(Risk {
+            pending: Join::new(curators.names.clone(), curators.deadline_bars),
+            curators,
             max_position: ctx.float("max-position")?,
             max_open_plans: u32::try_from(max_open)
                 .map_err(|_| format!("max-open-plans out of range: {max_open}"))?,
@@ -201,13 +324,39 @@ impl Module for Risk {
             min_confidence: ctx.float("min-confidence")?,
             equity: ctx.setting_f64("equity", 100_000.0)?,
             accounts: HashMap::new(),
+            portfolio: portfolio_limits(&ctx)?,
+            book: Book::default(),
         })
     }
 
     fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String> {
         match &msg.body {
-            Body::Scored(scored) => self.decide(scored, out),
+            Body::Scored(scored) => {
+                let id = scored.plan.id.clone();
+                let symbol = scored.plan.symbol.clone();
+                if let Some(ready) = self.pending.item(&id, &symbol, scored.clone()) {
+                    self.curate(ready, out);
+                }
+            }
+            Body::Curation(c) => {
+                if self.curators.admit(&msg.source, c)
+                    && let Some(ready) = self.pending.answer(&c.plan_id, &c.curator, c.clone())
+                {
+                    self.curate(ready, out);
+                }
+            }
+            Body::Bar(bar) => {
+                for ready in self.pending.bar(&bar.symbol) {
+                    self.curate(ready, out);
+                }
+            }
+            Body::EndOfStream => {
+                for ready in self.pending.drain() {
+                    self.curate(ready, out);
+                }
+            }
             Body::Fill(fill) if fill.kind != FillKind::Entry => {
+                self.book.close(&fill.plan_id);
                 if let Some(account) = self.accounts.get_mut(&fill.origin)
                     && let Some((symbol, size)) = account.sizes.remove(&fill.plan_id)
                 {
@@ -223,6 +372,7 @@ impl Module for Risk {
                 }
             }
             Body::Retired(origin) => {
+                self.book.retire(origin);
                 self.accounts.remove(origin);
             }
             _ => {}
@@ -343,5 +493,207 @@ mod tests {
             assert!((s - size).abs() < 1e-6, "case {i}: size {s} != {size}");
             assert!(!reason.is_empty());
         }
+    }
+
+    fn risk(curators: &str) -> Risk {
+        risk_with(&[("curators", curators)])
+    }
+
+    fn risk_with(settings: &[(&str, &str)]) -> Risk {
+        use garden_sdk::{GeneValue, Param, Setting};
+        let p = |name: &str, value: GeneValue| Param {
+            name: name.into(),
+            value,
+        };
+        Risk::init(InitContext {
+            instance: "decision".into(),
+            member: 0,
+            params: vec![
+                p("max-position", GeneValue::Float(100_000.0)),
+                p("max-open-plans", GeneValue::Int(3)),
+                p("risk-per-plan", GeneValue::Float(0.01)),
+                p("min-confidence", GeneValue::Float(0.45)),
+            ],
+            settings: settings
+                .iter()
+                .map(|(n, v)| Setting {
+                    name: (*n).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+            snapshot: None,
+        })
+        .unwrap()
+    }
+
+    fn msg(source: &str, body: Body) -> Envelope {
+        Envelope {
+            topic: "t".into(),
+            key: "p".into(),
+            seq: 0,
+            time: 0,
+            source: source.into(),
+            body,
+        }
+    }
+
+    fn scored(curation: Vec<Curation>) -> Body {
+        Body::Scored(ScoredPlan {
+            plan: plan(Side::Long, 1.0, 0.99, 1.02, 1_000.0),
+            prior_log_odds: 0.0,
+            log_odds: 0.4,
+            confidence: 0.6,
+            experts: vec![],
+            missing: vec![],
+            confirmed: true,
+            curation,
+        })
+    }
+
+    fn decisions(out: &Outbox) -> Vec<Decision> {
+        out.messages()
+            .iter()
+            .filter_map(|m| match &m.body {
+                Body::Decision(d) => Some(d.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn scored_from(origin: &str, id: &str, confidence: f64, size: f64) -> Body {
+        // Distances exact in binary, so sizes compare exactly.
+        let mut p = plan(Side::Long, 1.0, 0.5, 2.0, size);
+        p.origin = origin.into();
+        p.id = id.into();
+        Body::Scored(ScoredPlan {
+            plan: p,
+            prior_log_odds: 0.0,
+            log_odds: 0.0,
+            confidence,
+            experts: vec![],
+            missing: vec![],
+            confirmed: true,
+            curation: vec![],
+        })
+    }
+
+    #[test]
+    fn a_plan_without_edge_is_rejected_and_kelly_caps_the_risk() {
+        let mut r = risk_with(&[]);
+        let mut out = Outbox::new();
+        // b = 2: break-even at p = 1/3; min-confidence 0.45 is above it, so
+        // lower the bar to see Kelly speak.
+        r.min_confidence = 0.0;
+        r.on_message(&msg("fusion", scored_from("a", "p1", 0.3, 1e6)), &mut out)
+            .unwrap();
+        // p = 0.34: f* = 0.01, half Kelly 0.005 of 100,000 = 500 at 0.5 a
+        // unit = 1,000 units, under the 1% risk per plan (2,000).
+        r.on_message(&msg("fusion", scored_from("a", "p2", 0.34, 1e6)), &mut out)
+            .unwrap();
+        let d = decisions(&out);
+        assert_eq!(d[0].verdict, Verdict::Reject);
+        assert!(d[0].reason.starts_with("no edge"), "{}", d[0].reason);
+        assert_eq!(d[1].verdict, Verdict::Modify);
+        assert!((d[1].size - 1_000.0).abs() < 1e-6, "{}", d[1].size);
+    }
+
+    #[test]
+    fn the_book_across_variants_caps_concurrent_plans_and_frees_on_exit() {
+        // Book risk cap 1.5% of 100,000 = 1,500 at the stops; one full plan
+        // risks 1% (2,000 units × 0.5).
+        let mut r = risk_with(&[("max-portfolio-risk", "0.015")]);
+        let mut out = Outbox::new();
+        for (origin, id) in [("a", "p1"), ("b", "p2"), ("c", "p3")] {
+            r.on_message(
+                &msg("fusion", scored_from(origin, id, 0.6, 2_000.0)),
+                &mut out,
+            )
+            .unwrap();
+        }
+        let d = decisions(&out);
+        assert_eq!(d[0].verdict, Verdict::Approve, "{}", d[0].reason);
+        assert_eq!(d[1].verdict, Verdict::Modify, "{}", d[1].reason);
+        assert!(d[1].reason.contains("portfolio risk"), "{}", d[1].reason);
+        assert_eq!(d[1].size, 1_000.0);
+        assert_eq!(d[2].verdict, Verdict::Reject);
+        assert!(r.book.risk() <= 1_500.0 + 1e-9);
+        // The first plan's exit frees its room for the next.
+        let exit = garden_sdk::Fill {
+            plan_id: "p1".into(),
+            origin: "a".into(),
+            symbol: "X".into(),
+            side: Side::Long,
+            kind: FillKind::Target,
+            price: 2.0,
+            size: 2_000.0,
+            fee: 0.0,
+            time: 0,
+            curation: vec![],
+        };
+        r.on_message(&msg("trader", Body::Fill(exit)), &mut out)
+            .unwrap();
+        r.on_message(
+            &msg("fusion", scored_from("c", "p4", 0.6, 2_000.0)),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(decisions(&out)[3].verdict, Verdict::Approve);
+    }
+
+    #[test]
+    fn a_veto_from_fusions_curators_rejects_the_plan() {
+        use garden_sdk::curation::Verdicts;
+        let mut r = risk("");
+        let mut out = Outbox::new();
+        let veto = Verdicts::by("curator-regime").veto("p", "against the trend");
+        r.on_message(&msg("fusion", scored(vec![veto])), &mut out)
+            .unwrap();
+        let d = decisions(&out);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].verdict, Verdict::Reject);
+        assert_eq!(d[0].reason, "vetoed by curator-regime: against the trend");
+        assert_eq!(d[0].curation.len(), 1);
+    }
+
+    #[test]
+    fn this_stages_curators_are_waited_for_and_their_size_nudge_applies_first() {
+        use garden_sdk::NudgeTarget;
+        use garden_sdk::curation::Verdicts;
+        let mut r = risk("cost,timing");
+        let mut out = Outbox::new();
+        r.on_message(&msg("fusion", scored(vec![])), &mut out)
+            .unwrap();
+        let nudge = Verdicts::by("cost").nudge("p", NudgeTarget::Size, -0.1, "thin edge");
+        r.on_message(&msg("cost", Body::Curation(nudge)), &mut out)
+            .unwrap();
+        assert!(decisions(&out).is_empty(), "timing has not answered");
+        let bar = garden_sdk::Bar {
+            symbol: "X".into(),
+            time: 0,
+            open: 1.0,
+            high: 1.0,
+            low: 1.0,
+            close: 1.0,
+            volume: 1.0,
+        };
+        r.on_message(&msg("host", Body::Bar(bar)), &mut out)
+            .unwrap();
+        let d = decisions(&out);
+        assert_eq!(d.len(), 1, "the deadline of one bar passed");
+        assert_eq!(d[0].verdict, Verdict::Approve);
+        assert!((d[0].size - 900.0).abs() < 1e-9, "{}", d[0].size);
+        let actions: Vec<_> = d[0].curation.iter().map(|c| c.action).collect();
+        assert_eq!(
+            actions,
+            vec![
+                garden_sdk::CuratorAction::Nudge,
+                garden_sdk::CuratorAction::Missing
+            ]
+        );
+        // A verdict in another curator's name is refused, and counted.
+        let forged = Verdicts::by("cost").veto("q", "x");
+        r.on_message(&msg("timing", Body::Curation(forged)), &mut out)
+            .unwrap();
+        assert_eq!(r.curators.forged, 1);
     }
 }

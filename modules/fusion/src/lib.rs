@@ -32,15 +32,31 @@
 //!
 //! A plan
 //! waits for every expert named in the `experts` setting (comma-separated)
-//! until `deadline-bars` bars of its symbol have passed; then it is forwarded
-//! with whatever evidence arrived, the rest listed as missing. Evidence that
-//! arrives before its plan is kept until the plan comes or the deadline passes.
+//! and every curator named in `curators` until `deadline-bars` bars of its
+//! symbol have passed; then it is forwarded with whatever evidence arrived,
+//! the rest listed as missing. Evidence that arrives before its plan is kept
+//! until the plan comes or the deadline passes.
+//!
+//! **Intel.** Every `intel-every` bars (0, the default: never) fusion
+//! broadcasts what it learned of each expert on the `intel` topic
+//! (`expert:<name>`: `alpha`, `beta`, `weight`, `hit-rate`; samples = its
+//! evaluations), for experts and alphas that adapt to it.
+//!
+//! **Curators** (docs/curators.md) govern plans here: their verdicts are
+//! settled by `garden_sdk::curation` (nudges clamped to `kappa`) and
+//! recorded in `scored-plan.curation`. Log-odds nudges add to the fused
+//! log-odds, confidence nudges to the confidence, size nudges scale the
+//! plan's size hint. A vetoed plan is still forwarded, with its veto, so
+//! that the decision rejects it and the trader follows what it would have
+//! made.
 
 use std::collections::BTreeMap;
 
+use garden_sdk::curation::{Curators, Effect};
+use garden_sdk::join::{Join, Ready};
 use garden_sdk::{
-    Body, Envelope, Evidence, Fitness, Info, InitContext, Metric, Module, Outbox, Plan, ScoredPlan,
-    Subscription,
+    Body, Curation, Envelope, Evidence, Fitness, Info, InitContext, Intel, Metric, Module, Outbox,
+    Plan, ScoredPlan, Subscription,
 };
 
 /// Clamp for the alpha's confidence, so a prior of exactly 0 or 1 cannot
@@ -85,7 +101,23 @@ pub fn fuse(
         experts: counted.iter().map(|(k, _)| (*k).clone()).collect(),
         missing,
         confirmed: confirm_min > 0 && supporting >= confirm_min,
+        curation: vec![],
     }
+}
+
+/// Apply a scored plan's settled verdicts: log-odds and confidence nudges
+/// to the fused figures, size nudges to the plan's size hint. A veto changes
+/// nothing here: the plan goes on with it, and the decision rejects it.
+pub fn curate(scored: &mut ScoredPlan) {
+    let e = Effect::of(&scored.curation);
+    if e.log_odds != 0.0 {
+        scored.log_odds += e.log_odds;
+        scored.confidence = logistic(scored.log_odds);
+    }
+    if e.confidence != 0.0 {
+        scored.confidence = (scored.confidence + e.confidence).clamp(PRIOR_CLAMP.0, PRIOR_CLAMP.1);
+    }
+    scored.plan.size = e.size_of(scored.plan.size);
 }
 
 /// An expert's track record.
@@ -157,12 +189,11 @@ impl Record {
     }
 }
 
-struct Pending {
-    plan: Option<Plan>,
-    evidence: BTreeMap<String, f64>,
-    /// Bars of the plan's symbol seen since the plan (or evidence) arrived.
-    bars: u32,
-    symbol: Option<String>,
+/// What fusion waits for about a plan: an expert's ratio or a curator's
+/// verdict (experts and curators are distinct instances).
+enum Answer {
+    Llr(f64),
+    Word(Curation),
 }
 
 /// Most forwarded plans remembered while waiting for their outcome.
@@ -171,13 +202,18 @@ const OPEN_CAP: usize = 10_000;
 /// The fusion module's state.
 pub struct Fusion {
     experts: Vec<String>,
-    deadline_bars: u32,
+    curators: Curators,
     confirm_min: usize,
     /// Report the experts every this many bars (0: only at the end).
     report_every: u32,
     bars_since_report: u32,
-    /// Keyed by plan id; BTreeMap so flushing order is deterministic.
-    pending: BTreeMap<String, Pending>,
+    /// Share the experts' records every this many bars (0: never).
+    intel_every: u32,
+    /// Plans refused because they claimed another variant as origin.
+    forged_plans: u32,
+    bars_since_intel: u32,
+    /// Plans waiting for their experts and curators.
+    pending: Join<Plan, Answer>,
     records: BTreeMap<String, Record>,
     /// Forwarded plans awaiting feedback: (fused confidence, evidence).
     open: BTreeMap<String, (f64, BTreeMap<String, f64>)>,
@@ -186,46 +222,28 @@ pub struct Fusion {
 }
 
 impl Fusion {
-    fn entry(&mut self, plan_id: &str) -> &mut Pending {
-        // Most evidence finds its plan waiting: no key to allocate then.
-        if !self.pending.contains_key(plan_id) {
-            self.pending.insert(
-                plan_id.to_string(),
-                Pending {
-                    plan: None,
-                    evidence: BTreeMap::new(),
-                    bars: 0,
-                    symbol: None,
-                },
-            );
+    fn forward(&mut self, ready: Ready<Plan, Answer>, out: &mut Outbox) {
+        let mut evidence = BTreeMap::new();
+        let mut words = BTreeMap::new();
+        for (name, answer) in ready.answers {
+            match answer {
+                Answer::Llr(llr) => {
+                    evidence.insert(name, llr);
+                }
+                Answer::Word(c) => {
+                    words.insert(name, c);
+                }
+            }
         }
-        self.pending
-            .get_mut(plan_id)
-            .expect("inserted above when missing")
-    }
-
-    fn complete(&self, p: &Pending) -> bool {
-        p.plan.is_some() && self.experts.iter().all(|e| p.evidence.contains_key(e))
-    }
-
-    fn forward(&mut self, plan_id: &str, out: &mut Outbox) {
-        let Some(p) = self.pending.remove(plan_id) else {
-            return;
-        };
-        let Some(plan) = p.plan else {
-            // Evidence whose plan never came: nothing to forward.
-            return;
-        };
-        let missing: Vec<String> = self
-            .experts
-            .iter()
-            .filter(|e| !p.evidence.contains_key(*e))
-            .cloned()
+        let missing: Vec<String> = ready
+            .missing
+            .into_iter()
+            .filter(|m| self.experts.contains(m))
             .collect();
         for e in &missing {
             self.records.entry(e.clone()).or_default().missing += 1;
         }
-        for (e, llr) in &p.evidence {
+        for (e, llr) in &evidence {
             let r = self.records.entry(e.clone()).or_default();
             r.evaluations += 1;
             r.supported += u32::from(*llr > 0.0);
@@ -236,23 +254,22 @@ impl Fusion {
             .iter()
             .map(|(k, r)| (k.clone(), r.weight()))
             .collect();
-        let scored = fuse(plan, &p.evidence, missing, &weights, self.confirm_min);
+        let mut scored = fuse(ready.item, &evidence, missing, &weights, self.confirm_min);
+        scored.curation = self.curators.settle(&ready.id, &words);
+        curate(&mut scored);
         let key = scored.plan.id.clone();
         if self.open.len() >= OPEN_CAP {
             self.open.pop_first();
         }
-        self.open
-            .insert(key.clone(), (scored.confidence, p.evidence));
+        self.open.insert(key.clone(), (scored.confidence, evidence));
         out.publish("scored", &key, Body::Scored(scored));
     }
 
     fn on_plan(&mut self, plan: Plan, out: &mut Outbox) {
         let id = plan.id.clone();
-        let entry = self.entry(&id);
-        entry.symbol = Some(plan.symbol.clone());
-        entry.plan = Some(plan);
-        if self.pending.get(&id).is_some_and(|p| self.complete(p)) {
-            self.forward(&id, out);
+        let symbol = plan.symbol.clone();
+        if let Some(ready) = self.pending.item(&id, &symbol, plan) {
+            self.forward(ready, out);
         }
     }
 
@@ -260,14 +277,23 @@ impl Fusion {
         if !self.experts.contains(&ev.expert) {
             return;
         }
-        let entry = self.entry(&ev.plan_id);
-        entry.evidence.insert(ev.expert.clone(), ev.llr);
-        if self
+        if let Some(ready) = self
             .pending
-            .get(&ev.plan_id)
-            .is_some_and(|p| self.complete(p))
+            .answer(&ev.plan_id, &ev.expert, Answer::Llr(ev.llr))
         {
-            self.forward(&ev.plan_id, out);
+            self.forward(ready, out);
+        }
+    }
+
+    fn on_curation(&mut self, source: &str, c: &Curation, out: &mut Outbox) {
+        if !self.curators.admit(source, c) {
+            return;
+        }
+        if let Some(ready) = self
+            .pending
+            .answer(&c.plan_id, &c.curator, Answer::Word(c.clone()))
+        {
+            self.forward(ready, out);
         }
     }
 
@@ -342,7 +368,12 @@ impl Fusion {
         } else {
             0.0
         };
-        let mut metrics = vec![m("plans-with-outcome", n), m("brier", brier)];
+        let mut metrics = vec![
+            m("plans-with-outcome", n),
+            m("brier", brier),
+            m("forged-plans", f64::from(self.forged_plans)),
+            m("forged-verdicts", f64::from(self.curators.forged)),
+        ];
         for b in 0..10 {
             let (lo, hi) = (b as f64 / 10.0, (b + 1) as f64 / 10.0);
             let inside: Vec<bool> = self
@@ -373,23 +404,50 @@ impl Fusion {
         );
     }
 
+    /// Each expert's record, as intel for the others.
+    fn share(&self, out: &mut Outbox) {
+        for (name, r) in &self.records {
+            let m = |name: &str, value: f64| Metric {
+                name: name.into(),
+                value,
+            };
+            let hit = if r.supported_closed > 0 {
+                f64::from(r.supported_won) / f64::from(r.supported_closed)
+            } else {
+                0.0
+            };
+            let subject = format!("expert:{name}");
+            out.publish(
+                "intel",
+                &subject.clone(),
+                Body::Intel(Intel {
+                    subject,
+                    scope: String::new(),
+                    values: vec![
+                        m("alpha", r.alpha),
+                        m("beta", r.beta),
+                        m("weight", r.weight()),
+                        m("hit-rate", hit),
+                    ],
+                    samples: r.evaluations,
+                }),
+            );
+        }
+    }
+
     fn on_bar(&mut self, symbol: &str, out: &mut Outbox) {
+        self.bars_since_intel += 1;
+        if self.intel_every > 0 && self.bars_since_intel >= self.intel_every {
+            self.bars_since_intel = 0;
+            self.share(out);
+        }
         self.bars_since_report += 1;
         if self.report_every > 0 && self.bars_since_report >= self.report_every {
             self.bars_since_report = 0;
             self.report(out);
         }
-        let mut due = Vec::new();
-        for (id, p) in self.pending.iter_mut() {
-            if p.symbol.as_deref().is_none_or(|s| s == symbol) {
-                p.bars += 1;
-            }
-            if p.bars >= self.deadline_bars {
-                due.push(id.clone());
-            }
-        }
-        for id in due {
-            self.forward(&id, out);
+        for ready in self.pending.bar(symbol) {
+            self.forward(ready, out);
         }
     }
 }
@@ -399,10 +457,12 @@ impl Module for Fusion {
         Info::new("fusion", env!("CARGO_PKG_VERSION"), "fusion")
             .subscribe(Subscription::shared("plan"))
             .subscribe(Subscription::shared("evidence"))
+            .subscribe(Subscription::shared("curation"))
             .subscribe(Subscription::broadcast("bar"))
             .subscribe(Subscription::broadcast("feedback"))
             .publishes("scored")
             .publishes("fitness")
+            .publishes("intel")
     }
 
     fn init(ctx: InitContext) -> Result<Self, String> {
@@ -413,14 +473,15 @@ impl Module for Fusion {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect();
-        let deadline = ctx.setting_f64("deadline-bars", 1.0)?;
-        if !(0.0..=1000.0).contains(&deadline) || deadline.fract() != 0.0 {
-            return Err(format!(
-                "deadline-bars must be a whole number in 0..=1000, got {deadline}"
-            ));
-        }
+        let curators = Curators::from_settings(&ctx, 1)?;
         let confirm_min = ctx.setting_f64("confirm-min", experts.len().div_ceil(2) as f64)?;
         let report_every = ctx.setting_f64("report-every", 0.0)?;
+        let intel_every = ctx.setting_f64("intel-every", 0.0)?;
+        if !(0.0..=1e9).contains(&intel_every) || intel_every.fract() != 0.0 {
+            return Err(format!(
+                "intel-every must be a whole number of bars (0: never), got {intel_every}"
+            ));
+        }
         if !(0.0..=1e9).contains(&report_every) || report_every.fract() != 0.0 {
             return Err(format!(
                 "report-every must be a whole number of bars (0: only at the end), got {report_every}"
@@ -436,12 +497,18 @@ impl Module for Fusion {
                 .iter()
                 .map(|e| (e.clone(), Record::default()))
                 .collect(),
+            pending: Join::new(
+                experts.iter().chain(&curators.names).cloned().collect(),
+                curators.deadline_bars,
+            ),
             experts,
-            deadline_bars: deadline as u32,
+            curators,
             confirm_min: confirm_min as usize,
             report_every: report_every as u32,
             bars_since_report: 0,
-            pending: BTreeMap::new(),
+            intel_every: intel_every as u32,
+            forged_plans: 0,
+            bars_since_intel: 0,
             open: BTreeMap::new(),
             outcomes: Vec::new(),
         })
@@ -449,24 +516,26 @@ impl Module for Fusion {
 
     fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String> {
         match &msg.body {
-            Body::Plan(plan) => {
-                if *plan.origin != *msg.source {
-                    return Err(format!(
-                        "plan {} claims origin {} but was published by {}",
-                        plan.id, plan.origin, msg.source
-                    ));
-                }
-                self.on_plan(plan.clone(), out)
+            // A plan in another variant's name is refused, and logged and
+            // counted rather than failed: a failure counts against fusion,
+            // so failing would let the forger get fusion quarantined.
+            Body::Plan(plan) if *plan.origin != *msg.source => {
+                self.forged_plans += 1;
+                garden_sdk::warn(&format!(
+                    "refused plan {}: it claims origin {} but was published by {}",
+                    plan.id, plan.origin, msg.source
+                ));
             }
+            Body::Plan(plan) => self.on_plan(plan.clone(), out),
             // Evidence for a plan already forwarded waits as an orphan and
             // expires at the deadline without effect.
             Body::Evidence(ev) => self.on_evidence(ev, out),
+            Body::Curation(c) => self.on_curation(&msg.source, c, out),
             Body::Bar(bar) => self.on_bar(&bar.symbol, out),
             Body::Feedback(fb) => self.on_feedback(&fb.plan_id, fb.pnl),
             Body::EndOfStream => {
-                let ids: Vec<String> = self.pending.keys().cloned().collect();
-                for id in ids {
-                    self.forward(&id, out);
+                for ready in self.pending.drain() {
+                    self.forward(ready, out);
                 }
                 self.report(out);
             }
@@ -571,6 +640,18 @@ mod tests {
         // Two experts and fusion itself, twice in five bars.
         assert_eq!(reports("2", 5), 6);
         assert_eq!(reports("0", 5), 0);
+        let mut f = with_settings(&[("experts", "e1,e2"), ("intel-every", "3")]).unwrap();
+        let mut out = Outbox::new();
+        for _ in 0..7 {
+            f.on_message(&env(bar()), &mut out).unwrap();
+        }
+        let shared: Vec<&str> = out
+            .messages()
+            .iter()
+            .filter(|m| m.topic == "intel")
+            .map(|m| m.key.as_str())
+            .collect();
+        assert_eq!(shared, ["expert:e1", "expert:e2", "expert:e1", "expert:e2"]);
         let bad = with_settings(&[("report-every", "1.5")]);
         assert!(bad.is_err());
     }
@@ -728,12 +809,99 @@ mod tests {
         assert_eq!(s[0].experts, vec!["e1".to_string()]);
     }
 
+    fn word(source: &str, c: garden_sdk::Curation) -> Envelope {
+        let mut msg = env(Body::Curation(c));
+        msg.source = source.into();
+        msg
+    }
+
+    #[test]
+    fn curators_are_waited_for_clamped_and_recorded() {
+        use garden_sdk::curation::Verdicts;
+        use garden_sdk::{CuratorAction, NudgeTarget};
+        let mut f = with_settings(&[
+            ("experts", "e1"),
+            ("curators", "c1,c2"),
+            ("kappa", "0.1"),
+            ("deadline-bars", "1"),
+        ])
+        .unwrap();
+        let mut out = Outbox::new();
+        // A verdict before its plan, one after the experts: forwarded with
+        // the last one.
+        f.on_message(
+            &word(
+                "c1",
+                Verdicts::by("c1").nudge("p", NudgeTarget::LogOdds, 3.0, "keen"),
+            ),
+            &mut out,
+        )
+        .unwrap();
+        f.on_message(&env(Body::Plan(plan("p", 0.5))), &mut out)
+            .unwrap();
+        f.on_message(&env(ev("p", "e1", 0.4)), &mut out).unwrap();
+        assert!(scored(&out).is_empty(), "c2 has not answered");
+        f.on_message(
+            &word(
+                "c2",
+                Verdicts::by("c2").nudge("p", NudgeTarget::Size, -0.5, "cut"),
+            ),
+            &mut out,
+        )
+        .unwrap();
+        let s = scored(&out);
+        assert_eq!(s.len(), 1);
+        assert!((s[0].log_odds - 0.5).abs() < 1e-12, "0.4 + 0.1 (clamped)");
+        assert!((s[0].plan.size - 0.9).abs() < 1e-12, "size 1 × (1 − 0.1)");
+        assert_eq!(s[0].curation.len(), 2);
+        assert_eq!(s[0].curation[0].amount, 0.1);
+
+        // A curator that does not answer is recorded as missing at the
+        // deadline; a veto is forwarded with the plan.
+        let mut out = Outbox::new();
+        f.on_message(&env(Body::Plan(plan("q", 0.5))), &mut out)
+            .unwrap();
+        f.on_message(&env(ev("q", "e1", 0.4)), &mut out).unwrap();
+        f.on_message(&word("c1", Verdicts::by("c1").veto("q", "no")), &mut out)
+            .unwrap();
+        f.on_message(&env(bar()), &mut out).unwrap();
+        let s = scored(&out);
+        assert_eq!(s.len(), 1);
+        let actions: Vec<CuratorAction> = s[0].curation.iter().map(|c| c.action).collect();
+        assert_eq!(actions, vec![CuratorAction::Veto, CuratorAction::Missing]);
+    }
+
+    #[test]
+    fn a_verdict_in_another_curators_name_is_refused() {
+        use garden_sdk::curation::Verdicts;
+        let mut f = with_settings(&[("experts", "e1"), ("curators", "c1")]).unwrap();
+        let mut out = Outbox::new();
+        let forged = word("intruder", Verdicts::by("c1").veto("p", "forged"));
+        f.on_message(&forged, &mut out).unwrap();
+        assert_eq!(f.curators.forged, 1, "logged and counted, not failed");
+        // An unnamed curator's word is ignored: the plan does not wait for it.
+        f.on_message(&word("c9", Verdicts::by("c9").veto("p", "x")), &mut out)
+            .unwrap();
+        f.on_message(&env(Body::Plan(plan("p", 0.5))), &mut out)
+            .unwrap();
+        f.on_message(&env(ev("p", "e1", 0.4)), &mut out).unwrap();
+        f.on_message(&word("c1", Verdicts::by("c1").pass("p", "fine")), &mut out)
+            .unwrap();
+        let s = scored(&out);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].curation.len(), 1);
+        assert_eq!(s[0].curation[0].curator, "c1");
+    }
+
     #[test]
     fn refuses_plan_with_forged_origin() {
         let mut f = fusion("e1", 1);
         let mut out = Outbox::new();
         let mut msg = env(Body::Plan(plan("p", 0.5)));
         msg.source = "someone-else".into();
-        assert!(f.on_message(&msg, &mut out).is_err());
+        f.on_message(&msg, &mut out).unwrap();
+        f.on_message(&env(bar()), &mut out).unwrap();
+        assert!(scored(&out).is_empty(), "the forged plan went nowhere");
+        assert_eq!(f.forged_plans, 1);
     }
 }

@@ -15,12 +15,32 @@
 //!   `fill`, every closed plan's realised pnl (after fees) on `feedback` to the
 //!   variant that wrote it, and every `report-every` bars a `fitness` report
 //!   per variant carries its account value after each bar.
+//!
+//! **Curators** (docs/curators.md). An approved decision waits for the
+//! trader stage's curators (`curators`, `deadline-bars` 1, `kappa`) until
+//! the next bar of its symbol, when it would be filled anyway, so waiting
+//! never delays a fill. A veto there stops the entry: a `cancel` fill (size
+//! 0, no feedback) tells the decision and the variant, and records the
+//! verdicts. A size nudge may only shrink the entry (the decision's limits
+//! already hold). The entry fill records every curator's word on the plan.
+//!
+//! A plan vetoed at any stage is followed as a **shadow position**: filled
+//! and closed by the same rules and costs as a real one, at the size it
+//! would have had, with no cash and no fill or feedback. Every
+//! `report-every` bars and at the end the trader reports each curator it
+//! has seen (`curator:NAME`): verdicts, passes, vetoes, nudges, missing,
+//! the mean applied nudge, and what its vetoed plans would have made
+//! (`vetoed-closed`, `vetoed-won`, `vetoed-would-pnl`, `vetoed-would-r` in
+//! multiples of the risk to the stop) beside the realised pnl of the plans
+//! it nudged, so a curator's value is visible.
 
 use std::collections::{BTreeMap, HashMap};
 
+use garden_sdk::curation::{Curators, Effect};
+use garden_sdk::join::{Join, Ready};
 use garden_sdk::{
-    Bar, Body, Decision, Envelope, Feedback, Fill, FillKind, Fitness, Info, InitContext, Metric,
-    Module, Outbox, Plan, Subscription, Timestamp, Verdict,
+    Bar, Body, Curation, CuratorAction, Decision, Envelope, Feedback, Fill, FillKind, Fitness,
+    Info, InitContext, Metric, Module, Outbox, Plan, Subscription, Timestamp, Verdict,
 };
 
 /// Execution costs and reporting cadence.
@@ -83,6 +103,98 @@ struct Position {
     size: f64,
     entry_fee: f64,
     bars_held: u32,
+    /// Curators that nudged the plan, for their reports.
+    nudged_by: Vec<String>,
+}
+
+/// A vetoed plan followed as if it had been filled.
+struct Shadow {
+    plan: Plan,
+    size: f64,
+    /// Entry price after slippage; `None` until the next open of its symbol.
+    entry: Option<f64>,
+    entry_fee: f64,
+    bars_held: u32,
+    vetoed_by: Vec<String>,
+}
+
+/// What the trader has seen one curator do.
+#[derive(Default)]
+struct CuratorStats {
+    verdicts: u32,
+    passes: u32,
+    vetoes: u32,
+    nudges: u32,
+    missing: u32,
+    nudge_sum: f64,
+    vetoed_closed: u32,
+    vetoed_won: u32,
+    vetoed_pnl: f64,
+    vetoed_r: f64,
+    nudged_closed: u32,
+    nudged_pnl: f64,
+}
+
+impl CuratorStats {
+    fn metrics(&self) -> Vec<Metric> {
+        let m = |name: &str, value: f64| Metric {
+            name: name.into(),
+            value,
+        };
+        let mean_nudge = if self.nudges > 0 {
+            self.nudge_sum / f64::from(self.nudges)
+        } else {
+            0.0
+        };
+        vec![
+            m("verdicts", f64::from(self.verdicts)),
+            m("passes", f64::from(self.passes)),
+            m("vetoes", f64::from(self.vetoes)),
+            m("nudges", f64::from(self.nudges)),
+            m("missing", f64::from(self.missing)),
+            m("mean-nudge", mean_nudge),
+            m("vetoed-closed", f64::from(self.vetoed_closed)),
+            m("vetoed-won", f64::from(self.vetoed_won)),
+            m("vetoed-would-pnl", self.vetoed_pnl),
+            m("vetoed-would-r", self.vetoed_r),
+            m("nudged-closed", f64::from(self.nudged_closed)),
+            m("nudged-pnl", self.nudged_pnl),
+        ]
+    }
+}
+
+/// What closing a position leaves behind.
+struct Closed {
+    pnl: f64,
+    symbol: String,
+    nudged_by: Vec<String>,
+}
+
+/// Names of the curators that vetoed, and of those that nudged.
+fn acted(curation: &[Curation]) -> (Vec<String>, Vec<String>) {
+    let by = |action: CuratorAction| {
+        curation
+            .iter()
+            .filter(|c| c.action == action)
+            .map(|c| c.curator.clone())
+            .collect::<Vec<_>>()
+    };
+    (by(CuratorAction::Veto), by(CuratorAction::Nudge))
+}
+
+/// Profit of a round trip of `size` from `entry` to the exit `reference`
+/// price, after slippage on the exit and both fees.
+fn round_trip(
+    plan: &Plan,
+    entry: f64,
+    entry_fee: f64,
+    size: f64,
+    reference: f64,
+    costs: &Costs,
+) -> f64 {
+    let s = plan.side.sign();
+    let price = costs.fill_price(reference, s < 0.0);
+    s * (price - entry) * size - costs.fee(price, size) - entry_fee
 }
 
 #[derive(Default)]
@@ -109,6 +221,21 @@ pub struct Trader {
     accounts: BTreeMap<String, Account>,
     /// Approved decisions waiting for the next bar of their symbol.
     pending: Vec<Decision>,
+    curators: Curators,
+    /// Approved decisions waiting for this stage's curators.
+    curating: Join<Decision, Curation>,
+    /// Vetoed plans followed as if filled, in arrival order.
+    shadows: Vec<Shadow>,
+    /// By curator name; ordered so reports come out in a stable order.
+    curator_stats: BTreeMap<String, CuratorStats>,
+    /// The book of every variant together: realised pnl and closed
+    /// positions per symbol.
+    realised_by_symbol: BTreeMap<String, f64>,
+    closed_by_symbol: BTreeMap<String, u32>,
+    /// Its value after each bar since the last report: in all, and per
+    /// symbol.
+    book_values: Vec<f64>,
+    symbol_values: BTreeMap<String, Vec<f64>>,
     last_close: HashMap<String, f64>,
     time: Timestamp,
 }
@@ -122,7 +249,7 @@ impl Trader {
         costs: &Costs,
         time: Timestamp,
         out: &mut Outbox,
-    ) {
+    ) -> Closed {
         let s = pos.plan.side.sign();
         let price = costs.fill_price(reference, s < 0.0);
         let fee = costs.fee(price, pos.size);
@@ -150,6 +277,7 @@ impl Trader {
                 size: pos.size,
                 fee,
                 time,
+                curation: vec![],
             }),
         );
         out.publish(
@@ -163,9 +291,156 @@ impl Trader {
                 bars_held: pos.bars_held,
             }),
         );
+        Closed {
+            pnl,
+            symbol: plan.symbol,
+            nudged_by: pos.nudged_by,
+        }
     }
 
-    fn on_decision(&mut self, d: &Decision) {
+    /// A closed position in the book's figures, and in the reports of the
+    /// curators that nudged it.
+    fn closed(
+        &mut self,
+        Closed {
+            pnl,
+            symbol,
+            nudged_by,
+        }: Closed,
+    ) {
+        *self.closed_by_symbol.entry(symbol.clone()).or_default() += 1;
+        *self.realised_by_symbol.entry(symbol).or_default() += pnl;
+        for name in nudged_by {
+            let stats = self.curator_stats.entry(name).or_default();
+            stats.nudged_closed += 1;
+            stats.nudged_pnl += pnl;
+        }
+    }
+
+    /// Count every verdict on a plan whose curation is final here.
+    fn count(&mut self, curation: &[Curation]) {
+        for c in curation {
+            let stats = self.curator_stats.entry(c.curator.clone()).or_default();
+            stats.verdicts += 1;
+            match c.action {
+                CuratorAction::Pass => stats.passes += 1,
+                CuratorAction::Veto => stats.vetoes += 1,
+                CuratorAction::Nudge => {
+                    stats.nudges += 1;
+                    stats.nudge_sum += c.amount;
+                }
+                CuratorAction::Missing => stats.missing += 1,
+            }
+        }
+    }
+
+    /// Follow a vetoed plan as if it had been filled at `size`.
+    fn shadow(&mut self, plan: Plan, size: f64, vetoed_by: Vec<String>) {
+        if size > 0.0 && size.is_finite() {
+            self.shadows.push(Shadow {
+                plan,
+                size,
+                entry: None,
+                entry_fee: 0.0,
+                bars_held: 0,
+                vetoed_by,
+            });
+        }
+    }
+
+    /// What a closed shadow would have made, in its vetoers' reports.
+    fn shadow_closed(&mut self, sh: &Shadow, reference: f64) {
+        let Some(entry) = sh.entry else {
+            return;
+        };
+        let pnl = round_trip(
+            &sh.plan,
+            entry,
+            sh.entry_fee,
+            sh.size,
+            reference,
+            &self.costs,
+        );
+        let risk = (sh.plan.entry - sh.plan.stop).abs() * sh.size;
+        let r = if risk > 0.0 { pnl / risk } else { 0.0 };
+        for name in &sh.vetoed_by {
+            let stats = self.curator_stats.entry(name.clone()).or_default();
+            stats.vetoed_closed += 1;
+            stats.vetoed_won += u32::from(pnl > 0.0);
+            stats.vetoed_pnl += pnl;
+            stats.vetoed_r += r;
+        }
+    }
+
+    /// Shadows of `bar`'s symbol: enter at its open, exit by the rules.
+    fn follow_shadows(&mut self, bar: &Bar) {
+        let costs = self.costs;
+        let mut still = Vec::with_capacity(self.shadows.len());
+        for mut sh in std::mem::take(&mut self.shadows) {
+            if sh.plan.symbol != bar.symbol {
+                still.push(sh);
+                continue;
+            }
+            if sh.entry.is_none() {
+                let price = costs.fill_price(bar.open, sh.plan.side.sign() > 0.0);
+                sh.entry = Some(price);
+                sh.entry_fee = costs.fee(price, sh.size);
+            }
+            sh.bars_held += 1;
+            if let Some((_, price)) = exit_in_bar(&sh.plan, bar) {
+                self.shadow_closed(&sh, price);
+            } else if sh.bars_held >= sh.plan.horizon {
+                self.shadow_closed(&sh, bar.close);
+            } else {
+                still.push(sh);
+            }
+        }
+        self.shadows = still;
+    }
+
+    /// An approved decision with this stage's verdicts in.
+    fn curated(&mut self, ready: Ready<Decision, Curation>, out: &mut Outbox) {
+        let mut d = ready.item;
+        let own = self.curators.settle(&ready.id, &ready.answers);
+        let effect = Effect::of(&own);
+        d.curation.extend(own);
+        self.count(&d.curation);
+        if effect.veto.is_some() {
+            let (vetoed_by, _) = acted(&d.curation);
+            out.publish(
+                "fill",
+                &d.plan.origin,
+                Body::Fill(Fill {
+                    plan_id: d.plan.id.clone(),
+                    origin: d.plan.origin.clone(),
+                    symbol: d.plan.symbol.clone(),
+                    side: d.plan.side,
+                    kind: FillKind::Cancel,
+                    price: 0.0,
+                    size: 0.0,
+                    fee: 0.0,
+                    time: self.time,
+                    curation: d.curation.clone(),
+                }),
+            );
+            self.shadow(d.plan, d.size, vetoed_by);
+            return;
+        }
+        // The decision's limits already hold: a nudge here may only shrink.
+        d.size = effect.size_of(d.size).min(d.size);
+        if d.size > 0.0 {
+            self.pending.push(d);
+        }
+    }
+
+    fn on_decision(&mut self, d: &Decision, out: &mut Outbox) {
+        if d.verdict == Verdict::Reject {
+            self.count(&d.curation);
+            let (vetoed_by, _) = acted(&d.curation);
+            if !vetoed_by.is_empty() {
+                self.shadow(d.plan.clone(), d.plan.size, vetoed_by);
+            }
+        }
         let equity = self.equity;
         let account = self
             .accounts
@@ -177,12 +452,27 @@ impl Trader {
         account.plans += 1;
         if d.verdict != Verdict::Reject && d.size > 0.0 && d.size.is_finite() {
             account.approvals += 1;
-            self.pending.push(d.clone());
+            if let Some(ready) = self.curating.item(&d.plan.id, &d.plan.symbol, d.clone()) {
+                self.curated(ready, out);
+            }
+        }
+    }
+
+    fn on_curation(&mut self, source: &str, c: &Curation, out: &mut Outbox) {
+        if self.curators.admit(source, c)
+            && let Some(ready) = self.curating.answer(&c.plan_id, &c.curator, c.clone())
+        {
+            self.curated(ready, out);
         }
     }
 
     fn on_bar(&mut self, bar: &Bar, out: &mut Outbox) {
         self.time = bar.time;
+        // Decisions whose curators are late go on now, before this open.
+        for ready in self.curating.bar(&bar.symbol) {
+            self.curated(ready, out);
+        }
+        self.follow_shadows(bar);
         let costs = self.costs;
         // 1. Entries waiting for this symbol's next open.
         let (due, rest): (Vec<Decision>, Vec<Decision>) = std::mem::take(&mut self.pending)
@@ -211,6 +501,7 @@ impl Trader {
                     size: d.size,
                     fee,
                     time: bar.time,
+                    curation: d.curation.clone(),
                 }),
             );
             account.open.push(Position {
@@ -219,9 +510,11 @@ impl Trader {
                 size: d.size,
                 entry_fee: fee,
                 bars_held: 0,
+                nudged_by: acted(&d.curation).1,
             });
         }
         // 2. Stops, targets and horizons.
+        let mut closed = Vec::new();
         for account in self.accounts.values_mut() {
             let mut still_open = Vec::with_capacity(account.open.len());
             for mut pos in std::mem::take(&mut account.open) {
@@ -231,9 +524,11 @@ impl Trader {
                 }
                 pos.bars_held += 1;
                 if let Some((kind, price)) = exit_in_bar(&pos.plan, bar) {
-                    Self::close(account, pos, kind, price, &costs, bar.time, out);
+                    closed.push(Self::close(
+                        account, pos, kind, price, &costs, bar.time, out,
+                    ));
                 } else if pos.bars_held >= pos.plan.horizon {
-                    Self::close(
+                    closed.push(Self::close(
                         account,
                         pos,
                         FillKind::Horizon,
@@ -241,12 +536,15 @@ impl Trader {
                         &costs,
                         bar.time,
                         out,
-                    );
+                    ));
                 } else {
                     still_open.push(pos);
                 }
             }
             account.open = still_open;
+        }
+        for c in closed {
+            self.closed(c);
         }
         self.last_close.insert(bar.symbol.clone(), bar.close);
         // 3. Mark to market.
@@ -266,9 +564,89 @@ impl Trader {
                     .sum::<f64>();
             account.values.push(value);
         }
+        self.mark_book();
         self.bars_since_report += 1;
         if self.bars_since_report >= self.report_every {
             self.report(out);
+            self.report_book(out);
+            self.report_curators(out);
+        }
+    }
+
+    /// The book's value now: `equity` plus every variant's realised pnl
+    /// and open pnl (after the entry fee), in all and per symbol.
+    fn mark_book(&mut self) {
+        let mut pnl = self.realised_by_symbol.clone();
+        for pos in self.accounts.values().flat_map(|a| &a.open) {
+            let mark = self
+                .last_close
+                .get(&pos.plan.symbol)
+                .copied()
+                .unwrap_or(pos.entry);
+            *pnl.entry(pos.plan.symbol.clone()).or_default() +=
+                pos.plan.side.sign() * (mark - pos.entry) * pos.size - pos.entry_fee;
+        }
+        for symbol in self.last_close.keys() {
+            let value = self.equity + pnl.get(symbol).copied().unwrap_or(0.0);
+            self.symbol_values
+                .entry(symbol.clone())
+                .or_default()
+                .push(value);
+        }
+        self.book_values
+            .push(self.equity + pnl.values().sum::<f64>());
+    }
+
+    /// The book's reports: `portfolio`, and `portfolio:SYMBOL` per symbol
+    /// when there are several, each with its values since the last.
+    fn report_book(&mut self, out: &mut Outbox) {
+        let trades = self.closed_by_symbol.values().sum::<u32>();
+        let mut reports = vec![(
+            "portfolio".to_string(),
+            std::mem::take(&mut self.book_values),
+            trades,
+        )];
+        if self.symbol_values.len() > 1 {
+            for (symbol, values) in self.symbol_values.iter_mut() {
+                let trades = self.closed_by_symbol.get(symbol).copied().unwrap_or(0);
+                reports.push((
+                    format!("portfolio:{symbol}"),
+                    std::mem::take(values),
+                    trades,
+                ));
+            }
+        } else {
+            self.symbol_values.values_mut().for_each(Vec::clear);
+        }
+        for (subject, values, trades) in reports {
+            out.publish(
+                "fitness",
+                &subject.clone(),
+                Body::Fitness(Fitness {
+                    subject,
+                    values,
+                    trades,
+                    metrics: vec![],
+                }),
+            );
+        }
+    }
+
+    /// One `curator:NAME` report per curator seen (no values: the host
+    /// lists them beside the population).
+    fn report_curators(&self, out: &mut Outbox) {
+        for (name, stats) in &self.curator_stats {
+            let subject = format!("curator:{name}");
+            out.publish(
+                "fitness",
+                &subject.clone(),
+                Body::Fitness(Fitness {
+                    subject,
+                    values: vec![],
+                    trades: stats.vetoed_closed,
+                    metrics: stats.metrics(),
+                }),
+            );
         }
     }
 
@@ -312,7 +690,8 @@ impl Trader {
                 .get(&pos.plan.symbol)
                 .copied()
                 .unwrap_or(pos.entry);
-            Self::close(&mut account, pos, FillKind::Close, mark, &costs, time, out);
+            let closed = Self::close(&mut account, pos, FillKind::Close, mark, &costs, time, out);
+            self.closed(closed);
         }
         account.values.push(account.cash);
         let mut single = BTreeMap::new();
@@ -327,6 +706,7 @@ impl Trader {
     fn end(&mut self, out: &mut Outbox) {
         let costs = self.costs;
         let time = self.time;
+        let mut closed = Vec::new();
         for account in self.accounts.values_mut() {
             for pos in std::mem::take(&mut account.open) {
                 let mark = self
@@ -334,12 +714,35 @@ impl Trader {
                     .get(&pos.plan.symbol)
                     .copied()
                     .unwrap_or(pos.entry);
-                Self::close(account, pos, FillKind::Close, mark, &costs, time, out);
+                closed.push(Self::close(
+                    account,
+                    pos,
+                    FillKind::Close,
+                    mark,
+                    &costs,
+                    time,
+                    out,
+                ));
             }
             account.values.push(account.cash);
         }
+        for c in closed {
+            self.closed(c);
+        }
+        for sh in std::mem::take(&mut self.shadows) {
+            if let Some(mark) = self.last_close.get(&sh.plan.symbol).copied() {
+                self.shadow_closed(&sh, mark);
+            }
+        }
+        // Decisions still waiting for curators have no bar left to fill on.
+        for ready in self.curating.drain() {
+            self.count(&ready.item.curation);
+        }
         self.pending.clear();
+        self.mark_book();
         self.report(out);
+        self.report_book(out);
+        self.report_curators(out);
     }
 }
 
@@ -348,6 +751,7 @@ impl Module for Trader {
         Info::new("trader", env!("CARGO_PKG_VERSION"), "trader")
             .subscribe(Subscription::broadcast("bar"))
             .subscribe(Subscription::broadcast("decision"))
+            .subscribe(Subscription::broadcast("curation"))
             .publishes("fill")
             .publishes("feedback")
             .publishes("fitness")
@@ -367,7 +771,16 @@ impl Module for Trader {
         if costs.slippage_bps < 0.0 || costs.fee_bps < 0.0 {
             return Err("slippage-bps and fee-bps must not be negative".into());
         }
+        let curators = Curators::from_settings(&ctx, 1)?;
         Ok(Trader {
+            curating: Join::new(curators.names.clone(), curators.deadline_bars),
+            curators,
+            shadows: Vec::new(),
+            curator_stats: BTreeMap::new(),
+            realised_by_symbol: BTreeMap::new(),
+            closed_by_symbol: BTreeMap::new(),
+            book_values: Vec::new(),
+            symbol_values: BTreeMap::new(),
             costs,
             equity: ctx.setting_f64("equity", 100_000.0)?,
             report_every: report_every as u32,
@@ -382,7 +795,8 @@ impl Module for Trader {
     fn on_message(&mut self, msg: &Envelope, out: &mut Outbox) -> Result<(), String> {
         match &msg.body {
             Body::Bar(bar) => self.on_bar(bar, out),
-            Body::Decision(d) => self.on_decision(d),
+            Body::Decision(d) => self.on_decision(d, out),
+            Body::Curation(c) => self.on_curation(&msg.source, c, out),
             Body::EndOfStream => self.end(out),
             Body::Retired(origin) => self.retire(origin, out),
             _ => {}
@@ -497,6 +911,7 @@ mod tests {
                 size,
                 confidence: 0.6,
                 reason: String::new(),
+                curation: vec![],
             }),
         }
     }
@@ -586,6 +1001,153 @@ mod tests {
         assert!(t.accounts.is_empty(), "no orphaned account");
     }
 
+    fn with_curators(curators: &str) -> Trader {
+        let set = |n: &str, v: &str| Setting {
+            name: n.into(),
+            value: v.into(),
+        };
+        Trader::init(InitContext {
+            member: 0,
+            snapshot: None,
+            instance: "t".into(),
+            params: vec![],
+            settings: vec![
+                set("slippage-bps", "0"),
+                set("fee-bps", "0"),
+                set("equity", "1000"),
+                set("report-every", "1000"),
+                set("curators", curators),
+            ],
+        })
+        .unwrap()
+    }
+
+    fn kinds(out: &Outbox) -> Vec<FillKind> {
+        out.messages()
+            .iter()
+            .filter_map(|m| match &m.body {
+                Body::Fill(f) => Some(f.kind),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn curator_report(out: &Outbox, name: &str) -> BTreeMap<String, f64> {
+        out.messages()
+            .iter()
+            .rev()
+            .find_map(|m| match &m.body {
+                Body::Fitness(f) if f.subject == format!("curator:{name}") => Some(
+                    f.metrics
+                        .iter()
+                        .map(|m| (m.name.clone(), m.value))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    fn end_msg() -> Envelope {
+        Envelope {
+            body: Body::EndOfStream,
+            ..bar_msg(bar(1.0, 1.0, 1.0, 1.0))
+        }
+    }
+
+    #[test]
+    fn a_vetoed_plan_is_followed_in_the_shadows_and_reported_for_its_curator() {
+        use garden_sdk::curation::Verdicts;
+        let mut t = with_curators("");
+        let mut out = Outbox::new();
+        let mut msg = decision(plan(Side::Long, 95.0, 105.0, 5));
+        if let Body::Decision(d) = &mut msg.body {
+            d.verdict = Verdict::Reject;
+            d.size = 0.0;
+            d.curation = vec![Verdicts::by("regime").veto("p1", "against the trend")];
+        }
+        t.on_message(&msg, &mut out).unwrap();
+        t.on_message(&bar_msg(bar(100.0, 101.0, 99.0, 100.5)), &mut out)
+            .unwrap();
+        t.on_message(&bar_msg(bar(101.0, 106.0, 100.0, 104.0)), &mut out)
+            .unwrap();
+        assert!(kinds(&out).is_empty(), "no real fill for a vetoed plan");
+        assert!((t.accounts["a"].cash - 1000.0).abs() < 1e-12);
+        t.on_message(&end_msg(), &mut out).unwrap();
+        let r = curator_report(&out, "regime");
+        assert_eq!(r["vetoes"], 1.0);
+        assert_eq!(r["vetoed-closed"], 1.0);
+        assert_eq!(r["vetoed-won"], 1.0);
+        // Size 10 from 100 to the target 105; risk to the stop is 50.
+        assert!((r["vetoed-would-pnl"] - 50.0).abs() < 1e-9);
+        assert!((r["vetoed-would-r"] - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_trader_stage_waits_one_bar_at_most_and_may_only_shrink() {
+        use garden_sdk::NudgeTarget;
+        use garden_sdk::curation::Verdicts;
+        let verdict = |c: Curation| {
+            let mut msg = bar_msg(bar(1.0, 1.0, 1.0, 1.0));
+            msg.source = c.curator.clone().into();
+            msg.body = Body::Curation(c);
+            msg
+        };
+        // A growing nudge is not applied: the decision's size stands.
+        let mut t = with_curators("slip");
+        let mut out = Outbox::new();
+        t.on_message(&decision(plan(Side::Long, 95.0, 105.0, 5)), &mut out)
+            .unwrap();
+        t.on_message(
+            &verdict(Verdicts::by("slip").nudge("p1", NudgeTarget::Size, 0.1, "calm")),
+            &mut out,
+        )
+        .unwrap();
+        t.on_message(&bar_msg(bar(100.0, 101.0, 99.0, 100.5)), &mut out)
+            .unwrap();
+        let entry = out.messages().iter().find_map(|m| match &m.body {
+            Body::Fill(f) => Some(f.clone()),
+            _ => None,
+        });
+        let entry = entry.expect("filled at the next open");
+        assert_eq!(entry.size, 10.0);
+        assert_eq!(entry.curation.len(), 1, "the fill records the verdict");
+
+        // A curator that never answers does not delay the fill.
+        let mut t = with_curators("slip");
+        let mut out = Outbox::new();
+        t.on_message(&decision(plan(Side::Long, 95.0, 105.0, 5)), &mut out)
+            .unwrap();
+        t.on_message(&bar_msg(bar(100.0, 101.0, 99.0, 100.5)), &mut out)
+            .unwrap();
+        assert_eq!(kinds(&out), vec![FillKind::Entry]);
+
+        // A veto at this stage stops the entry.
+        let mut t = with_curators("slip");
+        let mut out = Outbox::new();
+        t.on_message(&decision(plan(Side::Long, 95.0, 105.0, 5)), &mut out)
+            .unwrap();
+        t.on_message(&verdict(Verdicts::by("slip").veto("p1", "gappy")), &mut out)
+            .unwrap();
+        assert_eq!(
+            kinds(&out),
+            vec![FillKind::Cancel],
+            "the veto cancels at once"
+        );
+        t.on_message(&bar_msg(bar(100.0, 101.0, 99.0, 100.5)), &mut out)
+            .unwrap();
+        assert_eq!(
+            kinds(&out),
+            vec![FillKind::Cancel],
+            "and nothing is entered"
+        );
+        // And a verdict in another's name is refused.
+        let mut forged = verdict(Verdicts::by("slip").veto("p1", "x"));
+        forged.source = "intruder".into();
+        t.on_message(&forged, &mut out).unwrap();
+        assert_eq!(t.curators.forged, 1);
+    }
+
     #[test]
     fn horizon_closes_at_close_and_end_of_stream_reports() {
         let mut t = trader();
@@ -621,9 +1183,73 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(fitness.len(), 1);
-        assert_eq!(fitness[0].subject, "a");
+        let subjects: Vec<&str> = fitness.iter().map(|f| f.subject.as_str()).collect();
+        assert_eq!(
+            subjects,
+            ["a", "portfolio"],
+            "one symbol: no per-symbol book"
+        );
         assert_eq!(fitness[0].trades, 1);
         assert_eq!(fitness[0].values.len(), 3, "two bars and the final value");
+        assert_eq!(fitness[1].values.len(), 3);
+        assert_eq!(
+            fitness[1].values.last(),
+            fitness[0].values.last(),
+            "one variant: its account is the book"
+        );
+    }
+
+    #[test]
+    fn the_book_adds_up_over_symbols_and_variants() {
+        let mut t = with_curators("");
+        let mut out = Outbox::new();
+        let on = |symbol: &str, mut msg: Envelope| {
+            if let Body::Decision(d) = &mut msg.body {
+                d.plan.symbol = symbol.into();
+                d.plan.id = format!("{symbol}-1");
+                d.plan.origin = format!("v-{symbol}");
+            }
+            if let Body::Bar(b) = &mut msg.body {
+                b.symbol = symbol.into();
+            }
+            msg
+        };
+        t.on_message(
+            &on("X", decision(plan(Side::Long, 95.0, 105.0, 5))),
+            &mut out,
+        )
+        .unwrap();
+        t.on_message(
+            &on("Y", decision(plan(Side::Short, 105.0, 95.0, 5))),
+            &mut out,
+        )
+        .unwrap();
+        for (o, c) in [(100.0_f64, 103.0_f64), (103.0, 106.0)] {
+            t.on_message(&on("X", bar_msg(bar(o, c.max(o), o.min(c), c))), &mut out)
+                .unwrap();
+            t.on_message(&on("Y", bar_msg(bar(o, c.max(o), o.min(c), c))), &mut out)
+                .unwrap();
+        }
+        t.on_message(&end_msg(), &mut out).unwrap();
+        let last = |subject: &str| {
+            out.messages()
+                .iter()
+                .rev()
+                .find_map(|m| match &m.body {
+                    Body::Fitness(f) if f.subject == subject => f.values.last().copied(),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("no {subject}"))
+        };
+        let (x, y, all) = (last("portfolio:X"), last("portfolio:Y"), last("portfolio"));
+        assert!(
+            (x - 1000.0 - 50.0).abs() < 1e-9,
+            "X's long hit its target: {x}"
+        );
+        assert!(
+            (y - 1000.0 + 50.0).abs() < 1e-9,
+            "Y's short hit its stop: {y}"
+        );
+        assert!((all - 1000.0 - (x - 1000.0) - (y - 1000.0)).abs() < 1e-9);
     }
 }

@@ -3,6 +3,7 @@
 //! file. One module per concern; each starts its own servers.
 
 mod adversarial;
+mod curators;
 mod daemons;
 mod deploys;
 mod evolution;
@@ -19,4 +20,5 @@ mod redis_bus;
 mod registry;
 mod report;
 mod rollouts;
+mod sharing;
 mod tls;

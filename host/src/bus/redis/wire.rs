@@ -502,6 +502,45 @@ mod tests {
     }
 
     #[test]
+    fn curations_and_intel_cross_the_wire_unchanged() {
+        use crate::types::{Curation, CuratorAction, Intel, Metric, NudgeTarget};
+        let bodies = [
+            Body::Curation(Curation {
+                plan_id: "p".into(),
+                curator: "curator-cost".into(),
+                action: CuratorAction::Nudge,
+                target: NudgeTarget::Size,
+                amount: -0.05,
+                reason: "thin edge".into(),
+            }),
+            Body::Intel(Intel {
+                subject: "expert:x".into(),
+                scope: "trend-calm".into(),
+                values: vec![Metric {
+                    name: "weight".into(),
+                    value: 1.25,
+                }],
+                samples: 40,
+            }),
+        ];
+        for body in bodies {
+            let m = serde_json::to_string(&WireOut {
+                v: ENTRY_FORMAT,
+                key: "k",
+                source: "s",
+                time: 5,
+                from: "d@1",
+                n: 1,
+                body: Some(&body),
+                enc: None,
+            })
+            .unwrap();
+            let (e, _, _) = decode_entry("curation", &fields(&[("m", &m)])).unwrap();
+            assert_eq!(e.body, body);
+        }
+    }
+
+    #[test]
     fn format_1_entries_are_refused_with_a_reason() {
         let old = fields(&[("v", "1"), ("key", "k"), ("source", "s")]);
         assert!(
