@@ -258,25 +258,9 @@ pub fn list_setting(ctx: &InitContext, name: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Setting;
 
     fn curators(settings: &[(&str, &str)]) -> Result<Curators, String> {
-        Curators::from_settings(
-            &InitContext {
-                instance: "m".into(),
-                member: 0,
-                params: vec![],
-                settings: settings
-                    .iter()
-                    .map(|(n, v)| Setting {
-                        name: (*n).into(),
-                        value: (*v).into(),
-                    })
-                    .collect(),
-                snapshot: None,
-            },
-            1,
-        )
+        Curators::from_settings(&crate::testing::context("m", settings), 1)
     }
 
     #[test]

@@ -59,6 +59,7 @@
 pub mod curation;
 pub mod indicators;
 pub mod join;
+pub mod testing;
 
 /// The README's module example, compiled as a doctest so it stays true.
 #[cfg(doctest)]

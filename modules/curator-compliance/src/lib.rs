@@ -470,34 +470,15 @@ garden_sdk::export_module!(ComplianceCurator);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use garden_sdk::{CuratorAction, ScoredPlan, Setting, Side};
+    use garden_sdk::{CuratorAction, ScoredPlan, Side};
 
     fn curator(settings: &[(&str, &str)]) -> Result<ComplianceCurator, String> {
-        ComplianceCurator::init(InitContext {
-            instance: "curator-compliance".into(),
-            member: 0,
-            params: vec![],
-            settings: settings
-                .iter()
-                .map(|(n, v)| Setting {
-                    name: (*n).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            snapshot: None,
-        })
+        ComplianceCurator::init(garden_sdk::testing::context("curator-compliance", settings))
     }
 
     fn send(c: &mut ComplianceCurator, body: Body) -> Outbox {
         let mut out = Outbox::new();
-        let msg = Envelope {
-            topic: "t".into(),
-            key: "k".into(),
-            seq: 0,
-            time: 0,
-            source: "s".into(),
-            body,
-        };
+        let msg = garden_sdk::testing::message("s", "k", body);
         c.on_message(&msg, &mut out).unwrap();
         out
     }

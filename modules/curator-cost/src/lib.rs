@@ -201,41 +201,17 @@ garden_sdk::export_module!(CostCurator);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use garden_sdk::{CuratorAction, Plan, Setting, Side};
+    use garden_sdk::{CuratorAction, Side};
 
     fn init(settings: &[(&str, &str)]) -> Result<CostCurator, String> {
-        CostCurator::init(InitContext {
-            instance: "curator-cost".into(),
-            member: 0,
-            params: vec![],
-            settings: settings
-                .iter()
-                .map(|(n, v)| Setting {
-                    name: (*n).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            snapshot: None,
-        })
+        CostCurator::init(garden_sdk::testing::context("curator-cost", settings))
     }
 
     /// A long at 1.0 with its target `up` above and its stop `down` below,
     /// fused to confidence `p`.
     fn scored(p: f64, up: f64, down: f64) -> ScoredPlan {
         ScoredPlan {
-            plan: Plan {
-                id: "p".into(),
-                origin: "a".into(),
-                symbol: "X".into(),
-                side: Side::Long,
-                entry: 1.0,
-                stop: 1.0 - down,
-                target: 1.0 + up,
-                size: 1.0,
-                horizon: 5,
-                confidence: 0.5,
-                time: 0,
-            },
+            plan: garden_sdk::testing::plan("p", Side::Long, 1.0, 1.0 - down, 1.0 + up),
             prior_log_odds: 0.0,
             log_odds: 0.0,
             confidence: p,
@@ -247,14 +223,7 @@ mod tests {
     }
 
     fn msg(body: Body) -> Envelope {
-        Envelope {
-            topic: "scored".into(),
-            key: "p".into(),
-            seq: 0,
-            time: 0,
-            source: "fusion".into(),
-            body,
-        }
+        garden_sdk::testing::message("fusion", "p", body)
     }
 
     #[test]

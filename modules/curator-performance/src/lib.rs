@@ -199,34 +199,18 @@ garden_sdk::export_module!(PerformanceCurator);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use garden_sdk::{CuratorAction, FillKind, ScoredPlan, Setting, Side};
+    use garden_sdk::{CuratorAction, FillKind, ScoredPlan, Side};
 
     fn curator(settings: &[(&str, &str)]) -> Result<PerformanceCurator, String> {
-        PerformanceCurator::init(InitContext {
-            instance: "curator-performance".into(),
-            member: 0,
-            params: vec![],
-            settings: settings
-                .iter()
-                .map(|(n, v)| Setting {
-                    name: (*n).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            snapshot: None,
-        })
+        PerformanceCurator::init(garden_sdk::testing::context(
+            "curator-performance",
+            settings,
+        ))
     }
 
     fn send(c: &mut PerformanceCurator, body: Body) -> Outbox {
         let mut out = Outbox::new();
-        let msg = Envelope {
-            topic: "t".into(),
-            key: "k".into(),
-            seq: 0,
-            time: 0,
-            source: "s".into(),
-            body,
-        };
+        let msg = garden_sdk::testing::message("s", "k", body);
         c.on_message(&msg, &mut out).unwrap();
         out
     }

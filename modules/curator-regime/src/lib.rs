@@ -138,32 +138,15 @@ garden_sdk::export_module!(RegimeCurator);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use garden_sdk::{Bar, ContextChange, CuratorAction, Setting, Side};
+    use garden_sdk::{Bar, ContextChange, CuratorAction, Side};
 
     fn curator() -> RegimeCurator {
-        let set = |n: &str, v: &str| Setting {
-            name: n.into(),
-            value: v.into(),
-        };
-        RegimeCurator::init(InitContext {
-            instance: "curator-regime".into(),
-            member: 0,
-            params: vec![],
-            settings: vec![set("trend-period", "3"), set("slope-bars", "2")],
-            snapshot: None,
-        })
-        .unwrap()
+        let settings = [("trend-period", "3"), ("slope-bars", "2")];
+        RegimeCurator::init(garden_sdk::testing::context("curator-regime", &settings)).unwrap()
     }
 
     fn msg(key: &str, body: Body) -> Envelope {
-        Envelope {
-            topic: "t".into(),
-            key: key.into(),
-            seq: 0,
-            time: 0,
-            source: "s".into(),
-            body,
-        }
+        garden_sdk::testing::message("s", key, body)
     }
 
     fn bars(c: &mut RegimeCurator, closes: &[f64]) {
@@ -192,19 +175,12 @@ mod tests {
     }
 
     fn plan(side: Side) -> Plan {
-        Plan {
-            id: "p".into(),
-            origin: "a".into(),
-            symbol: "X".into(),
-            side,
-            entry: 1.0,
-            stop: 0.9,
-            target: 1.2,
-            size: 1.0,
-            horizon: 5,
-            confidence: 0.5,
-            time: 0,
-        }
+        let (stop, target) = if side == Side::Long {
+            (0.9, 1.2)
+        } else {
+            (1.1, 0.8)
+        };
+        garden_sdk::testing::plan("p", side, 1.0, stop, target)
     }
 
     #[test]

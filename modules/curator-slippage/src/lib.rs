@@ -252,33 +252,14 @@ garden_sdk::export_module!(SlippageCurator);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use garden_sdk::{CuratorAction, Plan, Setting, Side};
+    use garden_sdk::{CuratorAction, Plan, Side};
 
     fn curator(settings: &[(&str, &str)]) -> Result<SlippageCurator, String> {
-        SlippageCurator::init(InitContext {
-            instance: "curator-slippage".into(),
-            member: 0,
-            params: vec![],
-            settings: settings
-                .iter()
-                .map(|(n, v)| Setting {
-                    name: (*n).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            snapshot: None,
-        })
+        SlippageCurator::init(garden_sdk::testing::context("curator-slippage", settings))
     }
 
     fn msg(body: Body) -> Envelope {
-        Envelope {
-            topic: "t".into(),
-            key: "X".into(),
-            seq: 0,
-            time: 0,
-            source: "s".into(),
-            body,
-        }
+        garden_sdk::testing::message("s", "X", body)
     }
 
     fn bar(c: &mut SlippageCurator, open: f64, high: f64, low: f64, close: f64) {

@@ -393,7 +393,7 @@ garden_sdk::export_module!(TimingCurator);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use garden_sdk::{CuratorAction, ScoredPlan, Setting, Side};
+    use garden_sdk::{CuratorAction, ScoredPlan, Side};
 
     /// 2024-01-01 00:00 UTC, a Monday.
     const MONDAY: Timestamp = 1_704_067_200_000;
@@ -407,30 +407,11 @@ mod tests {
     const SUN: i64 = 6 * 24;
 
     fn curator(settings: &[(&str, &str)]) -> Result<TimingCurator, String> {
-        TimingCurator::init(InitContext {
-            instance: "curator-timing".into(),
-            member: 0,
-            params: vec![],
-            settings: settings
-                .iter()
-                .map(|(n, v)| Setting {
-                    name: (*n).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            snapshot: None,
-        })
+        TimingCurator::init(garden_sdk::testing::context("curator-timing", settings))
     }
 
     fn msg(body: Body) -> Envelope {
-        Envelope {
-            topic: "t".into(),
-            key: "X".into(),
-            seq: 0,
-            time: 0,
-            source: "s".into(),
-            body,
-        }
+        garden_sdk::testing::message("s", "X", body)
     }
 
     /// A bar of X at `hour` opening at `open` and closing at 1.0, with a

@@ -17,7 +17,7 @@
 //! 6. the book across every variant and symbol (`portfolio`): the size is
 //!    cut to the room left under `max-portfolio-risk` (open loss at the
 //!    stops), `max-gross` and `max-net` (notional), each a multiple of the
-//!    book's equity (`equity` plus every variant's realised pnl).
+//!    book's equity (`equity` plus every variant's realised pnl, retired variants' too).
 //!
 //! Reject if nothing is left, **modify** if the size shrank (the reason
 //! names the limit), **approve** otherwise. An approval reserves its size
@@ -67,6 +67,9 @@ pub struct Risk {
     accounts: HashMap<String, Account>,
     portfolio: PortfolioLimits,
     book: Book,
+    /// Every variant's realised pnl, retired ones' too: the book keeps
+    /// what they made or lost.
+    book_realised: f64,
     curators: Curators,
     /// Scored plans waiting for this stage's curators.
     pending: Join<ScoredPlan, Curation>,
@@ -182,7 +185,7 @@ impl Risk {
     /// The book's equity: the starting equity plus every variant's
     /// realised pnl.
     fn book_equity(&self) -> f64 {
-        self.equity + self.accounts.values().map(|a| a.realised).sum::<f64>()
+        self.equity + self.book_realised
     }
 
     fn decide(&mut self, scored: ScoredPlan, out: &mut Outbox) {
@@ -326,6 +329,7 @@ impl Module for Risk {
             accounts: HashMap::new(),
             portfolio: portfolio_limits(&ctx)?,
             book: Book::default(),
+            book_realised: 0.0,
         })
     }
 
@@ -367,6 +371,9 @@ impl Module for Risk {
                 }
             }
             Body::Feedback(fb) => {
+                if fb.pnl.is_finite() {
+                    self.book_realised += fb.pnl;
+                }
                 if let Some(a) = self.accounts.get_mut(&fb.origin) {
                     a.realised += fb.pnl;
                 }
@@ -500,41 +507,23 @@ mod tests {
     }
 
     fn risk_with(settings: &[(&str, &str)]) -> Risk {
-        use garden_sdk::{GeneValue, Param, Setting};
+        use garden_sdk::{GeneValue, Param};
         let p = |name: &str, value: GeneValue| Param {
             name: name.into(),
             value,
         };
-        Risk::init(InitContext {
-            instance: "decision".into(),
-            member: 0,
-            params: vec![
-                p("max-position", GeneValue::Float(100_000.0)),
-                p("max-open-plans", GeneValue::Int(3)),
-                p("risk-per-plan", GeneValue::Float(0.01)),
-                p("min-confidence", GeneValue::Float(0.45)),
-            ],
-            settings: settings
-                .iter()
-                .map(|(n, v)| Setting {
-                    name: (*n).into(),
-                    value: (*v).into(),
-                })
-                .collect(),
-            snapshot: None,
-        })
-        .unwrap()
+        let mut ctx = garden_sdk::testing::context("decision", settings);
+        ctx.params = vec![
+            p("max-position", GeneValue::Float(100_000.0)),
+            p("max-open-plans", GeneValue::Int(3)),
+            p("risk-per-plan", GeneValue::Float(0.01)),
+            p("min-confidence", GeneValue::Float(0.45)),
+        ];
+        Risk::init(ctx).unwrap()
     }
 
     fn msg(source: &str, body: Body) -> Envelope {
-        Envelope {
-            topic: "t".into(),
-            key: "p".into(),
-            seq: 0,
-            time: 0,
-            source: source.into(),
-            body,
-        }
+        garden_sdk::testing::message(source, "p", body)
     }
 
     fn scored(curation: Vec<Curation>) -> Body {

@@ -160,22 +160,7 @@ pub fn allocate(
 mod tests {
     use super::*;
     use garden_sdk::Side;
-
-    fn plan(id: &str, side: Side, entry: f64, stop: f64, target: f64) -> Plan {
-        Plan {
-            id: id.into(),
-            origin: "a".into(),
-            symbol: "X".into(),
-            side,
-            entry,
-            stop,
-            target,
-            size: 1.0,
-            horizon: 5,
-            confidence: 0.5,
-            time: 0,
-        }
-    }
+    use garden_sdk::testing::plan;
 
     fn limits() -> PortfolioLimits {
         PortfolioLimits {

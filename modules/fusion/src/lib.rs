@@ -550,7 +550,7 @@ garden_sdk::export_module!(Fusion);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use garden_sdk::{Bar, Setting, Side};
+    use garden_sdk::{Bar, Side};
 
     fn fusion(experts: &str, deadline: u32) -> Fusion {
         with_settings(&[
@@ -561,19 +561,7 @@ mod tests {
     }
 
     fn with_settings(settings: &[(&str, &str)]) -> Result<Fusion, String> {
-        Fusion::init(InitContext {
-            member: 0,
-            snapshot: None,
-            instance: "f".into(),
-            params: vec![],
-            settings: settings
-                .iter()
-                .map(|(name, value)| Setting {
-                    name: (*name).into(),
-                    value: (*value).into(),
-                })
-                .collect(),
-        })
+        Fusion::init(garden_sdk::testing::context("f", settings))
     }
 
     fn plan(id: &str, confidence: f64) -> Plan {

@@ -3,6 +3,7 @@
 //! file. One module per concern; each starts its own servers.
 
 mod adversarial;
+mod book;
 mod curators;
 mod daemons;
 mod deploys;
