@@ -10,6 +10,7 @@
     best: { width: 2.5, type: 'solid' },
     variant: { width: 1.2, type: 'solid' },
     control: { width: 1.5, type: 'dotted' },
+    portfolio: { width: 2, type: 'solid', color: '#8250df' },
     'buy-and-hold': { width: 1.5, type: 'dashed', color: '#7a8494' }
   };
 

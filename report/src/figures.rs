@@ -387,7 +387,11 @@ fn account(data: &RunData, subject: &str) -> Vec<(i64, f64)> {
     points
 }
 
-/// Equity and drawdown lines of the chosen variants and buy-and-hold.
+/// The subject of the trader's report on every variant's book together.
+const PORTFOLIO: &str = "portfolio";
+
+/// Equity and drawdown lines of the chosen variants, the whole book and
+/// buy-and-hold.
 fn equity_lines(
     data: &RunData,
     chosen: &[(String, &'static str)],
@@ -423,6 +427,20 @@ fn equity_lines(
             name,
             kind,
             points: thin(&points, max_points),
+        });
+    }
+    // The book of every variant together, as the trader reports it.
+    let book = account(data, PORTFOLIO);
+    if !book.is_empty() {
+        drawdown.series.push(Series {
+            name: "every variant (portfolio)".into(),
+            kind: "portfolio",
+            points: thin(&drawdown_of(&book), max_points),
+        });
+        equity.series.push(Series {
+            name: "every variant (portfolio)".into(),
+            kind: "portfolio",
+            points: thin(&book, max_points),
         });
     }
     let hold = buy_and_hold(&data.bars, start_value.unwrap_or(1.0));

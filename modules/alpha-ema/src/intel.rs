@@ -9,7 +9,9 @@
 //! It keeps the latest record every other variant shared, and pools them
 //! per label: a variant using intel skips a plan while the others' pooled
 //! hit rate in the current label, over at least `min_samples` trades, is
-//! below its threshold.
+//! below its threshold. A record heard more than `memory` bars ago no
+//! longer counts: if every variant skipped a regime, nobody would trade in
+//! it again and its poor record would never change, so it must lapse.
 //!
 //! Invariants: bounded memory (at most [`MAX_PLANS`] plans awaiting their
 //! outcome, [`MAX_HEARD`] records heard); records heard from itself, or
@@ -63,8 +65,10 @@ pub struct Ledger {
     /// Plans awaiting their outcome: (plan id, label, risk to the stop).
     plans: VecDeque<(String, String, f64)>,
     own: BTreeMap<String, Record>,
-    /// Others' latest: (subject, label) → (trades, hit rate).
-    heard: BTreeMap<(String, String), (f64, f64)>,
+    /// Others' latest: (subject, label) → (trades, hit rate, bar heard).
+    heard: BTreeMap<(String, String), (f64, f64, u64)>,
+    /// Bars seen (of any symbol): the clock records lapse by.
+    bars: u64,
 }
 
 impl Ledger {
@@ -128,16 +132,22 @@ impl Ledger {
         if self.heard.len() >= MAX_HEARD && !self.heard.contains_key(&key) {
             return;
         }
-        self.heard.insert(key, (trades, hit));
+        self.heard.insert(key, (trades, hit, self.bars));
     }
 
-    /// The others' pooled (trades, hit rate) under `label`.
-    pub fn pooled(&self, label: &str) -> (f64, f64) {
+    /// One more bar has passed.
+    pub fn tick(&mut self) {
+        self.bars += 1;
+    }
+
+    /// The others' pooled (trades, hit rate) under `label`, of the records
+    /// heard within the last `memory` bars.
+    pub fn pooled(&self, label: &str, memory: u64) -> (f64, f64) {
         let (trades, wins) = self
             .heard
             .iter()
-            .filter(|((_, scope), _)| scope == label)
-            .fold((0.0, 0.0), |(t, w), (_, (n, h))| (t + n, w + n * h));
+            .filter(|((_, scope), (_, _, at))| scope == label && self.bars - at <= memory)
+            .fold((0.0, 0.0), |(t, w), (_, (n, h, _))| (t + n, w + n * h));
         if trades > 0.0 {
             (trades, wins / trades)
         } else {
@@ -193,13 +203,19 @@ mod tests {
         l.heard("me", &intel("me", "range-calm", 100.0, 1.0));
         l.heard("me", &intel("d", "range-calm", 10.0, f64::NAN));
         l.heard("me", &intel("e", "range-calm", 10.0, 7.0));
-        let (n, h) = l.pooled("range-calm");
+        let (n, h) = l.pooled("range-calm", 10);
         assert_eq!(n, 40.0);
         assert!((h - (2.0 + 18.0) / 40.0).abs() < 1e-12);
         // A later record replaces the earlier one of the same variant.
         l.heard("me", &intel("b", "range-calm", 20.0, 0.5));
-        assert_eq!(l.pooled("range-calm").0, 50.0);
-        assert_eq!(l.pooled("none"), (0.0, 0.0));
+        assert_eq!(l.pooled("range-calm", 10).0, 50.0);
+        assert_eq!(l.pooled("none", 10), (0.0, 0.0));
+        // Records lapse after the memory, unless heard again.
+        for _ in 0..11 {
+            l.tick();
+        }
+        l.heard("me", &intel("c", "range-calm", 30.0, 0.6));
+        assert_eq!(l.pooled("range-calm", 10), (30.0, 0.6));
         assert!(Sharing::parse("maybe").is_err());
     }
 }

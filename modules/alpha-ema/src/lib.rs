@@ -24,7 +24,8 @@
 //! each closed plan (regime labels from the `regime` topic). A variant
 //! using intel also skips a plan while the other variants' pooled hit rate
 //! in the current regime, over at least `intel-min-samples` (20) trades,
-//! is below `intel-skip-below` (0.35).
+//! is below `intel-skip-below` (0.35); records older than `intel-memory`
+//! (500) bars no longer count.
 
 use std::collections::BTreeMap;
 
@@ -75,6 +76,8 @@ pub struct Alpha {
     sharing: Sharing,
     skip_below: f64,
     min_samples: f64,
+    /// Bars a record heard from another variant counts for.
+    memory: u64,
     /// The latest regime label per symbol.
     labels: BTreeMap<String, String>,
     ledger: Ledger,
@@ -91,6 +94,7 @@ const DECAY: f64 = 0.95;
 
 impl Alpha {
     fn on_bar(&mut self, bar: &Bar, out: &mut Outbox) {
+        self.ledger.tick();
         let (f, sl, a) = self.periods;
         let tape = self
             .tapes
@@ -119,7 +123,7 @@ impl Alpha {
         }
         let label = self.labels.get(&bar.symbol).cloned().unwrap_or_default();
         if self.sharing == Sharing::Use && !label.is_empty() {
-            let (trades, hit) = self.ledger.pooled(&label);
+            let (trades, hit) = self.ledger.pooled(&label, self.memory);
             if trades >= self.min_samples && hit < self.skip_below {
                 return;
             }
@@ -223,6 +227,7 @@ impl Module for Alpha {
             sharing: Sharing::parse(ctx.setting("intel").unwrap_or("off"))?,
             skip_below: unit_setting(&ctx, "intel-skip-below", 0.35)?,
             min_samples: ctx.setting_f64("intel-min-samples", 20.0)?.max(1.0),
+            memory: ctx.setting_f64("intel-memory", 500.0)?.clamp(1.0, 1e9) as u64,
             instance: ctx.instance,
             next_id,
             wins,

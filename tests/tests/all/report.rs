@@ -43,7 +43,7 @@ fn check_figures(f: &Value) {
         .iter()
         .filter_map(|s| s["kind"].as_str())
         .collect();
-    for kind in ["best", "control", "buy-and-hold"] {
+    for kind in ["best", "control", "portfolio", "buy-and-hold"] {
         assert!(
             kinds.contains(&kind),
             "equity has no {kind} line: {kinds:?}"
