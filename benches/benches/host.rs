@@ -6,6 +6,9 @@
 //!   alpha module, with fuel and epoch deadline armed;
 //! * `pipeline/{1,100}_variants`: the whole embedded pipeline over the
 //!   bundled 5,000 EUR/USD bars (throughput in bars/s);
+//! * `pipeline_uncurated/{1,100}_variants`: the same without the curators
+//!   and intel sharing (the `curators` and `sharing` ablations), so the
+//!   difference is what that layer costs;
 //! * `pipeline_lean/{1,100}_variants`: the same without the MicroTape and
 //!   the three token and divergence experts (alpha, regime, anomaly expert,
 //!   fusion, decision, trader): the pipeline issue #3's target was set for.
@@ -147,8 +150,15 @@ fn pipeline(c: &mut Criterion) {
     let lean = garden_benches::lean();
     let engine = Arc::new(Engine::new(full.limits.clone(), None).expect("engine"));
     let rows = rows();
+    // The embedded pipeline without what issue #19 added: what the
+    // curators and sharing cost per bar.
+    let uncurated = full
+        .ablated("sharing")
+        .and_then(|c| c.ablated("curators"))
+        .expect("the embedded pipeline's ablations apply");
     let shapes = [
         ("pipeline", full.clone(), &[1u32, 100][..]),
+        ("pipeline_uncurated", uncurated, &[1, 100][..]),
         (
             "pipeline_cohort",
             garden_benches::in_cohorts(full, 100),
