@@ -27,7 +27,7 @@ const EXPERTS: [&str; 4] = [
 ];
 
 fn plan(i: usize, row: &Row) -> Envelope {
-    let id = format!("p{i}");
+    let id = format!("$bench-p{i}");
     let i = i / PLANS_SPREAD;
     Envelope {
         topic: "plan".into(),

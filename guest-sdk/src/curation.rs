@@ -184,9 +184,11 @@ impl Effect {
         }
     }
 
-    /// A size after the size nudges (never below 0).
+    /// A size after the size nudges. Several nudges add up, but never
+    /// below −[`MAX_KAPPA`] in all, so a positive size stays positive: to
+    /// stop an item takes a veto.
     pub fn size_of(&self, size: f64) -> f64 {
-        (size * (1.0 + self.size)).max(0.0)
+        size * (1.0 + self.size.max(-MAX_KAPPA))
     }
 
     /// "vetoed by NAME: REASON", when vetoed.
@@ -335,6 +337,9 @@ mod tests {
             size: -2.0,
             ..Effect::default()
         };
-        assert_eq!(e.size_of(1.0), 0.0);
+        assert!(
+            (e.size_of(1.0) - (1.0 - MAX_KAPPA)).abs() < 1e-12,
+            "only a veto stops"
+        );
     }
 }

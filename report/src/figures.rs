@@ -535,11 +535,10 @@ fn trades(data: &RunData, chosen: &[(String, &'static str)], options: &ReportOpt
         .collect();
     let wanted: HashSet<&str> = chosen.iter().map(|(id, _)| id.as_str()).collect();
     let mut fills: BTreeMap<String, Vec<TradeMark>> = BTreeMap::new();
-    for f in data
-        .fills
-        .iter()
-        .filter(|f| f.symbol == symbol && wanted.contains(f.origin.as_str()))
-    {
+    // A cancel fill marks a plan that was never opened: nothing to draw.
+    for f in data.fills.iter().filter(|f| {
+        f.symbol == symbol && wanted.contains(f.origin.as_str()) && f.kind != FillKind::Cancel
+    }) {
         fills.entry(f.origin.clone()).or_default().push(TradeMark {
             time: f.time,
             price: f.price,

@@ -109,9 +109,11 @@ impl Ledger {
         })
     }
 
-    /// Another variant's record (ignored when it is `me`'s own or malformed).
-    pub fn heard(&mut self, me: &str, intel: &Intel) {
-        if intel.subject == me || intel.scope.is_empty() {
+    /// Another variant's record, published by `source` (ignored when it
+    /// is `me`'s own, malformed, or about another subject than its
+    /// publisher: one variant cannot speak for others).
+    pub fn heard(&mut self, me: &str, source: &str, intel: &Intel) {
+        if intel.subject == me || intel.subject != source || intel.scope.is_empty() {
             return;
         }
         let value = |name: &str| {
@@ -130,7 +132,15 @@ impl Ledger {
         }
         let key = (intel.subject.clone(), intel.scope.clone());
         if self.heard.len() >= MAX_HEARD && !self.heard.contains_key(&key) {
-            return;
+            // Make room by forgetting the record heard longest ago.
+            let oldest = self
+                .heard
+                .iter()
+                .min_by_key(|(_, (_, _, at))| *at)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.heard.remove(&k);
+            }
         }
         self.heard.insert(key, (trades, hit, self.bars));
     }
@@ -197,25 +207,28 @@ mod tests {
     #[test]
     fn the_others_are_pooled_per_label_and_self_or_nonsense_ignored() {
         let mut l = Ledger::default();
-        l.heard("me", &intel("b", "range-calm", 10.0, 0.2));
-        l.heard("me", &intel("c", "range-calm", 30.0, 0.6));
-        l.heard("me", &intel("c", "trend-calm", 5.0, 1.0));
-        l.heard("me", &intel("me", "range-calm", 100.0, 1.0));
-        l.heard("me", &intel("d", "range-calm", 10.0, f64::NAN));
-        l.heard("me", &intel("e", "range-calm", 10.0, 7.0));
+        l.heard("me", "b", &intel("b", "range-calm", 10.0, 0.2));
+        l.heard("me", "c", &intel("c", "range-calm", 30.0, 0.6));
+        l.heard("me", "c", &intel("c", "trend-calm", 5.0, 1.0));
+        l.heard("me", "me", &intel("me", "range-calm", 100.0, 1.0));
+        l.heard("me", "d", &intel("d", "range-calm", 10.0, f64::NAN));
+        l.heard("me", "e", &intel("e", "range-calm", 10.0, 7.0));
         let (n, h) = l.pooled("range-calm", 10);
         assert_eq!(n, 40.0);
         assert!((h - (2.0 + 18.0) / 40.0).abs() < 1e-12);
         // A later record replaces the earlier one of the same variant.
-        l.heard("me", &intel("b", "range-calm", 20.0, 0.5));
+        l.heard("me", "b", &intel("b", "range-calm", 20.0, 0.5));
         assert_eq!(l.pooled("range-calm", 10).0, 50.0);
         assert_eq!(l.pooled("none", 10), (0.0, 0.0));
         // Records lapse after the memory, unless heard again.
         for _ in 0..11 {
             l.tick();
         }
-        l.heard("me", &intel("c", "range-calm", 30.0, 0.6));
+        l.heard("me", "c", &intel("c", "range-calm", 30.0, 0.6));
         assert_eq!(l.pooled("range-calm", 10), (30.0, 0.6));
         assert!(Sharing::parse("maybe").is_err());
+        // One variant cannot speak for another.
+        l.heard("me", "mallory", &intel("c", "range-calm", 1e6, 0.0));
+        assert_eq!(l.pooled("range-calm", 10), (30.0, 0.6));
     }
 }

@@ -15,7 +15,7 @@
 //! **Decisions.** The decision module sends each verdict back to the
 //! variant. The variant scales its size hint by how much of its asks were
 //! granted of late: each approval moves the scale a fifth of the way to 1,
-//! each modification a fifth of the way to approved / asked (rejections
+//! each modification a fifth of the way to its scale × approved / asked (rejections
 //! leave it), so a variant whose plans keep being cut asks for what it
 //! gets.
 //!
@@ -257,7 +257,9 @@ impl Module for Alpha {
             Body::Context(c) => {
                 self.labels.insert(msg.key.clone(), c.label.clone());
             }
-            Body::Intel(i) if self.sharing == Sharing::Use => self.ledger.heard(&self.instance, i),
+            Body::Intel(i) if self.sharing == Sharing::Use => {
+                self.ledger.heard(&self.instance, &msg.source, i)
+            }
             _ => {}
         }
         Ok(())
@@ -441,6 +443,7 @@ mod tests {
             });
             a.on_message(&regime, &mut out).unwrap();
             let mut heard = bar(0, 0.0);
+            heard.source = "b".into();
             heard.body = Body::Intel(garden_sdk::Intel {
                 subject: "b".into(),
                 scope: "range-calm".into(),

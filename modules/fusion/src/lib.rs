@@ -120,6 +120,12 @@ pub fn curate(scored: &mut ScoredPlan) {
     scored.plan.size = e.size_of(scored.plan.size);
 }
 
+/// Whether plan id `id` is one variant `origin` may use: `{origin}-...`.
+pub fn owns_id(origin: &str, id: &str) -> bool {
+    id.strip_prefix(origin)
+        .is_some_and(|rest| rest.starts_with('-') && rest.len() > 1)
+}
+
 /// An expert's track record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
@@ -519,10 +525,13 @@ impl Module for Fusion {
             // A plan in another variant's name is refused, and logged and
             // counted rather than failed: a failure counts against fusion,
             // so failing would let the forger get fusion quarantined.
-            Body::Plan(plan) if *plan.origin != *msg.source => {
+            // Its id must be its origin's too (`{origin}-...`): verdicts
+            // and evidence are keyed by plan id, so another variant's id
+            // would take over that plan's join.
+            Body::Plan(plan) if *plan.origin != *msg.source || !owns_id(&plan.origin, &plan.id) => {
                 self.forged_plans += 1;
                 garden_sdk::warn(&format!(
-                    "refused plan {}: it claims origin {} but was published by {}",
+                    "refused plan {}: it claims origin {}, was published by {}, and a plan's id must start with `{{origin}}-`",
                     plan.id, plan.origin, msg.source
                 ));
             }
@@ -659,7 +668,7 @@ mod tests {
         let mut ev_map = BTreeMap::new();
         ev_map.insert("a".to_string(), 0.5);
         ev_map.insert("b".to_string(), -0.2);
-        let s = fuse(plan("p", 0.6), &ev_map, vec![], &BTreeMap::new(), 1);
+        let s = fuse(plan("a-p", 0.6), &ev_map, vec![], &BTreeMap::new(), 1);
         let prior = (0.6f64 / 0.4).ln();
         assert!((s.prior_log_odds - prior).abs() < 1e-12);
         assert!((s.log_odds - (prior + 0.3)).abs() < 1e-12);
@@ -667,7 +676,7 @@ mod tests {
         // Even prior and no evidence is a coin flip.
         assert!(
             (fuse(
-                plan("p", 0.5),
+                plan("a-p", 0.5),
                 &BTreeMap::new(),
                 vec![],
                 &BTreeMap::new(),
@@ -681,7 +690,7 @@ mod tests {
         // Prior is clamped, so certainty does not give infinities.
         assert!(
             fuse(
-                plan("p", 1.0),
+                plan("a-p", 1.0),
                 &BTreeMap::new(),
                 vec![],
                 &BTreeMap::new(),
@@ -693,7 +702,7 @@ mod tests {
         assert!(s.confirmed, "one expert supported, one needed");
         // Weights scale each ratio.
         let w: BTreeMap<String, f64> = [("a".to_string(), 2.0), ("b".to_string(), 0.5)].into();
-        let weighted = fuse(plan("p", 0.6), &ev_map, vec![], &w, 2);
+        let weighted = fuse(plan("a-p", 0.6), &ev_map, vec![], &w, 2);
         assert!((weighted.log_odds - (prior + 2.0 * 0.5 - 0.5 * 0.2)).abs() < 1e-12);
         assert!(!weighted.confirmed, "two needed, one supported");
     }
@@ -710,7 +719,7 @@ mod tests {
         };
         let mut out = Outbox::new();
         for i in 0..200 {
-            let id = format!("p{i}");
+            let id = format!("a-p{i}");
             let wins = coin();
             f.on_message(&env(Body::Plan(plan(&id, 0.5))), &mut out)
                 .unwrap();
@@ -758,9 +767,9 @@ mod tests {
     fn missing_evidence_is_counted_per_expert() {
         let mut f = fusion("e1,e2", 1);
         let mut out = Outbox::new();
-        f.on_message(&env(Body::Plan(plan("p", 0.5))), &mut out)
+        f.on_message(&env(Body::Plan(plan("a-p", 0.5))), &mut out)
             .unwrap();
-        f.on_message(&env(ev("p", "e1", 0.4)), &mut out).unwrap();
+        f.on_message(&env(ev("a-p", "e1", 0.4)), &mut out).unwrap();
         f.on_message(&env(bar()), &mut out).unwrap();
         assert_eq!(f.records["e2"].missing, 1);
         assert_eq!(f.records["e1"].missing, 0);
@@ -770,11 +779,11 @@ mod tests {
     fn forwards_when_all_experts_answered_in_any_order() {
         let mut f = fusion("e1,e2", 3);
         let mut out = Outbox::new();
-        f.on_message(&env(ev("p", "e1", 0.4)), &mut out).unwrap();
-        f.on_message(&env(Body::Plan(plan("p", 0.5))), &mut out)
+        f.on_message(&env(ev("a-p", "e1", 0.4)), &mut out).unwrap();
+        f.on_message(&env(Body::Plan(plan("a-p", 0.5))), &mut out)
             .unwrap();
         assert!(scored(&out).is_empty());
-        f.on_message(&env(ev("p", "e2", 0.1)), &mut out).unwrap();
+        f.on_message(&env(ev("a-p", "e2", 0.1)), &mut out).unwrap();
         let s = scored(&out);
         assert_eq!(s.len(), 1);
         assert!((s[0].log_odds - 0.5).abs() < 1e-12);
@@ -785,9 +794,9 @@ mod tests {
     fn deadline_forwards_with_missing_experts() {
         let mut f = fusion("e1,e2", 2);
         let mut out = Outbox::new();
-        f.on_message(&env(Body::Plan(plan("p", 0.5))), &mut out)
+        f.on_message(&env(Body::Plan(plan("a-p", 0.5))), &mut out)
             .unwrap();
-        f.on_message(&env(ev("p", "e1", 0.4)), &mut out).unwrap();
+        f.on_message(&env(ev("a-p", "e1", 0.4)), &mut out).unwrap();
         f.on_message(&env(bar()), &mut out).unwrap();
         assert!(scored(&out).is_empty(), "one bar is before the deadline");
         f.on_message(&env(bar()), &mut out).unwrap();
@@ -820,19 +829,19 @@ mod tests {
         f.on_message(
             &word(
                 "c1",
-                Verdicts::by("c1").nudge("p", NudgeTarget::LogOdds, 3.0, "keen"),
+                Verdicts::by("c1").nudge("a-p", NudgeTarget::LogOdds, 3.0, "keen"),
             ),
             &mut out,
         )
         .unwrap();
-        f.on_message(&env(Body::Plan(plan("p", 0.5))), &mut out)
+        f.on_message(&env(Body::Plan(plan("a-p", 0.5))), &mut out)
             .unwrap();
-        f.on_message(&env(ev("p", "e1", 0.4)), &mut out).unwrap();
+        f.on_message(&env(ev("a-p", "e1", 0.4)), &mut out).unwrap();
         assert!(scored(&out).is_empty(), "c2 has not answered");
         f.on_message(
             &word(
                 "c2",
-                Verdicts::by("c2").nudge("p", NudgeTarget::Size, -0.5, "cut"),
+                Verdicts::by("c2").nudge("a-p", NudgeTarget::Size, -0.5, "cut"),
             ),
             &mut out,
         )
@@ -847,10 +856,10 @@ mod tests {
         // A curator that does not answer is recorded as missing at the
         // deadline; a veto is forwarded with the plan.
         let mut out = Outbox::new();
-        f.on_message(&env(Body::Plan(plan("q", 0.5))), &mut out)
+        f.on_message(&env(Body::Plan(plan("a-q", 0.5))), &mut out)
             .unwrap();
-        f.on_message(&env(ev("q", "e1", 0.4)), &mut out).unwrap();
-        f.on_message(&word("c1", Verdicts::by("c1").veto("q", "no")), &mut out)
+        f.on_message(&env(ev("a-q", "e1", 0.4)), &mut out).unwrap();
+        f.on_message(&word("c1", Verdicts::by("c1").veto("a-q", "no")), &mut out)
             .unwrap();
         f.on_message(&env(bar()), &mut out).unwrap();
         let s = scored(&out);
@@ -864,17 +873,20 @@ mod tests {
         use garden_sdk::curation::Verdicts;
         let mut f = with_settings(&[("experts", "e1"), ("curators", "c1")]).unwrap();
         let mut out = Outbox::new();
-        let forged = word("intruder", Verdicts::by("c1").veto("p", "forged"));
+        let forged = word("intruder", Verdicts::by("c1").veto("a-p", "forged"));
         f.on_message(&forged, &mut out).unwrap();
         assert_eq!(f.curators.forged, 1, "logged and counted, not failed");
         // An unnamed curator's word is ignored: the plan does not wait for it.
-        f.on_message(&word("c9", Verdicts::by("c9").veto("p", "x")), &mut out)
+        f.on_message(&word("c9", Verdicts::by("c9").veto("a-p", "x")), &mut out)
             .unwrap();
-        f.on_message(&env(Body::Plan(plan("p", 0.5))), &mut out)
+        f.on_message(&env(Body::Plan(plan("a-p", 0.5))), &mut out)
             .unwrap();
-        f.on_message(&env(ev("p", "e1", 0.4)), &mut out).unwrap();
-        f.on_message(&word("c1", Verdicts::by("c1").pass("p", "fine")), &mut out)
-            .unwrap();
+        f.on_message(&env(ev("a-p", "e1", 0.4)), &mut out).unwrap();
+        f.on_message(
+            &word("c1", Verdicts::by("c1").pass("a-p", "fine")),
+            &mut out,
+        )
+        .unwrap();
         let s = scored(&out);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].curation.len(), 1);
@@ -885,11 +897,16 @@ mod tests {
     fn refuses_plan_with_forged_origin() {
         let mut f = fusion("e1", 1);
         let mut out = Outbox::new();
-        let mut msg = env(Body::Plan(plan("p", 0.5)));
+        let mut msg = env(Body::Plan(plan("a-p", 0.5)));
         msg.source = "someone-else".into();
         f.on_message(&msg, &mut out).unwrap();
         f.on_message(&env(bar()), &mut out).unwrap();
         assert!(scored(&out).is_empty(), "the forged plan went nowhere");
         assert_eq!(f.forged_plans, 1);
+        // Its own origin, but another variant's id: refused too.
+        f.on_message(&env(Body::Plan(plan("b-1", 0.5))), &mut out)
+            .unwrap();
+        assert_eq!(f.forged_plans, 2);
+        assert!(owns_id("a", "a-7") && !owns_id("a", "ab-7") && !owns_id("a", "a-"));
     }
 }

@@ -163,6 +163,11 @@ impl CuratorStats {
     }
 }
 
+/// Most vetoed plans followed at once; the oldest is dropped (and
+/// counted) to make room, so an alpha writing vetoed plans that never
+/// close cannot grow the trader without bound.
+const MAX_SHADOWS: usize = 4096;
+
 /// What closing a position leaves behind.
 struct Closed {
     pnl: f64,
@@ -226,6 +231,8 @@ pub struct Trader {
     curating: Join<Decision, Curation>,
     /// Vetoed plans followed as if filled, in arrival order.
     shadows: Vec<Shadow>,
+    /// Shadows dropped to stay within [`MAX_SHADOWS`].
+    shadows_dropped: u32,
     /// By curator name; ordered so reports come out in a stable order.
     curator_stats: BTreeMap<String, CuratorStats>,
     /// The book of every variant together: realised pnl and closed
@@ -336,6 +343,16 @@ impl Trader {
 
     /// Follow a vetoed plan as if it had been filled at `size`.
     fn shadow(&mut self, plan: Plan, size: f64, vetoed_by: Vec<String>) {
+        // Plans come from the alphas: bound what they can make us follow.
+        if self.shadows.len() >= MAX_SHADOWS {
+            self.shadows.remove(0);
+            if self.shadows_dropped == 0 {
+                garden_sdk::warn(&format!(
+                    "following more than {MAX_SHADOWS} vetoed plans: the oldest are dropped, and their outcomes are missing from the curators' reports"
+                ));
+            }
+            self.shadows_dropped += 1;
+        }
         if size > 0.0 && size.is_finite() {
             self.shadows.push(Shadow {
                 plan,
@@ -405,7 +422,9 @@ impl Trader {
         let effect = Effect::of(&own);
         d.curation.extend(own);
         self.count(&d.curation);
-        if effect.veto.is_some() {
+        // The decision's limits already hold: a nudge here may only shrink.
+        d.size = effect.size_of(d.size).min(d.size);
+        if effect.veto.is_some() || d.size.is_nan() || d.size <= 0.0 {
             let (vetoed_by, _) = acted(&d.curation);
             out.publish(
                 "fill",
@@ -426,11 +445,7 @@ impl Trader {
             self.shadow(d.plan, d.size, vetoed_by);
             return;
         }
-        // The decision's limits already hold: a nudge here may only shrink.
-        d.size = effect.size_of(d.size).min(d.size);
-        if d.size > 0.0 {
-            self.pending.push(d);
-        }
+        self.pending.push(d);
     }
 
     fn on_decision(&mut self, d: &Decision, out: &mut Outbox) {
@@ -776,6 +791,7 @@ impl Module for Trader {
             curating: Join::new(curators.names.clone(), curators.deadline_bars),
             curators,
             shadows: Vec::new(),
+            shadows_dropped: 0,
             curator_stats: BTreeMap::new(),
             realised_by_symbol: BTreeMap::new(),
             closed_by_symbol: BTreeMap::new(),
