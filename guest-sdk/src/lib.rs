@@ -59,6 +59,7 @@
 pub mod curation;
 pub mod indicators;
 pub mod join;
+pub mod retired;
 pub mod testing;
 
 /// The README's module example, compiled as a doctest so it stays true.

@@ -42,6 +42,7 @@ use portfolio::{Book, PortfolioLimits};
 
 use garden_sdk::curation::{Curators, Effect};
 use garden_sdk::join::{Join, Ready};
+use garden_sdk::retired::Retired;
 use garden_sdk::{
     Body, Curation, Decision, Envelope, FillKind, Gene, Info, InitContext, Module, Outbox, Plan,
     ScoredPlan, Subscription, Verdict,
@@ -73,6 +74,8 @@ pub struct Risk {
     curators: Curators,
     /// Scored plans waiting for this stage's curators.
     pending: Join<ScoredPlan, Curation>,
+    /// Variants retired lately: a plan of theirs still waiting is rejected.
+    retired: Retired,
 }
 
 /// What the rules say about one plan: verdict, size, reason.
@@ -173,6 +176,11 @@ impl Risk {
         let effect = Effect::of(&own);
         scored.curation.extend(own);
         let veto = Effect::of(&scored.curation).veto_reason();
+        if self.retired.contains(&scored.plan.origin) {
+            let reason = format!("variant {} retired", scored.plan.origin);
+            self.publish(scored, Verdict::Reject, 0.0, reason, out);
+            return;
+        }
         if let Some(reason) = veto {
             self.publish(scored, Verdict::Reject, 0.0, reason, out);
             return;
@@ -270,6 +278,9 @@ impl Risk {
     }
 }
 
+/// Retired variants remembered (far more than can have plans in flight).
+const RETIRED_KEPT: usize = 4096;
+
 /// Most a portfolio limit may be, as a multiple of the book's equity.
 const MAX_MULTIPLE: f64 = 1000.0;
 
@@ -330,6 +341,7 @@ impl Module for Risk {
             portfolio: portfolio_limits(&ctx)?,
             book: Book::default(),
             book_realised: 0.0,
+            retired: Retired::new(RETIRED_KEPT),
         })
     }
 
@@ -379,6 +391,7 @@ impl Module for Risk {
                 }
             }
             Body::Retired(origin) => {
+                self.retired.insert(origin);
                 self.book.retire(origin);
                 self.accounts.remove(origin);
             }
@@ -627,6 +640,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(decisions(&out)[3].verdict, Verdict::Approve);
+    }
+
+    #[test]
+    fn a_plan_still_waiting_when_its_variant_retires_is_rejected() {
+        let mut r = risk("cost");
+        let mut out = Outbox::new();
+        r.on_message(&msg("fusion", scored(vec![])), &mut out)
+            .unwrap();
+        r.on_message(&msg("host", Body::Retired("a".into())), &mut out)
+            .unwrap();
+        r.on_message(&msg("host", Body::EndOfStream), &mut out)
+            .unwrap();
+        let d = decisions(&out);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].verdict, Verdict::Reject);
+        assert_eq!(d[0].reason, "variant a retired");
+        assert!(r.book.is_empty() && !r.accounts.contains_key("a"));
     }
 
     #[test]

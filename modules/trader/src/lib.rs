@@ -38,6 +38,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use garden_sdk::curation::{Curators, Effect};
 use garden_sdk::join::{Join, Ready};
+use garden_sdk::retired::Retired;
 use garden_sdk::{
     Bar, Body, Curation, CuratorAction, Decision, Envelope, Feedback, Fill, FillKind, Fitness,
     Info, InitContext, Metric, Module, Outbox, Plan, Subscription, Timestamp, Verdict,
@@ -168,6 +169,10 @@ impl CuratorStats {
 /// close cannot grow the trader without bound.
 const MAX_SHADOWS: usize = 4096;
 
+/// Retired variants remembered (far more than can have decisions in
+/// flight).
+const RETIRED_KEPT: usize = 4096;
+
 /// What closing a position leaves behind.
 struct Closed {
     pnl: f64,
@@ -233,6 +238,9 @@ pub struct Trader {
     shadows: Vec<Shadow>,
     /// Shadows dropped to stay within [`MAX_SHADOWS`].
     shadows_dropped: u32,
+    /// Variants retired lately: a decision of theirs still in flight is
+    /// not traded, and brings back no account.
+    retired: Retired,
     /// By curator name; ordered so reports come out in a stable order.
     curator_stats: BTreeMap<String, CuratorStats>,
     /// The book of every variant together: realised pnl and closed
@@ -418,6 +426,9 @@ impl Trader {
     /// An approved decision with this stage's verdicts in.
     fn curated(&mut self, ready: Ready<Decision, Curation>, out: &mut Outbox) {
         let mut d = ready.item;
+        if self.retired.contains(&d.plan.origin) {
+            return;
+        }
         let own = self.curators.settle(&ready.id, &ready.answers);
         let effect = Effect::of(&own);
         d.curation.extend(own);
@@ -449,6 +460,9 @@ impl Trader {
     }
 
     fn on_decision(&mut self, d: &Decision, out: &mut Outbox) {
+        if self.retired.contains(&d.plan.origin) {
+            return;
+        }
         if d.verdict == Verdict::Reject {
             self.count(&d.curation);
             let (vetoed_by, _) = acted(&d.curation);
@@ -693,6 +707,7 @@ impl Trader {
     /// A retired variant: close its positions at the last close, report it
     /// one last time, forget it. Nothing it held stays open.
     fn retire(&mut self, origin: &str, out: &mut Outbox) {
+        self.retired.insert(origin);
         self.pending.retain(|d| d.plan.origin != origin);
         let Some(mut account) = self.accounts.remove(origin) else {
             return;
@@ -792,6 +807,7 @@ impl Module for Trader {
             curators,
             shadows: Vec::new(),
             shadows_dropped: 0,
+            retired: Retired::new(RETIRED_KEPT),
             curator_stats: BTreeMap::new(),
             realised_by_symbol: BTreeMap::new(),
             closed_by_symbol: BTreeMap::new(),
@@ -1015,6 +1031,13 @@ mod tests {
                 .any(|m| matches!(&m.body, Body::Fitness(f) if f.subject == "a"))
         );
         assert!(t.accounts.is_empty(), "no orphaned account");
+        // A decision of the retired variant still in flight brings back
+        // neither its account nor a trade.
+        t.on_message(&decision(plan(Side::Long, 50.0, 150.0, 100)), &mut out)
+            .unwrap();
+        t.on_message(&bar_msg(bar(100.0, 101.0, 99.0, 100.0)), &mut out)
+            .unwrap();
+        assert!(t.accounts.is_empty() && t.pending.is_empty());
     }
 
     fn with_curators(curators: &str) -> Trader {
