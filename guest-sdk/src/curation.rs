@@ -56,18 +56,12 @@ impl Curators {
     /// `kappa` (0.1) and `deadline-bars` (`default_deadline`).
     pub fn from_settings(ctx: &InitContext, default_deadline: u32) -> Result<Self, String> {
         let names = list_setting(ctx, "curators");
-        let kappa = ctx.setting_f64("kappa", DEFAULT_KAPPA)?;
-        if !(0.0..=MAX_KAPPA).contains(&kappa) {
-            return Err(format!(
-                "kappa must be in 0..={MAX_KAPPA} (a nudge of -1 would zero the size), got {kappa}"
-            ));
-        }
-        let deadline = ctx.setting_f64("deadline-bars", f64::from(default_deadline))?;
-        if !(0.0..=MAX_DEADLINE_BARS).contains(&deadline) || deadline.fract() != 0.0 {
-            return Err(format!(
-                "deadline-bars must be a whole number in 0..={MAX_DEADLINE_BARS}, got {deadline}"
-            ));
-        }
+        let kappa = ctx.setting_in("kappa", DEFAULT_KAPPA, 0.0..=MAX_KAPPA)?;
+        let deadline = ctx.setting_whole(
+            "deadline-bars",
+            f64::from(default_deadline),
+            0.0..=MAX_DEADLINE_BARS,
+        )?;
         Ok(Curators {
             names,
             kappa,
@@ -245,6 +239,24 @@ impl Verdicts {
     pub fn nudge(&self, plan_id: &str, target: NudgeTarget, amount: f64, reason: &str) -> Curation {
         self.make(plan_id, CuratorAction::Nudge, target, amount, reason)
     }
+}
+
+/// Significant digits of a number in a verdict's reason.
+const REASON_DIGITS: i32 = 3;
+
+/// Most decimals of a number in a verdict's reason (below that it reads 0).
+const REASON_MAX_DECIMALS: i32 = 12;
+
+/// `x` with about three significant digits and no exponent, for reasons:
+/// costs are small for currencies and large for indices, and a reason
+/// should read the same way for both.
+pub fn figure(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let magnitude = x.abs().log10().floor() as i32;
+    let decimals = (REASON_DIGITS - 1 - magnitude).clamp(0, REASON_MAX_DECIMALS);
+    format!("{x:.*}", decimals as usize)
 }
 
 /// A comma-separated setting as trimmed, non-empty names.

@@ -158,6 +158,44 @@ impl InitContext {
             .map(|s| s.value.as_str())
     }
 
+    /// A number setting in `range` (`default` when absent), or an error
+    /// naming the setting and the range.
+    pub fn setting_in(
+        &self,
+        name: &str,
+        default: f64,
+        range: std::ops::RangeInclusive<f64>,
+    ) -> Result<f64, String> {
+        let v = self.setting_f64(name, default)?;
+        if !range.contains(&v) {
+            return Err(format!(
+                "{name} must be in {}..={}, got {v}",
+                range.start(),
+                range.end()
+            ));
+        }
+        Ok(v)
+    }
+
+    /// A whole-number setting in `range` (`default` when absent), or an
+    /// error naming the setting and the range.
+    pub fn setting_whole(
+        &self,
+        name: &str,
+        default: f64,
+        range: std::ops::RangeInclusive<f64>,
+    ) -> Result<u64, String> {
+        let v = self.setting_f64(name, default)?;
+        if !range.contains(&v) || v.fract() != 0.0 {
+            return Err(format!(
+                "{name} must be a whole number in {}..={}, got {v}",
+                range.start(),
+                range.end()
+            ));
+        }
+        Ok(v as u64)
+    }
+
     /// A setting parsed as a number, or `default` when absent.
     pub fn setting_f64(&self, name: &str, default: f64) -> Result<f64, String> {
         match self.setting(name) {

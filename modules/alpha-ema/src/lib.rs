@@ -225,7 +225,7 @@ impl Module for Alpha {
             size: ctx.float("size")?,
             allow_short: ctx.boolean("allow-short")?,
             sharing: Sharing::parse(ctx.setting("intel").unwrap_or("off"))?,
-            skip_below: unit_setting(&ctx, "intel-skip-below", 0.35)?,
+            skip_below: ctx.setting_in("intel-skip-below", 0.35, 0.0..=1.0)?,
             min_samples: ctx.setting_f64("intel-min-samples", 20.0)?.max(1.0),
             memory: ctx.setting_f64("intel-memory", 500.0)?.clamp(1.0, 1e9) as u64,
             instance: ctx.instance,
@@ -275,15 +275,6 @@ impl Module for Alpha {
             data,
         })
     }
-}
-
-/// A setting in [0, 1].
-fn unit_setting(ctx: &InitContext, name: &str, default: f64) -> Result<f64, String> {
-    let v = ctx.setting_f64(name, default)?;
-    if !(0.0..=1.0).contains(&v) {
-        return Err(format!("{name} must be in 0..=1, got {v}"));
-    }
-    Ok(v)
 }
 
 /// (wins, closes, next plan number) from a snapshot of version 1 (counts

@@ -23,7 +23,7 @@
 //! arrives, keyed by its id; every nudge is in [−κ, 0). The curator keeps no
 //! state between plans, so its verdicts depend on nothing but the plan.
 
-use garden_sdk::curation::{DEFAULT_KAPPA, MAX_KAPPA, Verdicts};
+use garden_sdk::curation::{DEFAULT_KAPPA, MAX_KAPPA, Verdicts, figure};
 use garden_sdk::{
     Body, Curation, Envelope, Info, InitContext, Module, NudgeTarget, Outbox, ScoredPlan,
     Subscription,
@@ -42,12 +42,6 @@ const MAX_BPS: f64 = 1_000.0;
 /// Highest edge-to-cost multiple accepted for `min-edge-cost` and
 /// `nudge-below`.
 const MAX_MULTIPLE: f64 = 1_000.0;
-
-/// Significant digits of the numbers in a reason.
-const REASON_DIGITS: i32 = 3;
-
-/// Most decimals in a reason's number (below that it reads as 0).
-const REASON_MAX_DECIMALS: i32 = 12;
 
 /// The rule's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,9 +101,9 @@ impl CostCurator {
                 &plan.id,
                 &format!(
                     "edge {} per unit is below {} × the round-trip cost {}",
-                    num(edge),
+                    figure(edge),
                     rule.min_edge_cost,
-                    num(cost)
+                    figure(cost)
                 ),
             );
         }
@@ -124,9 +118,9 @@ impl CostCurator {
                 -rule.kappa * thin,
                 &format!(
                     "thin edge: {} per unit, under {} × the round-trip cost {}",
-                    num(edge),
+                    figure(edge),
                     rule.nudge_below,
-                    num(cost)
+                    figure(cost)
                 ),
             );
         }
@@ -134,32 +128,11 @@ impl CostCurator {
             &plan.id,
             &format!(
                 "edge {} per unit clears the round-trip cost {}",
-                num(edge),
-                num(cost)
+                figure(edge),
+                figure(cost)
             ),
         )
     }
-}
-
-/// `x` with about [`REASON_DIGITS`] significant digits, without an
-/// exponent: costs are small for currencies and large for indices, and a
-/// reason should read the same way for both.
-fn num(x: f64) -> String {
-    if x == 0.0 || !x.is_finite() {
-        return format!("{x}");
-    }
-    let magnitude = x.abs().log10().floor() as i32;
-    let decimals = (REASON_DIGITS - 1 - magnitude).clamp(0, REASON_MAX_DECIMALS);
-    format!("{x:.*}", decimals as usize)
-}
-
-/// A setting in `lo..=hi`, or an error naming it and the range.
-fn ranged(ctx: &InitContext, name: &str, default: f64, lo: f64, hi: f64) -> Result<f64, String> {
-    let v = ctx.setting_f64(name, default)?;
-    if !(lo..=hi).contains(&v) {
-        return Err(format!("{name} must be in {lo}..={hi}, got {v}"));
-    }
-    Ok(v)
 }
 
 impl Module for CostCurator {
@@ -170,16 +143,16 @@ impl Module for CostCurator {
     }
 
     fn init(ctx: InitContext) -> Result<Self, String> {
-        let min_edge_cost = ranged(&ctx, "min-edge-cost", 1.0, 0.0, MAX_MULTIPLE)?;
+        let min_edge_cost = ctx.setting_in("min-edge-cost", 1.0, 0.0..=MAX_MULTIPLE)?;
         // The nudge band starts where the veto ends, so it cannot start
         // below it.
-        let nudge_below = ranged(&ctx, "nudge-below", 3.0, min_edge_cost, MAX_MULTIPLE)?;
+        let nudge_below = ctx.setting_in("nudge-below", 3.0, min_edge_cost..=MAX_MULTIPLE)?;
         let rule = Rule {
-            fee_bps: ranged(&ctx, "fee-bps", 0.2, 0.0, MAX_BPS)?,
-            slippage_bps: ranged(&ctx, "slippage-bps", 0.5, 0.0, MAX_BPS)?,
+            fee_bps: ctx.setting_in("fee-bps", 0.2, 0.0..=MAX_BPS)?,
+            slippage_bps: ctx.setting_in("slippage-bps", 0.5, 0.0..=MAX_BPS)?,
             min_edge_cost,
             nudge_below,
-            kappa: ranged(&ctx, "kappa", DEFAULT_KAPPA, 0.0, MAX_KAPPA)?,
+            kappa: ctx.setting_in("kappa", DEFAULT_KAPPA, 0.0..=MAX_KAPPA)?,
         };
         Ok(CostCurator {
             verdicts: Verdicts::by(&ctx.instance),

@@ -92,14 +92,9 @@ impl Module for RegimeCurator {
     }
 
     fn init(ctx: InitContext) -> Result<Self, String> {
-        let whole = |name: &str, default: f64| -> Result<usize, String> {
-            let v = ctx.setting_f64(name, default)?;
-            if !(1.0..=MAX_BARS).contains(&v) || v.fract() != 0.0 {
-                return Err(format!(
-                    "{name} must be a whole number in 1..={MAX_BARS}, got {v}"
-                ));
-            }
-            Ok(v as usize)
+        let whole = |name: &str, default: f64| {
+            ctx.setting_whole(name, default, 1.0..=MAX_BARS)
+                .map(|v| v as usize)
         };
         Ok(RegimeCurator {
             verdicts: Verdicts::by(&ctx.instance),

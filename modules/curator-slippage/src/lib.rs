@@ -31,7 +31,7 @@
 
 use std::collections::BTreeMap;
 
-use garden_sdk::curation::{DEFAULT_KAPPA, MAX_KAPPA, Verdicts};
+use garden_sdk::curation::{DEFAULT_KAPPA, MAX_KAPPA, Verdicts, figure};
 use garden_sdk::indicators::RollingStats;
 use garden_sdk::{
     Bar, Body, Curation, Decision, Envelope, Info, InitContext, Module, NudgeTarget, Outbox,
@@ -47,12 +47,6 @@ const MAX_WINDOW: f64 = 10_000.0;
 /// Largest `max-share` accepted: a fill expected to lose ten times the
 /// planned move is already past any sensible line.
 const MAX_SHARE: f64 = 10.0;
-
-/// Significant digits of the numbers in a reason.
-const REASON_DIGITS: i32 = 3;
-
-/// Most decimals in a reason's number.
-const REASON_MAX_DECIMALS: i32 = 12;
 
 /// Percent in one, for reasons.
 const PERCENT: f64 = 100.0;
@@ -150,9 +144,9 @@ impl SlippageCurator {
         let ratio = expected / distance;
         let numbers = format!(
             "expected adverse fill {} is {:.1}% of the move to target {}",
-            num(expected),
+            figure(expected),
             ratio * PERCENT,
-            num(distance)
+            figure(distance)
         );
         let rule = &self.rule;
         Some(if ratio > rule.max_share {
@@ -174,25 +168,6 @@ impl SlippageCurator {
             v.pass(&plan.id, &numbers)
         })
     }
-}
-
-/// `x` with about [`REASON_DIGITS`] significant digits, without an exponent.
-fn num(x: f64) -> String {
-    if x == 0.0 || !x.is_finite() {
-        return format!("{x}");
-    }
-    let magnitude = x.abs().log10().floor() as i32;
-    let decimals = (REASON_DIGITS - 1 - magnitude).clamp(0, REASON_MAX_DECIMALS);
-    format!("{x:.*}", decimals as usize)
-}
-
-/// A setting in `lo..=hi`, or an error naming it and the range.
-fn ranged(ctx: &InitContext, name: &str, default: f64, lo: f64, hi: f64) -> Result<f64, String> {
-    let v = ctx.setting_f64(name, default)?;
-    if !(lo..=hi).contains(&v) {
-        return Err(format!("{name} must be in {lo}..={hi}, got {v}"));
-    }
-    Ok(v)
 }
 
 impl Module for SlippageCurator {
@@ -220,11 +195,11 @@ impl Module for SlippageCurator {
         }
         let rule = Rule {
             window: window as usize,
-            range_share: ranged(&ctx, "range-share", 0.1, 0.0, 1.0)?,
+            range_share: ctx.setting_in("range-share", 0.1, 0.0..=1.0)?,
             max_share,
             // The nudge band ends where the veto starts.
-            nudge_above: ranged(&ctx, "nudge-above", 0.1, 0.0, max_share)?,
-            kappa: ranged(&ctx, "kappa", DEFAULT_KAPPA, 0.0, MAX_KAPPA)?,
+            nudge_above: ctx.setting_in("nudge-above", 0.1, 0.0..=max_share)?,
+            kappa: ctx.setting_in("kappa", DEFAULT_KAPPA, 0.0..=MAX_KAPPA)?,
         };
         Ok(SlippageCurator {
             verdicts: Verdicts::by(&ctx.instance),

@@ -36,7 +36,7 @@
 
 use std::collections::BTreeMap;
 
-use garden_sdk::curation::Verdicts;
+use garden_sdk::curation::{Verdicts, figure};
 use garden_sdk::indicators::{Atr, RollingStats};
 use garden_sdk::{
     Bar, Body, Curation, Envelope, Info, InitContext, Module, Outbox, Plan, Subscription, Timestamp,
@@ -89,12 +89,6 @@ const MIN_GAP_FACTOR: f64 = 1.0;
 
 /// Largest `gap-factor` and `gap-atr` accepted.
 const MAX_FACTOR: f64 = 1_000.0;
-
-/// Significant digits of the prices in a reason.
-const REASON_DIGITS: i32 = 3;
-
-/// Most decimals in a reason's price.
-const REASON_MAX_DECIMALS: i32 = 12;
 
 /// A weekly close: an ISO weekday (1 = Monday) and an hour, UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,9 +211,9 @@ impl Rules {
         {
             why.push(format!(
                 "opened {} from the previous close, over {} × ATR {}",
-                num(gap),
+                figure(gap),
                 self.gap_atr,
-                num(atr)
+                figure(atr)
             ));
         }
         why
@@ -319,25 +313,9 @@ impl TimingCurator {
     }
 }
 
-/// `x` with about [`REASON_DIGITS`] significant digits, without an exponent.
-fn num(x: f64) -> String {
-    if x == 0.0 || !x.is_finite() {
-        return format!("{x}");
-    }
-    let magnitude = x.abs().log10().floor() as i32;
-    let decimals = (REASON_DIGITS - 1 - magnitude).clamp(0, REASON_MAX_DECIMALS);
-    format!("{x:.*}", decimals as usize)
-}
-
 /// A setting that is a whole number of bars in 0..=[`MAX_BARS`].
 fn bars(ctx: &InitContext, name: &str, default: f64) -> Result<u32, String> {
-    let v = ctx.setting_f64(name, default)?;
-    if !(0.0..=MAX_BARS).contains(&v) || v.fract() != 0.0 {
-        return Err(format!(
-            "{name} must be a whole number in 0..={MAX_BARS}, got {v}"
-        ));
-    }
-    Ok(v as u32)
+    Ok(ctx.setting_whole(name, default, 0.0..=MAX_BARS)? as u32)
 }
 
 impl Module for TimingCurator {

@@ -289,13 +289,7 @@ const MAX_MULTIPLE: f64 = 1000.0;
 /// `max-net` (30), the last three multiples of the book's equity.
 /// Generous by default: the book binds only when many variants pile in.
 fn portfolio_limits(ctx: &InitContext) -> Result<PortfolioLimits, String> {
-    let read = |name: &str, default: f64, max: f64| -> Result<f64, String> {
-        let v = ctx.setting_f64(name, default)?;
-        if !(0.0..=max).contains(&v) {
-            return Err(format!("{name} must be in 0..={max}, got {v}"));
-        }
-        Ok(v)
-    };
+    let read = |name: &str, default: f64, max: f64| ctx.setting_in(name, default, 0.0..=max);
     Ok(PortfolioLimits {
         kelly_fraction: read("kelly-fraction", 0.5, 1.0)?,
         max_risk: read("max-portfolio-risk", 0.2, MAX_MULTIPLE)?,
