@@ -1122,6 +1122,27 @@ mod tests {
         assert!((r["vetoed-would-r"] - 1.0).abs() < 1e-9);
     }
 
+    /// The attack: an alpha writing vetoed plans that never close. The
+    /// trader follows a bounded number of them, dropping the oldest.
+    #[test]
+    fn vetoed_plans_that_never_close_cannot_grow_the_trader() {
+        use garden_sdk::curation::Verdicts;
+        let mut t = with_curators("");
+        let mut out = Outbox::new();
+        for n in 0..=MAX_SHADOWS {
+            let mut msg = decision(plan(Side::Long, 1.0, 1e9, u32::MAX));
+            if let Body::Decision(d) = &mut msg.body {
+                d.plan.id = format!("a-{n}");
+                d.verdict = Verdict::Reject;
+                d.curation = vec![Verdicts::by("regime").veto(&d.plan.id, "x")];
+            }
+            t.on_message(&msg, &mut out).unwrap();
+        }
+        assert_eq!(t.shadows.len(), MAX_SHADOWS);
+        assert_eq!(t.shadows_dropped, 1);
+        assert_eq!(t.shadows[0].plan.id, "a-1", "the oldest went first");
+    }
+
     #[test]
     fn the_trader_stage_waits_one_bar_at_most_and_may_only_shrink() {
         use garden_sdk::NudgeTarget;
